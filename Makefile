@@ -1,0 +1,39 @@
+# Thin wrappers; the work is in scripts/, src/ and pytest.
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST := $(BIN)/pytest
+SANDBOX_TEST := .sandbox-test
+
+.PHONY: setup demo drill test lint bench sandbox-down clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup  ## start the sandbox, run the daily checks, print the report path
+	@$(BIN)/opsverify sandbox up
+	@$(PYTEST) -m daily -n 2 -q; rc=$$?; \
+	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
+
+drill: setup  ## the disaster-recovery drill set against the sandbox
+	@$(BIN)/opsverify sandbox up
+	@$(PYTEST) -m dr -q; rc=$$?; \
+	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
+
+test: setup  ## the suite's own tests (real servers in a separate sandbox)
+	@$(BIN)/opsverify sandbox up --state-dir $(SANDBOX_TEST) >/dev/null
+	@$(PYTEST) tests -n 2 --no-reports --sandbox-dir $(SANDBOX_TEST); rc=$$?; \
+	  $(BIN)/opsverify sandbox down --state-dir $(SANDBOX_TEST); exit $$rc
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	@echo "no benchmarks yet"
+
+sandbox-down:
+	$(BIN)/opsverify sandbox down
+
+clean: sandbox-down
+	rm -rf $(VENV) reports/2* reports/latest

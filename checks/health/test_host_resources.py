@@ -1,0 +1,46 @@
+"""Hosts have CPU, memory and disk headroom.
+
+Runbook: QP-29 health script (CPU < 80 %, disk < 85 %), PF-07 capacity utilisation review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fixtures.expect import expect
+from fixtures.reporting import Recorder
+from opsverify.probes.host import Usage, cpu_usage, disk_usage, memory_usage
+from opsverify.profile import Host
+
+pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.runbook("QP-29", "PF-07")]
+HostOf = Callable[[Host], Any]
+
+
+def _under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> None:
+    __tracebackhide__ = True
+    evidence.record(**{f"{usage.resource}_percent": f"{usage.percent:.1f}" if usage.percent is not None else "?"})
+    evidence.record(limit_percent=limit)
+    expect(usage.percent is not None, f"cannot read {usage.resource} usage of host {host.name}: {usage.error}")
+    expect(
+        (usage.percent or 0.0) < limit,
+        f"host {host.name} {usage.resource} usage is {usage.percent:.1f}% (limit {limit:g}%) on {host.uri}",
+    )
+
+
+def test_cpu_usage_is_under_limit(host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
+    """QP-29: CPU busy share over ``cpu_sample`` is under ``cpu_max_percent``."""
+    _under(host, cpu_usage(testinfra_host(host), host.cpu_sample), host.cpu_max_percent, evidence)
+
+
+def test_memory_usage_is_under_limit(host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
+    """PF-07: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
+    _under(host, memory_usage(testinfra_host(host)), host.memory_max_percent, evidence)
+
+
+def test_disk_usage_is_under_limit(disk: tuple[Host, str], testinfra_host: HostOf, evidence: Recorder) -> None:
+    """QP-29: each declared path's filesystem is under ``disk_max_percent`` used."""
+    host, path = disk
+    _under(host, disk_usage(testinfra_host(host), path), host.disk_max_percent, evidence)

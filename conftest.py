@@ -1,0 +1,8 @@
+"""Switchboard: the plugin modules that make up opsverify's pytest side. Nothing else lives here."""
+
+pytest_plugins = [
+    "fixtures.profile",
+    "fixtures.components",
+    "fixtures.markers",
+    "fixtures.reporting",
+]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install what opsverify needs, only what is missing: Debian packages (redis-server,
+# PostgreSQL 15 server binaries, openssh-server, iproute2, procps) and a virtualenv in .venv
+# with the project and its dev tools. Idempotent and quick when everything is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pg_bin() { ls /usr/lib/postgresql/*/bin/"$1" >/dev/null 2>&1 || have "$1"; }
+
+have redis-server || need_apt+=(redis-server)
+{ pg_bin initdb && pg_bin pg_ctl && have pg_dump && have psql; } || need_apt+=(postgresql)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+have ip || need_apt+=(iproute2)
+have ps || need_apt+=(procps)
+have runuser || need_apt+=(util-linux)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "opsverify setup: missing system packages; install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "opsverify setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian starts no services inside containers, but make sure a packaged redis does not hold a port.
+if have systemctl && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl stop redis-server || true
+fi
+
+stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "opsverify setup: creating $VENV (python package and dev tools)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }; }
+  quiet "$VENV/bin/python" -m pip install -q --upgrade pip
+  quiet "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,88 @@
+"""``opsverify``: profile validation and schema, and the embedded sandbox.
+
+Every error reaches the user as one sentence with the fix, and a non-zero exit; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from opsverify import __version__
+from opsverify.errors import OpsverifyError, ProfileError
+
+DEFAULT_STATE = Path(".sandbox")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opsverify",
+        description="Operational verification: runbook procedures as a pytest suite. "
+        "Run the checks with pytest (e.g. `pytest -m daily --profile FILE`); this command manages "
+        "profiles and the embedded sandbox.",
+    )
+    parser.add_argument("--version", action="version", version=f"opsverify {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    profile = commands.add_parser("profile", help="validate a profile or print its JSON Schema")
+    profile_commands = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = profile_commands.add_parser("check", help="validate FILE; print every problem with its YAML path")
+    check.add_argument("file", type=Path)
+    profile_commands.add_parser("schema", help="print the profile's JSON Schema (for editors)")
+
+    sandbox = commands.add_parser("sandbox", help="the embedded sandbox: real servers on loopback")
+    sandbox.add_argument("action", choices=["up", "down", "status"], help="start, stop, or show what runs where")
+    sandbox.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="where it keeps data (./.sandbox)")
+    sandbox.add_argument("--purge", action="store_true", help="with down: also delete the state dir")
+    return parser
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from opsverify.profile import load_profile, profile_schema
+
+    if args.action == "schema":
+        print(json.dumps(profile_schema(), indent=2))
+        return 0
+    try:
+        loaded = load_profile(args.file)
+    except ProfileError as err:
+        print(err, file=sys.stderr)
+        return 1
+    counts = ", ".join(
+        f"{len(getattr(loaded, s))} {s}" for s in ("services", "databases", "redis", "dependencies", "hosts", "backups")
+    )
+    print(f"{args.file}: profile {loaded.name} ({loaded.role}) is valid: {counts}")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from opsverify import sandbox
+
+    state_dir = args.state_dir.resolve()
+    if args.action == "up":
+        print(sandbox.up(state_dir).render())
+    elif args.action == "down":
+        sandbox.down(state_dir, purge=args.purge)
+        print(f"sandbox in {state_dir} is down{' and purged' if args.purge else ''}")
+    else:
+        print(sandbox.status(state_dir).render())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _profile(args) if args.command == "profile" else _sandbox(args)
+    except OpsverifyError as err:
+        print(f"opsverify: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("opsverify: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The profile: one environment described as frozen, validated models.
+
+Thresholds default to the values the two runbooks give (CPU < 80 %, disk < 85 %, the
+Photonic Foundry RTO/RPO table). Secrets are ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from opsverify.durations import DURATION_PATTERN, parse_duration
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "15m", "1h", "30d"]}),
+]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class Model(BaseModel):
+    """Base of every profile section: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretSource(Model):
+    """A credential from the environment (``password: ${VAR}``) or from a file."""
+
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    def secret(self) -> str | None:
+        """The password, read from the file when one is named (first line, stripped)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            lines = self.password_file.read_text().splitlines()
+            return lines[0].strip() if lines else ""
+        return None
+
+
+class MetricsExpectation(Model):
+    """What ``/metrics`` must expose (PF-03, QP-02)."""
+
+    path: str = "/metrics"
+    required: list[str] = Field(default_factory=list, description="metric family names that must be present")
+    maximum: dict[str, float] = Field(default_factory=dict, description="sample name -> largest allowed value")
+    freshness_metric: str | None = Field(None, description="a gauge holding a unix timestamp of the last update")
+    max_age: Duration = timedelta(minutes=5)
+
+
+class HttpService(Model):
+    """An HTTP service with a health endpoint (PF-01, QP-01)."""
+
+    name: Name
+    url: str = Field(description="base URL, http:// or https://")
+    health_path: str = "/health"
+    healthy_status: list[str] = Field(default_factory=lambda: ["ok", "healthy", "pass", "up"])
+    latency_budget: Duration = timedelta(seconds=1)
+    ca_file: Path | None = Field(None, description="CA bundle for https; default: the system store")
+    metrics: MetricsExpectation | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class Database(SecretSource):
+    """A PostgreSQL database, opened read-only by the checks."""
+
+    name: Name
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    dbname: str
+    user: str
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    connect_budget: Duration = timedelta(seconds=2)
+
+
+class RedisInstance(SecretSource):
+    """A Redis server (PF-21, PF-29, PF-30)."""
+
+    name: Name
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    username: str | None = None
+    ping_budget: Duration = timedelta(milliseconds=50)
+    require_persistence: bool = Field(True, description="the last BGSAVE must have succeeded")
+
+
+class Dependency(Model):
+    """An external dependency that must be reachable (QP-04), ``tcp://host:port`` or a URL."""
+
+    name: Name
+    url: str
+    budget: Duration = timedelta(seconds=2)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("tcp", "http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not a tcp://host:port, http:// or https:// address")
+        if parts.scheme == "tcp" and parts.port is None:
+            raise ValueError(f"{value!r} has no port: write tcp://host:port")
+        return value
+
+
+class Host(Model):
+    """A machine whose resources are checked through testinfra (QP-29, PF-07)."""
+
+    name: Name
+    uri: str = Field("local://", description="testinfra host spec: local://, ssh://user@host:port")
+    ssh_config: Path | None = None
+    ssh_identity_file: Path | None = None
+    cpu_max_percent: Percent = 80
+    memory_max_percent: Percent = 90
+    disk_max_percent: Percent = 85
+    disk_paths: list[str] = Field(default_factory=lambda: ["/"])
+    cpu_sample: Duration = timedelta(seconds=1)
+
+
+class BackupSource(Model):
+    """A location the runbooks' backup jobs write to (PF-04, PF-16, QP-18)."""
+
+    name: Name
+    kind: Literal["postgres", "redis", "config", "archive"]
+    path: str = Field(description="directory holding the backups")
+    pattern: str = Field("*", description="glob of the backup file names")
+    database: str | None = Field(None, description="the profile database this backs up")
+    rpo: Duration = timedelta(hours=24)
+    retention: Duration = timedelta(days=30)
+    schedule: Duration = timedelta(days=1)
+
+
+class Objective(Model):
+    """Recovery objectives of one component (PF-47)."""
+
+    component: Name
+    rto: Duration
+    rpo: Duration
+
+
+def _runbook_objectives() -> list[Objective]:
+    table = [("application", "15m", "5m"), ("database", "30m", "1h"), ("full-system", "2h", "4h")]
+    return [Objective(component=c, rto=parse_duration(t), rpo=parse_duration(p)) for c, t, p in table]
+
+
+class Timeouts(Model):
+    """Upper bounds of every network call; nothing waits longer than these."""
+
+    connect: Duration = timedelta(seconds=5)
+    request: Duration = timedelta(seconds=10)
+
+
+class Profile(Model):
+    """One environment: what runs where and which thresholds hold."""
+
+    name: Name
+    role: Literal["sandbox", "staging", "production"] = "staging"
+    description: str = ""
+    timeouts: Timeouts = Timeouts()
+    services: list[HttpService] = Field(default_factory=list)
+    databases: list[Database] = Field(default_factory=list)
+    redis: list[RedisInstance] = Field(default_factory=list)
+    dependencies: list[Dependency] = Field(default_factory=list)
+    hosts: list[Host] = Field(default_factory=list)
+    backups: list[BackupSource] = Field(default_factory=list)
+    objectives: list[Objective] = Field(default_factory=_runbook_objectives)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Profile:
+        for section in ("services", "databases", "redis", "dependencies", "hosts", "backups"):
+            names = [item.name for item in getattr(self, section)]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{section}: name {twice[0]!r} is used more than once")
+        return self

@@ -1,0 +1,1 @@
+"""Run output: the report directory layout and the evidence an auditor reads."""

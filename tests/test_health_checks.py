@@ -1,0 +1,277 @@
+"""checks/health against the real test sandbox: healthy passes; each injected fault fails its check.
+
+Faults are real: a server that was stopped, a server answering 500 or slowly, a wrong password,
+a Redis whose background save failed, a machine busy on every core, limits below the measured use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opsverify.sandbox.app import start_app, stop_process
+from opsverify.sandbox.net import free_port
+from opsverify.sandbox.redis import start_redis
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+Mutation = Callable[[dict[str, Any]], None]
+HTTP = "health/test_http_health.py"
+METRICS = "health/test_metrics.py"
+PF = "[photonic-foundry]"
+
+
+def only(section: str, name: str | None = None) -> Mutation:
+    """Keep just one instance of ``section`` (the first when unnamed) and drop the other sections."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        for key in ("services", "databases", "redis", "dependencies", "hosts"):
+            kept = [i for i in data.get(key, []) if key == section and name in (None, i["name"])]
+            data[key] = kept[:1]
+
+    return mutate
+
+
+def then(*mutations: Mutation) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        for m in mutations:
+            m(data)
+
+    return mutate
+
+
+def set_in(section: str, **values: Any) -> Mutation:
+    return lambda data: data[section][0].update(values)
+
+
+@dataclass
+class App:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=10)
+        assert_port_closed(int(self.url.rsplit(":", 1)[1]))
+
+
+def assert_port_closed(port: int, wait: float = 10) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"port {port} is still open")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Callable[..., App]]:
+    """``app(*fault_flags)``: a real photonic-foundry app process, stopped after the test."""
+    started: list[App] = []
+
+    def start(*flags: str) -> App:
+        port = free_port()
+        started.append(App(start_app("photonic-foundry", port, tmp_path / f"app-{port}.log", *flags),
+                           f"http://127.0.0.1:{port}"))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.stop()
+
+
+def service_at(url: str, **overrides: Any) -> Mutation:
+    return then(only("services", "photonic-foundry"), set_in("services", url=url, **overrides))
+
+
+def test_healthy_sandbox_passes_every_health_check(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(), "health")
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.failed() == set()
+    assert sum(c["outcome"] == "passed" for c in run.checks.values()) >= 20
+    evidence = run.checks["test_http_health.py::test_health_answers_within_latency_budget[quantum-planner]"]
+    assert evidence["runbook"] == ["PF-01", "QP-01", "QP-29"]
+    assert evidence["evidence"]["budget"] == "500ms"
+
+
+def test_stopped_service_fails_its_health_checks(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    stopped = app()
+    stopped.stop()
+    run = run_checks(profile_variant(service_at(stopped.url)), HTTP)
+    assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
+        "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
+        "test_health_answers_within_latency_budget")}
+    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").startswith(
+        f"photonic-foundry health endpoint {stopped.url}/health did not answer: connection failed")
+
+
+def test_http_500_fails_the_status_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    broken = app("--health-status", "500")
+    run = run_checks(profile_variant(service_at(broken.url)), HTTP)
+    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}") == (
+        f"photonic-foundry health endpoint {broken.url}/health answered HTTP 500, not 2xx")
+    assert run.outcome(f"test_http_health.py::test_health_answers_within_latency_budget{PF}") == "passed"
+
+
+def test_degraded_body_fails_the_body_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    degraded = app("--health-body-status", "degraded")
+    run = run_checks(profile_variant(service_at(degraded.url)), HTTP)
+    assert run.failed() == {f"test_http_health.py::test_health_body_reports_healthy{PF}"}
+    assert run.message(f"test_http_health.py::test_health_body_reports_healthy{PF}").startswith(
+        f"photonic-foundry reports status 'degraded' at {degraded.url}/health, expected one of ok, healthy")
+
+
+def test_slow_endpoint_fails_only_the_latency_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    slow = app("--delay", "1.5")
+    run = run_checks(profile_variant(service_at(slow.url, latency_budget="500ms")), HTTP)
+    test = f"test_http_health.py::test_health_answers_within_latency_budget{PF}"
+    assert run.failed() == {test}
+    assert run.message(test).startswith("photonic-foundry health took 1.")
+    assert run.message(test).endswith(f"s (budget 500ms): {slow.url}/health")
+
+
+def test_endpoint_that_never_answers_fails_within_the_request_timeout(
+    run_checks: Run, profile_variant: Variant
+) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        mutate = then(service_at(url), lambda d: d.update(timeouts={"connect": "1s", "request": "1s"}))
+        started = time.monotonic()
+        run = run_checks(profile_variant(mutate), HTTP)
+    assert time.monotonic() - started < 30
+    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").endswith(
+        "did not answer: no answer before the request timeout")
+
+
+def test_missing_metric_fails_the_required_series_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    lacking = app("--omit-metric", "memory_usage")
+    run = run_checks(profile_variant(service_at(lacking.url)), METRICS)
+    test = f"test_metrics.py::test_metrics_expose_required_series{PF}"
+    assert run.failed() == {test}
+    assert run.message(test) == f"photonic-foundry metrics at {lacking.url}/metrics lack memory_usage"
+
+
+def test_error_rate_above_maximum_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    failing = app("--error-rate", "0.25")
+    run = run_checks(profile_variant(service_at(failing.url)), METRICS)
+    test = f"test_metrics.py::test_metric_values_stay_under_maximum{PF}"
+    assert run.failed() == {test}
+    assert run.message(test) == f"photonic-foundry: error_rate is 0.25 (max 0.05) at {failing.url}/metrics"
+
+
+def test_stale_metrics_fail_the_freshness_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    stale = app("--stale", "3600")
+    run = run_checks(profile_variant(service_at(stale.url)), METRICS)
+    test = f"test_metrics.py::test_metrics_are_fresh{PF}"
+    assert run.failed() == {test}
+    assert run.message(test).startswith("photonic-foundry metrics are 1h")
+    assert "old (max 5m): photonic_last_update_timestamp_seconds" in run.message(test)
+
+
+def test_wrong_database_password_fails_the_session_check(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    run = run_checks(profile_variant(then(only("databases"), set_in("databases", password_file=str(wrong)))),
+                     "health/test_postgres.py")
+    test = next(t for t in run.checks if t.startswith("test_postgres.py::test_database_accepts_read_only_session"))
+    assert run.outcome(test) == "failed"
+    assert 'password authentication failed for user "opsverify"' in run.message(test)
+    assert "not-the-password" not in run.result.stdout.str()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    server = start_redis(tmp_path / "redis", free_port())
+    yield server
+    server.stop(timeout=10)
+
+
+def redis_at(port: int) -> Mutation:
+    return then(only("redis"), set_in("redis", port=port, password=None, password_file=None))
+
+
+def test_stopped_redis_fails_its_checks(run_checks: Run, profile_variant: Variant, own_redis: Any) -> None:
+    own_redis.stop(timeout=10)
+    run = run_checks(profile_variant(redis_at(own_redis.port)), "health/test_redis.py")
+    test = "test_redis.py::test_redis_answers_ping_within_budget[cache]"
+    assert run.failed() == {test, "test_redis.py::test_redis_persistence_is_healthy[cache]"}
+    assert run.message(test).startswith(f"redis cache at 127.0.0.1:{own_redis.port} did not answer:")
+
+
+def test_failed_background_save_fails_the_persistence_check(
+    run_checks: Run, profile_variant: Variant, own_redis: Any, tmp_path: Path
+) -> None:
+    import redis
+
+    client = redis.Redis(port=own_redis.port, socket_timeout=5)
+    client.set("k", "v")
+    shutil.rmtree(tmp_path / "redis")  # the server's working directory disappears under it
+    client.bgsave()
+    deadline = time.monotonic() + 10
+    while client.info("persistence")["rdb_bgsave_in_progress"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.info("persistence")["rdb_last_bgsave_status"] == "err"
+    run = run_checks(profile_variant(redis_at(own_redis.port)), "health/test_redis.py")
+    test = "test_redis.py::test_redis_persistence_is_healthy[cache]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"redis cache last BGSAVE failed (rdb_last_bgsave_status:err): see the redis log on 127.0.0.1:{own_redis.port}")
+
+
+def test_unreachable_dependency_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    gone = app()
+    gone.stop()
+    run = run_checks(profile_variant(then(only("dependencies"), set_in("dependencies", url=gone.url + "/health"))),
+                     "health/test_dependencies.py")
+    test = "test_dependencies.py::test_dependency_is_reachable_within_budget[quantum-backend]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(f"dependency quantum-backend at {gone.url}/health unreachable: connection")
+
+
+def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", disk_max_percent=0.01))),
+                     "health/test_host_resources.py")
+    assert {t for t in run.failed()} == {t for t in run.checks if "test_disk_usage" in t}
+    message = run.message("test_host_resources.py::test_disk_usage_is_under_limit[local:/]")
+    assert message.startswith("host local disk / usage is ")
+    assert message.endswith("% (limit 0.01%) on local://")
+
+
+def test_memory_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", memory_max_percent=0.01))),
+                     "health/test_host_resources.py")
+    assert run.failed() == {"test_host_resources.py::test_memory_usage_is_under_limit[local]"}
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[None]:
+    """Every core spinning for at most 60 s (the processes end by themselves)."""
+    import os
+
+    burn = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
+    time.sleep(0.5)
+    yield
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_saturated_cpu_fails_the_cpu_check(run_checks: Run, profile_variant: Variant, busy_cores: None) -> None:
+    run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", cpu_max_percent=80, cpu_sample="2s"))),
+                     "health/test_host_resources.py::test_cpu_usage_is_under_limit")
+    test = "test_host_resources.py::test_cpu_usage_is_under_limit[local]"
+    assert run.failed() == {test}
+    assert "(limit 80%) on local://" in run.message(test)

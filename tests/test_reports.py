@@ -1,0 +1,97 @@
+"""Every run leaves report.html, junit.xml, allure-results/, evidence.json, summary.txt and latest."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+
+from opsverify.reporting.rundir import new_run_dir, point_latest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_dirs_are_utc_stamped_and_unique(tmp_path: Path) -> None:
+    now = datetime(2026, 11, 22, 1, 2, 3, tzinfo=UTC)
+    first, second = new_run_dir(tmp_path, now), new_run_dir(tmp_path, now)
+    assert (first.name, second.name) == ("20261122T010203Z", "20261122T010203Z-1")
+    assert point_latest(second).resolve() == second.resolve()
+    assert point_latest(first).resolve() == first.resolve()
+
+
+def test_health_run_writes_every_report(pytester: pytest.Pytester, sandbox_profile: Path) -> None:
+    reports = pytester.path / "reports"
+    result = pytester.runpytest_subprocess(
+        str(ROOT / "checks" / "health" / "test_http_health.py"), "--rootdir", str(ROOT), "-c",
+        str(ROOT / "pyproject.toml"), "--profile", str(sandbox_profile), "--reports-root", str(reports),
+        "-n", "2", timeout=240,
+    )
+    assert result.ret == 0, result.stdout.str()
+    run_dir = (reports / "latest").resolve()
+    assert re.fullmatch(r"\d{8}T\d{6}Z(-\d+)?", run_dir.name)
+    result.stdout.fnmatch_lines([f"report.html*{run_dir / 'report.html'}"])
+
+    html = (run_dir / "report.html").read_text()
+    assert "test_health_answers_within_latency_budget[quantum-planner]" in html
+    assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', html), "report must open offline"
+
+    junit = ElementTree.parse(run_dir / "junit.xml").getroot()
+    cases = junit.findall(".//testcase")
+    assert len(cases) == 6
+    props = {p.get("name"): p.get("value") for p in cases[0].findall(".//property")}
+    assert props["runbook"] == "PF-01 QP-01 QP-29"
+    assert props["domain"] == "health"
+
+    results = [json.loads(p.read_text()) for p in (run_dir / "allure-results").glob("*-result.json")]
+    assert len(results) == 6
+    labels = {(lab["name"], lab["value"]) for lab in results[0]["labels"]}
+    assert {("epic", "health"), ("story", "PF-01"), ("severity", "critical"), ("tag", "daily")} <= labels
+    assert any(lab[0] == "feature" for lab in labels)
+
+    evidence = json.loads((run_dir / "evidence.json").read_text())
+    assert evidence["run"]["totals"] == {"passed": 6}
+    assert all(c["runbook"] == ["PF-01", "QP-01", "QP-29"] for c in evidence["checks"])
+    assert (run_dir / "summary.txt").read_text().startswith("opsverify run against profile sandbox (sandbox): 6 passed")
+
+
+def test_reports_hold_no_secret(run_checks: Callable[..., Any], profile_variant: Callable[..., Path]) -> None:
+    import yaml
+
+    profile = yaml.safe_load(profile_variant().read_text())
+    secrets = {Path(e["password_file"]).read_text().strip() for e in profile["databases"] + profile["redis"]}
+    run = run_checks(profile_variant(), "health")
+    assert run.result.ret == 0
+    files = [p for p in run.report_dir.rglob("*") if p.is_file()]
+    assert len(files) > 5
+    for path in files:
+        text = path.read_text(errors="replace")
+        assert not any(s in text for s in secrets), f"a secret appears in {path}"
+    assert not any(s in run.result.stdout.str() for s in secrets)
+
+
+def test_bad_profile_stops_the_run_with_one_clear_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken\nservices:\n  - name: api\n    url: nowhere\n")
+    result = pytester.runpytest_subprocess(
+        str(ROOT / "checks"), "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), "--profile", str(bad),
+        "--no-reports", timeout=60,
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: profile * is not valid (1 problem(s)):",
+                                 "*services[0].url (line 4): 'nowhere' is not an http:// or https:// URL*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_missing_profile_names_the_fix(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result = pytester.runpytest_subprocess(
+        str(ROOT / "checks"), "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+        "--profile", str(tmp_path / "absent.yaml"), "--no-reports", timeout=60,
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: no profile at *absent.yaml: start the sandbox with `make demo`*"])
