@@ -11,7 +11,7 @@ setup:
 
 demo: setup  ## start the sandbox, run the daily checks, print the report path
 	@$(BIN)/opsverify sandbox up
-	@$(PYTEST) -m daily -n 2 -q; rc=$$?; \
+	@$(PYTEST) -m daily -q; rc=$$?; \
 	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
 
 drill: setup  ## the disaster-recovery drill set against the sandbox
@@ -19,15 +19,14 @@ drill: setup  ## the disaster-recovery drill set against the sandbox
 	@$(PYTEST) -m dr -q; rc=$$?; \
 	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
 
-test: setup  ## the suite's own tests (real servers in a separate sandbox)
+test: setup lint  ## lint, then the suite's own tests (real servers in a separate sandbox)
 	@$(BIN)/opsverify sandbox up --state-dir $(SANDBOX_TEST) >/dev/null
 	@$(PYTEST) tests -n 2 --no-reports --sandbox-dir $(SANDBOX_TEST); rc=$$?; \
 	  $(BIN)/opsverify sandbox down --state-dir $(SANDBOX_TEST); exit $$rc
 
 lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	@$(BIN)/ruff check --quiet . && echo "ruff: clean"
+	@$(BIN)/mypy
 
 bench: setup
 	@echo "no benchmarks yet"

@@ -21,7 +21,7 @@ HostOf = Callable[[Host], Any]
 
 def _under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> None:
     __tracebackhide__ = True
-    evidence.record(**{f"{usage.resource}_percent": f"{usage.percent:.1f}" if usage.percent is not None else "?"})
+    evidence.record(resource=usage.resource, used_percent=f"{usage.percent:.1f}" if usage.percent is not None else "?")
     evidence.record(limit_percent=limit)
     expect(usage.percent is not None, f"cannot read {usage.resource} usage of host {host.name}: {usage.error}")
     expect(

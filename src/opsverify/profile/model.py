@@ -39,7 +39,16 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SecretSource(Model):
+class Named(Model):
+    """A component with a name; its repr is just that, so reports show names and never settings."""
+
+    name: Name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name})"
+
+
+class SecretSource(Named):
     """A credential from the environment (``password: ${VAR}``) or from a file."""
 
     password: SecretStr | None = None
@@ -65,10 +74,9 @@ class MetricsExpectation(Model):
     max_age: Duration = timedelta(minutes=5)
 
 
-class HttpService(Model):
+class HttpService(Named):
     """An HTTP service with a health endpoint (PF-01, QP-01)."""
 
-    name: Name
     url: str = Field(description="base URL, http:// or https://")
     health_path: str = "/health"
     healthy_status: list[str] = Field(default_factory=lambda: ["ok", "healthy", "pass", "up"])
@@ -88,7 +96,6 @@ class HttpService(Model):
 class Database(SecretSource):
     """A PostgreSQL database, opened read-only by the checks."""
 
-    name: Name
     host: str = "127.0.0.1"
     port: int = Field(5432, ge=1, le=65535)
     dbname: str
@@ -100,7 +107,6 @@ class Database(SecretSource):
 class RedisInstance(SecretSource):
     """A Redis server (PF-21, PF-29, PF-30)."""
 
-    name: Name
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
@@ -109,10 +115,9 @@ class RedisInstance(SecretSource):
     require_persistence: bool = Field(True, description="the last BGSAVE must have succeeded")
 
 
-class Dependency(Model):
+class Dependency(Named):
     """An external dependency that must be reachable (QP-04), ``tcp://host:port`` or a URL."""
 
-    name: Name
     url: str
     budget: Duration = timedelta(seconds=2)
 
@@ -127,10 +132,9 @@ class Dependency(Model):
         return value
 
 
-class Host(Model):
+class Host(Named):
     """A machine whose resources are checked through testinfra (QP-29, PF-07)."""
 
-    name: Name
     uri: str = Field("local://", description="testinfra host spec: local://, ssh://user@host:port")
     ssh_config: Path | None = None
     ssh_identity_file: Path | None = None
@@ -141,10 +145,9 @@ class Host(Model):
     cpu_sample: Duration = timedelta(seconds=1)
 
 
-class BackupSource(Model):
+class BackupSource(Named):
     """A location the runbooks' backup jobs write to (PF-04, PF-16, QP-18)."""
 
-    name: Name
     kind: Literal["postgres", "redis", "config", "archive"]
     path: str = Field(description="directory holding the backups")
     pattern: str = Field("*", description="glob of the backup file names")

@@ -1,0 +1,167 @@
+"""PostgreSQL 15 of the sandbox: initdb, start and stop with pg_ctl, the ``opsverify`` role.
+
+As root the server runs as the ``postgres`` user (``runuser -u postgres --``), so its data dir
+must be owned by it and reachable; when ``postgres`` cannot traverse the state dir (say it is
+under ``/root``) the data lives in ``/tmp/opsverify-pg-<hash of the state dir>/`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opsverify.errors import SandboxError
+from opsverify.sandbox.net import LOOPBACK, wait_port_closed
+from opsverify.sandbox.process import pid_alive, run, wait_gone
+from opsverify.sandbox.state import Layout
+
+if TYPE_CHECKING:
+    import psycopg
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SUPERUSER = "postgres"
+CHECK_ROLE = "opsverify"
+DATABASES = ("photonic_foundry", "quantum_planner")
+INSTALL = "PostgreSQL 15 is not installed: run `sudo apt-get install postgresql-15` (or `make setup`)"
+
+
+def _binary(name: str) -> str:
+    path = PG_BIN / name
+    if path.is_file():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise SandboxError(INSTALL)
+    return found
+
+
+def choose_base(layout: Layout) -> tuple[Path, bool]:
+    """Where PostgreSQL keeps data, socket and log, and whether it runs as the ``postgres`` user."""
+    if os.geteuid() != 0:
+        return layout.default_pg_base(), False
+    try:
+        pwd.getpwnam(SUPERUSER)
+    except KeyError:
+        raise SandboxError(f"there is no `{SUPERUSER}` user to run PostgreSQL as: {INSTALL}") from None
+    test = subprocess.run(
+        ["runuser", "-u", SUPERUSER, "--", "test", "-x", str(layout.root)], timeout=10, check=False,
+        stdin=subprocess.DEVNULL, capture_output=True,
+    )
+    return (layout.default_pg_base() if test.returncode == 0 else layout.tmp_pg_base()), True
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """One sandbox cluster under ``base`` (``data/``, ``run/`` for the socket, ``postgres.log``)."""
+
+    base: Path
+    as_postgres: bool
+    port: int
+    password: str
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def _run(self, args: list[str], what: str, timeout: float = 60) -> str:
+        prefix = ["runuser", "-u", SUPERUSER, "--"] if self.as_postgres else []
+        return run([*prefix, *args], what, timeout=timeout, cwd=self.base)
+
+    def _own(self, *paths: Path) -> None:
+        if self.as_postgres:
+            user = pwd.getpwnam(SUPERUSER)
+            for path in paths:
+                os.chown(path, user.pw_uid, user.pw_gid)
+
+    def init(self) -> None:
+        """``initdb`` with SCRAM auth and the superuser password, then the sandbox's settings."""
+        for sub in (self.base, self.base / "run"):
+            sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._own(sub)
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        self._own(pwfile)
+        try:
+            self._run([_binary("initdb"), "-D", str(self.data), "--auth=scram-sha-256", f"--username={SUPERUSER}",
+                       f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale", "--no-sync"], "initdb", timeout=120)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        settings = {
+            "listen_addresses": f"'{LOOPBACK}'",
+            "unix_socket_directories": f"'{self.base / 'run'}'",
+            "shared_preload_libraries": "'pg_stat_statements'",
+            "pg_stat_statements.track": "all",
+            "log_min_duration_statement": "1000",
+            "max_connections": "50",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# opsverify sandbox\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def start(self) -> None:
+        """``pg_ctl start -w -t 30`` on ``127.0.0.1:port``."""
+        log = self.base / "postgres.log"
+        self._run([_binary("pg_ctl"), "start", "-D", str(self.data), "-l", str(log), "-w", "-t", "30",
+                   "-o", f"-p {self.port}"], f"starting PostgreSQL (log: {log})", timeout=45)
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast -w -t 30``; then the postmaster and its port are verified gone."""
+        pid = self.pid()
+        if pid is not None:
+            self._run([_binary("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30"],
+                      "stopping PostgreSQL", timeout=45)
+            if not wait_gone(pid, 10):
+                raise SandboxError(f"PostgreSQL (pid {pid}) is still running after pg_ctl stop: kill it by hand")
+        if not wait_port_closed(LOOPBACK, self.port, 10):
+            raise SandboxError(f"port {self.port} of PostgreSQL is still open after stop: see `ss -ltnp`")
+
+    @contextmanager
+    def connect(self, dbname: str = "postgres") -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        """An autocommit superuser session over TCP."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(host=LOOPBACK, port=self.port, user=SUPERUSER, password=self.password,
+                                   dbname=dbname, connect_timeout=10, autocommit=True)
+        except psycopg.Error as exc:
+            raise SandboxError(f"cannot connect to the sandbox PostgreSQL ({exc}): check {self.base}/postgres.log") from None
+        with conn:
+            yield conn
+
+    def create_role_and_databases(self, check_password: str) -> None:
+        """The read-only ``opsverify`` role and the two empty databases."""
+        from psycopg import sql
+
+        with self.connect() as conn:
+            conn.execute("SET pg_stat_statements.track_utility = off")  # keeps the password out of its table
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(CHECK_ROLE), sql.Literal(check_password)))
+            conn.execute(sql.SQL("GRANT pg_monitor, pg_read_all_data TO {}").format(sql.Identifier(CHECK_ROLE)))
+            for name in DATABASES:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def remove_base(base: Path) -> None:
+    """Delete a cluster's directory (it must be stopped)."""
+    shutil.rmtree(base, ignore_errors=True)
+    if base.exists():
+        raise SandboxError(f"cannot delete {base}: remove it by hand")

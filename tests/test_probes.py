@@ -1,0 +1,79 @@
+"""Probes and evidence on their own: facts from real sockets and real exposition text."""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+from opsverify.probes.http import HttpReply
+from opsverify.probes.metrics import parse_exposition
+from opsverify.probes.network import probe_reachability, tcp_connect
+from opsverify.reporting.evidence import Evidence
+
+EXPOSITION = """\
+# HELP error_rate Share of failed requests
+# TYPE error_rate gauge
+error_rate{route="/solve"} 0.01
+error_rate{route="/plan"} 0.04
+# TYPE quantum_jobs counter
+quantum_jobs_total 12
+# TYPE quantum_solve_duration histogram
+quantum_solve_duration_bucket{le="1.0"} 3
+quantum_solve_duration_bucket{le="+Inf"} 4
+quantum_solve_duration_sum 2.5
+quantum_solve_duration_count 4
+"""
+
+
+def reply(text: str) -> HttpReply:
+    return HttpReply("http://x/metrics", 200, timedelta(milliseconds=3), text)
+
+
+def test_exposition_gives_families_samples_and_largest_value() -> None:
+    snapshot = parse_exposition(reply(EXPOSITION))
+    assert snapshot.error is None
+    assert snapshot.has("quantum_solve_duration")
+    assert snapshot.has("quantum_jobs_total")
+    assert snapshot.has("quantum_jobs")
+    assert not snapshot.has("memory_usage")
+    assert snapshot.value("error_rate") == 0.04
+
+
+def test_garbage_exposition_is_an_error_fact() -> None:
+    snapshot = parse_exposition(reply("error_rate{ 1 2 3\n"))
+    assert snapshot.error is not None
+    assert snapshot.error.startswith("exposition text does not parse")
+
+
+def test_closed_port_is_refused_fast() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = tcp_connect("127.0.0.1", port, timedelta(seconds=2))
+    assert not result.is_reachable
+    assert result.error == "Connection refused"
+    assert result.latency < timedelta(seconds=1)
+
+
+def test_listening_port_is_reachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        result = probe_reachability(f"tcp://127.0.0.1:{sock.getsockname()[1]}", timedelta(seconds=2))
+    assert result.is_reachable
+
+
+def test_evidence_summary_lists_failures_in_one_line_each(tmp_path: Path) -> None:
+    evidence = Evidence("sandbox", "sandbox")
+    ok = evidence.record("checks/a.py::test_ok")
+    ok.absorb([("runbook", "PF-01"), ("evidence.latency", "12ms")])
+    bad = evidence.record("checks/a.py::test_bad")
+    bad.outcome, bad.message = "failed", "api health took 2s (budget 500ms): http://x/health"
+    bad.absorb([("runbook", "PF-01 QP-01")])
+    evidence.write(tmp_path)
+    assert (tmp_path / "summary.txt").read_text().splitlines() == [
+        "opsverify run against profile sandbox (sandbox): 1 failed, 1 passed",
+        "FAILED checks/a.py::test_bad [PF-01 QP-01]: api health took 2s (budget 500ms): http://x/health",
+    ]
+    assert ok.evidence == {"latency": "12ms"}
