@@ -117,7 +117,7 @@ def _handler(options: argparse.Namespace, metrics: Metrics) -> type[BaseHTTPRequ
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(f"{self.log_date_time_string()} {options.name} {format % args}\n")
 
     return Handler
@@ -187,8 +187,12 @@ def start_app(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            app_command(name, port, *extra_args, tls=tls), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, env=app_env(), start_new_session=True,
+            app_command(name, port, *extra_args, tls=tls),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=app_env(),
+            start_new_session=True,
         )
     try:
         await_app(proc.pid, name, port, log)

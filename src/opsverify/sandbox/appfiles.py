@@ -38,7 +38,7 @@ def create_app_files(layout: Layout, ports: dict[str, int]) -> None:
     )
     env.chmod(0o600)
     (pf / "docker-compose.yml").write_text("services:\n  api:\n    build: .\n    env_file: .env\n")
-    (pf / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY . /app\nCMD [\"python\", \"-m\", \"photonic\"]\n")
+    (pf / "Dockerfile").write_text('FROM python:3.11-slim\nCOPY . /app\nCMD ["python", "-m", "photonic"]\n')
     _write_logs(pf / "logs", "photonic-foundry")
     (layout.app / "quantum-planner" / "logs").mkdir(parents=True, exist_ok=True)
     _write_logs(layout.app / "quantum-planner" / "logs", "quantum-planner")
@@ -52,14 +52,17 @@ def _write_logs(directory: Path, service: str) -> None:
         (now - 1800, "WARNING", "slow request: 812ms on /api/v1/solve"),
         (now - 600, "INFO", "health check ok"),
     ]
-    text = "".join(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(t))} {lvl} {service}: {msg}\n"
-                   for t, lvl, msg in lines)
+    text = "".join(
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(t))} {lvl} {service}: {msg}\n" for t, lvl, msg in lines
+    )
     (directory / "app.log").write_text(text)
     rotated = directory / "app.log.1.gz"
     yesterday = now - 86400
     with gzip.open(rotated, "wt") as out:
-        out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(yesterday))} ERROR {service}: "
-                  "backend timeout after 30s (retried)\n")
+        out.write(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(yesterday))} ERROR {service}: "
+            "backend timeout after 30s (retried)\n"
+        )
     os.utime(rotated, (yesterday, yesterday))
 
 
@@ -70,9 +73,18 @@ def _meta(name: str, app: str) -> dict[str, Any]:
 def configmaps(ports: dict[str, int]) -> dict[str, Any]:
     """``kubectl get configmaps -o yaml`` of the sandbox."""
     items = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{app}-config", app),
-         "data": {"LOG_LEVEL": "info", "PORT": str(ports[app]), "DB_HOST": "127.0.0.1",
-                  "DB_PORT": str(ports["postgres"]), "REDIS_PORT": str(ports["redis"])}}
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(f"{app}-config", app),
+            "data": {
+                "LOG_LEVEL": "info",
+                "PORT": str(ports[app]),
+                "DB_HOST": "127.0.0.1",
+                "DB_PORT": str(ports["postgres"]),
+                "REDIS_PORT": str(ports["redis"]),
+            },
+        }
         for app in APPS
     ]
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
@@ -83,30 +95,48 @@ def deployments() -> dict[str, Any]:
     items = []
     for app in APPS:
         container = {
-            "name": app, "image": f"registry.example.com/{app}:1.4.2",
-            "ports": [{"containerPort": 8000}], "envFrom": [{"configMapRef": {"name": f"{app}-config"}}],
+            "name": app,
+            "image": f"registry.example.com/{app}:1.4.2",
+            "ports": [{"containerPort": 8000}],
+            "envFrom": [{"configMapRef": {"name": f"{app}-config"}}],
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+            },
             "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 10},
         }
-        items.append({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(app, app),
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}},
-                     "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [container]}}},
-            "status": {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2},
-        })
+        items.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": _meta(app, app),
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": app}},
+                    "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [container]}},
+                },
+                "status": {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2},
+            }
+        )
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
 
 
 def secrets_list() -> dict[str, Any]:
     """``kubectl get secrets -o yaml``: random placeholder values, not the sandbox's own secrets."""
+
     def encoded() -> str:
         return base64.b64encode(secrets.token_urlsafe(18).encode()).decode()
 
     items = [
-        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": _meta(f"{app}-secrets", app),
-         "data": {"DB_PASSWORD": encoded(), "API_KEY": encoded()}}
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": _meta(f"{app}-secrets", app),
+            "data": {"DB_PASSWORD": encoded(), "API_KEY": encoded()},
+        }
         for app in APPS
     ]
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}

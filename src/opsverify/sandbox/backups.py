@@ -88,8 +88,15 @@ class Dumper:
         """``pg_dump [extra] -f target``."""
         tmp = target.with_name(target.name + ".part")
         try:
-            done = subprocess.run([*self.args(dbname, *extra), "-f", str(tmp)], env=self.env, capture_output=True,
-                                  text=True, timeout=DUMP_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [*self.args(dbname, *extra), "-f", str(tmp)],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=DUMP_TIMEOUT,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
         except FileNotFoundError:
             raise SandboxError("pg_dump is not installed: run `sudo apt-get install postgresql-client-15`") from None
         except subprocess.TimeoutExpired:
@@ -102,14 +109,17 @@ class Dumper:
         """``pg_dump | gzip > target``, streamed in chunks."""
         tmp = target.with_name(target.name + ".part")
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(self.args(dbname), env=self.env, stdout=subprocess.PIPE, stderr=err,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                self.args(dbname), env=self.env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
+            )
             timer = threading.Timer(DUMP_TIMEOUT, proc.kill)
             timer.start()
             try:
                 assert proc.stdout is not None
-                with tmp.open("wb") as raw, gzip.GzipFile(filename=target.stem, mode="wb", fileobj=raw,
-                                                          mtime=int(when)) as out:
+                with (
+                    tmp.open("wb") as raw,
+                    gzip.GzipFile(filename=target.stem, mode="wb", fileobj=raw, mtime=int(when)) as out,
+                ):
                     while chunk := proc.stdout.read(1 << 16):
                         out.write(chunk)
                 code = proc.wait(timeout=DUMP_TIMEOUT)
@@ -152,13 +162,16 @@ def make_backups(layout: Layout, pg: Postgres, rdb: Path, ports: dict[str, int],
         return now - NEWEST_AGE - day * DAY
 
     for w in map(at, range(30)):
-        jobs.append(partial(dump.gzipped, root / "postgres" / f"backup_{_stamp(w, True)}.sql.gz", w, "photonic_foundry"))
+        jobs.append(
+            partial(dump.gzipped, root / "postgres" / f"backup_{_stamp(w, True)}.sql.gz", w, "photonic_foundry")
+        )
     for w in map(at, range(7)):
         target = root / "database" / f"quantum_planner_{_stamp(w, True)}.sql.gz"
         jobs.append(partial(dump.gzipped, target, w, "quantum_planner"))
     for w in map(at, range(3)):
-        jobs.append(partial(dump.to_file, root / "postgres" / f"backup_{_stamp(w, False)}.dump", w,
-                            "photonic_foundry", "-Fc"))
+        jobs.append(
+            partial(dump.to_file, root / "postgres" / f"backup_{_stamp(w, False)}.dump", w, "photonic_foundry", "-Fc")
+        )
     target = root / "postgres" / f"simulations_backup_{_stamp(at(0), False)}.sql"
     jobs.append(partial(dump.to_file, target, at(0), "photonic_foundry", "-t", "simulations"))
     with ThreadPoolExecutor(max_workers=4) as pool:

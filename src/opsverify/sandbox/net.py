@@ -27,8 +27,9 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether ``127.0.0.1:port`` can be bound (nobody listens and nothing lingers)."""
+    """Whether a server could listen on ``127.0.0.1:port`` now (connections in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from opsverify.errors import SandboxError
 from opsverify.sandbox.net import LOOPBACK, wait_port_closed
-from opsverify.sandbox.process import pid_alive, run, wait_gone
+from opsverify.sandbox.process import cmdline, pid_alive, run, wait_gone
 from opsverify.sandbox.state import Layout
 
 if TYPE_CHECKING:
@@ -51,8 +51,11 @@ def choose_base(layout: Layout) -> tuple[Path, bool]:
     except KeyError:
         raise SandboxError(f"there is no `{SUPERUSER}` user to run PostgreSQL as: {INSTALL}") from None
     test = subprocess.run(
-        ["runuser", "-u", SUPERUSER, "--", "test", "-x", str(layout.root)], timeout=10, check=False,
-        stdin=subprocess.DEVNULL, capture_output=True,
+        ["runuser", "-u", SUPERUSER, "--", "test", "-x", str(layout.root)],
+        timeout=10,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
     )
     return (layout.default_pg_base() if test.returncode == 0 else layout.tmp_pg_base()), True
 
@@ -94,8 +97,21 @@ class Postgres:
         pwfile.chmod(0o600)
         self._own(pwfile)
         try:
-            self._run([_binary("initdb"), "-D", str(self.data), "--auth=scram-sha-256", f"--username={SUPERUSER}",
-                       f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale", "--no-sync"], "initdb", timeout=120)
+            self._run(
+                [
+                    _binary("initdb"),
+                    "-D",
+                    str(self.data),
+                    "--auth=scram-sha-256",
+                    f"--username={SUPERUSER}",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
+                "initdb",
+                timeout=120,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         settings = {
@@ -109,26 +125,49 @@ class Postgres:
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# opsverify sandbox\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
 
+    @property
+    def exists(self) -> bool:
+        """Whether the cluster's data dir is there (a reboot may have emptied ``/tmp``)."""
+        return (self.data / "PG_VERSION").is_file()
+
     def pid(self) -> int | None:
         """The postmaster's pid while it runs."""
         try:
             pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        return pid if pid_alive(pid) and "postgres" in cmdline(pid) else None
 
     def start(self) -> None:
         """``pg_ctl start -w -t 30`` on ``127.0.0.1:port``."""
         log = self.base / "postgres.log"
-        self._run([_binary("pg_ctl"), "start", "-D", str(self.data), "-l", str(log), "-w", "-t", "30",
-                   "-o", f"-p {self.port}"], f"starting PostgreSQL (log: {log})", timeout=45)
+        self._run(
+            [
+                _binary("pg_ctl"),
+                "start",
+                "-D",
+                str(self.data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                f"-p {self.port}",
+            ],
+            f"starting PostgreSQL (log: {log})",
+            timeout=45,
+        )
 
     def stop(self) -> None:
         """``pg_ctl stop -m fast -w -t 30``; then the postmaster and its port are verified gone."""
         pid = self.pid()
         if pid is not None:
-            self._run([_binary("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30"],
-                      "stopping PostgreSQL", timeout=45)
+            self._run(
+                [_binary("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30"],
+                "stopping PostgreSQL",
+                timeout=45,
+            )
             if not wait_gone(pid, 10):
                 raise SandboxError(f"PostgreSQL (pid {pid}) is still running after pg_ctl stop: kill it by hand")
         if not wait_port_closed(LOOPBACK, self.port, 10):
@@ -140,10 +179,19 @@ class Postgres:
         import psycopg
 
         try:
-            conn = psycopg.connect(host=LOOPBACK, port=self.port, user=SUPERUSER, password=self.password,
-                                   dbname=dbname, connect_timeout=10, autocommit=True)
+            conn = psycopg.connect(
+                host=LOOPBACK,
+                port=self.port,
+                user=SUPERUSER,
+                password=self.password,
+                dbname=dbname,
+                connect_timeout=10,
+                autocommit=True,
+            )
         except psycopg.Error as exc:
-            raise SandboxError(f"cannot connect to the sandbox PostgreSQL ({exc}): check {self.base}/postgres.log") from None
+            raise SandboxError(
+                f"cannot connect to the sandbox PostgreSQL ({exc}): check {self.base}/postgres.log"
+            ) from None
         with conn:
             yield conn
 
@@ -153,8 +201,11 @@ class Postgres:
 
         with self.connect() as conn:
             conn.execute("SET pg_stat_statements.track_utility = off")  # keeps the password out of its table
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(CHECK_ROLE), sql.Literal(check_password)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(CHECK_ROLE), sql.Literal(check_password)
+                )
+            )
             conn.execute(sql.SQL("GRANT pg_monitor, pg_read_all_data TO {}").format(sql.Identifier(CHECK_ROLE)))
             for name in DATABASES:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

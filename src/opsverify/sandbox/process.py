@@ -57,7 +57,9 @@ def stop_process(proc_or_pid: subprocess.Popen[bytes] | int, timeout: float = 10
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    raise SandboxError(f"process {proc.pid} survived SIGKILL: check it with `ps -p {proc.pid}`") from None
+                    raise SandboxError(
+                        f"process {proc.pid} survived SIGKILL: check it with `ps -p {proc.pid}`"
+                    ) from None
         return
     pid = proc_or_pid
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
@@ -83,8 +85,15 @@ def run(
     """Run a command to completion; its stdout, or ``SandboxError`` naming ``what`` failed and why."""
     try:
         done = subprocess.run(
-            list(args), capture_output=True, text=True, timeout=timeout, env=dict(env) if env else None,
-            input=input_text, check=False, cwd=cwd, stdin=None if input_text is not None else subprocess.DEVNULL,
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env else None,
+            input=input_text,
+            check=False,
+            cwd=cwd,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
         )
     except FileNotFoundError:
         raise SandboxError(f"{what} failed: {args[0]} is not installed (run `make setup`)") from None

@@ -28,25 +28,48 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
     root = layout.root.resolve()
     pg_pass = str(layout.secret_file("pg_opsverify").resolve())
     services = [
-        {"name": "photonic-foundry", "url": f"http://127.0.0.1:{ports['photonic-foundry']}",
-         "latency_budget": "500ms",
-         "metrics": _metrics("photonic", ["error_rate", "memory_usage", "photonic_simulations_total",
-                                          "photonic_last_update_timestamp_seconds"], {"error_rate": 0.05})},
-        {"name": "quantum-planner", "url": f"https://localhost:{ports['quantum-planner']}",
-         "latency_budget": "500ms", "ca_file": str(TlsFiles.under(layout.tls).ca.resolve()),
-         "metrics": _metrics("quantum", ["quantum_solve_duration", "error_rate", "memory_usage",
-                                         "quantum_last_update_timestamp_seconds"],
-                             {"error_rate": 0.05, "memory_usage": 2000000000})},
+        {
+            "name": "photonic-foundry",
+            "url": f"http://127.0.0.1:{ports['photonic-foundry']}",
+            "latency_budget": "500ms",
+            "metrics": _metrics(
+                "photonic",
+                ["error_rate", "memory_usage", "photonic_simulations_total", "photonic_last_update_timestamp_seconds"],
+                {"error_rate": 0.05},
+            ),
+        },
+        {
+            "name": "quantum-planner",
+            "url": f"https://localhost:{ports['quantum-planner']}",
+            "latency_budget": "500ms",
+            "ca_file": str(TlsFiles.under(layout.tls).ca.resolve()),
+            "metrics": _metrics(
+                "quantum",
+                ["quantum_solve_duration", "error_rate", "memory_usage", "quantum_last_update_timestamp_seconds"],
+                {"error_rate": 0.05, "memory_usage": 2000000000},
+            ),
+        },
     ]
     databases = [
-        {"name": name, "host": "127.0.0.1", "port": ports["postgres"], "dbname": name, "user": "opsverify",
-         "password_file": pg_pass, "sslmode": "disable"}
+        {
+            "name": name,
+            "host": "127.0.0.1",
+            "port": ports["postgres"],
+            "dbname": name,
+            "user": "opsverify",
+            "password_file": pg_pass,
+            "sslmode": "disable",
+        }
         for name in ("photonic_foundry", "quantum_planner")
     ]
     backups = []
     for series in SERIES:
-        entry: dict[str, Any] = {"name": series.name, "kind": series.kind,
-                                 "path": str(layout.backups.resolve() / series.subdir), "pattern": series.pattern}
+        entry: dict[str, Any] = {
+            "name": series.name,
+            "kind": series.kind,
+            "path": str(layout.backups.resolve() / series.subdir),
+            "pattern": series.pattern,
+        }
         if series.database:
             entry["database"] = series.database
         entry["rpo"] = "24h"
@@ -59,8 +82,14 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         "description": f"embedded sandbox in {root} (opsverify sandbox up)",
         "services": services,
         "databases": databases,
-        "redis": [{"name": "cache", "host": "127.0.0.1", "port": ports["redis"],
-                   "password_file": str(layout.secret_file("redis").resolve())}],
+        "redis": [
+            {
+                "name": "cache",
+                "host": "127.0.0.1",
+                "port": ports["redis"],
+                "password_file": str(layout.secret_file("redis").resolve()),
+            }
+        ],
         "dependencies": [{"name": "quantum-backend", "url": f"http://127.0.0.1:{ports['quantum-backend']}/health"}],
         "hosts": [{"name": "local", "uri": "local://", "disk_paths": ["/", str(root)]}],
         "backups": backups,

@@ -44,8 +44,13 @@ class RedisServer:
     def client(self, timeout: float = 5) -> redis.Redis:
         import redis
 
-        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
-                           socket_connect_timeout=timeout)
+        return redis.Redis(
+            host=LOOPBACK,
+            port=self.port,
+            password=self.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM (no save), SIGKILL after ``timeout`` s; then verify the process and the port are gone."""
@@ -63,9 +68,16 @@ class RedisServer:
 
 def _config(directory: Path, port: int, password: str | None) -> Path:
     lines = {
-        "bind": LOOPBACK, "port": str(port), "daemonize": "yes", "protected-mode": "yes",
-        "pidfile": json.dumps(str(directory / "redis.pid")), "logfile": json.dumps(str(directory / "redis.log")),
-        "dir": json.dumps(str(directory)), "dbfilename": "dump.rdb", "save": '""', "appendonly": "no",
+        "bind": LOOPBACK,
+        "port": str(port),
+        "daemonize": "yes",
+        "protected-mode": "yes",
+        "pidfile": json.dumps(str(directory / "redis.pid")),
+        "logfile": json.dumps(str(directory / "redis.log")),
+        "dir": json.dumps(str(directory)),
+        "dbfilename": "dump.rdb",
+        "save": '""',
+        "appendonly": "no",
     }
     if password is not None:
         lines["requirepass"] = json.dumps(password)
@@ -110,8 +122,11 @@ def seed_redis(server: RedisServer, sessions: int = 1500) -> int:
     conn = server.client()
     with conn.pipeline(transaction=False) as pipe:
         for i in range(sessions):
-            pipe.set(f"session:{i:05d}", json.dumps({"user_id": i % 200, "scopes": ["read", "solve"]}),
-                     ex=3600 + (i * 37) % 82800)
+            pipe.set(
+                f"session:{i:05d}",
+                json.dumps({"user_id": i % 200, "scopes": ["read", "solve"]}),
+                ex=3600 + (i * 37) % 82800,
+            )
         for i in range(1000):
             pipe.set(f"cache:simulation:{i + 1}", json.dumps({"transmission": round(0.5 + (i % 50) / 100, 2)}))
         for i in range(400):

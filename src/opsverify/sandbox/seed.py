@@ -117,13 +117,15 @@ WORKLOAD = {
 def seed_databases(pg: Postgres) -> dict[str, int]:
     """Create and fill the tables, run a little workload, VACUUM ANALYZE; rows per main table."""
     counts: dict[str, int] = {}
-    for dbname, script, table in (("photonic_foundry", PHOTONIC_FOUNDRY, "simulations"),
-                                  ("quantum_planner", QUANTUM_PLANNER, "optimization_jobs")):
+    for dbname, script, table in (
+        ("photonic_foundry", PHOTONIC_FOUNDRY, "simulations"),
+        ("quantum_planner", QUANTUM_PLANNER, "optimization_jobs"),
+    ):
         with pg.connect(dbname) as conn:
             conn.execute(script)
             for query in WORKLOAD[dbname]:
                 conn.execute(query)
             conn.execute("VACUUM (ANALYZE)")
-            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - constant name
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[f"{dbname}.{table}"] = int(str(row[0])) if row else 0
     return counts

@@ -68,6 +68,10 @@ class Layout:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
     def default_pg_base(self) -> Path:
         return self.root / "postgres"
 

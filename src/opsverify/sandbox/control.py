@@ -1,0 +1,174 @@
+"""``up``, ``down`` and ``status`` of the embedded sandbox.
+
+``down`` stops every server and keeps the data: the next ``up`` restarts them on the same ports
+(a new port only when another program took the old one) without seeding again, in about a
+second. ``down(purge=True)`` also deletes the state dir and PostgreSQL's ``/tmp`` data dir.
+A first ``up`` that fails half-way stops what it started; the next ``up`` starts from scratch, as
+it does when PostgreSQL's data dir has gone (``/tmp`` emptied by a reboot).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import suppress
+from pathlib import Path
+
+from opsverify.errors import SandboxError
+from opsverify.sandbox import apps
+from opsverify.sandbox.appfiles import create_app_files
+from opsverify.sandbox.backups import make_backups
+from opsverify.sandbox.net import LOOPBACK, free_port, port_is_free, wait_port_closed
+from opsverify.sandbox.postgres import Postgres, choose_base, remove_base
+from opsverify.sandbox.process import pid_alive
+from opsverify.sandbox.profile import write_profile
+from opsverify.sandbox.redis import RedisServer, bgsave, read_pid, seed_redis, start_redis
+from opsverify.sandbox.seed import seed_databases
+from opsverify.sandbox.state import APPS, COMPONENTS, Layout, State, ensure_secret, load_state, save_state
+from opsverify.sandbox.status import ComponentStatus, SandboxStatus
+from opsverify.sandbox.tls import create_tls
+
+
+def _postgres(layout: Layout, state: State) -> Postgres:
+    return Postgres(
+        Path(state.pg_base), state.pg_as_postgres, state.ports["postgres"], ensure_secret(layout, "pg_superuser")
+    )
+
+
+def _fresh_ports() -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for name in COMPONENTS:
+        while (port := free_port()) in ports.values():
+            pass
+        ports[name] = port
+    return ports
+
+
+def _pids(layout: Layout, state: State) -> dict[str, int | None]:
+    pids: dict[str, int | None] = {"postgres": _postgres(layout, state).pid(), "redis": read_pid(layout.redis)}
+    pids.update({name: apps.app_pid(layout, name, state.ports[name]) for name in APPS})
+    return pids
+
+
+def _create(layout: Layout) -> None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    base, as_postgres = choose_base(layout)
+    state = State(ports=_fresh_ports(), pg_base=str(base), pg_as_postgres=as_postgres, created=time.time())
+    stale = _postgres(layout, state)
+    if (stale.data / "postmaster.pid").exists():
+        stale.stop()
+    remove_base(base)
+    save_state(layout, state)
+    try:
+        pg = _postgres(layout, state)
+        pg.init()
+        pg.start()
+        pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"))
+        seed_databases(pg)
+        server = start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"))
+        seed_redis(server)
+        rdb = bgsave(server)
+        create_tls(layout.tls)
+        create_app_files(layout, state.ports)
+        make_backups(layout, pg, rdb, state.ports, time.time())
+        for name in APPS:
+            apps.spawn_app(layout, name, state.ports[name])
+        write_profile(layout, state.ports)
+    except BaseException:
+        with suppress(SandboxError):  # the first error is the one to report
+            _stop(layout, state)
+        raise
+    state.ready = True
+    save_state(layout, state)
+
+
+def _restart(layout: Layout, state: State) -> None:
+    pids = _pids(layout, state)
+    for name in COMPONENTS:
+        if pids[name] is None and not port_is_free(state.ports[name]):
+            state.ports[name] = free_port()  # another program took the old port
+    save_state(layout, state)
+    if pids["postgres"] is None:
+        _postgres(layout, state).start()
+    if pids["redis"] is None:
+        start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"))
+    for name in APPS:
+        if pids[name] is None:
+            apps.spawn_app(layout, name, state.ports[name])
+    write_profile(layout, state.ports)
+
+
+def up(state_dir: Path) -> SandboxStatus:
+    """Start the sandbox: create, seed, back up and profile it the first time; restart what stopped."""
+    layout = Layout(state_dir.resolve())
+    state = load_state(layout)
+    if state is not None and not (state.ready and _postgres(layout, state).exists):
+        _teardown(layout, state, purge=True)  # a first `up` that did not finish, or data that is gone
+        state = None
+    if state is None:
+        _create(layout)
+    else:
+        _restart(layout, state)
+    return status(layout.root)
+
+
+def _stop(layout: Layout, state: State) -> list[str]:
+    """Stop every component; what is left behind (processes, open ports), as phrases."""
+    pids = _pids(layout, state)
+    problems: list[str] = []
+    for name in APPS:
+        try:
+            apps.stop_app(layout, name, state.ports[name])
+        except SandboxError as err:
+            problems.append(str(err))
+    redis_pid = pids["redis"]
+    try:
+        if redis_pid is not None:
+            RedisServer(layout.redis, state.ports["redis"], None, redis_pid).stop(timeout=10)
+        _postgres(layout, state).stop()
+    except SandboxError as err:
+        problems.append(str(err))
+    for name, pid in pids.items():
+        if pid is not None and pid_alive(pid):
+            problems.append(f"{name} process {pid} still runs")
+        if pid is not None and not wait_port_closed(LOOPBACK, state.ports[name], 5):
+            problems.append(f"{name} port {state.ports[name]} is still open")
+    return problems
+
+
+def _teardown(layout: Layout, state: State, purge: bool) -> None:
+    problems = _stop(layout, state)
+    if problems:
+        raise SandboxError(f"sandbox down left {'; '.join(problems)}: stop those by hand (see `ss -ltnp`)")
+    if purge:
+        base = Path(state.pg_base)
+        if base.exists() and layout.root not in base.parents:
+            remove_base(base)
+        shutil.rmtree(layout.root, ignore_errors=True)
+        if layout.root.exists():
+            raise SandboxError(f"cannot delete {layout.root}: remove it by hand")
+
+
+def down(state_dir: Path, purge: bool = False) -> None:
+    """Stop every component and verify no process and no port is left; ``purge`` also deletes the data."""
+    layout = Layout(state_dir.resolve())
+    state = load_state(layout)
+    if state is None:
+        if purge and layout.root.exists():
+            shutil.rmtree(layout.root, ignore_errors=True)
+        return
+    _teardown(layout, state, purge)
+
+
+def status(state_dir: Path) -> SandboxStatus:
+    """What runs where; a missing state dir is reported as not created."""
+    layout = Layout(state_dir.resolve())
+    state = load_state(layout)
+    if state is None:
+        return SandboxStatus(layout.root, layout.profile, created=False)
+    pids = _pids(layout, state)
+    ports = state.ports
+    addresses = {"postgres": f"{LOOPBACK}:{ports['postgres']}", "redis": f"{LOOPBACK}:{ports['redis']}"}
+    addresses.update({name: apps.url(name, ports[name]) for name in APPS})
+    components = [ComponentStatus(name, pids[name] is not None, addresses[name], pids[name]) for name in COMPONENTS]
+    return SandboxStatus(layout.root, layout.profile, components)
