@@ -5,4 +5,5 @@ pytest_plugins = [
     "fixtures.components",
     "fixtures.markers",
     "fixtures.reporting",
+    "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

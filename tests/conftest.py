@@ -50,6 +50,12 @@ def profile_variant(sandbox_profile: Path, tmp_path: Path) -> Callable[..., Path
     return make
 
 
+def _short(nodeid: str) -> str:
+    """``checks/health/test_x.py::test_y[a:/]`` -> ``test_x.py::test_y[a:/]``."""
+    path, _, rest = nodeid.partition("::")
+    return f"{Path(path).name}::{rest}"
+
+
 class ChecksRun:
     """The outcome of one pytester run of checks/: outcomes by test and one-line messages."""
 
@@ -57,7 +63,7 @@ class ChecksRun:
         self.result = result
         self.report_dir = report_dir
         self.evidence = evidence
-        self.checks = {c["id"].split("::", 1)[1]: c for c in evidence.get("checks", [])}
+        self.checks = {_short(c["id"]): c for c in evidence.get("checks", [])}
 
     def outcome(self, test: str) -> str:
         return str(self.checks[test]["outcome"])

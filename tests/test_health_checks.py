@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from opsverify.sandbox.app import start_app, stop_process
 from opsverify.sandbox.net import free_port
 from opsverify.sandbox.redis import start_redis

@@ -30,13 +30,15 @@ def _under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> None:
     )
 
 
-def test_cpu_usage_is_under_limit(host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
+def test_cpu_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
     """QP-29: CPU busy share over ``cpu_sample`` is under ``cpu_max_percent``."""
+    host = profile_host
     _under(host, cpu_usage(testinfra_host(host), host.cpu_sample), host.cpu_max_percent, evidence)
 
 
-def test_memory_usage_is_under_limit(host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
+def test_memory_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
     """PF-07: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
+    host = profile_host
     _under(host, memory_usage(testinfra_host(host)), host.memory_max_percent, evidence)
 
 
