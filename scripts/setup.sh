@@ -41,7 +41,7 @@ if [ ! -f "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }; }
   quiet "$VENV/bin/python" -m pip install -q --upgrade pip
-  quiet "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  quiet "$VENV/bin/python" -m pip install -q -e ".[dev,sandbox]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
