@@ -28,8 +28,10 @@ lint: setup
 	@$(BIN)/ruff check --quiet . && echo "ruff: clean"
 	@$(BIN)/mypy
 
-bench: setup
-	@echo "no benchmarks yet"
+bench: setup  ## benchmarks against the peer tools (gzip -t, redis-check-rdb); prints ratios, not a test
+	@$(BIN)/python bench/bench_gzip.py
+	@$(BIN)/python bench/bench_rdb.py
+	@$(BIN)/python bench/bench_parallel.py
 
 sandbox-down:
 	$(BIN)/opsverify sandbox down

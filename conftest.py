@@ -3,6 +3,10 @@
 pytest_plugins = [
     "fixtures.profile",
     "fixtures.components",
+    "fixtures.backups",
+    "fixtures.maintenance",
+    "fixtures.drills",
+    "fixtures.recovery",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

@@ -43,11 +43,24 @@ def profile_variant(sandbox_profile: Path, tmp_path: Path) -> Callable[..., Path
             host["cpu_max_percent"] = 100  # the test machine's load is not under test here
         if mutate is not None:
             mutate(data)
+        _prune_references(data)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
     return make
+
+
+def _prune_references(data: dict[str, Any]) -> None:
+    """Drop drills and replicas that name a database, Redis or backup the variant removed."""
+    names = {key: {i["name"] for i in data.get(key, [])} for key in ("databases", "redis", "backups")}
+
+    def kept(drill: dict[str, Any]) -> bool:
+        refs = (("database", "databases"), ("redis", "redis"))
+        return drill["backup"] in names["backups"] and all(k not in drill or drill[k] in names[s] for k, s in refs)
+
+    data["drills"] = [d for d in data.get("drills", []) if kept(d)]
+    data["replicas"] = [r for r in data.get("replicas", []) if r["primary"] in names["databases"]]
 
 
 def _short(nodeid: str) -> str:

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -18,8 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsverify import sandbox
-from opsverify.profile import load_profile
-from opsverify.profile.model import Profile
+from opsverify.profile import Profile, load_profile
 from opsverify.sandbox.app import start_app, stop_process
 from opsverify.sandbox.net import free_port
 from opsverify.sandbox.process import pid_alive
@@ -162,6 +162,27 @@ def test_backups_form_fresh_series_of_the_right_length(profile: Profile) -> None
         assert "-- PostgreSQL database dump complete" in dump.read()[-400:]
 
 
+def offsite_names(profile: Profile) -> dict[str, set[str]]:
+    """Object names under each source's offsite prefix, read from the sandbox's S3 server."""
+    from opsverify.backups.s3 import client, list_objects
+
+    names = {}
+    for source in profile.backups:
+        if source.offsite is not None:
+            s3 = client(source.offsite, timedelta(seconds=5), timedelta(seconds=10))
+            names[source.name] = {o.key.rsplit("/", 1)[1] for o in list_objects(s3, source.offsite.url)}
+    return names
+
+
+def test_recent_backups_have_offsite_copies_in_the_sandbox_s3(profile: Profile) -> None:
+    copies = offsite_names(profile)
+    assert set(copies) == {"qp-database-daily", "models-archive", "results-archive"}
+    for source in profile.backups:
+        if source.name in copies:
+            local = {p.name for p in Path(source.path).glob(source.pattern)}
+            assert copies[source.name] == local, source.name
+
+
 def test_secret_files_are_private(running: SandboxStatus) -> None:
     private = [
         *(running.state_dir / "secrets").iterdir(),
@@ -204,6 +225,7 @@ def test_down_leaves_no_port_and_no_process(running: SandboxStatus, profile: Pro
     assert restarted.all_running
     cache = profile.redis[0]
     assert redis.Redis(host=cache.host, port=cache.port, password=cache.secret(), socket_timeout=5).dbsize() > 2000
+    assert len(offsite_names(load_profile(restarted.profile_path))["qp-database-daily"]) == 7  # S3 keeps no state
 
 
 def test_status_of_a_missing_state_dir_says_not_created(tmp_path: Path) -> None:

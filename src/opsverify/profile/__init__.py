@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opsverify.profile.environment import Profile
 from opsverify.profile.loader import choose_profile_path, load_profile, profile_schema
 from opsverify.profile.model import (
     BackupSource,
@@ -11,20 +12,23 @@ from opsverify.profile.model import (
     HttpService,
     MetricsExpectation,
     Objective,
-    Profile,
     RedisInstance,
 )
+from opsverify.profile.recovery import Drill, Replica, RestoreTarget
 
 __all__ = [
     "BackupSource",
     "Database",
     "Dependency",
+    "Drill",
     "Host",
     "HttpService",
     "MetricsExpectation",
     "Objective",
     "Profile",
     "RedisInstance",
+    "Replica",
+    "RestoreTarget",
     "choose_profile_path",
     "load_profile",
     "profile_schema",

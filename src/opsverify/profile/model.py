@@ -102,6 +102,7 @@ class Database(SecretSource):
     user: str
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     connect_budget: Duration = timedelta(seconds=2)
+    wal_archiving: bool = Field(False, description="the server archives WAL (PF-20): pg_stat_archiver is checked")
 
 
 class RedisInstance(SecretSource):
@@ -113,6 +114,7 @@ class RedisInstance(SecretSource):
     username: str | None = None
     ping_budget: Duration = timedelta(milliseconds=50)
     require_persistence: bool = Field(True, description="the last BGSAVE must have succeeded")
+    rdb_file: Path | None = Field(None, description="the server's dump.rdb, when readable from here (PF-21)")
 
 
 class Dependency(Named):
@@ -145,16 +147,71 @@ class Host(Named):
     cpu_sample: Duration = timedelta(seconds=1)
 
 
+class S3Access(Model):
+    """How to reach an S3 API; credentials default to boto3's own chain (env, ~/.aws, instance role)."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default: AWS for the region")
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    secret_access_key_file: Path | None = None
+
+    def secret(self) -> str | None:
+        """The secret key, read from the file when one is named (first line, stripped)."""
+        if self.secret_access_key is not None:
+            return self.secret_access_key.get_secret_value()
+        if self.secret_access_key_file is not None:
+            lines = self.secret_access_key_file.read_text().splitlines()
+            return lines[0].strip() if lines else ""
+        return None
+
+
+def _s3_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"{value!r} is not an s3://bucket/prefix URL")
+    return value
+
+
+class Offsite(S3Access):
+    """Where the offsite copies of a local series live (QP-18 S3 upload, QP-21 S3 sync)."""
+
+    url: str = Field(description="s3://bucket/prefix/ holding a copy of each local backup, by file name")
+    recent: Duration = Field(timedelta(days=7), description="local backups younger than this must have a copy")
+
+    @field_validator("url")
+    @classmethod
+    def _s3(cls, value: str) -> str:
+        return _s3_url(value)
+
+
 class BackupSource(Named):
     """A location the runbooks' backup jobs write to (PF-04, PF-16, QP-18)."""
 
     kind: Literal["postgres", "redis", "config", "archive"]
-    path: str = Field(description="directory holding the backups")
+    path: str = Field(description="directory holding the backups, or s3://bucket/prefix/")
     pattern: str = Field("*", description="glob of the backup file names")
+    s3: S3Access | None = Field(None, description="S3 access when path is s3://")
     database: str | None = Field(None, description="the profile database this backs up")
     rpo: Duration = timedelta(hours=24)
     retention: Duration = timedelta(days=30)
-    schedule: Duration = timedelta(days=1)
+    schedule: Duration = Field(timedelta(days=1), description="how often the job runs; a bigger gap is a miss")
+    max_verify: int = Field(3, ge=1, description="newest backups fully verified by the daily run (monthly: all)")
+    max_shrink_percent: Percent = Field(50, description="newest may be at most this much smaller than the median")
+    tables: list[str] = Field(default_factory=list, description="tables every dump must hold")
+    kinds: list[str] = Field(default_factory=list, description="Kubernetes kinds every config export must hold")
+    rdb_max_version: int = Field(12, ge=1, description="newest RDB version the restore target loads")
+    offsite: Offsite | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.path.startswith("s3://")
+
+    @model_validator(mode="after")
+    def _s3_path(self) -> BackupSource:
+        if self.is_s3:
+            _s3_url(self.path)
+        return self
 
 
 class Objective(Model):
@@ -165,7 +222,7 @@ class Objective(Model):
     rpo: Duration
 
 
-def _runbook_objectives() -> list[Objective]:
+def runbook_objectives() -> list[Objective]:
     table = [("application", "15m", "5m"), ("database", "30m", "1h"), ("full-system", "2h", "4h")]
     return [Objective(component=c, rto=parse_duration(t), rpo=parse_duration(p)) for c, t, p in table]
 
@@ -175,28 +232,3 @@ class Timeouts(Model):
 
     connect: Duration = timedelta(seconds=5)
     request: Duration = timedelta(seconds=10)
-
-
-class Profile(Model):
-    """One environment: what runs where and which thresholds hold."""
-
-    name: Name
-    role: Literal["sandbox", "staging", "production"] = "staging"
-    description: str = ""
-    timeouts: Timeouts = Timeouts()
-    services: list[HttpService] = Field(default_factory=list)
-    databases: list[Database] = Field(default_factory=list)
-    redis: list[RedisInstance] = Field(default_factory=list)
-    dependencies: list[Dependency] = Field(default_factory=list)
-    hosts: list[Host] = Field(default_factory=list)
-    backups: list[BackupSource] = Field(default_factory=list)
-    objectives: list[Objective] = Field(default_factory=_runbook_objectives)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Profile:
-        for section in ("services", "databases", "redis", "dependencies", "hosts", "backups"):
-            names = [item.name for item in getattr(self, section)]
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise ValueError(f"{section}: name {twice[0]!r} is used more than once")
-        return self

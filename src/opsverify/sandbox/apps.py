@@ -1,8 +1,9 @@
-"""The sandbox's three long-lived apps: started detached with a pidfile each, stopped by pid."""
+"""The processes the sandbox spawns (three apps and the S3 server): detached, a pidfile each, stopped by pid."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from opsverify.sandbox.app import app_command, app_env, await_app
@@ -22,14 +23,20 @@ def _pidfile(layout: Layout, name: str) -> Path:
     return layout.run / f"{name}.pid"
 
 
+def _argv(layout: Layout, name: str, port: int) -> list[str]:
+    if name == "s3":
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    files = TlsFiles.under(layout.tls)
+    return app_command(name, port, tls=(files.cert, files.key) if name in TLS_APPS else None)
+
+
 def app_pid(layout: Layout, name: str, port: int) -> int | None:
-    """The pid of the sandbox's app ``name`` while it runs (checked against its command line)."""
+    """The pid of the sandbox's process ``name`` while it runs (checked against its command line)."""
     try:
         pid = int(_pidfile(layout, name).read_text().strip())
     except (OSError, ValueError):
         return None
-    line = cmdline(pid)
-    ours = "opsverify.sandbox.app" in line and f"--name {name} --port {port}" in line
+    ours = " ".join(_argv(layout, name, port)[1:]) in cmdline(pid)
     return pid if ours and pid_alive(pid) else None
 
 
@@ -38,8 +45,7 @@ def spawn_app(layout: Layout, name: str, port: int) -> int:
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.run.mkdir(parents=True, exist_ok=True)
     log = layout.logs / f"{name}.log"
-    files = TlsFiles.under(layout.tls)
-    argv = app_command(name, port, tls=(files.cert, files.key) if name in TLS_APPS else None)
+    argv = _argv(layout, name, port)
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
@@ -48,7 +54,7 @@ def spawn_app(layout: Layout, name: str, port: int) -> int:
     pid = os.posix_spawn(argv[0], argv, app_env(), file_actions=actions, setsid=True)
     _pidfile(layout, name).write_text(f"{pid}\n")
     try:
-        await_app(pid, name, port, log)
+        await_app(pid, name, port, log, timeout=30)
     except BaseException:
         stop_process(pid, timeout=5)
         raise

@@ -25,13 +25,17 @@ from pathlib import Path
 import yaml
 
 from opsverify.errors import SandboxError
+from opsverify.restore.fidelity import data_facts, write_manifest
+from opsverify.restore.redisdata import redis_facts
 from opsverify.sandbox import appfiles
 from opsverify.sandbox.postgres import PG_BIN, SUPERUSER, Postgres
+from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.state import Layout
 
 DAY = 86400.0
-NEWEST_AGE = 3600.0
+NEWEST_AGE = 1800.0  # the newest of each series is half an hour old: inside the 1h database RPO
 DUMP_TIMEOUT = 60.0
+MANIFEST_CHECKSUM_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -45,19 +49,26 @@ class Series:
     days: int
     database: str | None = None
     retention: str | None = None
+    tables: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    offsite: str | None = None  # s3://bucket/prefix/ the job uploads each file to (QP-18, QP-21)
 
 
+PF_TABLES = ("models", "simulations")
+QP_TABLES = ("users", "optimization_jobs")
 SERIES = (
-    Series("pf-postgres-daily", "postgres", "postgres", "backup_*.sql.gz", 30, "photonic_foundry", "30d"),
-    Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry"),
-    Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 1, "photonic_foundry"),
-    Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d"),
+    Series("pf-postgres-daily", "postgres", "postgres", "backup_*.sql.gz", 30, "photonic_foundry", "30d", PF_TABLES),
+    Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry", None, PF_TABLES),
+    Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 1, "photonic_foundry",
+           None, ("simulations",)),
+    Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
+           QP_TABLES, offsite="s3://qp-backups/database/"),
     Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3),
-    Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3),
-    Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3),
-    Series("k8s-secrets", "config", "config", "secrets_backup_*.yaml", 3),
-    Series("models-archive", "archive", "archives", "models_backup_*.tar.gz", 3),
-    Series("results-archive", "archive", "archives", "results_backup_*.tar.gz", 3),
+    Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3, kinds=("ConfigMap",)),
+    Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3, kinds=("Deployment",)),
+    Series("k8s-secrets", "config", "config", "secrets_backup_*.yaml", 3, kinds=("Secret",)),
+    Series("models-archive", "archive", "archives", "models_backup_*.tar.gz", 3, offsite="s3://pf-backups/models/"),
+    Series("results-archive", "archive", "archives", "results_backup_*.tar.gz", 3, offsite="s3://pf-backups/results/"),
     Series("env-archive", "archive", "archives", "env_backup_*.tar.gz", 3),
 )
 
@@ -148,8 +159,26 @@ def _tar(target: Path, when: float, root: Path, members: list[str]) -> None:
     _finish(tmp, target, when)
 
 
-def make_backups(layout: Layout, pg: Postgres, rdb: Path, ports: dict[str, int], now: float) -> int:
-    """Run every series' job for its days (dumps four at a time); the number of files written."""
+def _write_manifests(pg: Postgres, redis_server: RedisServer, root: Path) -> None:
+    """What each full dump and RDB holds, as the job saw it (row counts, checksums; Redis keys)."""
+    dumps = {
+        "photonic_foundry": [*(root / "postgres").glob("backup_*.sql.gz"), *(root / "postgres").glob("backup_*.dump")],
+        "quantum_planner": list((root / "database").glob("quantum_planner_*.sql.gz")),
+    }
+    for dbname, files in dumps.items():
+        with pg.connect(dbname) as conn:
+            facts = data_facts(conn, MANIFEST_CHECKSUM_ROWS)
+        for path in files:
+            write_manifest(path, facts)
+    keys = redis_facts(redis_server.client())
+    for path in (root / "redis").glob("redis_backup_*.rdb"):
+        write_manifest(path, keys.to_json())
+
+
+def make_backups(
+    layout: Layout, pg: Postgres, redis_server: RedisServer, rdb: Path, ports: dict[str, int], now: float
+) -> int:
+    """Run every series' job for its days (dumps four at a time), with manifests; the number of backups written."""
     root = layout.backups
     for sub in {s.subdir for s in SERIES}:
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -188,4 +217,5 @@ def make_backups(layout: Layout, pg: Postgres, rdb: Path, ports: dict[str, int],
         _tar(root / "archives" / f"models_backup_{date}.tar.gz", w, pf, ["models"])
         _tar(root / "archives" / f"results_backup_{date}.tar.gz", w, pf, ["results"])
         _tar(root / "archives" / f"env_backup_{date}.tar.gz", w, pf, [".env", "docker-compose.yml", "Dockerfile"])
-    return sum(1 for p in root.rglob("*") if p.is_file())
+    _write_manifests(pg, redis_server, root)
+    return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".manifest.json"))

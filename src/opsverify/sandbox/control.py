@@ -19,12 +19,13 @@ from opsverify.sandbox import apps
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
 from opsverify.sandbox.net import LOOPBACK, free_port, port_is_free, wait_port_closed
-from opsverify.sandbox.postgres import Postgres, choose_base, remove_base
+from opsverify.sandbox.offsite import sync_offsite
+from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.process import pid_alive
 from opsverify.sandbox.profile import write_profile
 from opsverify.sandbox.redis import RedisServer, bgsave, read_pid, seed_redis, start_redis
 from opsverify.sandbox.seed import seed_databases
-from opsverify.sandbox.state import APPS, COMPONENTS, Layout, State, ensure_secret, load_state, save_state
+from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
 from opsverify.sandbox.tls import create_tls
 
@@ -33,6 +34,21 @@ def _postgres(layout: Layout, state: State) -> Postgres:
     return Postgres(
         Path(state.pg_base), state.pg_as_postgres, state.ports["postgres"], ensure_secret(layout, "pg_superuser")
     )
+
+
+def _replica(layout: Layout, state: State) -> Postgres:
+    """The streaming standby of the sandbox's PostgreSQL (QP-15), beside it under the same base."""
+    base = Path(state.pg_base) / "replica"
+    return Postgres(base, state.pg_as_postgres, state.ports["replica"], ensure_secret(layout, "pg_superuser"))
+
+
+def _start_replica(layout: Layout, state: State) -> None:
+    replica = _replica(layout, state)
+    if not replica.exists:
+        password = ensure_secret(layout, "pg_replicator")
+        primary = state.ports["postgres"]
+        replica.basebackup_from(f"host={LOOPBACK} port={primary} user={REPLICATION_ROLE} password={password}")
+    replica.start()
 
 
 def _fresh_ports() -> dict[str, int]:
@@ -45,8 +61,12 @@ def _fresh_ports() -> dict[str, int]:
 
 
 def _pids(layout: Layout, state: State) -> dict[str, int | None]:
-    pids: dict[str, int | None] = {"postgres": _postgres(layout, state).pid(), "redis": read_pid(layout.redis)}
-    pids.update({name: apps.app_pid(layout, name, state.ports[name]) for name in APPS})
+    pids: dict[str, int | None] = {
+        "postgres": _postgres(layout, state).pid(),
+        "replica": _replica(layout, state).pid(),
+        "redis": read_pid(layout.redis),
+    }
+    pids.update({name: apps.app_pid(layout, name, state.ports[name]) for name in SPAWNED})
     return pids
 
 
@@ -63,16 +83,18 @@ def _create(layout: Layout) -> None:
         pg = _postgres(layout, state)
         pg.init()
         pg.start()
-        pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"))
+        pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"), ensure_secret(layout, "pg_replicator"))
         seed_databases(pg)
         server = start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"))
         seed_redis(server)
         rdb = bgsave(server)
         create_tls(layout.tls)
         create_app_files(layout, state.ports)
-        make_backups(layout, pg, rdb, state.ports, time.time())
-        for name in APPS:
+        make_backups(layout, pg, server, rdb, state.ports, time.time())
+        _start_replica(layout, state)
+        for name in SPAWNED:
             apps.spawn_app(layout, name, state.ports[name])
+        sync_offsite(layout, state.ports["s3"], time.time())
         write_profile(layout, state.ports)
     except BaseException:
         with suppress(SandboxError):  # the first error is the one to report
@@ -90,11 +112,15 @@ def _restart(layout: Layout, state: State) -> None:
     save_state(layout, state)
     if pids["postgres"] is None:
         _postgres(layout, state).start()
+    if pids["replica"] is None:
+        _start_replica(layout, state)
     if pids["redis"] is None:
         start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"))
-    for name in APPS:
+    for name in SPAWNED:
         if pids[name] is None:
             apps.spawn_app(layout, name, state.ports[name])
+    if pids["s3"] is None:  # the S3 server keeps objects in memory: upload the copies again
+        sync_offsite(layout, state.ports["s3"], time.time())
     write_profile(layout, state.ports)
 
 
@@ -116,7 +142,7 @@ def _stop(layout: Layout, state: State) -> list[str]:
     """Stop every component; what is left behind (processes, open ports), as phrases."""
     pids = _pids(layout, state)
     problems: list[str] = []
-    for name in APPS:
+    for name in SPAWNED:
         try:
             apps.stop_app(layout, name, state.ports[name])
         except SandboxError as err:
@@ -125,6 +151,7 @@ def _stop(layout: Layout, state: State) -> list[str]:
     try:
         if redis_pid is not None:
             RedisServer(layout.redis, state.ports["redis"], None, redis_pid).stop(timeout=10)
+        _replica(layout, state).stop()
         _postgres(layout, state).stop()
     except SandboxError as err:
         problems.append(str(err))
@@ -168,7 +195,7 @@ def status(state_dir: Path) -> SandboxStatus:
         return SandboxStatus(layout.root, layout.profile, created=False)
     pids = _pids(layout, state)
     ports = state.ports
-    addresses = {"postgres": f"{LOOPBACK}:{ports['postgres']}", "redis": f"{LOOPBACK}:{ports['redis']}"}
-    addresses.update({name: apps.url(name, ports[name]) for name in APPS})
+    addresses = {name: f"{LOOPBACK}:{ports[name]}" for name in ("postgres", "replica", "redis")}
+    addresses.update({name: apps.url(name, ports[name]) for name in SPAWNED})
     components = [ComponentStatus(name, pids[name] is not None, addresses[name], pids[name]) for name in COMPONENTS]
     return SandboxStatus(layout.root, layout.profile, components)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
 CHECK_ROLE = "opsverify"
+REPLICATION_ROLE = "opsverify_replicator"
 DATABASES = ("photonic_foundry", "quantum_planner")
 INSTALL = "PostgreSQL 15 is not installed: run `sudo apt-get install postgresql-15` (or `make setup`)"
 
@@ -77,6 +78,11 @@ class Postgres:
     def address(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
+    @property
+    def archive(self) -> Path:
+        """Where ``archive_command`` copies finished WAL segments (PF-20)."""
+        return self.base / "wal-archive"
+
     def _run(self, args: list[str], what: str, timeout: float = 60) -> str:
         prefix = ["runuser", "-u", SUPERUSER, "--"] if self.as_postgres else []
         return run([*prefix, *args], what, timeout=timeout, cwd=self.base)
@@ -89,7 +95,7 @@ class Postgres:
 
     def init(self) -> None:
         """``initdb`` with SCRAM auth and the superuser password, then the sandbox's settings."""
-        for sub in (self.base, self.base / "run"):
+        for sub in (self.base, self.base / "run", self.archive):
             sub.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._own(sub)
         pwfile = self.base / "pwfile"
@@ -121,6 +127,12 @@ class Postgres:
             "pg_stat_statements.track": "all",
             "log_min_duration_statement": "1000",
             "max_connections": "50",
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": f"'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'",
+            "archive_timeout": "300",
+            "max_wal_senders": "10",
+            "hot_standby": "on",
         }
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# opsverify sandbox\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
@@ -195,8 +207,8 @@ class Postgres:
         with conn:
             yield conn
 
-    def create_role_and_databases(self, check_password: str) -> None:
-        """The read-only ``opsverify`` role and the two empty databases."""
+    def create_role_and_databases(self, check_password: str, replication_password: str) -> None:
+        """The read-only ``opsverify`` role, the replication role and the two empty databases."""
         from psycopg import sql
 
         with self.connect() as conn:
@@ -207,8 +219,39 @@ class Postgres:
                 )
             )
             conn.execute(sql.SQL("GRANT pg_monitor, pg_read_all_data TO {}").format(sql.Identifier(CHECK_ROLE)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}").format(
+                    sql.Identifier(REPLICATION_ROLE), sql.Literal(replication_password)
+                )
+            )
             for name in DATABASES:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+    def basebackup_from(self, conninfo: str) -> None:
+        """Make this cluster a streaming standby: ``pg_basebackup -R -X stream`` from ``conninfo`` (QP-15).
+
+        The copied configuration is the primary's; this cluster's own socket dir, loopback address
+        and ``archive_mode = off`` are appended to ``postgresql.auto.conf`` so it runs beside it.
+        """
+        for sub in (self.base, self.base / "run"):
+            sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._own(sub)
+        options = ["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"]
+        self._run(
+            [_binary("pg_basebackup"), "-d", conninfo, "-D", str(self.data), *options],
+            "pg_basebackup of the standby",
+            timeout=120,
+        )
+        local = {"unix_socket_directories": f"'{self.base / 'run'}'", "listen_addresses": f"'{LOOPBACK}'"}
+        local["archive_mode"] = "off"
+        auto = self.data / "postgresql.auto.conf"
+        with auto.open("a") as conf:
+            conf.write("".join(f"{key} = {value}\n" for key, value in local.items()))
+
+    def promote(self) -> None:
+        """``pg_ctl promote -w``: the standby leaves recovery and starts a new timeline."""
+        self._run([_binary("pg_ctl"), "promote", "-D", str(self.data), "-w", "-t", "30"], "promoting", timeout=45)
 
 
 def remove_base(base: Path) -> None:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,15 +142,9 @@ def seed_redis(server: RedisServer, sessions: int = 1500) -> int:
 
 def bgsave(server: RedisServer, timeout: float = 15) -> Path:
     """BGSAVE and wait (bounded) until it has finished well; the RDB file."""
-    conn = server.client()
-    before = int(conn.lastsave().timestamp())
-    conn.bgsave()
-    deadline = time.monotonic() + timeout
-    while True:
-        info = conn.info("persistence")
-        done = not info["rdb_bgsave_in_progress"] and info["rdb_last_bgsave_status"] == "ok"
-        if done and (int(conn.lastsave().timestamp()) > before or info["rdb_changes_since_last_save"] == 0):
-            return server.directory / "dump.rdb"
-        if time.monotonic() > deadline:
-            raise SandboxError(f"redis BGSAVE did not finish within {timeout:g}s: see {server.directory}/redis.log")
-        time.sleep(0.05)
+    from opsverify.backups.jobs import bgsave as run_bgsave
+
+    done = run_bgsave(server.client(), timedelta(seconds=timeout))
+    if done.status != "ok":
+        raise SandboxError(f"redis BGSAVE ended {done.status}: see {server.directory}/redis.log")
+    return server.directory / "dump.rdb"

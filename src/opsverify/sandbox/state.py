@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from opsverify.errors import SandboxError
+from opsverify.sandbox.net import free_port
 
 APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")
-COMPONENTS = ("postgres", "redis", *APPS)
+SPAWNED = (*APPS, "s3")  # processes the sandbox spawns itself: the apps and the S3 server (moto)
+COMPONENTS = ("postgres", "replica", "redis", *SPAWNED)
 
 
 @dataclass
@@ -88,12 +90,15 @@ def load_state(layout: Layout) -> State | None:
     if not layout.state_file.is_file():
         return None
     try:
-        data = json.loads(layout.state_file.read_text())
-        return State(**data)
+        state = State(**json.loads(layout.state_file.read_text()))
     except (ValueError, TypeError) as exc:
         raise SandboxError(
             f"{layout.state_file} is unreadable ({exc}): run `opsverify sandbox down --purge` and `up` again"
         ) from None
+    for name in COMPONENTS:  # a component newer than this state dir gets a port of its own
+        if name not in state.ports:
+            state.ports[name] = free_port()
+    return state
 
 
 def save_state(layout: Layout, state: State) -> None:

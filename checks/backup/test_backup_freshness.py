@@ -1,0 +1,56 @@
+"""Every backup series is fresh and on schedule.
+
+Runbook: PF-04 daily backup verification, PF-10 full system backup verification, PF-16 the daily
+PostgreSQL backup script, QP-18 the backup cron, PF-23/QP-20 config and PF-24/QP-21 archive backups.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+
+import pytest
+
+from fixtures.backups import CatalogOf, listed
+from fixtures.expect import expect
+from fixtures.reporting import Recorder
+from opsverify.durations import format_duration as fmt
+from opsverify.profile import BackupSource
+
+pytestmark = [
+    pytest.mark.backup,
+    pytest.mark.daily,
+    pytest.mark.runbook("PF-04", "PF-10", "PF-16", "QP-18", "PF-23", "QP-20", "PF-24", "QP-21"),
+]
+GAP_TOLERANCE = 1.5  # a gap up to 1.5 x the schedule is jitter; beyond, a run was missed
+
+
+def test_newest_backup_is_younger_than_rpo(
+    backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
+) -> None:
+    """PF-04/QP-18: the newest backup exists and is younger than the source's RPO."""
+    newest = listed(backup_source, catalog_of).files[0]
+    age = newest.age(now)
+    evidence.record(newest=newest.location, age=fmt(age), rpo=fmt(backup_source.rpo), time_from=newest.time_from)
+    expect(
+        age <= backup_source.rpo,
+        f"newest backup of {backup_source.name} is {fmt(age)} old (RPO {fmt(backup_source.rpo)}): {newest.location}",
+    )
+
+
+def test_backups_follow_their_schedule(
+    backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
+) -> None:
+    """PF-16: inside the retention window no two consecutive backups are further apart than the schedule allows."""
+    files = listed(backup_source, catalog_of).within(backup_source.retention, now)
+    if len(files) < 2:
+        pytest.skip(f"{backup_source.name} has {len(files)} backup(s) inside its retention: no gap to measure")
+    gaps = [(older.age(now) - newer.age(now), newer, older) for newer, older in itertools.pairwise(files)]
+    widest = max(gaps, key=lambda g: g[0])
+    evidence.record(backups=len(files), schedule=fmt(backup_source.schedule), widest_gap=fmt(widest[0]))
+    gap, newer, older = widest
+    expect(
+        gap <= backup_source.schedule * GAP_TOLERANCE,
+        f"backups of {backup_source.name} skip {fmt(gap)} between {older.name} and {newer.name} "
+        f"(schedule {fmt(backup_source.schedule)}): a backup run was missed",
+    )

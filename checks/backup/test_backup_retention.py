@@ -1,0 +1,36 @@
+"""Nothing older than the retention period remains.
+
+Runbook: PF-16 ``find $BACKUP_DIR -name "backup_*.sql.gz" -mtime +30 -delete`` (30 days),
+QP-18 ``find /backups/database -mtime +7 -delete`` (7 days locally).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from fixtures.backups import CatalogOf
+from fixtures.expect import expect, fail
+from fixtures.reporting import Recorder
+from opsverify.durations import format_duration as fmt
+from opsverify.profile import BackupSource
+
+pytestmark = [pytest.mark.backup, pytest.mark.daily, pytest.mark.runbook("PF-16", "QP-18")]
+
+
+def test_nothing_older_than_retention_remains(
+    backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
+) -> None:
+    """PF-16/QP-18: every backup is younger than retention plus one schedule period (the cleanup's slack)."""
+    catalog = catalog_of(backup_source)
+    expect(catalog.error is None, f"cannot list backups of {backup_source.name}: {catalog.error}")
+    limit = backup_source.retention + backup_source.schedule
+    stale = [f for f in catalog.files if f.age(now) > limit]
+    oldest = catalog.files[-1] if catalog.files else None
+    evidence.record(retention=fmt(backup_source.retention), oldest=fmt(oldest.age(now)) if oldest else "-")
+    evidence.record(past_retention=len(stale))
+    if stale:
+        oldest = stale[-1]
+        fail(f"{len(stale)} backup(s) of {backup_source.name} are past the {fmt(backup_source.retention)} "
+             f"retention, oldest {oldest.name} ({fmt(oldest.age(now))} old): the cleanup step did not run")

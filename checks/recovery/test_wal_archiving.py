@@ -1,0 +1,54 @@
+"""WAL archiving keeps the point-in-time recovery window current.
+
+Runbook: PF-20 point-in-time recovery (needs every WAL segment archived), PF-47 the database RPO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from fixtures.expect import expect
+from fixtures.reporting import Recorder
+from opsverify.durations import format_duration as fmt
+from opsverify.profile import Database, Profile
+from opsverify.restore.replication import ArchiverState
+
+pytestmark = [pytest.mark.recovery, pytest.mark.daily, pytest.mark.dr, pytest.mark.runbook("PF-20", "PF-47")]
+ArchiverOf = Callable[[Database], ArchiverState]
+
+
+def _read(db: Database, archiver_of: ArchiverOf) -> ArchiverState:
+    __tracebackhide__ = True
+    state = archiver_of(db)
+    expect(state.error is None, f"cannot read pg_stat_archiver of {db.name} at {state.address}: {state.error}")
+    expect(state.archive_mode != "off", f"WAL archiving is off on {db.name} ({state.address}): set archive_mode = on")
+    return state
+
+
+def test_wal_archive_lag_is_within_rpo(
+    archived_database: Database, archiver_of: ArchiverOf, profile: Profile, evidence: Recorder
+) -> None:
+    """PF-20: no finished WAL segment waits longer than the database RPO to be archived."""
+    state = _read(archived_database, archiver_of)
+    rpo = next(o.rpo for o in profile.objectives if o.component == "database")
+    evidence.record(last_archived_wal=state.last_archived_wal, archived_count=state.archived_count,
+                    waiting=state.waiting, lag=fmt(state.lag) if state.waiting else "0s", rpo=fmt(rpo))
+    expect(
+        state.lag <= rpo,
+        f"WAL archiving of {archived_database.name} lags {fmt(state.lag) if state.last_archived_age else 'forever'} "
+        f"(database RPO {fmt(rpo)}): last archived {state.last_archived_wal or 'nothing'} at {state.address}",
+    )
+
+
+def test_wal_archiving_is_not_failing(archived_database: Database, archiver_of: ArchiverOf, evidence: Recorder) -> None:
+    """PF-20: the archiver's last attempt succeeded (no failure newer than the last success)."""
+    state = _read(archived_database, archiver_of)
+    evidence.record(last_failed_wal=state.last_failed_wal or "none")
+    expect(
+        state.failing_since is None,
+        f"WAL archiving of {archived_database.name} has been failing for "
+        f"{fmt(state.failing_since) if state.failing_since else ''} (last failed {state.last_failed_wal}): "
+        "check archive_command and the archive's free space",
+    )

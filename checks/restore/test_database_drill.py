@@ -1,0 +1,127 @@
+"""Restore drill of each database: the newest backup restores into a scratch database and equals the source.
+
+Runbook: PF-11 monthly DR test, QP-14 quarterly restoration test, QP-19 "test restoration to
+staging", PF-19 ``pg_restore -j`` of custom dumps, PF-46 full system recovery.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.expect import expect, fail
+from fixtures.reporting import Recorder
+from opsverify.durations import format_duration as fmt
+from opsverify.profile import Profile
+from opsverify.restore.drill import PgDrillOutcome
+from opsverify.restore.fidelity import DataFacts, compare_checksums, compare_rows
+from opsverify.restore.toc import TocError, dump_objects
+
+pytestmark = [
+    pytest.mark.restore,
+    pytest.mark.dr,
+    pytest.mark.monthly,
+    pytest.mark.runbook("PF-11", "QP-14", "QP-19", "PF-19", "PF-46"),
+]
+Expectation = tuple[DataFacts | None, str]
+
+
+def restored(outcome: PgDrillOutcome) -> PgDrillOutcome:
+    """The outcome of a drill whose restore succeeded; the check is skipped (the restore check fails) otherwise."""
+    __tracebackhide__ = True
+    if not outcome.restore.ok:
+        pytest.skip(f"drill {outcome.drill.name}: the restore failed, nothing to compare (see its restore check)")
+    return outcome
+
+
+def test_restore_completes_without_errors(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
+    """PF-11/QP-14: psql (ON_ERROR_STOP) or pg_restore (--exit-on-error, -j) restores the newest backup."""
+    run = pg_drill_outcome.restore
+    evidence.record(backup=run.backup, format=pg_drill_outcome.format, tool=run.tool, duration=fmt(run.duration))
+    evidence.record(scratch_database=run.database)
+    expect(run.ok, f"restore of {run.backup} for drill {pg_drill_outcome.drill.name} failed: {run.error}")
+
+
+def test_restored_schema_matches_the_dump(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
+    """QP-19: every table, sequence, view and index in the dump's TOC exists in the restored copy."""
+    outcome = restored(pg_drill_outcome)
+    from pathlib import Path
+
+    try:
+        toc = dump_objects(Path(outcome.backup), outcome.format)
+    except TocError as err:
+        fail(f"cannot read the table of contents of {outcome.backup}: {err}")
+    missing = sorted(toc - outcome.objects)
+    evidence.record(dump_objects=len(toc), restored_objects=len(outcome.objects), missing=" ".join(missing) or "none")
+    expect(not missing, f"drill {outcome.drill.name}: restored copy lacks {', '.join(missing)} listed in the dump")
+
+
+def test_restored_row_counts_match_the_backup(
+    pg_drill_outcome: PgDrillOutcome, drill_expectation: Expectation, evidence: Recorder
+) -> None:
+    """QP-14: every table has the row count the backup recorded (or the source holds in one snapshot)."""
+    outcome = restored(pg_drill_outcome)
+    expected, origin = drill_expectation
+    if expected is None:
+        pytest.skip(f"drill {outcome.drill.name}: nothing to compare row counts with ({origin})")
+    assert outcome.restored is not None
+    differences = compare_rows(expected, outcome.restored)
+    evidence.record(compared_with=origin, tables=len(expected.tables), differing=len(differences))
+    if differences:
+        first = differences[0]
+        fail(f"drill {outcome.drill.name}: {len(differences)} table(s) differ from {origin}, first {first.table}: "
+             f"{first.problem}")
+
+
+def test_restored_tables_match_their_checksums(
+    pg_drill_outcome: PgDrillOutcome, drill_expectation: Expectation, evidence: Recorder
+) -> None:
+    """QP-14: tables up to ``checksum_max_rows`` rows have the content checksum the backup recorded."""
+    outcome = restored(pg_drill_outcome)
+    expected, origin = drill_expectation
+    if expected is None:
+        pytest.skip(f"drill {outcome.drill.name}: nothing to compare checksums with ({origin})")
+    assert outcome.restored is not None
+    differences, compared = compare_checksums(expected, outcome.restored)
+    evidence.record(compared_with=origin, checksummed_tables=compared, differing=len(differences))
+    if compared == 0:
+        pytest.skip(f"drill {outcome.drill.name}: no table has at most {outcome.drill.checksum_max_rows} rows")
+    if differences:
+        first = differences[0]
+        fail(f"drill {outcome.drill.name}: {first.table} {first.problem} ({origin})")
+
+
+def test_smoke_queries_return_rows(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
+    """PF-46: the drill's smoke queries run on the restored copy and each returns at least one row."""
+    outcome = restored(pg_drill_outcome)
+    evidence.record(**{f"query_{n + 1}": f"{s.rows} rows" if s.error is None else s.error
+                       for n, s in enumerate(outcome.smoke)})
+    broken = [s for s in outcome.smoke if s.error is not None or s.rows == 0]
+    if broken:
+        first = broken[0]
+        fail(f"drill {outcome.drill.name}: smoke query {first.query!r} "
+             f"{'failed: ' + first.error if first.error else 'returned no rows'}")
+
+
+def test_restored_copy_passes_amcheck(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
+    """PF-11: ``pg_amcheck --heapallindexed`` finds no corruption in the restored tables and indexes."""
+    outcome = restored(pg_drill_outcome)
+    if outcome.amcheck is not None and outcome.amcheck.startswith("unavailable: "):
+        pytest.skip(f"drill {outcome.drill.name}: pg_amcheck {outcome.amcheck}")
+    evidence.record(amcheck=outcome.amcheck or "clean")
+    expect(outcome.amcheck is None, f"drill {outcome.drill.name}: pg_amcheck on the restored copy: {outcome.amcheck}")
+
+
+@pytest.mark.recovery
+@pytest.mark.runbook("PF-47", "PF-14")
+def test_restore_time_is_within_rto(pg_drill_outcome: PgDrillOutcome, profile: Profile, evidence: Recorder) -> None:
+    """PF-47: from the start of the restore to the first successful smoke query, inside the component's RTO."""
+    drill = pg_drill_outcome.drill
+    objective = next(o for o in profile.objectives if o.component == drill.objective)
+    measured = pg_drill_outcome.rto
+    evidence.record(component=objective.component, rto_objective=fmt(objective.rto),
+                    rto_measured=fmt(measured) if measured is not None else "not recovered")
+    expect(measured is not None, f"drill {drill.name}: not recovered (restore or every smoke query failed), "
+                                 f"RTO {fmt(objective.rto)} not met")
+    assert measured is not None
+    expect(measured <= objective.rto, f"drill {drill.name} took {fmt(measured)} to recover "
+                                      f"({objective.component} RTO {fmt(objective.rto)}): {pg_drill_outcome.backup}")

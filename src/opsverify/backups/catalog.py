@@ -1,0 +1,125 @@
+"""The catalog of one backup source: which backups exist, when each was taken, how big it is.
+
+A backup's time comes from its name (``backup_20250802_020000.sql.gz``, ``…_20250802.dump``,
+``…2025-08-02…``) and otherwise from its mtime; a name with a date but no time takes the mtime
+when that falls on the same day (the job's real start), else midnight of that day.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from opsverify.backups.s3 import client, describe_error, list_objects
+from opsverify.profile.model import BackupSource, Timeouts
+
+_STAMP = re.compile(
+    r"(?P<y>20\d\d)-?(?P<m>[01]\d)-?(?P<d>[0-3]\d)(?:[T_-]?(?P<H>[0-2]\d):?(?P<M>[0-5]\d):?(?P<S>[0-5]\d)(?P<z>Z)?)?"
+)
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """One backup: where it is, its time, size and (local files) permission bits."""
+
+    name: str
+    location: str
+    taken: datetime
+    size: int
+    time_from: Literal["name", "mtime"]
+    mode: int | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return not self.location.startswith("s3://")
+
+    def age(self, now: datetime) -> timedelta:
+        return now - self.taken
+
+    @property
+    def readable_by_others(self) -> bool:
+        """Group or world may read it (a secret export must be 0600 or tighter)."""
+        return self.mode is not None and bool(self.mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The backups of one source, newest first, or why they could not be listed."""
+
+    source: str
+    location: str
+    files: list[BackupFile] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def newest(self) -> BackupFile | None:
+        return self.files[0] if self.files else None
+
+    def within(self, window: timedelta, now: datetime) -> list[BackupFile]:
+        """The backups younger than ``window``."""
+        return [f for f in self.files if f.age(now) <= window]
+
+
+def taken_at(name: str, mtime: datetime) -> tuple[datetime, Literal["name", "mtime"]]:
+    """When the backup called ``name`` was taken (local time in names, as ``date +%Y%m%d`` writes)."""
+    match = _STAMP.search(name)
+    if match is None:
+        return mtime, "mtime"
+    try:
+        day = datetime(int(match["y"]), int(match["m"]), int(match["d"]))
+        if match["H"] is not None:
+            stamp = day.replace(hour=int(match["H"]), minute=int(match["M"]), second=int(match["S"]))
+            return (stamp.replace(tzinfo=UTC) if match["z"] else stamp.astimezone()), "name"
+    except ValueError:
+        return mtime, "mtime"
+    local_mtime = mtime.astimezone()
+    if local_mtime.date() == day.date():
+        return mtime, "mtime"
+    return day.astimezone(), "name"
+
+
+def _local(source: BackupSource) -> Catalog:
+    directory = Path(source.path)
+    if not directory.is_dir():
+        why = "does not exist" if not directory.exists() else "is not a directory"
+        return Catalog(source.name, source.path, error=f"{directory} {why}")
+    files = []
+    try:
+        for entry in directory.iterdir():
+            if not fnmatch.fnmatch(entry.name, source.pattern) or entry.name.endswith(".part"):
+                continue
+            info = entry.stat()
+            mtime = datetime.fromtimestamp(info.st_mtime, UTC)
+            when, origin = taken_at(entry.name, mtime)
+            size = info.st_size if entry.is_file() else sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+            files.append(BackupFile(entry.name, str(entry), when, size, origin, stat.S_IMODE(info.st_mode)))
+    except OSError as exc:
+        return Catalog(source.name, source.path, error=f"cannot read {directory}: {exc.strerror or exc}")
+    return Catalog(source.name, source.path, sorted(files, key=lambda f: f.taken, reverse=True))
+
+
+def _s3(source: BackupSource, timeouts: Timeouts) -> Catalog:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3 = client(source.s3, timeouts.connect, timeouts.request)
+        objects = list(list_objects(s3, source.path))
+    except (BotoCoreError, ClientError) as exc:
+        return Catalog(source.name, source.path, error=f"cannot list {source.path}: {describe_error(exc)}")
+    files = []
+    for obj in objects:
+        name = obj.key.rsplit("/", 1)[-1]
+        if fnmatch.fnmatch(name, source.pattern):
+            when, origin = taken_at(name, obj.modified)
+            files.append(BackupFile(name, f"{source.path.rstrip('/')}/{name}", when, obj.size, origin))
+    return Catalog(source.name, source.path, sorted(files, key=lambda f: f.taken, reverse=True))
+
+
+def list_backups(source: BackupSource, timeouts: Timeouts) -> Catalog:
+    """The source's backups (a local directory or an S3 prefix), newest first."""
+    return _s3(source, timeouts) if source.is_s3 else _local(source)

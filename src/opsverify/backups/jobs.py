@@ -1,0 +1,84 @@
+"""The runbooks' backup jobs as functions: ``pg_dump`` of a profile database, Redis ``BGSAVE``.
+
+They change state (a new file, a new snapshot), so only maintenance fixtures call them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opsverify.errors import OpsverifyError
+from opsverify.pgtools import MissingTool, pg_env, pg_tool
+from opsverify.profile.model import Database
+
+if TYPE_CHECKING:
+    import redis
+
+
+class BackupJobError(OpsverifyError):
+    """A backup job did not produce its backup."""
+
+
+def pg_dump(db: Database, target: Path, connect: timedelta, timeout: timedelta, fmt: str = "custom") -> Path:
+    """``pg_dump -F<fmt> -f target`` of ``db``; raise ``BackupJobError`` with pg_dump's first error line."""
+    try:
+        args = [pg_tool("pg_dump"), f"--format={fmt}", "-f", str(target)]
+    except MissingTool as err:
+        raise BackupJobError(str(err)) from None
+    try:
+        done = subprocess.run(
+            args,
+            env=pg_env(db, db.dbname, connect),
+            capture_output=True,
+            text=True,
+            timeout=timeout.total_seconds(),
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise BackupJobError(f"pg_dump of {db.name} did not finish within {timeout}: is the server busy?") from None
+    if done.returncode != 0:
+        raise BackupJobError(f"pg_dump of {db.name} failed: {_last_error(done.stderr)}")
+    return target
+
+
+def _last_error(stderr: str) -> str:
+    lines = [line.removeprefix("pg_dump: ").removeprefix("error: ") for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line or "failed" in line] or lines
+    return errors[0] if errors else "no output"
+
+
+@dataclass(frozen=True)
+class Bgsave:
+    """What one BGSAVE did: LASTSAVE before and after, and the server's verdict."""
+
+    lastsave_before: int
+    lastsave_after: int
+    status: str
+
+    @property
+    def advanced(self) -> bool:
+        return self.lastsave_after > self.lastsave_before
+
+
+def bgsave(conn: redis.Redis, timeout: timedelta) -> Bgsave:
+    """BGSAVE, then wait (bounded) until LASTSAVE advances or the save ends badly."""
+    before = int(conn.lastsave().timestamp())
+    if int(time.time()) == before:
+        time.sleep(1.05)  # LASTSAVE has one-second resolution: make an advance visible
+    conn.bgsave()
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        info = conn.info("persistence")
+        after = int(conn.lastsave().timestamp())
+        status = str(info["rdb_last_bgsave_status"])
+        if not info["rdb_bgsave_in_progress"] and (after > before or status != "ok"):
+            return Bgsave(before, after, status)
+        if time.monotonic() > deadline:
+            return Bgsave(before, after, "timeout")
+        time.sleep(0.05)

@@ -1,0 +1,99 @@
+"""S3 access for backup sources and offsite copies: a boto3 client with timeouts, listing, hashing.
+
+boto3 is imported only here and only when a profile names an S3 location.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from opsverify.profile.model import S3Access
+
+S3Client = Any  # botocore builds the client class at run time
+
+MULTIPART_CHUNK = 8 * 1024 * 1024  # the part size of `aws s3 cp` and boto3's upload_file
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One object under a prefix."""
+
+    key: str
+    size: int
+    modified: datetime
+    etag: str
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``("bucket", "a/b/")`` (a non-empty prefix always ends with ``/``)."""
+    parts = urlsplit(url)
+    prefix = parts.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return parts.netloc, prefix
+
+
+def client(access: S3Access | None, connect: timedelta, read: timedelta) -> S3Client:
+    """A boto3 S3 client that gives up after ``connect``/``read`` and two retries."""
+    import boto3
+    from botocore.config import Config
+
+    access = access or S3Access.model_validate({})
+    config = Config(
+        connect_timeout=connect.total_seconds(),
+        read_timeout=read.total_seconds(),
+        retries={"max_attempts": 2, "mode": "standard"},
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=access.endpoint_url,
+        region_name=access.region,
+        aws_access_key_id=access.access_key_id,
+        aws_secret_access_key=access.secret(),
+        config=config,
+    )
+
+
+def list_objects(s3: S3Client, url: str) -> Iterator[S3Object]:
+    """Every object directly under the URL's prefix (not in deeper "folders")."""
+    bucket, prefix = split_url(url)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for item in page.get("Contents", []):
+            yield S3Object(item["Key"], int(item["Size"]), item["LastModified"], str(item["ETag"]).strip('"'))
+
+
+def describe_error(exc: BaseException) -> str:
+    """One phrase for a botocore/boto3 failure (no credentials or request ids)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    if code:
+        return f"S3 error {code}"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text
+
+
+def etag_of(path: Path, parts: int = 1, chunk: int = 1 << 20) -> str:
+    """The ETag S3 gives ``path`` uploaded in ``parts`` parts of ``MULTIPART_CHUNK`` (streamed MD5s)."""
+    whole = hashlib.md5(usedforsecurity=False)
+    part_digests: list[bytes] = []
+    part = hashlib.md5(usedforsecurity=False)
+    in_part = 0
+    with path.open("rb") as source:
+        while block := source.read(chunk):
+            whole.update(block)
+            part.update(block)
+            in_part += len(block)
+            if in_part >= MULTIPART_CHUNK:
+                part_digests.append(part.digest())
+                part, in_part = hashlib.md5(usedforsecurity=False), 0
+    if parts <= 1:
+        return whole.hexdigest()
+    if in_part:
+        part_digests.append(part.digest())
+    return f"{hashlib.md5(b''.join(part_digests), usedforsecurity=False).hexdigest()}-{len(part_digests)}"

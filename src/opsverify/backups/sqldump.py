@@ -1,0 +1,123 @@
+"""Plain SQL dumps (``pg_dump``, ``pg_dump -t``, ``pg_dumpall``; plain or gzipped): did pg_dump finish?
+
+pg_dump writes ``-- PostgreSQL database dump complete`` last (newer releases add a
+``\\unrestrict <key>`` line after it), so a dump without that marker at its end was cut short.
+Only a small tail is kept to look for it. Expected tables are found as pg_dump's
+``-- Name: <table>; Type: TABLE;`` comments (or ``-- Data for Name: …; Type: TABLE DATA;`` in a
+data-only dump), and the text is scanned for them only when some are expected. A ``.sql.gz``
+is inflated and checked in the same pass.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from opsverify.backups.gzipstream import READ_SIZE, GzipStream
+from opsverify.backups.verdict import (
+    ByteStream,
+    CorruptBackup,
+    Expectations,
+    Verdict,
+    failed,
+    missing_tables_detail,
+    passed,
+    shown_bytes,
+)
+
+MARKER = re.compile(rb"^-- PostgreSQL database (?:cluster )?dump complete[ \t\r]*$", re.MULTILINE)
+TABLE_COMMENT = re.compile(rb"\n-- (?:Data for )?Name: ([^;\n]+); Type: TABLE(?: DATA)?; Schema: ([^;\n]+);")
+TAIL_SIZE = 4096
+OVERLAP = 1024
+MISSING = "dump-complete marker missing: pg_dump did not finish"
+
+
+def _after_marker_ok(line: bytes) -> bool:
+    """Lines pg_dump itself writes after the marker: blank, ``--`` and ``\\unrestrict <key>``."""
+    text = line.strip()
+    return text in (b"", b"--") or text.startswith(b"\\unrestrict ")
+
+
+class SqlScanner:
+    """Fed a dump's text chunk by chunk: keeps its tail for the marker and, when asked, its table names."""
+
+    def __init__(self, find_tables: bool) -> None:
+        self.size = 0
+        self.tables: set[str] = set()
+        self._find_tables = find_tables
+        self._tail = b""
+        self._carry = b"\n"
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._tail = chunk[-TAIL_SIZE:] if len(chunk) >= TAIL_SIZE else (self._tail + chunk)[-TAIL_SIZE:]
+        if self._find_tables:
+            self._scan(chunk)
+
+    def _scan(self, chunk: bytes) -> None:
+        buf = self._carry + chunk  # the overlap catches a comment split across two chunks
+        for match in TABLE_COMMENT.finditer(buf):
+            name, schema = (part.decode(errors="replace") for part in match.groups())
+            self.tables.add(f"{schema}.{name}")
+        self._carry = buf[-OVERLAP:]
+
+    def completion_problem(self) -> str | None:
+        """Why the text is not a finished pg_dump, or None when the marker ends it."""
+        markers = list(MARKER.finditer(self._tail))
+        if not markers:
+            return MISSING
+        extra = [line for line in self._tail[markers[-1].end() :].splitlines() if not _after_marker_ok(line)]
+        if extra:
+            return f"dump-complete marker is not at the end: it is followed by '{shown_bytes(extra[0][:60])}'"
+        return None
+
+
+def sql_verdict(name: str, fmt: str, scanner: SqlScanner, expect: Expectations, facts: dict[str, str]) -> Verdict:
+    """The verdict on a fully scanned dump: marker first, then the expected tables."""
+    problem = scanner.completion_problem()
+    facts["marker"] = "missing" if problem else "present"
+    if expect.tables:
+        facts["tables"] = ",".join(sorted(scanner.tables))
+    if problem:
+        return failed(name, fmt, problem, facts)
+    missing = expect.missing_tables(scanner.tables)
+    if missing:
+        return failed(name, fmt, missing_tables_detail(missing, scanner.tables), facts)
+    gzipped = "gzip verified, " if fmt == "sql.gz" else ""
+    tables = f", {len(expect.tables)} expected table(s) present" if expect.tables else ""
+    detail = f"intact: {gzipped}{scanner.size:,} bytes of SQL, dump-complete marker present{tables}"
+    return passed(name, fmt, detail, facts)
+
+
+def verify_sql_stream(stream: ByteStream, expect: Expectations, name: str = "<stream>") -> Verdict:
+    """Check a plain SQL dump read from ``stream`` (format ``sql``)."""
+    scanner = SqlScanner(bool(expect.tables))
+    while chunk := stream.read(READ_SIZE):
+        scanner.feed(chunk)
+    if scanner.size == 0:
+        return failed(name, "sql", "empty file (0 bytes)", {"bytes": "0"})
+    return sql_verdict(name, "sql", scanner, expect, {"bytes": str(scanner.size)})
+
+
+def verify_sql_gz_stream(stream: ByteStream, expect: Expectations, name: str = "<stream>") -> Verdict:
+    """Inflate a gzipped SQL dump, verifying every gzip member, and check the SQL in the same pass."""
+    gz = GzipStream(stream)
+    scanner = SqlScanner(bool(expect.tables))
+    try:
+        for chunk in gz:
+            scanner.feed(chunk)
+    except CorruptBackup as exc:
+        return failed(name, "sql.gz", str(exc), gz.facts())
+    return sql_verdict(name, "sql.gz", scanner, expect, gz.facts())
+
+
+def verify_sql(path: Path, expect: Expectations) -> Verdict:
+    """``verify_sql_stream`` over a file."""
+    with path.open("rb") as stream:
+        return verify_sql_stream(stream, expect, str(path))
+
+
+def verify_sql_gz(path: Path, expect: Expectations) -> Verdict:
+    """``verify_sql_gz_stream`` over a file."""
+    with path.open("rb") as stream:
+        return verify_sql_gz_stream(stream, expect, str(path))

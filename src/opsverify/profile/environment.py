@@ -1,0 +1,72 @@
+"""The whole profile: one environment, its components, thresholds and recovery set-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from opsverify.profile.model import (
+    BackupSource,
+    Database,
+    Dependency,
+    Host,
+    HttpService,
+    Model,
+    Name,
+    Objective,
+    RedisInstance,
+    Timeouts,
+    runbook_objectives,
+)
+from opsverify.profile.recovery import Drill, Replica, RestoreTarget
+
+SECTIONS = ("services", "databases", "redis", "dependencies", "hosts", "backups", "drills", "replicas")
+
+
+class Profile(Model):
+    """One environment: what runs where and which thresholds hold."""
+
+    name: Name
+    role: Literal["sandbox", "staging", "production"] = "staging"
+    description: str = ""
+    timeouts: Timeouts = Timeouts()
+    services: list[HttpService] = Field(default_factory=list)
+    databases: list[Database] = Field(default_factory=list)
+    redis: list[RedisInstance] = Field(default_factory=list)
+    dependencies: list[Dependency] = Field(default_factory=list)
+    hosts: list[Host] = Field(default_factory=list)
+    backups: list[BackupSource] = Field(default_factory=list)
+    objectives: list[Objective] = Field(default_factory=runbook_objectives)
+    scratch_dir: Path | None = Field(None, description="maintenance fixtures' scratch files; default: $TMPDIR")
+    restore_target: RestoreTarget | None = Field(None, description="where drills create scratch databases")
+    drills: list[Drill] = Field(default_factory=list)
+    replicas: list[Replica] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Profile:
+        for section in SECTIONS:
+            names = [item.name for item in getattr(self, section)]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{section}: name {twice[0]!r} is used more than once")
+        return self
+
+    @model_validator(mode="after")
+    def _drills_name_what_exists(self) -> Profile:
+        known = {
+            "backup": {b.name for b in self.backups},
+            "database": {d.name for d in self.databases},
+            "redis": {r.name for r in self.redis},
+            "objective": {o.component for o in self.objectives},
+        }
+        for drill in self.drills:
+            for key, names in known.items():
+                value = getattr(drill, key)
+                if value is not None and value not in names:
+                    raise ValueError(f"drill {drill.name}: {key} {value!r} is not declared (known: {sorted(names)})")
+        for replica in self.replicas:
+            if replica.primary not in known["database"]:
+                raise ValueError(f"replica {replica.name}: primary {replica.primary!r} is not a declared database")
+        return self

@@ -1,0 +1,69 @@
+"""Recovery set-up: where drills restore, what each drill restores and proves, which replicas exist.
+
+Runbook: PF-11/QP-14 restore drills, PF-14 business continuity, PF-20 point-in-time recovery,
+PF-46 full system recovery, PF-47 RTO/RPO objectives, QP-15 failover.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from opsverify.profile.model import Database, Duration, Name, Named, SecretSource
+
+
+class RestoreTarget(SecretSource):
+    """A PostgreSQL server where drills may create and drop ``opsverify_scratch_*`` databases (staging)."""
+
+    name: Name = "restore-target"
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = Field(description="a role with CREATEDB; it owns the scratch databases")
+    dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
+    jobs: int | None = Field(None, ge=1, description="pg_restore -j; default: the number of cores")
+    max_scratch_age: Duration = Field(timedelta(hours=6), description="the janitor drops older scratch databases")
+
+
+class Drill(Named):
+    """One restore drill: a backup source restored into scratch and proven equal (PF-11, QP-14)."""
+
+    backup: Name = Field(description="the backup source whose newest backup is restored")
+    database: Name | None = Field(None, description="the profile database the backup was taken from")
+    redis: Name | None = Field(None, description="the profile Redis server the RDB was taken from")
+    objective: Name = Field("database", description="the component whose RTO/RPO the drill is measured against")
+    compare_with_source: bool = Field(
+        False, description="without a manifest, read the source in a REPEATABLE READ snapshot to compare"
+    )
+    checksum_max_rows: int = Field(100_000, ge=0, description="tables up to this many rows get a content checksum")
+    smoke_queries: list[str] = Field(default_factory=list, description="each must return at least one row")
+    restore_timeout: Duration = timedelta(hours=2)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Drill:
+        if (self.database is None) == (self.redis is None):
+            raise ValueError("a drill restores either a database (database: NAME) or a Redis RDB (redis: NAME)")
+        return self
+
+
+class Replica(Database):
+    """A streaming standby of a profile database (PF-20, QP-15)."""
+
+    primary: Name = Field(description="the profile database it replicates")
+    max_lag: Duration | None = Field(None, description="largest replay lag; default: the database objective's RPO")
+    replication_user: str | None = Field(None, description="a REPLICATION role: enables the promotion drill")
+    replication_password: SecretStr | None = None
+    replication_password_file: Path | None = None
+
+    def replication_secret(self) -> str | None:
+        """The replication role's password, from the environment or its file."""
+        if self.replication_password is not None:
+            return self.replication_password.get_secret_value()
+        if self.replication_password_file is not None:
+            lines = self.replication_password_file.read_text().splitlines()
+            return lines[0].strip() if lines else ""
+        return None

@@ -1,0 +1,1 @@
+"""Restore drills: scratch targets with verified cleanup, restore strategies, fidelity, recovery probes."""

@@ -1,0 +1,143 @@
+"""Data fidelity of a restored copy: its tables, row counts and content checksums, compared with
+what the backup held (a manifest written at backup time, or the source read in one snapshot).
+
+A content checksum is the MD5 of the sorted MD5s of each row's text form: independent of the
+physical order, equal exactly when the rows are equal. Only tables up to a row bound get one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+TABLES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
+ORDER BY 1, 2
+"""
+CHECKSUM = "SELECT md5(coalesce(string_agg(h, '' ORDER BY h), '')) FROM (SELECT md5(t::text) AS h FROM {} AS t) AS r"
+OBJECTS = """
+SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'S' THEN 'SEQUENCE'
+                      WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'i' THEN 'INDEX' END,
+       n.nspname || '.' || c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm', 'i') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%'
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+"""
+
+
+@dataclass(frozen=True)
+class TableFact:
+    """One table: its row count and, under the bound, its content checksum."""
+
+    rows: int
+    checksum: str | None = None
+
+
+@dataclass
+class DataFacts:
+    """Every user table of one database."""
+
+    tables: dict[str, TableFact] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tables": {name: asdict(fact) for name, fact in self.tables.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DataFacts:
+        return cls({name: TableFact(int(f["rows"]), f.get("checksum")) for name, f in data["tables"].items()})
+
+
+def data_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
+    """Row counts of every user table and checksums of those with at most ``checksum_max_rows`` rows."""
+    from psycopg import sql
+
+    facts = DataFacts()
+    for schema, table in conn.execute(TABLES).fetchall():
+        name = sql.Identifier(str(schema), str(table))
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()
+        rows = int(row[0]) if row else 0
+        checksum = None
+        if rows <= checksum_max_rows:
+            found = conn.execute(sql.SQL(CHECKSUM).format(name)).fetchone()
+            checksum = str(found[0]) if found else None
+        facts.tables[f"{schema}.{table}"] = TableFact(rows, checksum)
+    return facts
+
+
+def source_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
+    """``data_facts`` of a source inside one REPEATABLE READ, READ ONLY transaction (a consistent snapshot)."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return data_facts(conn, checksum_max_rows)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def schema_objects(conn: psycopg.Connection) -> set[str]:
+    """``"TABLE public.models"``-style names of the relations a database holds (constraint indexes aside)."""
+    return {f"{kind} {name}" for kind, name in conn.execute(OBJECTS).fetchall()}
+
+
+def manifest_path(backup: Path) -> Path:
+    """Where the backup job left its manifest: ``<backup>.manifest.json`` beside it."""
+    return backup.with_name(backup.name + ".manifest.json")
+
+
+def write_manifest(backup: Path, facts: DataFacts | dict[str, Any]) -> Path:
+    """Record what a backup holds, at backup time (the sandbox's jobs do; a real job can too)."""
+    data = facts.to_json() if isinstance(facts, DataFacts) else facts
+    target = manifest_path(backup)
+    target.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return target
+
+
+def read_manifest(backup: Path) -> dict[str, Any] | None:
+    """The backup's manifest, or None when the job wrote none."""
+    path = manifest_path(backup)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One table whose restored state differs from the expected one."""
+
+    table: str
+    problem: str
+
+
+def compare_rows(expected: DataFacts, restored: DataFacts) -> list[Difference]:
+    """Tables missing from the restore or with another row count."""
+    out = []
+    for name, want in expected.tables.items():
+        got = restored.tables.get(name)
+        if got is None:
+            out.append(Difference(name, "missing from the restored copy"))
+        elif got.rows != want.rows:
+            out.append(Difference(name, f"{got.rows} rows restored, {want.rows} expected"))
+    return out
+
+
+def compare_checksums(expected: DataFacts, restored: DataFacts) -> tuple[list[Difference], int]:
+    """Tables whose content checksum differs; and how many tables were compared."""
+    out, compared = [], 0
+    for name, want in expected.tables.items():
+        got = restored.tables.get(name)
+        if want.checksum is None or got is None or got.checksum is None:
+            continue
+        compared += 1
+        if got.checksum != want.checksum:
+            out.append(Difference(name, f"content checksum {got.checksum[:12]}… differs from {want.checksum[:12]}…"))
+    return out, compared

@@ -1,0 +1,79 @@
+"""The Redis drill (PF-22): load an RDB into a throwaway ``redis-server`` and read what it holds.
+
+The server runs on a free loopback port from a scratch directory holding a copy of the RDB; on
+exit it is stopped, its process and port verified gone, and the directory deleted and verified.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from opsverify.errors import CleanupError, OpsverifyError, SandboxError
+from opsverify.restore.redisdata import RedisFacts, redis_facts
+from opsverify.restore.scratch import SCRATCH_PREFIX
+from opsverify.sandbox.net import free_port
+from opsverify.sandbox.redis import RedisServer, start_redis
+
+
+@contextmanager
+def scratch_redis(rdb: Path, directory: Path, timeout: timedelta) -> Iterator[RedisServer]:
+    """A redis-server loading a copy of ``rdb`` from ``directory`` (an ``opsverify_scratch_*`` path)."""
+    if not directory.name.startswith(SCRATCH_PREFIX):
+        raise CleanupError(f"refusing to use {directory} as scratch: its name lacks {SCRATCH_PREFIX}")
+    server: RedisServer | None = None
+    try:
+        directory.mkdir(parents=True)
+        shutil.copyfile(rdb, directory / "dump.rdb")
+        try:
+            server = start_redis(directory, free_port(), timeout=timeout.total_seconds())
+        except SandboxError as err:
+            raise OpsverifyError(f"redis-server did not load the RDB: {_log_tail(directory) or err}") from None
+        yield server
+    finally:
+        if server is not None:
+            server.stop(timeout=10)
+        shutil.rmtree(directory, ignore_errors=True)
+        if directory.exists():
+            raise CleanupError(f"scratch directory {directory} is still there: remove it by hand")
+
+
+@dataclass(frozen=True)
+class RedisDrillOutcome:
+    """What loading the RDB showed: the time to the first answer, the facts, or why it failed."""
+
+    backup: str
+    rto: timedelta | None = None
+    restored: RedisFacts | None = None
+    error: str | None = None
+
+
+def run_redis_drill(rdb: Path, directory: Path, timeout: timedelta) -> RedisDrillOutcome:
+    """Load ``rdb`` into a scratch server, time it to the first PING, read its keys; the server is gone after."""
+    import redis
+
+    started = time.monotonic()
+    try:
+        with scratch_redis(rdb, directory, timeout) as server:
+            conn = server.client(timeout=timeout.total_seconds())
+            conn.ping()
+            rto = timedelta(seconds=time.monotonic() - started)
+            return RedisDrillOutcome(str(rdb), rto, redis_facts(conn))
+    except CleanupError:
+        raise
+    except (OpsverifyError, redis.RedisError) as exc:
+        return RedisDrillOutcome(str(rdb), error=str(exc).splitlines()[0])
+
+
+def _log_tail(directory: Path) -> str:
+    """The last line redis-server logged, without its pid/time prefix."""
+    try:
+        lines = [line for line in (directory / "redis.log").read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].split(" * ")[-1].split(" # ")[-1].strip() if lines else ""

@@ -1,0 +1,123 @@
+"""WAL archiving and streaming replicas (PF-20, QP-15): how far behind each recovery path is.
+
+An idle primary archives nothing new, so "last archived long ago" alone is no fault: archiving
+lags only when a finished segment is still waiting, and then by the time since the last success.
+A replica that has replayed all it received lags by nothing, however old its last transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from opsverify.probes.postgres import connect, first_line
+from opsverify.profile import Database, Replica
+
+if TYPE_CHECKING:
+    import psycopg
+
+ARCHIVER = """
+SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time,
+       current_setting('archive_mode'), pg_walfile_name(pg_current_wal_lsn()), now()
+FROM pg_stat_archiver
+"""
+STANDBY = """
+SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(),
+       now() - pg_last_xact_replay_timestamp(),
+       (SELECT status FROM pg_stat_wal_receiver)
+"""
+
+
+@dataclass(frozen=True)
+class ArchiverState:
+    """``pg_stat_archiver`` read once, and what it means."""
+
+    address: str
+    archive_mode: str = "off"
+    archived_count: int = 0
+    last_archived_wal: str | None = None
+    last_archived_age: timedelta | None = None
+    failing_since: timedelta | None = None  # the last failure is newer than the last success
+    last_failed_wal: str | None = None
+    waiting: bool = False  # a finished segment has not been archived yet
+    error: str | None = None
+
+    @property
+    def lag(self) -> timedelta:
+        """How much committed WAL could be lost: zero when nothing is waiting."""
+        if not self.waiting:
+            return timedelta(0)
+        return self.last_archived_age if self.last_archived_age is not None else timedelta.max
+
+
+def _previous_segment(current: str) -> str:
+    """The WAL file name before ``current`` (same timeline; 16 MB segments as Debian builds them)."""
+    timeline, log, seg = current[:8], int(current[8:16], 16), int(current[16:24], 16)
+    if seg == 0:
+        log, seg = log - 1, 0xFF
+    else:
+        seg -= 1
+    return f"{timeline}{log:08X}{seg:08X}"
+
+
+def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
+    """Read the archiver's state through a read-only session."""
+    import psycopg
+
+    address = f"{db.host}:{db.port}"
+    try:
+        with connect(db, timeout, statement_timeout=timeout) as conn:
+            row = conn.execute(ARCHIVER).fetchone()
+    except (psycopg.Error, OSError) as exc:
+        return ArchiverState(address, error=first_line(exc))
+    assert row is not None
+    count, last_wal, last_time, _failed, failed_wal, failed_time, mode, current, now = row
+    age = (now - last_time) if last_time else None
+    failing = (now - failed_time) if failed_time and (last_time is None or failed_time > last_time) else None
+    waiting = last_wal is None or str(last_wal)[:24] < _previous_segment(str(current))
+    return ArchiverState(
+        address, str(mode), int(count), last_wal, age, failing, failed_wal, waiting and int(count) >= 0
+    )
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """What a standby says of itself: in recovery, receiving, and how far its replay lags."""
+
+    address: str
+    in_recovery: bool = False
+    receiver: str | None = None
+    caught_up: bool = False
+    replay_age: timedelta | None = None
+    error: str | None = None
+
+    @property
+    def lag(self) -> timedelta | None:
+        """Zero when everything received is replayed; else the age of the last replayed transaction."""
+        if self.caught_up:
+            return timedelta(0)
+        return self.replay_age
+
+
+def probe_replica(replica: Replica, timeout: timedelta) -> ReplicaState:
+    """Ask the standby: ``pg_is_in_recovery()``, WAL receiver status, receive vs replay position."""
+    import psycopg
+
+    address = f"{replica.host}:{replica.port}"
+    try:
+        with connect(replica, timeout, statement_timeout=timeout) as conn:
+            row = conn.execute(STANDBY).fetchone()
+    except (psycopg.Error, OSError) as exc:
+        return ReplicaState(address, error=first_line(exc))
+    assert row is not None
+    in_recovery, caught_up, age, receiver = row
+    return ReplicaState(address, bool(in_recovery), receiver, bool(caught_up), age)
+
+
+def timeline_of(conn: psycopg.Connection) -> int:
+    """The timeline the server writes on (a promoted standby moves to a new one)."""
+    row = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+    return int(row[0]) if row else 0
+
+

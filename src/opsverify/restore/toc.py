@@ -1,0 +1,67 @@
+"""What a dump says it holds: its table of contents as ``"TABLE public.models"``-style names.
+
+Custom and directory archives through ``pg_restore --list``; plain SQL (and ``.sql.gz``) through
+the ``-- Name: models; Type: TABLE; Schema: public;`` comments pg_dump writes before each object.
+Only relations are listed (tables, sequences, views, materialized views, indexes), the kinds a
+restored database can be compared on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import subprocess
+from pathlib import Path
+
+from opsverify.pgtools import pg_tool
+from opsverify.restore.pgrestore import first_error
+
+KINDS = ("MATERIALIZED VIEW", "TABLE", "SEQUENCE", "VIEW", "INDEX")
+COMPOUND = ("TABLE DATA", "SEQUENCE OWNED BY", "SEQUENCE SET", "MATERIALIZED VIEW DATA")  # not objects
+_LIST = re.compile(r"^\d+; \d+ \d+ (" + "|".join(COMPOUND + KINDS) + r") (\S+) (\S+) ")
+_COMMENT = re.compile(rb"^-- Name: ([^;]+); Type: (" + "|".join(KINDS).encode() + rb"); Schema: ([^;]+);", re.M)
+
+
+class TocError(Exception):
+    """The dump's table of contents could not be read."""
+
+
+def dump_objects(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
+    """The relations the dump creates; ``TocError`` when its TOC cannot be read."""
+    if fmt in ("pg-custom", "pg-directory"):
+        return _archive_objects(backup, timeout)
+    if fmt in ("sql", "sql.gz"):
+        return _sql_objects(backup, fmt)
+    raise TocError(f"a {fmt} backup has no PostgreSQL table of contents")
+
+
+def _archive_objects(backup: Path, timeout: float) -> set[str]:
+    try:
+        done = subprocess.run(
+            [pg_tool("pg_restore"), "--list", str(backup)],
+            capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise TocError(f"pg_restore --list did not finish within {timeout:g}s") from None
+    if done.returncode != 0:
+        raise TocError(first_error(done.stderr, "pg_restore"))
+    found = set()
+    for line in done.stdout.splitlines():
+        match = _LIST.match(line)
+        if match and match[1] in KINDS:
+            found.add(f"{match[1]} {match[2]}.{match[3]}")
+    return found
+
+
+def _sql_objects(backup: Path, fmt: str) -> set[str]:
+    opener = gzip.GzipFile(backup, "rb") if fmt == "sql.gz" else backup.open("rb")
+    found: set[str] = set()
+    tail = b""
+    with opener as source:
+        while chunk := source.read(1 << 20):
+            block = tail + chunk
+            cut = block.rfind(b"\n") + 1
+            for name, kind, schema in _COMMENT.findall(block[:cut]):
+                found.add(f"{kind.decode()} {schema.decode()}.{name.decode()}")
+            tail = block[cut:]
+    return found

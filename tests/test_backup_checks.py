@@ -1,0 +1,409 @@
+"""checks/backup against the real test sandbox: healthy passes; each fault on a copy fails its check.
+
+Faults are made on copies of the sandbox's real backups (made by pg_dump, BGSAVE, tar, …): a
+truncated or bit-flipped file, a dump without its completion marker, an aged series, a missing
+day, a stale file past retention, a missing or different offsite object in the sandbox's S3.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+Mutation = Callable[[dict[str, Any]], None]
+DAY = 86400
+INTEGRITY = "backup/test_backup_integrity.py"
+RECENT = "backup/test_backup_integrity.py::test_recent_backup_is_intact"
+
+
+@dataclass
+class SeriesCopy:
+    """A copy of one sandbox backup series in a directory of the test's own."""
+
+    source: dict[str, Any]
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.source["name"])
+
+    @property
+    def files(self) -> list[Path]:
+        """Newest first (by mtime, which the sandbox sets to the time each stands for)."""
+        found = [p for p in self.directory.iterdir() if p.is_file()]
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def only(self, **overrides: Any) -> Mutation:
+        """A profile mutation: this copy is the profile's only backup source."""
+
+        def mutate(data: dict[str, Any]) -> None:
+            data["backups"] = [{**self.source, "path": str(self.directory), **overrides}]
+
+        return mutate
+
+
+@pytest.fixture
+def series(sandbox_profile: Path, tmp_path: Path) -> Callable[[str], SeriesCopy]:
+    """``series("pf-postgres-daily")``: copy that series (mtimes kept) into tmp_path."""
+
+    def copy(name: str) -> SeriesCopy:
+        sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
+        source = next(s for s in sources if s["name"] == name)
+        target = tmp_path / name
+        target.mkdir()
+        for path in Path(source["path"]).glob(source["pattern"]):
+            shutil.copy2(path, target / path.name)
+        return SeriesCopy(source, target)
+
+    return copy
+
+
+def keep_mtime(path: Path, change: Callable[[Path], None]) -> None:
+    """Change a file's content but not its mtime (the fault must not look like a new backup)."""
+    stat = path.stat()
+    change(path)
+    os.utime(path, (stat.st_atime, stat.st_mtime))
+
+
+def flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate_by(count: int) -> Callable[[Path], None]:
+    def cut(path: Path) -> None:
+        with path.open("r+b") as out:
+            out.truncate(path.stat().st_size - count)
+
+    return cut
+
+
+def age_by(path: Path, seconds: float) -> None:
+    stat = path.stat()
+    os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
+
+
+def test_healthy_sandbox_passes_every_backup_check(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(), "backup")
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.failed() == set()
+    passed = {t for t, c in run.checks.items() if c["outcome"] == "passed"}
+    assert "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[pf-postgres-daily]" in passed
+    assert "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#3]" in passed
+    assert "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies[qp-database-daily]" in passed
+    assert "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]" in passed
+    assert "test_backup_jobs.py::test_fresh_dump_is_complete[quantum_planner]" in passed
+    assert "test_backup_jobs.py::test_bgsave_completes_and_writes_a_valid_rdb[cache]" in passed
+    assert len(passed) >= 100
+    rpo = run.checks["test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"]
+    assert rpo["evidence"]["rpo"] == "1d"
+    assert rpo["runbook"][:2] == ["PF-04", "PF-10"]
+
+
+def test_truncated_gzip_dump_fails_integrity(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pf-postgres-daily")
+    newest = copy.files[0]
+    keep_mtime(newest, truncate_by(100))
+    run = run_checks(profile_variant(copy.only()), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-daily#1]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(f"backup {newest.name} of pf-postgres-daily is not intact: ")
+    assert "truncated" in run.message(test)
+    assert run.message(test).endswith(f"({newest})")
+
+
+def test_flipped_byte_in_gzip_dump_fails_integrity(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pf-postgres-daily")
+    second = copy.files[1]
+    keep_mtime(second, flip_middle_byte)
+    run = run_checks(profile_variant(copy.only()), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-daily#2]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(f"backup {second.name} of pf-postgres-daily is not intact: ")
+
+
+def strip_marker(path: Path) -> None:
+    with gzip.open(path, "rt") as dump:
+        text = dump.read()
+    assert "-- PostgreSQL database dump complete" in text
+    with gzip.open(path, "wt") as out:
+        out.write(text.split("-- PostgreSQL database dump complete")[0])
+
+
+def test_dump_without_completion_marker_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("qp-database-daily")
+    newest = copy.files[0]
+    keep_mtime(newest, strip_marker)
+    run = run_checks(profile_variant(copy.only()), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[qp-database-daily#1]"
+    assert run.failed() == {test}
+    assert "marker" in run.message(test)
+
+
+def test_zero_byte_backup_fails_size_and_integrity(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pf-postgres-daily")
+    newest = copy.files[0]
+    keep_mtime(newest, lambda p: p.write_bytes(b""))
+    run = run_checks(profile_variant(copy.only()), "backup/test_backup_size.py", RECENT)
+    assert run.failed() == {
+        "test_backup_size.py::test_newest_backup_is_not_empty[pf-postgres-daily]",
+        "test_backup_size.py::test_newest_backup_has_not_shrunk[pf-postgres-daily]",
+        "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-daily#1]",
+    }
+    assert run.message("test_backup_size.py::test_newest_backup_is_not_empty[pf-postgres-daily]") == (
+        f"newest backup of pf-postgres-daily is empty (0 bytes): {newest}"
+    )
+
+
+def test_small_but_valid_newest_dump_fails_the_shrink_check(
+    run_checks: Run, profile_variant: Variant, series: Any
+) -> None:
+    copy = series("pf-postgres-daily")
+    newest = copy.files[0]
+
+    def replace(path: Path) -> None:
+        with gzip.open(path, "wb") as out:
+            out.write(b"--\n-- PostgreSQL database dump\n--\n\n-- PostgreSQL database dump complete\n--\n\n")
+
+    keep_mtime(newest, replace)
+    run = run_checks(profile_variant(copy.only(tables=[])), "backup/test_backup_size.py", RECENT)
+    test = "test_backup_size.py::test_newest_backup_has_not_shrunk[pf-postgres-daily]"
+    assert run.failed() == {test}, run.result.stdout.str()
+    assert run.message(test).startswith("newest backup of pf-postgres-daily is 100% smaller than the median")
+
+
+def test_custom_dump_with_wrong_header_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pf-postgres-custom")
+    newest = copy.files[0]
+    keep_mtime(newest, lambda p: p.write_bytes(b"NOTPG" + p.read_bytes()[5:]))
+    run = run_checks(profile_variant(copy.only()), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-custom#1]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(f"backup {newest.name} of pf-postgres-custom is not intact: ")
+
+
+def test_backup_older_than_rpo_fails_freshness(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pf-postgres-daily")  # the job stopped two days ago: its last two runs are missing
+    for path in copy.files[:2]:
+        path.unlink()
+    newest = copy.files[0]
+    run = run_checks(profile_variant(copy.only()), "backup/test_backup_freshness.py")
+    test = "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[pf-postgres-daily]"
+    assert run.failed() == {test}
+    assert re.fullmatch(rf"newest backup of pf-postgres-daily is 2d\w* old \(RPO 1d\): {re.escape(str(newest))}",
+                        run.message(test)), run.message(test)
+
+
+def test_aged_mtime_only_backup_fails_freshness(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("redis-rdb")
+    for n, path in enumerate(copy.files):  # rotated like logrotate: no date in the names
+        age_by(path, 3 * DAY)
+        path.rename(path.with_name(f"dump.rdb.{n + 1}"))
+    run = run_checks(profile_variant(copy.only(pattern="dump.rdb.*")), "backup/test_backup_freshness.py")
+    test = "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[redis-rdb]"
+    assert run.failed() == {test}
+    assert re.match(r"newest backup of redis-rdb is 3d\w* old \(RPO 1d\): ", run.message(test)), run.message(test)
+
+
+def test_file_past_retention_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("qp-database-daily")  # 7-day retention
+    oldest = copy.files[-1]
+    stale = copy.directory / "quantum_planner_20200101_020000.sql.gz"
+    shutil.copy2(oldest, stale)
+    run = run_checks(profile_variant(copy.only()), "backup/test_backup_retention.py")
+    test = "test_backup_retention.py::test_nothing_older_than_retention_remains[qp-database-daily]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(
+        "1 backup(s) of qp-database-daily are past the 7d retention, oldest quantum_planner_20200101_020000.sql.gz ("
+    )
+    assert run.message(test).endswith("old): the cleanup step did not run")
+
+
+def test_missing_day_in_the_series_fails_the_schedule(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pf-postgres-daily")
+    files = copy.files
+    files[2].unlink()
+    run = run_checks(profile_variant(copy.only()), "backup/test_backup_freshness.py")
+    test = "test_backup_freshness.py::test_backups_follow_their_schedule[pf-postgres-daily]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"backups of pf-postgres-daily skip 2d between {files[3].name} and {files[1].name} "
+        "(schedule 1d): a backup run was missed"
+    )
+
+
+def test_world_readable_secret_export_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("k8s-secrets")
+    exposed = copy.files[1]
+    exposed.chmod(0o644)
+    run = run_checks(profile_variant(copy.only()), INTEGRITY + "::test_secret_exports_are_private")
+    test = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 secret export(s) of k8s-secrets are readable by group or others, first {exposed} (mode 0o644): "
+        "chmod 600 them"
+    )
+
+
+def test_flipped_byte_in_rdb_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("redis-rdb")
+    newest = copy.files[0]
+    keep_mtime(newest, flip_middle_byte)
+    run = run_checks(profile_variant(copy.only()), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#1]"
+    assert run.failed() == {test}
+    assert "CRC64" in run.message(test) or "crc64" in run.message(test).lower()
+
+
+def newer_rdb_version(path: Path) -> None:
+    import anycrc
+
+    data = bytearray(path.read_bytes())
+    assert data[:5] == b"REDIS"
+    data[5:9] = b"0099"
+    body = bytes(data[:-8])
+    path.write_bytes(body + anycrc.Model("CRC64-REDIS").calc(body).to_bytes(8, "little"))
+
+
+def test_rdb_from_a_newer_version_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("redis-rdb")
+    newest = copy.files[0]
+    keep_mtime(newest, newer_rdb_version)
+    run = run_checks(profile_variant(copy.only()), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#1]"
+    assert run.failed() == {test}
+    assert "99" in run.message(test)
+    assert "12" in run.message(test)
+
+
+def test_corrupt_archive_member_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("models-archive")
+    newest = copy.files[0]
+    keep_mtime(newest, flip_middle_byte)
+    run = run_checks(profile_variant(copy.only(offsite=None)), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[models-archive#1]"
+    assert run.failed() == {test}
+
+
+# --- offsite copies, in a bucket of each test's own on the sandbox's S3 server ---------------------------
+
+
+@pytest.fixture
+def bucket(sandbox_profile: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(client, offsite settings) for a fresh bucket on the sandbox S3; emptied and deleted after."""
+    import boto3
+
+    sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
+    offsite = dict(next(s["offsite"] for s in sources if s.get("offsite")))
+    secret = Path(offsite["secret_access_key_file"]).read_text().strip()
+    s3 = boto3.client("s3", endpoint_url=offsite["endpoint_url"], region_name=offsite["region"],
+                      aws_access_key_id=offsite["access_key_id"], aws_secret_access_key=secret)
+    name = f"opsverify-test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    offsite["url"] = f"s3://{name}/database/"
+    yield s3, offsite
+    for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
+        s3.delete_object(Bucket=name, Key=item["Key"])
+    s3.delete_bucket(Bucket=name)
+    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def uploaded(copy: SeriesCopy, bucket: tuple[Any, dict[str, Any]]) -> Mutation:
+    s3, offsite = bucket
+    name = offsite["url"].split("/")[2]
+    for path in copy.files:
+        s3.upload_file(str(path), name, f"database/{path.name}")
+    return copy.only(offsite=offsite)
+
+
+OFFSITE = "backup/test_backup_offsite.py"
+OFFSITE_TEST = "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies[qp-database-daily]"
+
+
+def test_offsite_copies_in_a_fresh_bucket_pass(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    run = run_checks(profile_variant(uploaded(series("qp-database-daily"), bucket)), OFFSITE)
+    assert run.outcome(OFFSITE_TEST) == "passed"
+    assert run.checks[OFFSITE_TEST]["evidence"]["compared"] == "7"
+
+
+def test_missing_offsite_object_fails(run_checks: Run, profile_variant: Variant, series: Any, bucket: Any) -> None:
+    copy = series("qp-database-daily")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    gone = copy.files[1]
+    s3.delete_object(Bucket=offsite["url"].split("/")[2], Key=f"database/{gone.name}")
+    run = run_checks(profile_variant(mutate), OFFSITE)
+    assert run.failed() == {OFFSITE_TEST}
+    assert run.message(OFFSITE_TEST) == (
+        f"1 of 7 recent backups of qp-database-daily lack an equal copy in {offsite['url']}, "
+        f"first {gone.name}: no offsite copy"
+    )
+
+
+def test_offsite_object_of_other_size_fails(run_checks: Run, profile_variant: Variant, series: Any,
+                                            bucket: Any) -> None:
+    copy = series("qp-database-daily")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    newest = copy.files[0]
+    s3.put_object(Bucket=offsite["url"].split("/")[2], Key=f"database/{newest.name}", Body=b"partial upload")
+    run = run_checks(profile_variant(mutate), OFFSITE)
+    assert run.failed() == {OFFSITE_TEST}
+    assert run.message(OFFSITE_TEST).endswith(
+        f"first {newest.name}: offsite copy is 14 bytes, local {newest.stat().st_size}")
+
+
+def test_offsite_object_with_same_size_other_content_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    copy = series("qp-database-daily")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    newest = copy.files[0]
+    s3.put_object(Bucket=offsite["url"].split("/")[2], Key=f"database/{newest.name}",
+                  Body=b"\0" * newest.stat().st_size)
+    run = run_checks(profile_variant(mutate), OFFSITE)
+    assert run.message(OFFSITE_TEST).endswith(f"first {newest.name}: offsite copy has a different hash (ETag)")
+
+
+def test_unreachable_s3_fails_within_the_timeout(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    from opsverify.sandbox.net import free_port
+
+    copy = series("qp-database-daily")
+    offsite = dict(copy.source["offsite"], endpoint_url=f"http://127.0.0.1:{free_port()}")
+    mutate = copy.only(offsite=offsite)
+    run = run_checks(profile_variant(lambda d: (mutate(d), d.update(timeouts={"connect": "1s", "request": "2s"}))),
+                     OFFSITE)
+    assert run.failed() == {OFFSITE_TEST}
+    assert run.message(OFFSITE_TEST).startswith(f"offsite copies of qp-database-daily: cannot list {offsite['url']}: ")
+    assert "Traceback" not in run.result.stdout.str()
+
+
+def test_backups_read_from_s3_pass_freshness_and_integrity(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    copy = series("qp-database-daily")
+    uploaded(copy, bucket)
+    _, offsite = bucket
+    access = {k: offsite[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key_file")}
+    source = {**copy.source, "path": offsite["url"], "s3": access}
+    source.pop("offsite")
+    run = run_checks(profile_variant(lambda d: d.update(backups=[source])),
+                     "backup/test_backup_freshness.py", RECENT)
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.outcome("test_backup_integrity.py::test_recent_backup_is_intact[qp-database-daily#3]") == "passed"
