@@ -385,10 +385,23 @@ def test_missing_pg_restore_is_named(pg_dumps: Dumps, tmp_path: Path, monkeypatc
     assert check(pg_dumps.custom) == (False, "pg_restore is not installed: run `make setup`")
 
 
-def test_pg_restore_overrunning_its_timeout_fails(pg_dumps: Dumps) -> None:
+def children_named(name: str) -> list[int]:
+    """Pids of this process's children whose command is ``name`` (zombies included)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            command, ppid = text[text.index("(") + 1 : text.rindex(")")], int(text[text.rindex(")") + 2 :].split()[1])
+            if command == name and ppid == os.getpid():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_pg_restore_overrunning_its_timeout_fails_and_is_reaped(pg_dumps: Dumps) -> None:
     ok, detail = check(pg_dumps.custom, Expectations(timeout=0.001))
     assert not ok
     assert detail.startswith("pg_restore did not finish within 0.001s: ")
+    assert children_named("pg_restore") == []
 
 
 def test_directory_dump_is_intact(pg_dumps: Dumps) -> None:
@@ -638,3 +651,25 @@ def test_missing_file_and_plain_directory_are_facts_not_exceptions(tmp_path: Pat
     assert check(missing) == (False, f"cannot read {missing}: no such file or directory")
     expected = f"unrecognised backup format: {tmp_path.name} is a directory without toc.dat (not a pg_dump -Fd dump)"
     assert check(tmp_path) == (False, expected)
+
+
+UNREADABLE_PROBE = """
+import os, sys
+from pathlib import Path
+from opsverify.backups.formats import verify_backup
+if os.geteuid() == 0:  # root reads anything: look as nobody
+    os.setegid(65534)
+    os.seteuid(65534)
+verdict = verify_backup(Path(sys.argv[1]))
+print(verdict.ok, verdict.detail)
+"""
+
+
+def test_unreadable_file_is_a_fact_not_an_exception(tmp_path: Path) -> None:
+    path = tmp_path / "redis_backup.rdb"
+    path.write_bytes(b"REDIS0011")
+    path.chmod(0)
+    probe = subprocess.run(
+        [sys.executable, "-c", UNREADABLE_PROBE, str(path)], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert probe.stdout.strip() == f"False cannot read {path}: Permission denied"

@@ -34,11 +34,12 @@ def test_wal_archive_lag_is_within_rpo(
     state = _read(archived_database, archiver_of)
     rpo = next(o.rpo for o in profile.objectives if o.component == "database")
     evidence.record(last_archived_wal=state.last_archived_wal, archived_count=state.archived_count,
-                    waiting=state.waiting, lag=fmt(state.lag) if state.waiting else "0s", rpo=fmt(rpo))
+                    waiting_segments=state.waiting, lag=fmt(state.lag), rpo=fmt(rpo))
     expect(
         state.lag <= rpo,
-        f"WAL archiving of {archived_database.name} lags {fmt(state.lag) if state.last_archived_age else 'forever'} "
-        f"(database RPO {fmt(rpo)}): last archived {state.last_archived_wal or 'nothing'} at {state.address}",
+        f"WAL archiving of {archived_database.name} lags {fmt(state.lag)} "
+        f"(database RPO {fmt(rpo)}): {state.waiting} finished WAL segment(s) wait, last archived "
+        f"{state.last_archived_wal or 'nothing'} at {state.address}",
     )
 
 

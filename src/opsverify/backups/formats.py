@@ -126,8 +126,9 @@ def _precheck(path: Path, fmt: str) -> str | None:
 
 def verify_backup(path: Path, expect: Expectations = INTEGRITY_ONLY) -> Verdict:
     """Verify any backup by its detected format; a ``Verdict``, never an exception, for a bad backup."""
-    fmt = detect_format(path)
+    fmt = "unknown"
     try:
+        fmt = detect_format(path)
         problem = _precheck(path, fmt)
         if problem is not None:
             return failed(str(path), fmt, problem, {"bytes": "0"} if problem.startswith("empty") else {})

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -76,8 +76,8 @@ def _write(db: Database, port: int, timeout: timedelta) -> str | None:
 
 
 @contextmanager
-def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: timedelta) -> Iterator[Promotion]:
-    """A scratch standby of ``primary`` (credentials from ``replica``), promoted; removed and verified on exit."""
+def scratch_standby(replica: Replica, primary: Database, base: Path, timeout: timedelta) -> Iterator[Postgres]:
+    """A streaming standby of ``primary`` built in ``base`` (credentials from ``replica``); removed and verified."""
     if not base.name.startswith(SCRATCH_PREFIX):
         raise CleanupError(f"refusing to build a standby in {base}: its name lacks {SCRATCH_PREFIX}")
     cluster = Postgres(base, os.geteuid() == 0, free_port(), "")
@@ -86,21 +86,37 @@ def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: time
         f"password={replica.replication_secret() or ''} connect_timeout={max(1, int(timeout.total_seconds()))}"
     )
     try:
-        before = _timeline(primary, None, timeout)
-        started = time.monotonic()
-        try:
-            cluster.basebackup_from(conninfo)
-            cluster.start()
-            _wait_until_streaming(replica, cluster.port, timeout * 6)
-            cluster.promote()
-        except OpsverifyError as err:
-            yield Promotion(cluster.port, before, error=str(err).split(": fix that")[0])
-            return
-        took = timedelta(seconds=time.monotonic() - started)
-        after = _timeline(replica, cluster.port, timeout)
-        yield Promotion(cluster.port, before, after, _write(replica, cluster.port, timeout), took=took)
+        cluster.basebackup_from(conninfo)
+        cluster.start()
+        _wait_until_streaming(replica, cluster.port, timeout * 6)
+        yield cluster
     finally:
         _remove(cluster)
+
+
+@contextmanager
+def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: timedelta) -> Iterator[Promotion]:
+    """A scratch standby of ``primary``, promoted and probed; removed and verified on exit."""
+    import psycopg
+
+    try:
+        before = _timeline(primary, None, timeout)
+    except (psycopg.Error, OSError) as exc:
+        yield Promotion(0, 0, error=f"primary {primary.name} at {primary.host}:{primary.port}: {first_line(exc)}")
+        return
+    started = time.monotonic()
+    with ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(scratch_standby(replica, primary, base, timeout))
+            cluster.promote()
+            took = timedelta(seconds=time.monotonic() - started)
+            after = _timeline(replica, cluster.port, timeout)
+            promotion = Promotion(cluster.port, before, after, _write(replica, cluster.port, timeout), took=took)
+        except CleanupError:
+            raise
+        except OpsverifyError as err:
+            promotion = Promotion(0, before, error=str(err).split(": fix that")[0])
+        yield promotion
 
 
 def _remove(cluster: Postgres) -> None:

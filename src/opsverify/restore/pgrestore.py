@@ -14,6 +14,7 @@ import os
 import subprocess
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +103,9 @@ def _run(
         except (subprocess.TimeoutExpired, TimeoutError):
             _kill(proc)
             return f"{tool} did not finish within {timeout}: killed"
+        except (OSError, EOFError, zlib.error) as exc:  # the backup itself broke off mid-stream
+            _kill(proc)
+            return f"the backup could not be read to its end ({exc}): restore stopped"
         except BaseException:
             _kill(proc)
             raise

@@ -13,12 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opsverify.errors import CleanupError, OpsverifyError, SandboxError
 from opsverify.restore.redisdata import RedisFacts, redis_facts
 from opsverify.restore.scratch import SCRATCH_PREFIX
 from opsverify.sandbox.net import free_port
 from opsverify.sandbox.redis import RedisServer, start_redis
+
+if TYPE_CHECKING:
+    import redis
 
 
 @contextmanager
@@ -61,13 +65,31 @@ def run_redis_drill(rdb: Path, directory: Path, timeout: timedelta) -> RedisDril
     try:
         with scratch_redis(rdb, directory, timeout) as server:
             conn = server.client(timeout=timeout.total_seconds())
-            conn.ping()
+            try:
+                _wait_loaded(conn, started + timeout.total_seconds())
+            except redis.RedisError as exc:  # the server died while loading: its log says why
+                reason = _log_tail(directory) or str(exc).splitlines()[0]
+                return RedisDrillOutcome(str(rdb), error=f"redis-server did not load the RDB: {reason}")
             rto = timedelta(seconds=time.monotonic() - started)
             return RedisDrillOutcome(str(rdb), rto, redis_facts(conn))
     except CleanupError:
         raise
     except (OpsverifyError, redis.RedisError) as exc:
         return RedisDrillOutcome(str(rdb), error=str(exc).splitlines()[0])
+
+
+def _wait_loaded(conn: redis.Redis, deadline: float) -> None:
+    """PING until the server answers (it says LOADING while it reads the RDB)."""
+    import redis
+
+    while True:
+        try:
+            conn.ping()
+            return
+        except redis.BusyLoadingError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _log_tail(directory: Path) -> str:

@@ -1,7 +1,7 @@
 """WAL archiving and streaming replicas (PF-20, QP-15): how far behind each recovery path is.
 
 An idle primary archives nothing new, so "last archived long ago" alone is no fault: archiving
-lags only when a finished segment is still waiting, and then by the time since the last success.
+lags only while a finished segment waits (a ``.ready`` file), by the time since it was finished.
 A replica that has replayed all it received lags by nothing, however old its last transaction.
 """
 
@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     import psycopg
 
 ARCHIVER = """
-SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time,
-       current_setting('archive_mode'), pg_walfile_name(pg_current_wal_lsn()), now()
+SELECT archived_count, last_archived_wal, last_archived_time, last_failed_wal, last_failed_time,
+       current_setting('archive_mode'), now()
 FROM pg_stat_archiver
 """
+READY = "SELECT count(*), min(modification) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
 STANDBY = """
 SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(),
        now() - pg_last_xact_replay_timestamp(),
@@ -31,54 +32,40 @@ SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
 
 @dataclass(frozen=True)
 class ArchiverState:
-    """``pg_stat_archiver`` read once, and what it means."""
+    """``pg_stat_archiver`` and the segments waiting in ``archive_status`` (``.ready`` files), read once."""
 
     address: str
     archive_mode: str = "off"
     archived_count: int = 0
     last_archived_wal: str | None = None
-    last_archived_age: timedelta | None = None
+    waiting: int = 0  # finished segments not archived yet
+    lag: timedelta = timedelta(0)  # since the oldest of them was finished: the committed WAL at risk
     failing_since: timedelta | None = None  # the last failure is newer than the last success
     last_failed_wal: str | None = None
-    waiting: bool = False  # a finished segment has not been archived yet
     error: str | None = None
-
-    @property
-    def lag(self) -> timedelta:
-        """How much committed WAL could be lost: zero when nothing is waiting."""
-        if not self.waiting:
-            return timedelta(0)
-        return self.last_archived_age if self.last_archived_age is not None else timedelta.max
-
-
-def _previous_segment(current: str) -> str:
-    """The WAL file name before ``current`` (same timeline; 16 MB segments as Debian builds them)."""
-    timeline, log, seg = current[:8], int(current[8:16], 16), int(current[16:24], 16)
-    if seg == 0:
-        log, seg = log - 1, 0xFF
-    else:
-        seg -= 1
-    return f"{timeline}{log:08X}{seg:08X}"
 
 
 def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
-    """Read the archiver's state through a read-only session."""
+    """Read the archiver's state through a read-only session (the role needs ``pg_monitor``)."""
     import psycopg
 
     address = f"{db.host}:{db.port}"
     try:
         with connect(db, timeout, statement_timeout=timeout) as conn:
             row = conn.execute(ARCHIVER).fetchone()
+            ready = conn.execute(READY).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        why = f"role {db.user} may not list archive_status: GRANT pg_monitor TO {db.user}"
+        return ArchiverState(address, error=why)
     except (psycopg.Error, OSError) as exc:
         return ArchiverState(address, error=first_line(exc))
     assert row is not None
-    count, last_wal, last_time, _failed, failed_wal, failed_time, mode, current, now = row
-    age = (now - last_time) if last_time else None
+    assert ready is not None
+    count, last_wal, last_time, failed_wal, failed_time, mode, now = row
+    waiting, oldest = int(ready[0]), ready[1]
     failing = (now - failed_time) if failed_time and (last_time is None or failed_time > last_time) else None
-    waiting = last_wal is None or str(last_wal)[:24] < _previous_segment(str(current))
-    return ArchiverState(
-        address, str(mode), int(count), last_wal, age, failing, failed_wal, waiting and int(count) >= 0
-    )
+    lag = (now - oldest) if waiting and oldest else timedelta(0)
+    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,14 @@ def _config(directory: Path, port: int, password: str | None) -> Path:
     return conf
 
 
+def _died(directory: Path) -> bool:
+    """The pidfile names a process that is gone: the server exited at start (a bad RDB, a taken port)."""
+    try:
+        return not pid_alive(int((directory / "redis.pid").read_text().strip()))
+    except (OSError, ValueError):
+        return False
+
+
 def read_pid(directory: Path) -> int | None:
     """The pid in ``directory/redis.pid`` while that redis-server runs."""
     try:
@@ -109,8 +117,8 @@ def start_redis(directory: Path, port: int, password: str | None = None, timeout
     deadline = time.monotonic() + timeout
     pid = read_pid(directory)
     while pid is None:
-        if time.monotonic() > deadline:
-            raise SandboxError(f"redis-server wrote no pidfile within {timeout:g}s: see {directory / 'redis.log'}")
+        if time.monotonic() > deadline or _died(directory):
+            raise SandboxError(f"redis-server did not stay up within {timeout:g}s: see {directory / 'redis.log'}")
         time.sleep(0.05)
         pid = read_pid(directory)
     server = RedisServer(directory, port, password, pid)

@@ -1,0 +1,155 @@
+"""checks/recovery against real faults: a stopped or lagging standby, a failing WAL archiver, a refused target.
+
+The lagging standby and the failing archiver are built for the test (a scratch standby of the
+sandbox's primary; a throwaway cluster whose archive directory disappears), so the shared test
+sandbox is never disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsverify.profile import RestoreTarget, load_profile
+from opsverify.profile.environment import Profile
+from opsverify.restore.failover import scratch_standby
+from opsverify.restore.scratch import SCRATCH_PREFIX, RestoreRefused, require_other_server, require_scratch_name
+from opsverify.sandbox.net import free_port
+from opsverify.sandbox.postgres import Postgres
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+REPLICAS = "recovery/test_replicas.py"
+ARCHIVING = "recovery/test_wal_archiving.py"
+T = timedelta(seconds=10)
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandbox_profile: Path) -> Profile:
+    return load_profile(sandbox_profile)
+
+
+def replica_at(port: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        data["replicas"][0].update(port=port, **changes)
+
+    return mutate
+
+
+def test_stopped_replica_fails_its_checks(run_checks: Run, profile_variant: Variant) -> None:
+    port = free_port()
+    run = run_checks(profile_variant(replica_at(port)), REPLICAS, extra=("-m", "daily"))
+    stream = "test_replicas.py::test_replica_streams_from_its_primary[pf-replica]"
+    assert run.failed() == {stream, "test_replicas.py::test_replica_lag_is_within_rpo[pf-replica]"}
+    assert run.message(stream).startswith(f"replica pf-replica at 127.0.0.1:{port} did not answer: ")
+    assert "Connection refused" in run.message(stream)
+
+
+def test_primary_declared_as_replica_fails_the_recovery_check(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile
+) -> None:
+    primary = sandbox.databases[0].port
+    run = run_checks(profile_variant(replica_at(primary)), REPLICAS, extra=("-m", "daily"))
+    stream = "test_replicas.py::test_replica_streams_from_its_primary[pf-replica]"
+    assert run.message(stream) == f"replica pf-replica at 127.0.0.1:{primary} is not in recovery: it was promoted"
+
+
+@pytest.fixture
+def paused_standby(sandbox: Profile) -> Iterator[int]:
+    """A scratch standby of the sandbox primary whose replay is paused while the primary moves on."""
+    import psycopg
+
+    replica, primary = sandbox.replicas[0], sandbox.databases[0]
+    target = sandbox.restore_target
+    assert target is not None
+    base = Path("/tmp") / f"{SCRATCH_PREFIX}test_{uuid.uuid4().hex[:8]}"
+    with scratch_standby(replica, primary, base, T) as standby:
+        admin = {"host": "127.0.0.1", "user": "postgres", "password": target.secret(), "autocommit": True}
+        with psycopg.connect(port=primary.port, dbname="postgres", **admin) as conn:
+            conn.execute("SELECT txid_current()")  # a commit the standby replays
+            time.sleep(1)
+            with psycopg.connect(port=standby.port, dbname="postgres", **admin) as replica_conn:
+                replica_conn.execute("SELECT pg_wal_replay_pause()")
+            time.sleep(2)
+            conn.execute("SELECT txid_current()")  # received, not replayed
+            time.sleep(1)
+        yield standby.port
+    assert not base.exists()
+
+
+def test_lagging_replica_fails_the_lag_check(run_checks: Run, profile_variant: Variant, paused_standby: int) -> None:
+    run = run_checks(profile_variant(replica_at(paused_standby, max_lag="1s")), REPLICAS, extra=("-m", "daily"))
+    lag = "test_replicas.py::test_replica_lag_is_within_rpo[pf-replica]"
+    assert run.failed() == {lag}
+    assert run.message(lag).startswith("replica pf-replica lags ")
+    assert run.message(lag).endswith(" behind photonic_foundry (max 1s)")
+
+
+@pytest.fixture
+def failing_archiver(sandbox: Profile) -> Iterator[int]:
+    """A throwaway cluster with WAL archiving whose archive directory is gone: every archive attempt fails."""
+    import psycopg
+
+    base = Path("/tmp") / f"opsverify-test-archive-{uuid.uuid4().hex[:8]}"
+    cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    cluster.init()
+    cluster.start()
+    try:
+        check = sandbox.databases[0].secret() or ""
+        cluster.create_role_and_databases(check, "unused-replication-secret")
+        shutil.rmtree(cluster.archive)
+        with cluster.connect() as conn:
+            conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS n")
+            conn.execute("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 30
+        with cluster.connect() as conn:
+            while not (conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone() or (0,))[0]:
+                assert time.monotonic() < deadline, "the archiver never failed"
+                time.sleep(0.2)
+        yield cluster.port
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+    del psycopg
+
+
+def test_failing_wal_archiver_fails_its_check(run_checks: Run, profile_variant: Variant, failing_archiver: int) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"] = [{**data["databases"][0], "port": failing_archiver}]
+
+    run = run_checks(profile_variant(mutate), ARCHIVING)
+    test = "test_wal_archiving.py::test_wal_archiving_is_not_failing[photonic_foundry]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith("WAL archiving of photonic_foundry has been failing for ")
+    assert run.message(test).endswith(": check archive_command and the archive's free space")
+
+
+def test_guards_refuse_foreign_names_and_the_source_server(sandbox: Profile) -> None:
+    for name in ("photonic_foundry", "opsverify_scratch_x; DROP DATABASE photonic_foundry", "postgres"):
+        with pytest.raises(RestoreRefused, match="only opsverify_scratch_\\* databases are scratch"):
+            require_scratch_name(name)
+    require_scratch_name("opsverify_scratch_ab12_gw0_3_pf")
+    assert sandbox.restore_target is not None
+    strict = sandbox.restore_target.model_copy(update={"must_differ_from_source": True})
+    with pytest.raises(RestoreRefused, match="is the server of source database photonic_foundry"):
+        require_other_server(strict, sandbox.databases)
+    elsewhere = RestoreTarget(host="127.0.0.1", port=free_port(), user="x")
+    require_other_server(elsewhere, sandbox.databases)
+
+
+def test_drill_against_the_source_server_is_refused_with_the_fix(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(lambda d: d["restore_target"].update(must_differ_from_source=True)),
+                     "restore/test_database_drill.py")
+    assert run.failed()
+    message = next(iter(run.checks.values()))["message"]
+    assert message.startswith("restore target 127.0.0.1:")
+    assert message.endswith("point restore_target at staging, or set must_differ_from_source: false")
