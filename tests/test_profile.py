@@ -137,3 +137,38 @@ def test_schema_lists_sections_and_durations_as_strings() -> None:
     schema = profile_schema()
     assert {"services", "databases", "redis", "hosts", "backups", "objectives"} <= set(schema["properties"])
     assert schema["$defs"]["Timeouts"]["properties"]["connect"]["type"] == "string"
+
+
+BACKUPS = "backups: [{name: pf, kind: postgres, path: /b, pattern: 'x*'}]\ndatabases: [{name: pf, dbname: pf, user: u}]\n"
+
+
+def test_drill_must_name_declared_backup_and_database(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\n" + BACKUPS + "drills: [{name: d, backup: nope, database: pf}]\n")
+    assert problems(path) == [
+        "(top level) (line 1): drill d: backup 'nope' is not declared (known: ['pf'])"
+    ]
+
+
+def test_drill_restores_either_a_database_or_redis(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\n" + BACKUPS + "drills: [{name: d, backup: pf}]\n")
+    assert problems(path) == [
+        "drills[0] (line 4): a drill restores either a database (database: NAME) or a Redis RDB (redis: NAME)"
+    ]
+
+
+def test_offsite_url_and_s3_secret_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nbackups: [{name: b, kind: archive, path: /b,\n"
+                 "  offsite: {url: 'http://bucket/x', secret_access_key: literal}}]\n")
+    found = problems(path)
+    assert any("backups[0].offsite.secret_access_key" in p and "must not be written in the profile" in p for p in found)
+    assert any("backups[0].offsite.url" in p and "is not an s3://bucket/prefix URL" in p for p in found)
+
+
+def test_shipped_profiles_declare_offsite_and_expected_content(tmp_path: Path) -> None:
+    qp = load_profile(ROOT / "environments" / "quantum-planner.yaml", {"DB_HOST": "db", "DB_PASSWORD": "p"})
+    daily = next(b for b in qp.backups if b.name == "database-daily")
+    assert daily.offsite is not None
+    assert daily.offsite.url == "s3://quantum-planner-backups/database/"
+    assert daily.retention == timedelta(days=7)
+    pf = load_profile(ROOT / "environments" / "photonic-foundry.yaml", {"PF_DB_PASSWORD": "p"})
+    assert {b.name: b.kinds for b in pf.backups if b.kind == "config"}["k8s-secrets"] == ["Secret"]

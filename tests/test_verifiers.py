@@ -26,7 +26,7 @@ import anycrc
 import pytest
 import yaml
 
-from opsverify.backups import pgdump
+from opsverify import pgtools
 from opsverify.backups.formats import FORMATS, detect_format, verify_backup
 from opsverify.backups.gzipstream import inflate
 from opsverify.backups.rdb import verify_rdb_stream
@@ -380,9 +380,10 @@ def test_truncated_custom_dump_fails(pg_dumps: Dumps, tmp_path: Path) -> None:
 
 
 def test_missing_pg_restore_is_named(pg_dumps: Dumps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pgdump, "PG_BIN", tmp_path)
+    monkeypatch.setattr(pgtools, "PG_BINDIRS", ())
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert check(pg_dumps.custom) == (False, "pg_restore is not installed: run `make setup`")
+    ok, detail = check(pg_dumps.custom)
+    assert (ok, detail.split(" (")[0]) == (False, "pg_restore is not installed: run `make setup`")
 
 
 def children_named(name: str) -> list[int]:

@@ -63,3 +63,13 @@ def pg_env(endpoint: Endpoint, dbname: str, connect: timedelta) -> dict[str, str
     else:
         env.pop("PGPASSWORD", None)
     return env
+
+
+def first_error(log: str, tool: str) -> str:
+    """The first line of a tool's output that reports an error (``error:``, ``ERROR:``, ``FATAL:``), else the last.
+
+    The tool's own prefix (``pg_restore: ``) and a bare ``error: `` are taken off.
+    """
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    found = next((x for x in lines if "error:" in x or "ERROR:" in x or "FATAL:" in x), lines[-1] if lines else "")
+    return found.removeprefix(f"{tool}: ").removeprefix("error: ") or "no output"

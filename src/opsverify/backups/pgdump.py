@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ from opsverify.backups.verdict import (
     passed,
     shown_bytes,
 )
+from opsverify.pgtools import MissingTool, first_error, pg_tool
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-INSTALL = "pg_restore is not installed: run `make setup`"
 MAGIC = b"PGDMP"
 TOC_ENTRY = re.compile(r"^(\d+); \d+ \d+ (.*)$")
 COMPRESSION = re.compile(r"^;\s+Compression: (\S+)", re.MULTILINE)
@@ -69,12 +67,15 @@ class Toc:
         return {"toc_entries": str(len(self.entries)), "tables": ",".join(self.tables)}
 
 
+MULTIWORD = ("MATERIALIZED VIEW DATA", "MATERIALIZED VIEW", "SEQUENCE OWNED BY", "SEQUENCE SET", "TABLE DATA",
+             "TABLE ATTACH", "FK CONSTRAINT", "DEFAULT ACL", "INDEX ATTACH", "TEXT SEARCH CONFIGURATION",
+             "TEXT SEARCH DICTIONARY", "FOREIGN TABLE", "EVENT TRIGGER", "LARGE OBJECT")
+
+
 def _entry(dump_id: int, rest: str) -> TocEntry:
-    for desc in ("TABLE DATA", "TABLE"):
-        if rest.startswith(desc + " ") and not rest.startswith("TABLE ATTACH "):
-            schema, _, tail = rest[len(desc) + 1 :].partition(" ")
-            return TocEntry(dump_id, desc, schema, tail.rpartition(" ")[0])  # the last word is the owner
-    return TocEntry(dump_id, rest.partition(" ")[0])
+    desc = next((d for d in MULTIWORD if rest.startswith(d + " ")), rest.partition(" ")[0])
+    schema, _, tail = rest[len(desc) + 1 :].partition(" ")
+    return TocEntry(dump_id, desc, "" if schema == "-" else schema, tail.rpartition(" ")[0])  # last word: owner
 
 
 def parse_toc(listing: str) -> Toc:
@@ -88,24 +89,12 @@ def parse_toc(listing: str) -> Toc:
     return Toc(tuple(entries), compression.group(1).lower() if compression else "")
 
 
-def pg_restore_binary() -> str | None:
-    """PostgreSQL 15's pg_restore when installed, else the one on PATH."""
-    candidate = PG_BIN / "pg_restore"
-    return str(candidate) if candidate.is_file() else shutil.which("pg_restore")
-
-
-def first_error(stderr: str, code: int) -> str:
-    """The first ``error:`` line of pg_restore's stderr without its prefixes (else its first line)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    line = next((x for x in lines if "error:" in x), lines[0] if lines else f"exit code {code}")
-    return line.removeprefix("pg_restore: ").removeprefix("error: ")
-
-
 def run_pg_restore(args: list[str], timeout: float, what: str) -> str:
     """pg_restore's stdout; ``CorruptBackup("<what>: <first error>")`` when it fails or overruns."""
-    binary = pg_restore_binary()
-    if binary is None:
-        raise CorruptBackup(INSTALL)
+    try:
+        binary = pg_tool("pg_restore")
+    except MissingTool as err:
+        raise CorruptBackup(str(err)) from None
     try:
         done = subprocess.run(
             [binary, *args],
@@ -123,7 +112,7 @@ def run_pg_restore(args: list[str], timeout: float, what: str) -> str:
     except OSError as exc:
         raise CorruptBackup(f"pg_restore cannot run: {exc.strerror or exc}") from None
     if done.returncode != 0:
-        raise CorruptBackup(f"{what}: {first_error(done.stderr, done.returncode)}")
+        raise CorruptBackup(f"{what}: {first_error(done.stderr, 'pg_restore')}")
     return done.stdout
 
 

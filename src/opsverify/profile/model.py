@@ -48,6 +48,16 @@ class Named(Model):
         return f"{type(self).__name__}({self.name})"
 
 
+def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
+    """A secret given in the environment (``${VAR}``) or as a file (its first line, stripped); None if neither."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        lines = file.read_text().splitlines()
+        return lines[0].strip() if lines else ""
+    return None
+
+
 class SecretSource(Named):
     """A credential from the environment (``password: ${VAR}``) or from a file."""
 
@@ -56,12 +66,7 @@ class SecretSource(Named):
 
     def secret(self) -> str | None:
         """The password, read from the file when one is named (first line, stripped)."""
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            lines = self.password_file.read_text().splitlines()
-            return lines[0].strip() if lines else ""
-        return None
+        return read_secret(self.password, self.password_file)
 
 
 class MetricsExpectation(Model):
@@ -158,12 +163,7 @@ class S3Access(Model):
 
     def secret(self) -> str | None:
         """The secret key, read from the file when one is named (first line, stripped)."""
-        if self.secret_access_key is not None:
-            return self.secret_access_key.get_secret_value()
-        if self.secret_access_key_file is not None:
-            lines = self.secret_access_key_file.read_text().splitlines()
-            return lines[0].strip() if lines else ""
-        return None
+        return read_secret(self.secret_access_key, self.secret_access_key_file)
 
 
 def _s3_url(value: str) -> str:

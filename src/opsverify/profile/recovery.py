@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from opsverify.profile.model import Database, Duration, Name, Named, SecretSource
+from opsverify.profile.model import Database, Duration, Name, Named, SecretSource, read_secret
 
 
 class RestoreTarget(SecretSource):
@@ -61,9 +61,4 @@ class Replica(Database):
 
     def replication_secret(self) -> str | None:
         """The replication role's password, from the environment or its file."""
-        if self.replication_password is not None:
-            return self.replication_password.get_secret_value()
-        if self.replication_password_file is not None:
-            lines = self.replication_password_file.read_text().splitlines()
-            return lines[0].strip() if lines else ""
-        return None
+        return read_secret(self.replication_password, self.replication_password_file)

@@ -14,10 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opsverify.pgtools import MissingTool, pg_env, pg_tool
+from opsverify.pgtools import MissingTool, first_error, pg_env, pg_tool
 from opsverify.profile import Drill, RestoreTarget
 from opsverify.restore.fidelity import DataFacts, data_facts, schema_objects
-from opsverify.restore.pgrestore import RestoreRun, first_error, restore_backup
+from opsverify.restore.pgrestore import RestoreRun, restore_backup
 from opsverify.restore.scratch import connect, scratch_database
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
-from opsverify.pgtools import Endpoint, MissingTool, pg_env, pg_tool
+from opsverify.pgtools import Endpoint, MissingTool, first_error, pg_env, pg_tool
 from opsverify.restore.scratch import require_scratch_name
 
 CHUNK = 1 << 20
@@ -39,15 +39,6 @@ class RestoreRun:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def first_error(log: str, tool: str) -> str:
-    """The first line that reports an error (``ERROR:``, ``pg_restore: error:``, ``FATAL:``), else the last."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in lines:
-        if "ERROR:" in line or "error:" in line or "FATAL:" in line:
-            return line.removeprefix(f"{tool}: ")
-    return lines[-1] if lines else "no output"
 
 
 def restore_backup(

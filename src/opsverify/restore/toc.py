@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import gzip
 import re
-import subprocess
 from pathlib import Path
 
-from opsverify.pgtools import pg_tool
-from opsverify.restore.pgrestore import first_error
+from opsverify.backups.pgdump import list_toc
+from opsverify.backups.verdict import CorruptBackup, Expectations
 
 KINDS = ("MATERIALIZED VIEW", "TABLE", "SEQUENCE", "VIEW", "INDEX")
-COMPOUND = ("TABLE DATA", "SEQUENCE OWNED BY", "SEQUENCE SET", "MATERIALIZED VIEW DATA")  # not objects
-_LIST = re.compile(r"^\d+; \d+ \d+ (" + "|".join(COMPOUND + KINDS) + r") (\S+) (\S+) ")
 _COMMENT = re.compile(rb"^-- Name: ([^;]+); Type: (" + "|".join(KINDS).encode() + rb"); Schema: ([^;]+);", re.M)
 
 
@@ -37,20 +34,10 @@ def dump_objects(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
 
 def _archive_objects(backup: Path, timeout: float) -> set[str]:
     try:
-        done = subprocess.run(
-            [pg_tool("pg_restore"), "--list", str(backup)],
-            capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise TocError(f"pg_restore --list did not finish within {timeout:g}s") from None
-    if done.returncode != 0:
-        raise TocError(first_error(done.stderr, "pg_restore"))
-    found = set()
-    for line in done.stdout.splitlines():
-        match = _LIST.match(line)
-        if match and match[1] in KINDS:
-            found.add(f"{match[1]} {match[2]}.{match[3]}")
-    return found
+        toc = list_toc(backup, Expectations(timeout=timeout))
+    except CorruptBackup as err:
+        raise TocError(str(err)) from None
+    return {f"{e.desc} {e.qualified}" for e in toc.entries if e.desc in KINDS}
 
 
 def _sql_objects(backup: Path, fmt: str) -> set[str]:
