@@ -139,7 +139,9 @@ def test_schema_lists_sections_and_durations_as_strings() -> None:
     assert schema["$defs"]["Timeouts"]["properties"]["connect"]["type"] == "string"
 
 
-BACKUPS = "backups: [{name: pf, kind: postgres, path: /b, pattern: 'x*'}]\ndatabases: [{name: pf, dbname: pf, user: u}]\n"
+BACKUPS = (
+    "backups: [{name: pf, kind: postgres, path: /b, pattern: 'x*'}]\ndatabases: [{name: pf, dbname: pf, user: u}]\n"
+)
 
 
 def test_drill_must_name_declared_backup_and_database(tmp_path: Path) -> None:
