@@ -25,7 +25,7 @@ test: setup lint  ## lint, then the suite's own tests (real servers in a separat
 	  $(BIN)/opsverify sandbox down --state-dir $(SANDBOX_TEST); exit $$rc
 
 lint: setup
-	@$(BIN)/ruff check --quiet . && echo "ruff: clean"
+	@$(BIN)/ruff check --no-cache --quiet . && echo "ruff: clean"
 	@$(BIN)/mypy
 
 bench: setup  ## benchmarks against the peer tools (gzip -t, redis-check-rdb); prints ratios, not a test

@@ -41,6 +41,7 @@ class Drill(Named):
     )
     checksum_max_rows: int = Field(100_000, ge=0, description="tables up to this many rows get a content checksum")
     smoke_queries: list[str] = Field(default_factory=list, description="each must return at least one row")
+    amcheck: bool = Field(True, description="run pg_amcheck --heapallindexed on the restored copy")
     restore_timeout: Duration = timedelta(hours=2)
 
     @model_validator(mode="after")

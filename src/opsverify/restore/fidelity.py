@@ -1,8 +1,9 @@
 """Data fidelity of a restored copy: its tables, row counts and content checksums, compared with
 what the backup held (a manifest written at backup time, or the source read in one snapshot).
 
-A content checksum is the MD5 of the sorted MD5s of each row's text form: independent of the
-physical order, equal exactly when the rows are equal. Only tables up to a row bound get one.
+A content checksum is the sum of a 64-bit hash (the first half of MD5) of each row's text form:
+independent of the physical order and computed in one scan without sorting, so it costs about
+one sequential read of the table. Only tables up to a row bound get one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
   AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
 ORDER BY 1, 2
 """
-CHECKSUM = "SELECT md5(coalesce(string_agg(h, '' ORDER BY h), '')) FROM (SELECT md5(t::text) AS h FROM {} AS t) AS r"
+CHECKSUM = "SELECT coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint), 0)::text FROM {} AS t"
 OBJECTS = """
 SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'S' THEN 'SEQUENCE'
                       WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'i' THEN 'INDEX' END,
@@ -139,5 +140,5 @@ def compare_checksums(expected: DataFacts, restored: DataFacts) -> tuple[list[Di
             continue
         compared += 1
         if got.checksum != want.checksum:
-            out.append(Difference(name, f"content checksum {got.checksum[:12]}… differs from {want.checksum[:12]}…"))
+            out.append(Difference(name, f"content checksum {got.checksum} differs from {want.checksum}"))
     return out, compared
