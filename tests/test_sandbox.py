@@ -30,7 +30,7 @@ APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")
 SERIES_COUNTS = {
     "pf-postgres-daily": 30,
     "pf-postgres-custom": 3,
-    "pf-simulations-table": 1,
+    "pf-simulations-table": 3,
     "qp-database-daily": 7,
     "redis-rdb": 3,
     "k8s-configmaps": 3,

@@ -22,6 +22,7 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
   AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
 ORDER BY 1, 2
 """
+CHECKSUM_ALGORITHM = "sum-md5-64"
 CHECKSUM = "SELECT coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint), 0)::text FROM {} AS t"
 OBJECTS = """
 SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'S' THEN 'SEQUENCE'
@@ -51,11 +52,19 @@ class DataFacts:
     tables: dict[str, TableFact] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"tables": {name: asdict(fact) for name, fact in self.tables.items()}}
+        tables = {name: asdict(fact) for name, fact in self.tables.items()}
+        return {"checksum_algorithm": CHECKSUM_ALGORITHM, "tables": tables}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DataFacts:
-        return cls({name: TableFact(int(f["rows"]), f.get("checksum")) for name, f in data["tables"].items()})
+        """Facts from a manifest; checksums of another algorithm are dropped (they cannot be compared)."""
+        same = data.get("checksum_algorithm") == CHECKSUM_ALGORITHM
+        tables = data["tables"].items()
+        return cls({n: TableFact(int(f["rows"]), f.get("checksum") if same else None) for n, f in tables})
+
+    @property
+    def has_checksums(self) -> bool:
+        return any(fact.checksum is not None for fact in self.tables.values())
 
 
 def data_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:

@@ -59,7 +59,7 @@ QP_TABLES = ("users", "optimization_jobs")
 SERIES = (
     Series("pf-postgres-daily", "postgres", "postgres", "backup_*.sql.gz", 30, "photonic_foundry", "30d", PF_TABLES),
     Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry", None, PF_TABLES),
-    Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 1, "photonic_foundry",
+    Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 3, "photonic_foundry",
            None, ("simulations",)),
     Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
            QP_TABLES, offsite="s3://qp-backups/database/"),
@@ -201,8 +201,9 @@ def make_backups(
         jobs.append(
             partial(dump.to_file, root / "postgres" / f"backup_{_stamp(w, False)}.dump", w, "photonic_foundry", "-Fc")
         )
-    target = root / "postgres" / f"simulations_backup_{_stamp(at(0), False)}.sql"
-    jobs.append(partial(dump.to_file, target, at(0), "photonic_foundry", "-t", "simulations"))
+    for w in map(at, range(3)):
+        target = root / "postgres" / f"simulations_backup_{_stamp(w, False)}.sql"
+        jobs.append(partial(dump.to_file, target, w, "photonic_foundry", "-t", "simulations"))
     with ThreadPoolExecutor(max_workers=4) as pool:
         for future in [pool.submit(job) for job in jobs]:
             future.result(timeout=DUMP_TIMEOUT * 2)
