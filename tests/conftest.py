@@ -11,6 +11,8 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from opsverify.profile import Profile
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,6 +33,14 @@ def sandbox_profile(pytestconfig: pytest.Config) -> Path:
     with FileLock(str(state) + ".lock", timeout=600):
         status = sandbox.up(state)
     return Path(status.profile_path)
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_profile: Path) -> Profile:
+    """The running test sandbox's profile, loaded."""
+    from opsverify.profile import load_profile
+
+    return load_profile(sandbox_profile)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from opsverify.backups.jobs import pg_dump
-from opsverify.profile import load_profile
 from opsverify.profile.environment import Profile
 from opsverify.restore.fidelity import manifest_path, source_facts
 from opsverify.restore.pgrestore import restore_backup
@@ -33,11 +32,6 @@ Variant = Callable[..., Path]
 PF = "pf-database-custom"
 DRILL = "restore/test_database_drill.py"
 T = timedelta(seconds=10)
-
-
-@pytest.fixture(scope="module")
-def sandbox(sandbox_profile: Path) -> Profile:
-    return load_profile(sandbox_profile)
 
 
 def scratch_databases(profile: Profile) -> set[str]:
@@ -52,11 +46,11 @@ def newest(profile: Profile, source: str) -> Path:
     return max(Path(backup.path).glob(backup.pattern), key=lambda p: p.stat().st_mtime)
 
 
-def only_drill(name: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
+def only_drill(drill_name: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
     """Keep one drill (changed as asked); its backup source may be replaced by ``source``."""
 
     def mutate(data: dict[str, Any]) -> None:
-        drill = next(d for d in data["drills"] if d["name"] == name)
+        drill = next(d for d in data["drills"] if d["name"] == drill_name)
         source = changes.pop("source", None)
         if source is not None:
             data["backups"] = [source]
@@ -87,10 +81,15 @@ def tampered_dump(profile: Profile, tmp_path: Path, sql: str, name: str) -> dict
     return {"name": "pf-tampered", "kind": "postgres", "path": str(directory), "pattern": "backup_*.dump"}
 
 
+def used_scratch(run: Any) -> set[str]:
+    """The scratch databases the run's drills restored into (their restore checks record the names)."""
+    return {c["evidence"]["scratch_database"] for t, c in run.checks.items()
+            if "test_restore_completes_without_errors" in t and "scratch_database" in c["evidence"]}
+
+
 def test_healthy_drills_pass_and_record_rto_and_rpo(
     run_checks: Run, profile_variant: Variant, sandbox: Profile
 ) -> None:
-    before = scratch_databases(sandbox)
     run = run_checks(profile_variant(), "restore", "recovery")
     assert run.result.ret == 0, run.result.stdout.str()
     rto = run.checks[f"test_database_drill.py::test_restore_time_is_within_rto[{PF}]"]
@@ -106,8 +105,10 @@ def test_healthy_drills_pass_and_record_rto_and_rpo(
     assert checksums["evidence"]["checksummed_tables"] == "2"
     junit = (run.report_dir / "junit.xml").read_text()
     assert 'name="evidence.rto_measured"' in junit
-    assert scratch_databases(sandbox) <= before  # every drill dropped its scratch database
-    assert not list(Path("/tmp").glob(f"{SCRATCH_PREFIX}*replica*"))
+    assert len(used_scratch(run)) == 2
+    assert not used_scratch(run) & scratch_databases(sandbox)  # every drill dropped its scratch database
+    assert promoted["evidence"]["standby_dir"].startswith(f"/tmp/{SCRATCH_PREFIX}")
+    assert not Path(promoted["evidence"]["standby_dir"]).exists()  # the scratch standby is gone
 
 
 def test_backup_missing_a_table_fails_the_row_counts(
@@ -164,7 +165,6 @@ def broken_sql_dump(profile: Profile, tmp_path: Path, insert: str) -> dict[str, 
 def test_restore_that_errors_half_way_fails_and_drops_its_scratch_database(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:
-    before = scratch_databases(sandbox)
     source = broken_sql_dump(sandbox, tmp_path, "THIS IS NOT SQL;")
     run = run_checks(profile_variant(only_drill("qp-database-gzip", source=source)), DRILL)
     test = "test_database_drill.py::test_restore_completes_without_errors[qp-database-gzip]"
@@ -177,7 +177,8 @@ def test_restore_that_errors_half_way_fails_and_drops_its_scratch_database(
     )
     skipped = {t for t, c in run.checks.items() if c["outcome"] == "skipped"}
     assert "test_database_drill.py::test_restored_schema_matches_the_dump[qp-database-gzip]" in skipped
-    assert scratch_databases(sandbox) <= before
+    assert len(used_scratch(run)) == 1
+    assert not used_scratch(run) & scratch_databases(sandbox)
 
 
 def test_rto_below_the_measured_time_fails(run_checks: Run, profile_variant: Variant) -> None:
@@ -196,8 +197,11 @@ def test_killed_run_leaves_a_scratch_database_that_the_next_run_drops(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path, pytester: pytest.Pytester
 ) -> None:
     source = broken_sql_dump(sandbox, tmp_path, "SELECT pg_sleep(60);")
-    profile = profile_variant(only_drill("qp-database-gzip", source=source))
-    before = scratch_databases(sandbox)
+    profile = profile_variant(only_drill("qp-database-gzip", source=source, name="killed-drill"))
+
+    def killed() -> set[str]:
+        return {name for name in scratch_databases(sandbox) if name.endswith("_killed_drill")}
+
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", str(root / "checks" / DRILL), "--rootdir", str(root), "-c",
@@ -206,7 +210,7 @@ def test_killed_run_leaves_a_scratch_database_that_the_next_run_drops(
     )
     try:
         deadline = time.monotonic() + 60
-        while not (scratch_databases(sandbox) - before):
+        while not killed():
             assert time.monotonic() < deadline, "the drill never created its scratch database"
             time.sleep(0.2)
         time.sleep(1)  # mid-restore: psql sleeps inside the dump
@@ -215,7 +219,7 @@ def test_killed_run_leaves_a_scratch_database_that_the_next_run_drops(
     finally:
         if proc.poll() is None:
             proc.kill()
-    orphans = scratch_databases(sandbox) - before
+    orphans = killed()
     assert len(orphans) == 1
     run = run_checks(profile_variant(only_drill(PF)), DRILL)  # the next run's janitor drops the orphan
     assert run.result.ret == 0, run.result.stdout.str()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from opsverify.profile import RestoreTarget, load_profile
+from opsverify.profile import RestoreTarget
 from opsverify.profile.environment import Profile
 from opsverify.restore.failover import scratch_standby
 from opsverify.restore.scratch import SCRATCH_PREFIX, RestoreRefused, require_other_server, require_scratch_name
@@ -30,11 +30,6 @@ Variant = Callable[..., Path]
 REPLICAS = "recovery/test_replicas.py"
 ARCHIVING = "recovery/test_wal_archiving.py"
 T = timedelta(seconds=10)
-
-
-@pytest.fixture(scope="module")
-def sandbox(sandbox_profile: Path) -> Profile:
-    return load_profile(sandbox_profile)
 
 
 def replica_at(port: int, **changes: Any) -> Callable[[dict[str, Any]], None]:

@@ -62,7 +62,7 @@ def test_promoted_copy_accepts_writes_on_a_new_timeline(
 ) -> None:
     """QP-15: a standby built from the primary promotes, moves to a new timeline and accepts a write."""
     evidence.record(primary_timeline=promoted_replica.primary_timeline, timeline=promoted_replica.timeline,
-                    promotion_took=fmt(promoted_replica.took))
+                    promotion_took=fmt(promoted_replica.took), standby_dir=promoted_replica.directory)
     expect(promoted_replica.error is None, f"promotion drill for {replica.name} failed: {promoted_replica.error}")
     expect(
         promoted_replica.timeline > promoted_replica.primary_timeline,

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opsverify",
         description="Operational verification: runbook procedures as a pytest suite. "
-        "Run the checks with pytest (e.g. `pytest -m daily --profile FILE`); this command manages "
+        "Run the checks with pytest (e.g. `pytest -m daily --profile=FILE`); this command manages "
         "profiles and the embedded sandbox.",
     )
     parser.add_argument("--version", action="version", version=f"opsverify {__version__}")

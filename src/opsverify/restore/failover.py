@@ -33,6 +33,7 @@ class Promotion:
 
     port: int
     primary_timeline: int
+    directory: str = ""
     timeline: int = 0
     write_error: str | None = None
     error: str | None = None
@@ -111,11 +112,12 @@ def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: time
             cluster.promote()
             took = timedelta(seconds=time.monotonic() - started)
             after = _timeline(replica, cluster.port, timeout)
-            promotion = Promotion(cluster.port, before, after, _write(replica, cluster.port, timeout), took=took)
+            written = _write(replica, cluster.port, timeout)
+            promotion = Promotion(cluster.port, before, str(base), after, written, took=took)
         except CleanupError:
             raise
         except OpsverifyError as err:
-            promotion = Promotion(0, before, error=str(err).split(": fix that")[0])
+            promotion = Promotion(0, before, str(base), error=str(err).split(": fix that")[0])
         yield promotion
 
 
