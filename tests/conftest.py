@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import yaml
 from filelock import FileLock
 
 from opsverify.profile import Profile
+from opsverify.sandbox.net import free_port, port_is_open, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +131,47 @@ def no_leftover() -> Iterator[list[Any]]:
 
     for proc in started:
         stop_process(proc, timeout=10)
+
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+@dataclass
+class Sshd:
+    proc: subprocess.Popen[bytes]
+    port: int
+    identity: Path
+    ssh_config: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A throwaway sshd on 127.0.0.1 that accepts one generated key for the current user (stopped after)."""
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    keygen = ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f"]
+    subprocess.run([*keygen, str(tmp_path / "host_key")], check=True, timeout=30)
+    subprocess.run([*keygen, str(tmp_path / "id")], check=True, timeout=30)
+    shutil.copy(tmp_path / "id.pub", tmp_path / "authorized_keys")
+    port = free_port()
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host_key'}\nPidFile {tmp_path / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPasswordAuthentication no\nPermitRootLogin "
+        "prohibit-password\nStrictModes no\nUsePAM no\n"
+    )
+    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, timeout=10)
+    client = tmp_path / "ssh_config"
+    client.write_text(
+        "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
+    )
+    server = Sshd(proc, port, tmp_path / "id", client)
+    yield server
+    server.stop()
+    assert not port_is_open("127.0.0.1", port), f"sshd still listens on {port}"

@@ -407,3 +407,50 @@ def test_backups_read_from_s3_pass_freshness_and_integrity(
                      "backup/test_backup_freshness.py", RECENT)
     assert run.result.ret == 0, run.result.stdout.str()
     assert run.outcome("test_backup_integrity.py::test_recent_backup_is_intact[qp-database-daily#3]") == "passed"
+
+
+# --- backups in a directory of an ssh:// host (listed through testinfra, copied with ssh cat) -------------
+
+
+def remote(copy: SeriesCopy, server: Any) -> Mutation:
+    """The copy as the profile's only source, read through the throwaway sshd as host ``backup-host``."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        user = os.environ.get("USER") or "root"
+        data["hosts"] = [{
+            "name": "backup-host", "uri": f"ssh://{user}@127.0.0.1:{server.port}", "ssh_config": str(server.ssh_config),
+            "ssh_identity_file": str(server.identity),
+        }]
+        source = {**copy.source, "path": str(copy.directory), "host": "backup-host"}
+        source.pop("offsite", None)
+        data["backups"] = [source]
+
+    return mutate
+
+
+def test_backups_on_an_ssh_host_pass_and_a_flipped_byte_there_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, sshd: Any
+) -> None:
+    copy = series("qp-database-daily")
+    healthy = run_checks(profile_variant(remote(copy, sshd)), "backup/test_backup_freshness.py", RECENT)
+    assert healthy.result.ret == 0, healthy.result.stdout.str()
+    newest = healthy.checks["test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"]
+    assert newest["evidence"]["newest"] == f"backup-host:{copy.files[0]}"
+    keep_mtime(copy.files[1], flip_middle_byte)
+    broken = run_checks(profile_variant(remote(copy, sshd)), RECENT)
+    test = "test_backup_integrity.py::test_recent_backup_is_intact[qp-database-daily#2]"
+    assert broken.failed() == {test}
+    assert broken.message(test).startswith(f"backup {copy.files[1].name} of qp-database-daily is not intact: ")
+    assert broken.message(test).endswith(f"(backup-host:{copy.files[1]})")
+
+
+def test_unreachable_backup_host_fails_with_the_reason(
+    run_checks: Run, profile_variant: Variant, series: Any, sshd: Any
+) -> None:
+    copy = series("qp-database-daily")
+    sshd.stop()
+    run = run_checks(profile_variant(remote(copy, sshd)), "backup/test_backup_freshness.py")
+    test = "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"
+    assert run.outcome(test) == "failed"
+    assert run.message(test).startswith("cannot list backups of qp-database-daily: cannot reach ssh://")
+    assert "Connection refused" in run.message(test)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 from opsverify.backups.s3 import client, describe_error, list_objects
-from opsverify.profile.model import BackupSource, Timeouts
+from opsverify.profile.model import BackupSource, Host, Timeouts
 
+FIND_FORMAT = "%T@\\t%s\\t%m\\t%f\\n"
 _STAMP = re.compile(
     r"(?P<y>20\d\d)-?(?P<m>[01]\d)-?(?P<d>[0-3]\d)(?:[T_-]?(?P<H>[0-2]\d):?(?P<M>[0-5]\d):?(?P<S>[0-5]\d)(?P<z>Z)?)?"
 )
@@ -33,10 +34,12 @@ class BackupFile:
     size: int
     time_from: Literal["name", "mtime"]
     mode: int | None = None
+    host: str | None = None  # a profile host (ssh://) holding it; location is then ``host:/path``
+    path: str = ""  # the path on that host
 
     @property
     def is_local(self) -> bool:
-        return not self.location.startswith("s3://")
+        return self.host is None and not self.location.startswith("s3://")
 
     def age(self, now: datetime) -> timedelta:
         return now - self.taken
@@ -120,6 +123,35 @@ def _s3(source: BackupSource, timeouts: Timeouts) -> Catalog:
     return Catalog(source.name, source.path, sorted(files, key=lambda f: f.taken, reverse=True))
 
 
-def list_backups(source: BackupSource, timeouts: Timeouts) -> Catalog:
-    """The source's backups (a local directory or an S3 prefix), newest first."""
-    return _s3(source, timeouts) if source.is_s3 else _local(source)
+def _remote(source: BackupSource, host: Host, timeouts: Timeouts) -> Catalog:
+    """List the directory on ``host`` through testinfra: ``find -printf`` of time, size, mode and name."""
+    from opsverify.probes.host import connect
+
+    where = f"{host.name}:{source.path}"
+    try:
+        result = connect(host, timeouts.connect).run(
+            "find %s -mindepth 1 -maxdepth 1 -name %s -printf %s", source.path, source.pattern, FIND_FORMAT
+        )
+    except Exception as exc:  # noqa: BLE001 - any backend failure (ssh refused, timeout) is a fact
+        return Catalog(source.name, where, error=f"cannot reach {host.uri}: {str(exc).splitlines()[0]}")
+    if result.rc != 0:
+        detail = (result.stderr.strip() or f"find exited {result.rc}").splitlines()[-1]
+        return Catalog(source.name, where, error=f"cannot list {where}: {detail}")
+    files = []
+    for line in result.stdout.splitlines():
+        stamp, size, mode, name = line.split("\t", 3)
+        if name.endswith(".part"):
+            continue
+        when, origin = taken_at(name, datetime.fromtimestamp(float(stamp), UTC))
+        path = f"{source.path.rstrip('/')}/{name}"
+        files.append(BackupFile(name, f"{host.name}:{path}", when, int(size), origin, int(mode, 8), host.name, path))
+    return Catalog(source.name, where, sorted(files, key=lambda f: f.taken, reverse=True))
+
+
+def list_backups(source: BackupSource, timeouts: Timeouts, host: Host | None = None) -> Catalog:
+    """The source's backups (a local directory, a directory on an ssh:// host, an S3 prefix), newest first."""
+    if source.is_s3:
+        return _s3(source, timeouts)
+    if host is not None and not host.uri.startswith("local://"):
+        return _remote(source, host, timeouts)
+    return _local(source)

@@ -66,6 +66,10 @@ class Profile(Model):
                 value = getattr(drill, key)
                 if value is not None and value not in names:
                     raise ValueError(f"drill {drill.name}: {key} {value!r} is not declared (known: {sorted(names)})")
+        hosts = {h.name for h in self.hosts}
+        for source in self.backups:
+            if source.host is not None and source.host not in hosts:
+                raise ValueError(f"backup {source.name}: host {source.host!r} is not declared (known: {sorted(hosts)})")
         for replica in self.replicas:
             if replica.primary not in known["database"]:
                 raise ValueError(f"replica {replica.name}: primary {replica.primary!r} is not a declared database")

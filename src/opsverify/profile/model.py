@@ -191,6 +191,7 @@ class BackupSource(Named):
     kind: Literal["postgres", "redis", "config", "archive"]
     path: str = Field(description="directory holding the backups, or s3://bucket/prefix/")
     pattern: str = Field("*", description="glob of the backup file names")
+    host: Name | None = Field(None, description="the profile host whose directory this is (ssh://); default: here")
     s3: S3Access | None = Field(None, description="S3 access when path is s3://")
     database: str | None = Field(None, description="the profile database this backs up")
     rpo: Duration = timedelta(hours=24)
@@ -211,6 +212,10 @@ class BackupSource(Named):
     def _s3_path(self) -> BackupSource:
         if self.is_s3:
             _s3_url(self.path)
+            if self.host is not None:
+                raise ValueError("an s3:// source has no host: drop `host`")
+        if self.host is not None and self.offsite is not None:
+            raise ValueError("offsite parity hashes local files: check it where the backups are, not through `host`")
         return self
 
 
