@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.runbook("QP-29"
 HostOf = Callable[[Host], Any]
 
 
-def _under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> None:
+def expect_under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> None:
     __tracebackhide__ = True
     evidence.record(resource=usage.resource, used_percent=f"{usage.percent:.1f}" if usage.percent is not None else "?")
     evidence.record(limit_percent=limit)
@@ -33,16 +33,16 @@ def _under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> None:
 def test_cpu_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
     """QP-29: CPU busy share over ``cpu_sample`` is under ``cpu_max_percent``."""
     host = profile_host
-    _under(host, cpu_usage(testinfra_host(host), host.cpu_sample), host.cpu_max_percent, evidence)
+    expect_under(host, cpu_usage(testinfra_host(host), host.cpu_sample), host.cpu_max_percent, evidence)
 
 
 def test_memory_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
     """PF-07: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
     host = profile_host
-    _under(host, memory_usage(testinfra_host(host)), host.memory_max_percent, evidence)
+    expect_under(host, memory_usage(testinfra_host(host)), host.memory_max_percent, evidence)
 
 
 def test_disk_usage_is_under_limit(disk: tuple[Host, str], testinfra_host: HostOf, evidence: Recorder) -> None:
     """QP-29: each declared path's filesystem is under ``disk_max_percent`` used."""
     host, path = disk
-    _under(host, disk_usage(testinfra_host(host), path), host.disk_max_percent, evidence)
+    expect_under(host, disk_usage(testinfra_host(host), path), host.disk_max_percent, evidence)

@@ -27,17 +27,25 @@ if TYPE_CHECKING:
 
 @contextmanager
 def scratch_redis(rdb: Path, directory: Path, timeout: timedelta) -> Iterator[RedisServer]:
-    """A redis-server loading a copy of ``rdb`` from ``directory`` (an ``opsverify_scratch_*`` path)."""
+    """A redis-server that has loaded a copy of ``rdb`` from ``directory`` (an ``opsverify_scratch_*`` path).
+
+    ``OpsverifyError`` with redis-server's own reason when it does not load the file.
+    """
+    import redis
+
     if not directory.name.startswith(SCRATCH_PREFIX):
         raise CleanupError(f"refusing to use {directory} as scratch: its name lacks {SCRATCH_PREFIX}")
     server: RedisServer | None = None
     try:
         directory.mkdir(parents=True)
         shutil.copyfile(rdb, directory / "dump.rdb")
+        deadline = time.monotonic() + timeout.total_seconds()
         try:
             server = start_redis(directory, free_port(), timeout=timeout.total_seconds())
-        except SandboxError as err:
-            raise OpsverifyError(f"redis-server did not load the RDB: {_log_tail(directory) or err}") from None
+            _wait_loaded(server.client(timeout=timeout.total_seconds()), deadline)
+        except (SandboxError, redis.RedisError) as err:  # it exited at start or while loading: its log says why
+            reason = _log_tail(directory) or str(err).splitlines()[0]
+            raise OpsverifyError(f"redis-server did not load the RDB: {reason}") from None
         yield server
     finally:
         if server is not None:
@@ -65,11 +73,6 @@ def run_redis_drill(rdb: Path, directory: Path, timeout: timedelta) -> RedisDril
     try:
         with scratch_redis(rdb, directory, timeout) as server:
             conn = server.client(timeout=timeout.total_seconds())
-            try:
-                _wait_loaded(conn, started + timeout.total_seconds())
-            except redis.RedisError as exc:  # the server died while loading: its log says why
-                reason = _log_tail(directory) or str(exc).splitlines()[0]
-                return RedisDrillOutcome(str(rdb), error=f"redis-server did not load the RDB: {reason}")
             rto = timedelta(seconds=time.monotonic() - started)
             return RedisDrillOutcome(str(rdb), rto, redis_facts(conn))
     except CleanupError:
