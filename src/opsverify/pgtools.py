@@ -47,8 +47,9 @@ def pg_tool(name: str) -> str:
 
 def pg_env(endpoint: Endpoint, dbname: str, connect: timedelta) -> dict[str, str]:
     """The child environment that points libpq at ``endpoint``/``dbname`` with a connect timeout."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PG")}  # no PGHOSTADDR/PGSERVICE detours
     env = {
-        **os.environ,
+        **inherited,
         "PGHOST": endpoint.host,
         "PGPORT": str(endpoint.port),
         "PGUSER": endpoint.user,

@@ -1,8 +1,10 @@
 """The catalog of one backup source: which backups exist, when each was taken, how big it is.
 
 A backup's time comes from its name (``backup_20250802_020000.sql.gz``, ``…_20250802.dump``,
-``…2025-08-02…``) and otherwise from its mtime; a name with a date but no time takes the mtime
-when that falls on the same day (the job's real start), else midnight of that day.
+``…2025-08-02…``, read in this machine's time zone unless it ends in ``Z``) and otherwise from its
+mtime, also when the name would put it more than an hour after its mtime (another time zone).
+A name with a date but no time takes the mtime when that falls on the same day (the job's real
+start), else midnight of that day.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Literal
 from opsverify.backups.s3 import client, describe_error, list_objects
 from opsverify.profile.model import BackupSource, Host, Timeouts
 
+NAME_AHEAD = timedelta(hours=1)  # a job names its file when it starts: the name is not much later than its mtime
 FIND_FORMAT = "%T@\\t%s\\t%m\\t%f\\n"
 _STAMP = re.compile(
     r"(?P<y>20\d\d)-?(?P<m>[01]\d)-?(?P<d>[0-3]\d)(?:[T_-]?(?P<H>[0-2]\d):?(?P<M>[0-5]\d):?(?P<S>[0-5]\d)(?P<z>Z)?)?"
@@ -77,7 +80,10 @@ def taken_at(name: str, mtime: datetime) -> tuple[datetime, Literal["name", "mti
         day = datetime(int(match["y"]), int(match["m"]), int(match["d"]))
         if match["H"] is not None:
             stamp = day.replace(hour=int(match["H"]), minute=int(match["M"]), second=int(match["S"]))
-            return (stamp.replace(tzinfo=UTC) if match["z"] else stamp.astimezone()), "name"
+            named = stamp.replace(tzinfo=UTC) if match["z"] else stamp.astimezone()
+            if named > mtime + NAME_AHEAD:  # written in another time zone than ours: the name cannot be read
+                return mtime, "mtime"
+            return named, "name"
     except ValueError:
         return mtime, "mtime"
     local_mtime = mtime.astimezone()
@@ -96,7 +102,10 @@ def _local(source: BackupSource) -> Catalog:
         for entry in directory.iterdir():
             if not fnmatch.fnmatch(entry.name, source.pattern) or entry.name.endswith(".part"):
                 continue
-            info = entry.stat()
+            try:
+                info = entry.stat()
+            except FileNotFoundError:  # removed by the cleanup meanwhile, or a dangling link
+                continue
             mtime = datetime.fromtimestamp(info.st_mtime, UTC)
             when, origin = taken_at(entry.name, mtime)
             size = info.st_size if entry.is_file() else sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())

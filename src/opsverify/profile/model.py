@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,15 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "15m", "1h", "30d"]}),
 ]
 Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+def _existing_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path} is not a readable file: create it or fix the path")
+    return path
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -62,7 +72,7 @@ class SecretSource(Named):
     """A credential from the environment (``password: ${VAR}``) or from a file."""
 
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: ExistingFile | None = None
 
     def secret(self) -> str | None:
         """The password, read from the file when one is named (first line, stripped)."""
@@ -86,7 +96,7 @@ class HttpService(Named):
     health_path: str = "/health"
     healthy_status: list[str] = Field(default_factory=lambda: ["ok", "healthy", "pass", "up"])
     latency_budget: Duration = timedelta(seconds=1)
-    ca_file: Path | None = Field(None, description="CA bundle for https; default: the system store")
+    ca_file: ExistingFile | None = Field(None, description="CA bundle for https; default: the system store")
     metrics: MetricsExpectation | None = None
 
     @field_validator("url")
@@ -143,8 +153,8 @@ class Host(Named):
     """A machine whose resources are checked through testinfra (QP-29, PF-07)."""
 
     uri: str = Field("local://", description="testinfra host spec: local://, ssh://user@host:port")
-    ssh_config: Path | None = None
-    ssh_identity_file: Path | None = None
+    ssh_config: ExistingFile | None = None
+    ssh_identity_file: ExistingFile | None = None
     cpu_max_percent: Percent = 80
     memory_max_percent: Percent = 90
     disk_max_percent: Percent = 85
@@ -159,7 +169,7 @@ class S3Access(Model):
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
-    secret_access_key_file: Path | None = None
+    secret_access_key_file: ExistingFile | None = None
 
     def secret(self) -> str | None:
         """The secret key, read from the file when one is named (first line, stripped)."""

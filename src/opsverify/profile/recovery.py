@@ -7,12 +7,11 @@ PF-46 full system recovery, PF-47 RTO/RPO objectives, QP-15 failover.
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from opsverify.profile.model import Database, Duration, Name, Named, SecretSource, read_secret
+from opsverify.profile.model import Database, Duration, ExistingFile, Name, Named, SecretSource, read_secret
 
 
 class RestoreTarget(SecretSource):
@@ -58,7 +57,8 @@ class Replica(Database):
     max_lag: Duration | None = Field(None, description="largest replay lag; default: the database objective's RPO")
     replication_user: str | None = Field(None, description="a REPLICATION role: enables the promotion drill")
     replication_password: SecretStr | None = None
-    replication_password_file: Path | None = None
+    replication_password_file: ExistingFile | None = None
+    basebackup_timeout: Duration = Field(timedelta(minutes=30), description="bound on the promotion drill's copy")
 
     def replication_secret(self) -> str | None:
         """The replication role's password, from the environment or its file."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opsverify.pgtools import MissingTool, first_error, pg_env, pg_tool
+from opsverify.probes.postgres import first_line
 from opsverify.profile import Drill, RestoreTarget
 from opsverify.restore.fidelity import DataFacts, data_facts, schema_objects
 from opsverify.restore.pgrestore import RestoreRun, restore_backup
@@ -60,6 +61,18 @@ def run_pg_drill(
     jobs: int,
 ) -> PgDrillOutcome:
     """Restore ``backup`` into the scratch database ``scratch`` and measure it; the database is gone after."""
+    import psycopg
+
+    try:
+        return _drill(drill, backup, fmt, target, scratch, connect_timeout, jobs)
+    except psycopg.Error as exc:  # the target refused CREATE DATABASE, a connection, a query
+        refused = RestoreRun(str(backup), scratch, "-", timedelta(0), f"the restore target refused: {first_line(exc)}")
+        return PgDrillOutcome(drill, str(backup), fmt, scratch, refused)
+
+
+def _drill(
+    drill: Drill, backup: Path, fmt: str, target: RestoreTarget, scratch: str, connect_timeout: timedelta, jobs: int
+) -> PgDrillOutcome:
     with scratch_database(target, scratch, connect_timeout):
         started = time.monotonic()
         run = restore_backup(
@@ -69,9 +82,10 @@ def run_pg_drill(
         if not run.ok:
             return outcome
         with connect(target, scratch, connect_timeout) as conn:
-            outcome.smoke = [_smoke(conn, query) for query in drill.smoke_queries or ["SELECT 1"]]
-            if any(s.error is None for s in outcome.smoke):
-                outcome.rto = timedelta(seconds=time.monotonic() - started)
+            for query in drill.smoke_queries or ["SELECT 1"]:
+                outcome.smoke.append(_smoke(conn, query))
+                if outcome.rto is None and outcome.smoke[-1].error is None:  # the clock stops at the first success
+                    outcome.rto = timedelta(seconds=time.monotonic() - started)
             outcome.restored = data_facts(conn, drill.checksum_max_rows)
             outcome.objects = schema_objects(conn)
         if drill.amcheck:

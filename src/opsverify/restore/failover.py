@@ -82,12 +82,11 @@ def scratch_standby(replica: Replica, primary: Database, base: Path, timeout: ti
     if not base.name.startswith(SCRATCH_PREFIX):
         raise CleanupError(f"refusing to build a standby in {base}: its name lacks {SCRATCH_PREFIX}")
     cluster = Postgres(base, os.geteuid() == 0, free_port(), "")
-    conninfo = (
-        f"host={primary.host} port={primary.port} user={replica.replication_user} "
-        f"password={replica.replication_secret() or ''} connect_timeout={max(1, int(timeout.total_seconds()))}"
-    )
     try:
-        cluster.basebackup_from(conninfo)
+        cluster.basebackup_from(
+            primary.host, primary.port, replica.replication_user or "", replica.replication_secret() or "",
+            timeout=replica.basebackup_timeout.total_seconds(),
+        )
         cluster.start()
         _wait_until_streaming(replica, cluster.port, timeout * 6)
         yield cluster

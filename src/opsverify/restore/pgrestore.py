@@ -13,15 +13,19 @@ import io
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
+from opsverify.backups.verdict import CorruptBackup
 from opsverify.pgtools import Endpoint, MissingTool, first_error, pg_env, pg_tool
-from opsverify.restore.scratch import require_scratch_name
+from opsverify.restore.scratch import RestoreRefused, require_scratch_name
+from opsverify.restore.sqlguard import guarded
 
 CHUNK = 1 << 20
 
@@ -57,7 +61,7 @@ def restore_backup(
             tool = "psql"
             args = [pg_tool(tool), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-"]
             with _open_sql(backup, fmt) as source:
-                error = _run(args, env, source, timeout, tool)
+                error = _run(args, env, guarded(source), timeout, tool)
         else:
             problem = f"cannot restore a {fmt} backup into PostgreSQL"
             return RestoreRun(str(backup), database, "-", timedelta(0), problem)
@@ -74,10 +78,13 @@ def _open_sql(backup: Path, fmt: str) -> io.BufferedIOBase:
 
 
 def _run(
-    args: list[str], env: dict[str, str], feed: io.BufferedIOBase | None, timeout: timedelta, tool: str
+    args: list[str], env: dict[str, str], feed: Iterator[bytes] | None, timeout: timedelta, tool: str
 ) -> str | None:
-    """Run the tool, streaming ``feed`` into its stdin; None on success, else its first error line."""
-    deadline = time.monotonic() + timeout.total_seconds()
+    """Run the tool, streaming ``feed`` into its stdin; None on success, else its first error line.
+
+    A timer kills the tool's process group at the deadline, so a tool that stops reading (a dead
+    connection, a lock wait) cannot block the write into its stdin for ever.
+    """
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             args,
@@ -87,19 +94,31 @@ def _run(
             stderr=log,
             start_new_session=True,
         )
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _signal(proc)
+
+        timer = threading.Timer(timeout.total_seconds(), expire)
+        timer.start()
         try:
             if feed is not None and proc.stdin is not None:
-                _pump(feed, proc.stdin, deadline)
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except (subprocess.TimeoutExpired, TimeoutError):
-            _kill(proc)
-            return f"{tool} did not finish within {timeout}: killed"
-        except (OSError, EOFError, zlib.error) as exc:  # the backup itself broke off mid-stream
+                _pump(feed, proc.stdin)
+            code = proc.wait()
+        except (OSError, EOFError, zlib.error, CorruptBackup) as exc:  # the backup broke off mid-stream
             _kill(proc)
             return f"the backup could not be read to its end ({exc}): restore stopped"
+        except RestoreRefused as err:
+            _kill(proc)
+            return f"refused: {err}"
         except BaseException:
             _kill(proc)
             raise
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            return f"{tool} did not finish within {timeout}: killed"
         log.seek(0)
         text = log.read().decode(errors="replace")
     if code != 0:
@@ -107,21 +126,23 @@ def _run(
     return first_error(text, tool) if "ERROR:" in text else None
 
 
-def _pump(feed: io.BufferedIOBase, sink: IO[bytes], deadline: float) -> None:
-    """Copy ``feed`` into the tool's stdin in chunks; stop quietly when the tool exits early."""
+def _pump(feed: Iterator[bytes], sink: IO[bytes]) -> None:
+    """Copy ``feed`` into the tool's stdin; stop quietly when the tool exits early (or is killed)."""
     try:
-        while chunk := feed.read(CHUNK):
-            if time.monotonic() > deadline:
-                raise TimeoutError
+        for chunk in feed:
             sink.write(chunk)
     except BrokenPipeError:
-        pass  # the tool stopped on an error; its log says which
+        pass  # the tool stopped on an error (its log says which) or the timer killed it
     finally:
         with contextlib.suppress(BrokenPipeError):
             sink.close()
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _signal(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, 9)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    _signal(proc)
     proc.wait(timeout=10)

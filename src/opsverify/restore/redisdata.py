@@ -62,7 +62,7 @@ def _persistent(conn: redis.Redis, keys: list[Any]) -> list[str]:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def compare_redis(expected: RedisFacts, restored: RedisFacts) -> list[str]:

@@ -6,6 +6,7 @@ exit it is stopped, its process and port verified gone, and the directory delete
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from opsverify.errors import CleanupError, OpsverifyError, SandboxError
 from opsverify.restore.redisdata import RedisFacts, redis_facts
 from opsverify.restore.scratch import SCRATCH_PREFIX
 from opsverify.sandbox.net import free_port
-from opsverify.sandbox.redis import RedisServer, start_redis
+from opsverify.sandbox.redis import RedisServer, read_pid, start_redis
 
 if TYPE_CHECKING:
     import redis
@@ -36,20 +37,23 @@ def scratch_redis(rdb: Path, directory: Path, timeout: timedelta) -> Iterator[Re
     if not directory.name.startswith(SCRATCH_PREFIX):
         raise CleanupError(f"refusing to use {directory} as scratch: its name lacks {SCRATCH_PREFIX}")
     server: RedisServer | None = None
+    port = free_port()
     try:
-        directory.mkdir(parents=True)
+        directory.mkdir(mode=0o700, parents=True)  # the data is production's: readable by us alone
         shutil.copyfile(rdb, directory / "dump.rdb")
+        (directory / "dump.rdb").chmod(0o600)
         deadline = time.monotonic() + timeout.total_seconds()
         try:
-            server = start_redis(directory, free_port(), timeout=timeout.total_seconds())
+            server = start_redis(directory, port, secrets.token_urlsafe(18), timeout=timeout.total_seconds())
             _wait_loaded(server.client(timeout=timeout.total_seconds()), deadline)
         except (SandboxError, redis.RedisError) as err:  # it exited at start or while loading: its log says why
             reason = _log_tail(directory) or str(err).splitlines()[0]
             raise OpsverifyError(f"redis-server did not load the RDB: {reason}") from None
         yield server
     finally:
-        if server is not None:
-            server.stop(timeout=10)
+        pid = server.pid if server is not None else read_pid(directory)  # started, but not ready: stop it too
+        if pid is not None:
+            RedisServer(directory, port, None, pid).stop(timeout=10)
         shutil.rmtree(directory, ignore_errors=True)
         if directory.exists():
             raise CleanupError(f"scratch directory {directory} is still there: remove it by hand")
@@ -77,7 +81,7 @@ def run_redis_drill(rdb: Path, directory: Path, timeout: timedelta) -> RedisDril
             return RedisDrillOutcome(str(rdb), rto, redis_facts(conn))
     except CleanupError:
         raise
-    except (OpsverifyError, redis.RedisError) as exc:
+    except (OpsverifyError, redis.RedisError, OSError) as exc:  # OSError: the RDB vanished, the disk is full
         return RedisDrillOutcome(str(rdb), error=str(exc).splitlines()[0])
 
 

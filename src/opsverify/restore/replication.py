@@ -98,8 +98,9 @@ def probe_replica(replica: Replica, timeout: timedelta) -> ReplicaState:
     except (psycopg.Error, OSError) as exc:
         return ReplicaState(address, error=first_line(exc))
     assert row is not None
-    in_recovery, caught_up, age, receiver = row
-    return ReplicaState(address, bool(in_recovery), receiver, bool(caught_up), age)
+    in_recovery, replayed_all, age, receiver = row
+    caught_up = bool(replayed_all) and receiver == "streaming"  # cut off, it has replayed all it got, yet lags
+    return ReplicaState(address, bool(in_recovery), receiver, caught_up, age)
 
 
 def timeline_of(conn: psycopg.Connection) -> int:

@@ -37,16 +37,39 @@ def require_scratch_name(name: str) -> None:
         raise RestoreRefused(f"refusing to touch database {name!r}: only {SCRATCH_PREFIX}* databases are scratch")
 
 
-def require_other_server(target: RestoreTarget, sources: list[Database]) -> None:
-    """Refuse a restore target that is one of the source databases' servers, when the profile says so."""
+def require_other_server(target: RestoreTarget, sources: list[Database], timeout: timedelta | None = None) -> None:
+    """Refuse a restore target that is one of the source databases' servers, when the profile says so.
+
+    Two endpoints are one server when they resolve to the same address and port, or (with a
+    ``timeout``, so both can be asked) when they report the same ``system_identifier``: that also
+    catches a pooler's port, another interface, a name that hides the host.
+    """
     if not target.must_differ_from_source:
         return
+    target_id = _system_identifier(target, timeout) if timeout is not None else None
     for db in sources:
-        if _same_server(target.host, target.port, db.host, db.port):
+        same = _same_server(target.host, target.port, db.host, db.port)
+        if not same and target_id is not None and timeout is not None:
+            same = _system_identifier(db, timeout) == target_id
+        if same:
             raise RestoreRefused(
                 f"restore target {target.host}:{target.port} is the server of source database {db.name}: "
                 "point restore_target at staging, or set must_differ_from_source: false"
             )
+
+
+def _system_identifier(endpoint: RestoreTarget | Database, timeout: timedelta) -> int | None:
+    """The cluster's ``system_identifier`` (equal on a primary and its replicas), or None when it cannot be read."""
+    import psycopg
+
+    from opsverify.probes.postgres import connect as read_only
+
+    try:
+        with read_only(endpoint, timeout, statement_timeout=timeout) as conn:  # type: ignore[arg-type]
+            row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+    except (psycopg.Error, OSError):
+        return None
+    return int(row[0]) if row else None
 
 
 def _same_server(host_a: str, port_a: int, host_b: str, port_b: int) -> bool:
@@ -151,8 +174,12 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
-def janitor(target: RestoreTarget, timeout: timedelta) -> list[Orphan]:
-    """Drop the scratch databases that no live run owns; every scratch database found, with the verdict."""
+def janitor(target: RestoreTarget, timeout: timedelta, own_prefix: str = "") -> list[Orphan]:
+    """Drop the scratch databases that no live run owns; every scratch database found, with the verdict.
+
+    Names starting with ``own_prefix`` (this run's) are never dropped: another worker of the same
+    run may be between its CREATE DATABASE and the COMMENT that records its creator.
+    """
     found: list[Orphan] = []
     with connect(target, None, timeout) as admin:
         rows = admin.execute(
@@ -160,7 +187,8 @@ def janitor(target: RestoreTarget, timeout: timedelta) -> list[Orphan]:
             (SCRATCH_PREFIX.replace("_", r"\_") + "%",),
         ).fetchall()
         for name, comment in rows:
-            reason = _orphan_reason(comment, target.max_scratch_age, time.time())
+            ours = bool(own_prefix) and str(name).startswith(own_prefix)
+            reason = None if ours else _orphan_reason(comment, target.max_scratch_age, time.time())
             if reason is not None:
                 drop_database(admin, str(name))
             found.append(Orphan(str(name), reason))

@@ -47,7 +47,7 @@ def _start_replica(layout: Layout, state: State) -> None:
     if not replica.exists:
         password = ensure_secret(layout, "pg_replicator")
         primary = state.ports["postgres"]
-        replica.basebackup_from(f"host={LOOPBACK} port={primary} user={REPLICATION_ROLE} password={password}")
+        replica.basebackup_from(LOOPBACK, primary, REPLICATION_ROLE, password)
     replica.start()
 
 

@@ -83,9 +83,9 @@ class Postgres:
         """Where ``archive_command`` copies finished WAL segments (PF-20)."""
         return self.base / "wal-archive"
 
-    def _run(self, args: list[str], what: str, timeout: float = 60) -> str:
+    def _run(self, args: list[str], what: str, timeout: float = 60, env: dict[str, str] | None = None) -> str:
         prefix = ["runuser", "-u", SUPERUSER, "--"] if self.as_postgres else []
-        return run([*prefix, *args], what, timeout=timeout, cwd=self.base)
+        return run([*prefix, *args], what, timeout=timeout, cwd=self.base, env=env)
 
     def _own(self, *paths: Path) -> None:
         if self.as_postgres:
@@ -228,26 +228,35 @@ class Postgres:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-    def basebackup_from(self, conninfo: str) -> None:
-        """Make this cluster a streaming standby: ``pg_basebackup -R -X stream`` from ``conninfo`` (QP-15).
+    def basebackup_from(self, host: str, port: int, user: str, password: str, timeout: float = 1800) -> None:
+        """Make this cluster a streaming standby: ``pg_basebackup -R -X stream`` from ``host:port`` (QP-15).
 
-        The copied configuration is the primary's; this cluster's own socket dir, loopback address
-        and ``archive_mode = off`` are appended to ``postgresql.auto.conf`` so it runs beside it.
+        The password travels in ``PGPASSWORD`` (never on a command line). The copied configuration is
+        the primary's (an empty one when it keeps it elsewhere, as Debian does); this cluster's socket
+        dir, loopback address and ``archive_mode = off`` are appended to ``postgresql.auto.conf``.
         """
+        from psycopg.conninfo import make_conninfo
+
         for sub in (self.base, self.base / "run"):
             sub.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._own(sub)
+        conninfo = make_conninfo(host=host, port=port, user=user, connect_timeout=10)
         options = ["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"]
         self._run(
             [_binary("pg_basebackup"), "-d", conninfo, "-D", str(self.data), *options],
             "pg_basebackup of the standby",
-            timeout=120,
+            timeout=timeout,
+            env={**os.environ, "PGPASSWORD": password},
         )
+        conf = self.data / "postgresql.conf"
+        if not conf.exists():
+            conf.touch(mode=0o600)
+            self._own(conf)
         local = {"unix_socket_directories": f"'{self.base / 'run'}'", "listen_addresses": f"'{LOOPBACK}'"}
         local["archive_mode"] = "off"
         auto = self.data / "postgresql.auto.conf"
-        with auto.open("a") as conf:
-            conf.write("".join(f"{key} = {value}\n" for key, value in local.items()))
+        with auto.open("a") as out:
+            out.write("".join(f"{key} = {value}\n" for key, value in local.items()))
 
     def promote(self) -> None:
         """``pg_ctl promote -w``: the standby leaves recovery and starts a new timeline."""
