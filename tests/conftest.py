@@ -109,6 +109,7 @@ def run_checks(pytester: pytest.Pytester) -> Callable[..., ChecksRun]:
 
     def run(profile: Path, *targets: str, extra: tuple[str, ...] = ()) -> ChecksRun:
         report_dir = pytester.path / "report"
+        shutil.rmtree(report_dir, ignore_errors=True)  # a run that stops early must not show the last one's results
         args = [str(ROOT / "checks" / t) for t in targets] or [str(ROOT / "checks")]
         result = pytester.runpytest_subprocess(
             *args, "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),

@@ -454,3 +454,15 @@ def test_unreachable_backup_host_fails_with_the_reason(
     assert run.outcome(test) == "failed"
     assert run.message(test).startswith("cannot list backups of qp-database-daily: cannot reach ssh://")
     assert "Connection refused" in run.message(test)
+
+
+def test_monthly_run_finds_a_broken_old_backup_the_daily_run_does_not_reach(
+    run_checks: Run, profile_variant: Variant, series: Any
+) -> None:
+    copy = series("pf-postgres-daily")
+    old = copy.files[10]  # beyond max_verify (3): only the monthly check reads it
+    keep_mtime(old, truncate_by(100))
+    run = run_checks(profile_variant(copy.only()), INTEGRITY, extra=("-m", "daily or monthly"))
+    test = "test_backup_integrity.py::test_every_backup_in_retention_is_intact[pf-postgres-daily]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(f"1 of 30 backups of pf-postgres-daily are not intact, first {old.name}: ")

@@ -302,3 +302,36 @@ def test_dump_that_would_leave_the_scratch_database_is_refused(
 
     with read_only(sandbox.databases[0], T) as conn:  # the source still has its table
         assert conn.execute("SELECT count(*) FROM simulations").fetchone() == (5000,)
+
+
+def test_dump_that_restores_without_an_object_of_its_toc_fails_the_schema_check(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    source = broken_sql_dump(sandbox, tmp_path, "")
+    path = Path(source["path"]) / newest(sandbox, "qp-database-daily").name
+    stat = path.stat()
+    with gzip.open(path, "rt") as dump:
+        text = dump.read()
+    statement = "CREATE INDEX optimization_jobs_user_idx ON public.optimization_jobs USING btree (user_id);"
+    assert statement in text
+    with gzip.open(path, "wt") as out:  # the TOC comment stays, the statement is gone
+        out.write(text.replace(statement, ""))
+    os.utime(path, (stat.st_atime, stat.st_mtime))
+    run = run_checks(profile_variant(only_drill("qp-database-gzip", source=source)), DRILL)
+    test = "test_database_drill.py::test_restored_schema_matches_the_dump[qp-database-gzip]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        "drill qp-database-gzip: restored copy lacks INDEX public.optimization_jobs_user_idx listed in the dump"
+    )
+
+
+def test_recovery_point_older_than_the_rpo_fails(run_checks: Run, profile_variant: Variant) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["replicas"] = []  # the newest backup is the only recovery path left
+        data["objectives"] = [{"component": c, "rto": "1h", "rpo": "1s"} for c in ("database", "full-system")]
+
+    run = run_checks(profile_variant(mutate), "recovery/test_objectives.py")
+    test = f"test_objectives.py::test_recovery_point_is_within_rpo[{PF}]"
+    assert test in run.failed()
+    assert run.message(test).startswith(f"drill {PF} would lose ")
+    assert run.message(test).endswith("; database RPO 1s)")

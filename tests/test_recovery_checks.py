@@ -124,6 +124,12 @@ def test_failing_wal_archiver_fails_its_check(run_checks: Run, profile_variant: 
     run = run_checks(profile_variant(mutate), ARCHIVING)
     test = "test_wal_archiving.py::test_wal_archiving_is_not_failing[photonic_foundry]"
     assert run.failed() == {test}
+    lag = "test_wal_archiving.py::test_wal_archive_lag_is_within_rpo[photonic_foundry]"
+    objectives = [{"component": c, "rto": "30m", "rpo": "1ms"} for c in ("application", "database", "full-system")]
+    strict = run_checks(profile_variant(lambda d: (mutate(d), d.update(objectives=objectives))), ARCHIVING)
+    assert strict.failed() == {test, lag}
+    assert strict.message(lag).startswith("WAL archiving of photonic_foundry lags ")
+    assert "(database RPO 1ms): 1 finished WAL segment(s) wait, last archived nothing at " in strict.message(lag)
     assert run.message(test).startswith("WAL archiving of photonic_foundry has been failing for ")
     assert run.message(test).endswith(": check archive_command and the archive's free space")
 
@@ -153,3 +159,24 @@ def test_drill_against_the_source_server_is_refused_with_the_fix(run_checks: Run
     message = next(iter(run.checks.values()))["message"]
     assert message.startswith("restore target 127.0.0.1:")
     assert message.endswith("point restore_target at staging, or set must_differ_from_source: false")
+
+
+def test_promotion_drill_with_a_wrong_replication_password_fails(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    run = run_checks(profile_variant(replica_at_same(replication_password_file=str(wrong))), REPLICAS,
+                     extra=("-m", "quarterly"))
+    test = "test_replicas.py::test_promoted_copy_accepts_writes_on_a_new_timeline[pf-replica]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith("promotion drill for pf-replica failed: pg_basebackup of the standby failed")
+    assert "password authentication failed" in run.message(test)
+    assert "not-the-password" not in run.result.stdout.str()
+
+
+def replica_at_same(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        data["replicas"][0].update(changes)
+
+    return mutate
