@@ -284,7 +284,7 @@ def test_corrupt_rdb_fails_to_load(run_checks: Run, profile_variant: Variant, sa
     load = "test_cache_drill.py::test_rdb_loads_into_a_scratch_redis[cache-rdb]"
     assert run.failed() == {load, "test_cache_drill.py::test_cache_recovers_within_rto[cache-rdb]"}
     assert run.message(load).startswith(f"RDB {tmp_path / original.name} does not load: redis-server did not load")
-    assert "CRC" in run.message(load)
+    assert "Terminating server" not in run.message(load)  # redis-server's own reason, not its last words
     assert sandbox.scratch_dir is not None
     assert not list(sandbox.scratch_dir.glob(f"{SCRATCH_PREFIX}*cache*"))  # the scratch server's directory is gone
 

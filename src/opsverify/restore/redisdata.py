@@ -1,11 +1,15 @@
 """What a Redis dataset holds, for comparing a restored RDB with its source (PF-22).
 
 Keys with a TTL come and go by themselves, so the comparison is on persistent keys: their count
-and the types of a deterministic sample of them.
+in every database (``INFO keyspace``: keys minus keys with an expiry, constant time) and the types
+of a deterministic sample of them (the keys of database 0 with the smallest CRC32, found in one
+SCAN with memory for the sample only).
 """
 
 from __future__ import annotations
 
+import heapq
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,52 +17,53 @@ if TYPE_CHECKING:
     import redis
 
 SAMPLE = 50
+SAMPLE_METHOD = "db0-smallest-crc32"
 
 
 @dataclass
 class RedisFacts:
-    """Key counts and a sample of persistent keys with their types."""
+    """Persistent keys per database and a sample of them with their types."""
 
     dbsize: int = 0
     persistent_keys: int = 0
+    per_db: dict[str, int] = field(default_factory=dict)
     sample: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"redis": {"dbsize": self.dbsize, "persistent_keys": self.persistent_keys, "sample": self.sample}}
+        facts = {"dbsize": self.dbsize, "persistent_keys": self.persistent_keys, "per_db": self.per_db}
+        return {"redis": {**facts, "sample_method": SAMPLE_METHOD, "sample": self.sample}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RedisFacts:
         part = data["redis"]
-        sample = {str(k): str(v) for k, v in part["sample"].items()}
-        return cls(int(part["dbsize"]), int(part["persistent_keys"]), sample)
+        same = part.get("sample_method") == SAMPLE_METHOD  # another method sampled other keys: not comparable
+        sample = {str(k): str(v) for k, v in part["sample"].items()} if same else {}
+        per_db = {str(k): int(v) for k, v in part.get("per_db", {}).items()}
+        return cls(int(part["dbsize"]), int(part["persistent_keys"]), per_db, sample)
 
 
 def redis_facts(conn: redis.Redis, sample: int = SAMPLE) -> RedisFacts:
-    """SCAN every key once (pipelined TTL), count the persistent ones, type a sorted sample of them."""
-    persistent: list[str] = []
-    batch: list[Any] = []
+    """Persistent key counts of every database, and the ``sample`` persistent keys of db 0 with the smallest CRC32."""
+    keyspace = conn.info("keyspace")
+    per_db = {str(db): int(v["keys"]) - int(v.get("expires", 0)) for db, v in keyspace.items() if isinstance(v, dict)}
+    smallest: list[tuple[int, bytes]] = []  # a max-heap by negated CRC: the current sample
     for key in conn.scan_iter(count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            persistent += _persistent(conn, batch)
-            batch = []
-    persistent += _persistent(conn, batch)
-    chosen = sorted(persistent)[:sample]
+        raw = key if isinstance(key, bytes) else str(key).encode()
+        crc = zlib.crc32(raw)
+        if len(smallest) < sample or -smallest[0][0] > crc:
+            if conn.ttl(key) != -1:
+                continue
+            if len(smallest) < sample:
+                heapq.heappush(smallest, (-crc, raw))
+            else:
+                heapq.heapreplace(smallest, (-crc, raw))
+    chosen = sorted(raw for _, raw in smallest)
     with conn.pipeline(transaction=False) as pipe:
-        for key in chosen:
-            pipe.type(key)
+        for raw in chosen:
+            pipe.type(raw)
         types = pipe.execute()
-    return RedisFacts(int(conn.dbsize()), len(persistent), {k: _text(t) for k, t in zip(chosen, types, strict=True)})
-
-
-def _persistent(conn: redis.Redis, keys: list[Any]) -> list[str]:
-    if not keys:
-        return []
-    with conn.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.ttl(key)
-        ttls = pipe.execute()
-    return [_text(k) for k, ttl in zip(keys, ttls, strict=True) if ttl == -1]
+    keys = {_text(k): _text(t) for k, t in zip(chosen, types, strict=True)}
+    return RedisFacts(int(conn.dbsize()), sum(per_db.values()), per_db, keys)
 
 
 def _text(value: Any) -> str:
@@ -70,6 +75,9 @@ def compare_redis(expected: RedisFacts, restored: RedisFacts) -> list[str]:
     problems = []
     if restored.persistent_keys != expected.persistent_keys:
         problems.append(f"{restored.persistent_keys} persistent keys restored, {expected.persistent_keys} expected")
+    for db, keys in expected.per_db.items():
+        if restored.per_db.get(db, 0) != keys:
+            problems.append(f"{db} holds {restored.per_db.get(db, 0)} persistent keys, {keys} expected")
     for key, kind in expected.sample.items():
         got = restored.sample.get(key, "missing")
         if got != kind:

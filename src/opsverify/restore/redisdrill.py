@@ -100,9 +100,11 @@ def _wait_loaded(conn: redis.Redis, deadline: float) -> None:
 
 
 def _log_tail(directory: Path) -> str:
-    """The last line redis-server logged, without its pid/time prefix."""
+    """The reason redis-server logged last (its warning lines, ``#``), without the pid/time prefix."""
     try:
         lines = [line for line in (directory / "redis.log").read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1].split(" * ")[-1].split(" # ")[-1].strip() if lines else ""
+    warnings = [line for line in lines if " # " in line and "Terminating server" not in line]
+    chosen = (warnings or lines)[-1:]
+    return chosen[0].split(" * ")[-1].split(" # ")[-1].strip() if chosen else ""

@@ -110,9 +110,7 @@ def create_database(conn: psycopg.Connection, name: str) -> None:
 
     require_scratch_name(name)
     conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    note = json.dumps(
-        {"opsverify": "scratch", "host": socket.gethostname(), "pid": os.getpid(), "created": time.time()}
-    )
+    note = json.dumps({"opsverify": "scratch", **_creator(), "created": time.time()})
     conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(note)))
 
 
@@ -159,9 +157,20 @@ def _orphan_reason(comment: str | None, max_age: timedelta, now: float) -> str |
     age = now - float(note.get("created", 0))
     if age > max_age.total_seconds():
         return f"it is {age / 3600:.1f}h old (max {max_age})"
-    if note.get("host") == socket.gethostname() and not _alive(int(note.get("pid", 0))):
+    here = _creator()
+    same_processes = note.get("host") == here["host"] and note.get("pidns") == here["pidns"]
+    if same_processes and not _alive(int(note.get("pid", 0))):
         return f"its creator (pid {note.get('pid')}) is gone"
-    return None
+    return None  # a creator elsewhere (another host, container or pid namespace) is trusted until max age
+
+
+def _creator() -> dict[str, object]:
+    """Who creates a scratch database: host name, pid, and the pid namespace the pid is valid in."""
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pidns": pidns}
 
 
 def _alive(pid: int) -> bool:
