@@ -17,7 +17,8 @@ have redis-server || need_apt+=(redis-server)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 have ip || need_apt+=(iproute2)
 have ps || need_apt+=(procps)
-have runuser || need_apt+=(util-linux)
+# runuser (in /usr/sbin, outside a normal user's PATH) is needed only as root, to run PostgreSQL as postgres
+[ "$(id -u)" -ne 0 ] || have runuser || [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
