@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from opsverify.probes.postgres import connect, first_line
 from opsverify.profile import Database, Replica
-
-if TYPE_CHECKING:
-    import psycopg
 
 ARCHIVER = """
 SELECT archived_count, last_archived_wal, last_archived_time, last_failed_wal, last_failed_time,
@@ -101,11 +97,3 @@ def probe_replica(replica: Replica, timeout: timedelta) -> ReplicaState:
     in_recovery, replayed_all, age, receiver = row
     caught_up = bool(replayed_all) and receiver == "streaming"  # cut off, it has replayed all it got, yet lags
     return ReplicaState(address, bool(in_recovery), receiver, caught_up, age)
-
-
-def timeline_of(conn: psycopg.Connection) -> int:
-    """The timeline the server writes on (a promoted standby moves to a new one)."""
-    row = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
-    return int(row[0]) if row else 0
-
-
