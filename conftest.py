@@ -2,6 +2,8 @@
 
 pytest_plugins = [
     "fixtures.profile",
+    "fixtures.parametrize",
+    "fixtures.actions",
     "fixtures.components",
     "fixtures.backups",
     "fixtures.maintenance",

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from bench_gzip import DATA, machine
 
+from opsverify.localserver.net import free_port
 from opsverify.pgtools import pg_env, pg_tool
 from opsverify.profile import Drill, RestoreTarget
 from opsverify.restore.drill import run_pg_drill
-from opsverify.sandbox.net import free_port
 from opsverify.sandbox.postgres import Postgres
 
 DUMP = DATA / "drill-1g.dump"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bench_gzip import best_of, machine
 
-from opsverify.sandbox.net import LOOPBACK, free_port, wait_for_port
-from opsverify.sandbox.process import stop_process
+from opsverify.localserver.net import LOOPBACK, free_port, wait_for_port
+from opsverify.localserver.process import stop_process
 
 DATA = Path(__file__).resolve().parent / ".data"
 RDB = DATA / "redis-500mb.rdb"

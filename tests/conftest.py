@@ -15,8 +15,8 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from opsverify.localserver.net import free_port, port_is_open, wait_for_port
 from opsverify.profile import Profile
-from opsverify.sandbox.net import free_port, port_is_open, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def profile_variant(sandbox_profile: Path, tmp_path: Path) -> Callable[..., Path
 
 
 def _prune_references(data: dict[str, Any]) -> None:
-    """Drop drills and replicas that name a database, Redis or backup the variant removed."""
+    """Drop drills and replicas (and backups' ``database``) naming a database, Redis or backup the variant removed."""
     names = {key: {i["name"] for i in data.get(key, [])} for key in ("databases", "redis", "backups")}
 
     def kept(drill: dict[str, Any]) -> bool:
@@ -76,6 +76,9 @@ def _prune_references(data: dict[str, Any]) -> None:
 
     data["drills"] = [d for d in data.get("drills", []) if kept(d)]
     data["replicas"] = [r for r in data.get("replicas", []) if r["primary"] in names["databases"]]
+    for source in data.get("backups", []):
+        if source.get("database") not in names["databases"]:
+            source.pop("database", None)
 
 
 def _short(nodeid: str) -> str:
@@ -132,6 +135,20 @@ def no_leftover() -> Iterator[list[Any]]:
 
     for proc in started:
         stop_process(proc, timeout=10)
+
+
+@pytest.fixture
+def team_conftest(pytester: pytest.Pytester) -> Path:
+    """A team's own test directory: a conftest that loads opsverify's fixtures (the root conftest's plugins)."""
+    import ast
+
+    tree = ast.parse((ROOT / "conftest.py").read_text())
+    plugins = next(
+        ast.literal_eval(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "pytest_plugins"
+    )
+    plugins = [p for p in plugins if p != "pytester"]
+    return pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\npytest_plugins = {plugins!r}\n")
 
 
 SSHD = Path("/usr/sbin/sshd")

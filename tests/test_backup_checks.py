@@ -382,7 +382,7 @@ def test_offsite_object_with_same_size_other_content_fails(
 
 
 def test_unreachable_s3_fails_within_the_timeout(run_checks: Run, profile_variant: Variant, series: Any) -> None:
-    from opsverify.sandbox.net import free_port
+    from opsverify.localserver.net import free_port
 
     copy = series("qp-database-daily")
     offsite = dict(copy.source["offsite"], endpoint_url=f"http://127.0.0.1:{free_port()}")

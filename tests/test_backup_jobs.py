@@ -6,11 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from fixtures.maintenance import SCRATCH_PREFIX, remove_verified
-from opsverify.errors import CleanupError
-
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
 JOBS = "backup/test_backup_jobs.py"
@@ -73,31 +68,10 @@ def test_dump_with_wrong_password_fails_with_pg_dumps_reason(
 
 
 def test_bgsave_on_a_stopped_redis_fails(run_checks: Run, profile_variant: Variant, tmp_path: Path) -> None:
-    from opsverify.sandbox.net import free_port
+    from opsverify.localserver.net import free_port
 
     port = free_port()
     mutate = scratch(tmp_path, redis=[{"name": "cache", "port": port}])
     run = run_checks(profile_variant(mutate), JOBS + "::test_bgsave_completes_and_writes_a_valid_rdb")
     assert run.failed() == {BGSAVE}
     assert run.message(BGSAVE).startswith(f"BGSAVE on redis cache ended Error 111 connecting to 127.0.0.1:{port}")
-
-
-def test_remove_verified_refuses_foreign_names_and_is_safe_twice(tmp_path: Path) -> None:
-    foreign = tmp_path / "backup_20260101.dump"
-    foreign.write_text("x")
-    with pytest.raises(CleanupError, match="not an opsverify scratch file"):
-        remove_verified(foreign)
-    assert foreign.exists()
-    ours = tmp_path / f"{SCRATCH_PREFIX}abc_gw0_1_db.dump"
-    ours.write_text("x")
-    remove_verified(ours)
-    remove_verified(ours)
-    assert not ours.exists()
-
-
-def test_remove_verified_reports_a_file_that_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stuck = tmp_path / f"{SCRATCH_PREFIX}abc_gw0_2_db.dump"
-    stuck.write_text("x")
-    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)  # a filesystem that ignores deletes
-    with pytest.raises(CleanupError, match="is still there after cleanup: remove it by hand"):
-        remove_verified(stuck)

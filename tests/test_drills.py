@@ -21,11 +21,14 @@ from typing import Any
 
 import pytest
 
+from opsverify.actions.base import performed
+from opsverify.actions.database import ScratchDatabase, connect
 from opsverify.backups.jobs import pg_dump
+from opsverify.facts.database import source_facts
+from opsverify.facts.manifest import manifest_path
+from opsverify.localserver.scratch import SCRATCH_PREFIX
 from opsverify.profile.environment import Profile
-from opsverify.restore.fidelity import manifest_path, source_facts
 from opsverify.restore.pgrestore import restore_backup
-from opsverify.restore.scratch import SCRATCH_PREFIX, connect, scratch_database
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
@@ -70,7 +73,7 @@ def tampered_dump(profile: Profile, tmp_path: Path, sql: str, name: str) -> dict
     directory.mkdir()
     dump = directory / original.name
     scratch = f"{SCRATCH_PREFIX}test_{name}_{os.getpid()}"
-    with scratch_database(target, scratch, T):
+    with performed(ScratchDatabase(target, scratch, T)):
         assert restore_backup(original, "pg-custom", target, scratch, jobs=1, connect=T, timeout=T * 6).ok
         with connect(target, scratch, T) as conn:
             conn.execute(sql)
@@ -247,8 +250,8 @@ def test_a_whole_dr_run_leaves_the_source_databases_unchanged(
 def test_rdb_with_a_lost_key_fails_the_key_comparison(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:
-    from opsverify.sandbox.net import free_port
-    from opsverify.sandbox.redis import start_redis
+    from opsverify.localserver.net import free_port
+    from opsverify.localserver.redis import start_redis
 
     original = newest(sandbox, "redis-rdb")
     work = tmp_path / "redis"

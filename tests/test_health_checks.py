@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from opsverify.localserver.net import free_port
+from opsverify.localserver.redis import start_redis
 from opsverify.sandbox.app import start_app, stop_process
-from opsverify.sandbox.net import free_port
-from opsverify.sandbox.redis import start_redis
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]

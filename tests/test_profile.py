@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opsverify.durations import format_duration, parse_duration
-from opsverify.errors import ProfileError
+from opsverify.errors import OpsverifyError, ProfileError
 from opsverify.profile import load_profile, profile_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +149,29 @@ def test_drill_must_name_declared_backup_and_database(tmp_path: Path) -> None:
     assert problems(path) == [
         "(top level) (line 1): drill d: backup 'nope' is not declared (known: ['pf'])"
     ]
+
+
+def test_wal_archiving_without_a_database_objective_is_one_profile_problem(tmp_path: Path) -> None:
+    text = "name: x\ndatabases: [{name: pf, dbname: pf, user: u, wal_archiving: true}]\n"
+    path = write(tmp_path, text + "objectives: [{component: application, rto: 15m, rpo: 5m}]\n")
+    assert problems(path) == [
+        "(top level) (line 1): objectives: database pf declares wal_archiving, so a `database` objective "
+        "(its RPO) is needed: add one"
+    ]
+
+
+def test_lookups_return_what_the_profile_declares(tmp_path: Path) -> None:
+    loaded = load_profile(write(tmp_path, "name: x\n" + BACKUPS))
+    assert loaded.database("pf").dbname == "pf"
+    assert loaded.backup("pf").kind == "postgres"
+    assert loaded.objective("database").rpo == timedelta(hours=1)
+    with pytest.raises(OpsverifyError, match=r"no host named 'h' is declared \(known: \[\]\)"):
+        loaded.host("h")
+
+
+def test_backup_names_a_declared_database(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nbackups: [{name: pf, kind: postgres, path: /b, database: nope}]\n")
+    assert problems(path) == ["(top level) (line 1): backup pf: database 'nope' is not a declared database"]
 
 
 def test_drill_restores_either_a_database_or_redis(tmp_path: Path) -> None:

@@ -18,11 +18,14 @@ from typing import Any
 
 import pytest
 
+from opsverify.actions.base import performed
+from opsverify.actions.standby import ScratchStandby
+from opsverify.errors import ActionRefused
+from opsverify.localserver.net import free_port
+from opsverify.localserver.scratch import SCRATCH_PREFIX, require_scratch_name
 from opsverify.profile import RestoreTarget
 from opsverify.profile.environment import Profile
-from opsverify.restore.failover import scratch_standby
-from opsverify.restore.scratch import SCRATCH_PREFIX, RestoreRefused, require_other_server, require_scratch_name
-from opsverify.sandbox.net import free_port
+from opsverify.restore.guard import require_other_server
 from opsverify.sandbox.postgres import Postgres
 
 Run = Callable[..., Any]
@@ -66,7 +69,7 @@ def paused_standby(sandbox: Profile) -> Iterator[int]:
     target = sandbox.restore_target
     assert target is not None
     base = Path("/tmp") / f"{SCRATCH_PREFIX}test_{uuid.uuid4().hex[:8]}"
-    with scratch_standby(replica, primary, base, T) as standby:
+    with performed(ScratchStandby(replica, primary, base, T)) as standby:
         admin = {"host": "127.0.0.1", "user": "postgres", "password": target.secret(), "autocommit": True}
         with psycopg.connect(port=primary.port, dbname="postgres", **admin) as conn:
             conn.execute("SELECT txid_current()")  # a commit the standby replays
@@ -136,18 +139,18 @@ def test_failing_wal_archiver_fails_its_check(run_checks: Run, profile_variant: 
 
 def test_guards_refuse_foreign_names_and_the_source_server(sandbox: Profile) -> None:
     for name in ("photonic_foundry", "opsverify_scratch_x; DROP DATABASE photonic_foundry", "postgres"):
-        with pytest.raises(RestoreRefused, match="only opsverify_scratch_\\* databases are scratch"):
+        with pytest.raises(ActionRefused, match="only opsverify_scratch_\\* names are scratch"):
             require_scratch_name(name)
     require_scratch_name("opsverify_scratch_ab12_gw0_3_pf")
     assert sandbox.restore_target is not None
     strict = sandbox.restore_target.model_copy(update={"must_differ_from_source": True})
-    with pytest.raises(RestoreRefused, match="is the server of source database photonic_foundry"):
+    with pytest.raises(ActionRefused, match="is the server of source database photonic_foundry"):
         require_other_server(strict, sandbox.databases)
     elsewhere = RestoreTarget(host="127.0.0.1", port=free_port(), user="x")
     require_other_server(elsewhere, sandbox.databases)
     replica = sandbox.replicas[0]  # another port, the same cluster: caught by its system_identifier
     behind = strict.model_copy(update={"port": replica.port})
-    with pytest.raises(RestoreRefused, match=f"restore target 127.0.0.1:{replica.port} is the server of source"):
+    with pytest.raises(ActionRefused, match=f"restore target 127.0.0.1:{replica.port} is the server of source"):
         require_other_server(behind, sandbox.databases, T)
     require_other_server(behind, sandbox.databases)  # without asking the servers, the ports differ
 

@@ -19,11 +19,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsverify import sandbox
+from opsverify.localserver.net import free_port
+from opsverify.localserver.process import pid_alive
+from opsverify.localserver.redis import start_redis
 from opsverify.profile import Profile, load_profile
 from opsverify.sandbox.app import start_app, stop_process
-from opsverify.sandbox.net import free_port
-from opsverify.sandbox.process import pid_alive
-from opsverify.sandbox.redis import start_redis
 from opsverify.sandbox.status import SandboxStatus
 
 APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")

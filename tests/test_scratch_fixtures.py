@@ -11,13 +11,10 @@ import pytest
 from opsverify.profile.environment import Profile
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = ["fixtures.profile", "fixtures.components", "fixtures.backups", "fixtures.maintenance",
-           "fixtures.drills", "fixtures.recovery", "fixtures.markers", "fixtures.reporting"]
 
 
 def own_drills(pytester: pytest.Pytester, rdb: Path) -> None:
     """A test module of a team's own, using opsverify's fixtures through its plugins."""
-    pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\npytest_plugins = {PLUGINS!r}\n")
     pytester.makepyfile(test_own=f'''
 from pathlib import Path
 
@@ -54,9 +51,9 @@ def refuses(port: int) -> bool:
 
 
 def test_scratch_database_and_redis_are_gone_after_failures(
-    pytester: pytest.Pytester, sandbox_profile: Path, sandbox: Profile
+    pytester: pytest.Pytester, sandbox_profile: Path, sandbox: Profile, team_conftest: Path
 ) -> None:
-    from opsverify.restore.scratch import connect, exists
+    from opsverify.actions.database import connect, exists
 
     rdb = max(Path(next(b for b in sandbox.backups if b.kind == "redis").path).glob("*.rdb"))
     own_drills(pytester, rdb)

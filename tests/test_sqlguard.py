@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from opsverify.restore.scratch import RestoreRefused
+from opsverify.errors import ActionRefused
 from opsverify.restore.sqlguard import guarded
 
 DUMP = (
@@ -36,10 +36,10 @@ def test_a_per_database_dump_passes_unchanged_in_any_chunking(chunk: int) -> Non
 @pytest.mark.parametrize("chunk", [1, 5, 1 << 20])
 def test_lines_reaching_past_the_scratch_database_are_refused(line: bytes, number: int, chunk: int) -> None:
     dump = DUMP.replace(b"CREATE TABLE public.t (a text);\n", b"CREATE TABLE public.t (a text);\n" + line + b"\n")
-    with pytest.raises(RestoreRefused, match=rf"^line {number} \("):
+    with pytest.raises(ActionRefused, match=rf"^line {number} \("):
         b"".join(guarded(io.BytesIO(dump), chunk))
 
 
 def test_a_command_after_copy_data_is_refused() -> None:
-    with pytest.raises(RestoreRefused, match=r"^line 12 \('\\\\! after'\)"):
+    with pytest.raises(ActionRefused, match=r"^line 12 \('\\\\! after'\)"):
         b"".join(guarded(io.BytesIO(DUMP.replace(b"\\unrestrict abc", b"\\! after")), 3))

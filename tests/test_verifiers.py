@@ -32,9 +32,10 @@ from opsverify.backups.gzipstream import inflate
 from opsverify.backups.rdb import verify_rdb_stream
 from opsverify.backups.sqldump import SqlScanner
 from opsverify.backups.verdict import INTEGRITY_ONLY, Expectations
-from opsverify.sandbox.net import free_port
-from opsverify.sandbox.process import wait_gone
-from opsverify.sandbox.redis import bgsave, seed_redis, start_redis
+from opsverify.localserver.net import free_port
+from opsverify.localserver.process import wait_gone
+from opsverify.localserver.redis import start_redis
+from opsverify.sandbox.redis import bgsave, seed_redis
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MARKER_MISSING = "dump-complete marker missing: pg_dump did not finish"

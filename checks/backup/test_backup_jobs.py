@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from fixtures.expect import expect
-from fixtures.maintenance import DumpJob
 from fixtures.reporting import Recorder
+from opsverify.actions.jobs import DumpJob
 from opsverify.backups.jobs import Bgsave
 from opsverify.backups.verdict import Expectations
 from opsverify.profile import Database, RedisInstance

@@ -15,8 +15,8 @@ from fixtures.backups import CatalogOf, listed
 from fixtures.expect import expect
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
+from opsverify.probes.replication import ReplicaState
 from opsverify.profile import Drill, Profile, Replica
-from opsverify.restore.replication import ReplicaState
 
 pytestmark = [pytest.mark.recovery, pytest.mark.dr, pytest.mark.daily, pytest.mark.runbook("PF-47", "PF-14")]
 
@@ -25,7 +25,7 @@ def recovery_points(
     drill: Drill, profile: Profile, catalog_of: CatalogOf, state_of: Callable[[Replica], ReplicaState], now: datetime
 ) -> dict[str, timedelta]:
     """How much data each recovery path of the drill's component would lose now: backup age, replica lag."""
-    source = next(b for b in profile.backups if b.name == drill.backup)
+    source = profile.backup(drill.backup)
     newest = listed(source, catalog_of).files[0]
     points = {f"backup {newest.name}": newest.age(now)}
     for replica in profile.replicas:
@@ -45,7 +45,7 @@ def test_recovery_point_is_within_rpo(
     evidence: Recorder,
 ) -> None:
     """PF-47: the drill's best recovery path (its newest backup, or a streaming replica) loses less than the RPO."""
-    objective = next(o for o in profile.objectives if o.component == drill.objective)
+    objective = profile.objective(drill.objective)
     points = recovery_points(drill, profile, catalog_of, replica_state_of, now)
     best = min(points, key=lambda p: points[p])
     evidence.record(component=objective.component, rpo_objective=fmt(objective.rpo),

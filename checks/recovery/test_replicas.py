@@ -12,9 +12,9 @@ import pytest
 from fixtures.expect import expect
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
+from opsverify.probes.replication import ReplicaState
 from opsverify.profile import Profile, Replica
 from opsverify.restore.failover import Promotion
-from opsverify.restore.replication import ReplicaState
 
 pytestmark = [pytest.mark.recovery, pytest.mark.dr, pytest.mark.runbook("QP-15")]
 StateOf = Callable[[Replica], ReplicaState]
@@ -47,7 +47,7 @@ def test_replica_lag_is_within_rpo(
 ) -> None:
     """QP-15/PF-47: replay lag (zero when all received WAL is replayed) is under ``max_lag`` or the database RPO."""
     state = _standby(replica, replica_state_of)
-    limit = replica.max_lag or next(o.rpo for o in profile.objectives if o.component == "database")
+    limit = replica.max_lag or profile.objective("database").rpo
     lag = state.lag
     evidence.record(lag=fmt(lag) if lag is not None else "unknown", max_lag=fmt(limit), caught_up=state.caught_up)
     expect(lag is not None, f"replica {replica.name} has replayed nothing yet: lag unknown at {state.address}")

@@ -12,8 +12,8 @@ import pytest
 from fixtures.expect import expect
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
+from opsverify.probes.replication import ArchiverState
 from opsverify.profile import Database, Profile
-from opsverify.restore.replication import ArchiverState
 
 pytestmark = [pytest.mark.recovery, pytest.mark.daily, pytest.mark.dr, pytest.mark.runbook("PF-20", "PF-47")]
 ArchiverOf = Callable[[Database], ArchiverState]
@@ -32,7 +32,7 @@ def test_wal_archive_lag_is_within_rpo(
 ) -> None:
     """PF-20: no finished WAL segment waits longer than the database RPO to be archived."""
     state = _read(archived_database, archiver_of)
-    rpo = next(o.rpo for o in profile.objectives if o.component == "database")
+    rpo = profile.objective("database").rpo
     evidence.record(last_archived_wal=state.last_archived_wal, archived_count=state.archived_count,
                     waiting_segments=state.waiting, lag=fmt(state.lag), rpo=fmt(rpo))
     expect(

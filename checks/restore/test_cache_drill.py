@@ -12,9 +12,10 @@ import pytest
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
+from opsverify.facts.manifest import manifest_path, read_manifest
+from opsverify.facts.redis import RedisFacts
 from opsverify.profile import Drill, Profile
-from opsverify.restore.fidelity import manifest_path, read_manifest
-from opsverify.restore.redisdata import RedisFacts, compare_redis
+from opsverify.restore.fidelity import compare_redis
 from opsverify.restore.redisdrill import RedisDrillOutcome
 
 pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly, pytest.mark.runbook("PF-22", "PF-46")]
@@ -56,7 +57,7 @@ def test_cache_recovers_within_rto(
     redis_drill: Drill, redis_drill_outcome: RedisDrillOutcome, profile: Profile, evidence: Recorder
 ) -> None:
     """PF-47: from starting redis-server on the RDB to its first answer, inside the component's RTO."""
-    objective = next(o for o in profile.objectives if o.component == redis_drill.objective)
+    objective = profile.objective(redis_drill.objective)
     measured = redis_drill_outcome.rto
     evidence.record(component=objective.component, rto_objective=fmt(objective.rto),
                     rto_measured=fmt(measured) if measured is not None else "not recovered")

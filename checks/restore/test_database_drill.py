@@ -11,9 +11,10 @@ import pytest
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
+from opsverify.facts.database import CHECKSUM_ALGORITHM, DataFacts
 from opsverify.profile import Profile
 from opsverify.restore.drill import PgDrillOutcome
-from opsverify.restore.fidelity import CHECKSUM_ALGORITHM, DataFacts, compare_checksums, compare_rows
+from opsverify.restore.fidelity import compare_checksums, compare_rows
 from opsverify.restore.toc import TocError, dump_objects
 
 pytestmark = [
@@ -117,7 +118,7 @@ def test_restored_copy_passes_amcheck(pg_drill_outcome: PgDrillOutcome, evidence
 def test_restore_time_is_within_rto(pg_drill_outcome: PgDrillOutcome, profile: Profile, evidence: Recorder) -> None:
     """PF-47: from the start of the restore to the first successful smoke query, inside the component's RTO."""
     drill = pg_drill_outcome.drill
-    objective = next(o for o in profile.objectives if o.component == drill.objective)
+    objective = profile.objective(drill.objective)
     measured = pg_drill_outcome.rto
     evidence.record(component=objective.component, rto_objective=fmt(objective.rto),
                     rto_measured=fmt(measured) if measured is not None else "not recovered")

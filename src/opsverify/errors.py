@@ -21,5 +21,13 @@ class CleanupError(OpsverifyError):
     """A state-changing fixture left something behind after its undo step."""
 
 
-class SandboxError(OpsverifyError):
+class ActionRefused(OpsverifyError):
+    """A guard stopped an action from touching something that is not its scratch resource."""
+
+
+class LocalServerError(OpsverifyError):
+    """A server or program started here (PostgreSQL, Redis, a tool) did not start, stop or finish."""
+
+
+class SandboxError(LocalServerError):
     """The embedded sandbox could not be started, stopped or read."""

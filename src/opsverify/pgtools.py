@@ -1,5 +1,9 @@
-"""PostgreSQL client programs (pg_dump, pg_restore, psql, pg_amcheck): where they are, how they log in.
+"""PostgreSQL programs (pg_dump, pg_restore, psql, pg_amcheck, initdb, pg_ctl, pg_basebackup): where
+they are, how they log in.
 
+Every PostgreSQL program the suite starts is found here (Debian's versioned dirs, newest first, or
+the major version a data directory or a primary needs) and runs in ``clean_env()``: no inherited
+``PG*`` variable (``PGHOST``, ``PGPASSWORD``, ``PGSERVICE``, …) can redirect or authenticate it.
 Passwords go to libpq through ``PGPASSWORD`` in the child's environment, never on a command line.
 """
 
@@ -13,7 +17,9 @@ from typing import Protocol
 
 from opsverify.errors import OpsverifyError
 
-PG_BINDIRS = tuple(Path(f"/usr/lib/postgresql/{v}/bin") for v in (17, 16, 15))
+PG_ROOT = Path("/usr/lib/postgresql")
+PG_VERSIONS = (18, 17, 16, 15, 14, 13)
+PG_BINDIRS = tuple(PG_ROOT / str(v) / "bin" for v in PG_VERSIONS)
 
 
 class MissingTool(OpsverifyError):
@@ -34,8 +40,16 @@ class Endpoint(Protocol):
     def secret(self) -> str | None: ...
 
 
-def pg_tool(name: str) -> str:
-    """The path of a PostgreSQL client program (Debian's versioned dirs first, newest first, then PATH)."""
+def pg_tool(name: str, major: int | None = None) -> str:
+    """The path of a PostgreSQL program: Debian's versioned dirs newest first, then PATH.
+
+    With ``major`` (a data directory's or a primary's version) only that version's program will do:
+    a server must be started by binaries of its own major version.
+    """
+    if major is not None:
+        if (PG_ROOT / str(major) / "bin" / name).is_file():
+            return str(PG_ROOT / str(major) / "bin" / name)
+        raise MissingTool(f"{name} of PostgreSQL {major} is not installed: install postgresql-{major}")
     for bindir in PG_BINDIRS:
         if (bindir / name).is_file():
             return str(bindir / name)
@@ -45,11 +59,28 @@ def pg_tool(name: str) -> str:
     return found
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``PG*`` variable, plus ``extra``: for every PostgreSQL program."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, **extra}
+
+
+def forget_inherited_pg_settings() -> list[str]:
+    """Remove every ``PG*`` variable from this process's environment; the names removed.
+
+    libpq inside this process (psycopg) reads them too: ``PGSERVICE``, ``PGOPTIONS`` or
+    ``PGHOSTADDR`` from an operator's shell would redirect or alter the suite's sessions. The
+    profile alone says where and how to connect.
+    """
+    names = sorted(k for k in os.environ if k.startswith("PG"))
+    for name in names:
+        del os.environ[name]
+    return names
+
+
 def pg_env(endpoint: Endpoint, dbname: str, connect: timedelta) -> dict[str, str]:
     """The child environment that points libpq at ``endpoint``/``dbname`` with a connect timeout."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PG")}  # no PGHOSTADDR/PGSERVICE detours
     env = {
-        **inherited,
+        **clean_env(),
         "PGHOST": endpoint.host,
         "PGPORT": str(endpoint.port),
         "PGUSER": endpoint.user,

@@ -13,6 +13,7 @@ from opsverify.profile.model import (
     MetricsExpectation,
     Objective,
     RedisInstance,
+    Timeouts,
 )
 from opsverify.profile.recovery import Drill, Replica, RestoreTarget
 
@@ -29,6 +30,7 @@ __all__ = [
     "RedisInstance",
     "Replica",
     "RestoreTarget",
+    "Timeouts",
     "choose_profile_path",
     "load_profile",
     "profile_schema",

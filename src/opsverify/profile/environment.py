@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, model_validator
 
+from opsverify.errors import OpsverifyError
 from opsverify.profile.model import (
     BackupSource,
     Database,
@@ -15,6 +17,7 @@ from opsverify.profile.model import (
     HttpService,
     Model,
     Name,
+    Named,
     Objective,
     RedisInstance,
     Timeouts,
@@ -22,6 +25,7 @@ from opsverify.profile.model import (
 )
 from opsverify.profile.recovery import Drill, Replica, RestoreTarget
 
+N = TypeVar("N", bound=Named)
 SECTIONS = ("services", "databases", "redis", "dependencies", "hosts", "backups", "drills", "replicas")
 
 
@@ -73,4 +77,45 @@ class Profile(Model):
         for replica in self.replicas:
             if replica.primary not in known["database"]:
                 raise ValueError(f"replica {replica.name}: primary {replica.primary!r} is not a declared database")
+        for source in self.backups:
+            if source.database is not None and source.database not in known["database"]:
+                raise ValueError(f"backup {source.name}: database {source.database!r} is not a declared database")
         return self
+
+    @model_validator(mode="after")
+    def _objectives_that_checks_need(self) -> Profile:
+        needs = [f"database {d.name} declares wal_archiving" for d in self.databases if d.wal_archiving]
+        needs += [f"replica {r.name} declares no max_lag" for r in self.replicas if r.max_lag is None]
+        if needs and "database" not in {o.component for o in self.objectives}:
+            raise ValueError(f"objectives: {needs[0]}, so a `database` objective (its RPO) is needed: add one")
+        return self
+
+    def database(self, name: str) -> Database:
+        """The declared database ``name`` (references are checked when the profile loads)."""
+        return _by_name(self.databases, name, "database")
+
+    def backup(self, name: str) -> BackupSource:
+        """The declared backup source ``name``."""
+        return _by_name(self.backups, name, "backup source")
+
+    def host(self, name: str) -> Host:
+        """The declared host ``name``."""
+        return _by_name(self.hosts, name, "host")
+
+    def objective(self, component: str) -> Objective:
+        """The RTO/RPO objective of ``component`` (``application``, ``database``, ``full-system``, …)."""
+        found = [o for o in self.objectives if o.component == component]
+        if not found:
+            raise ProfileLookupError(f"profile {self.name} declares no {component!r} objective: add it to objectives")
+        return found[0]
+
+
+class ProfileLookupError(OpsverifyError):
+    """A name the profile does not declare (the loader's cross-checks make this rare)."""
+
+
+def _by_name(items: Sequence[N], name: str, what: str) -> N:
+    for item in items:
+        if item.name == name:
+            return item
+    raise ProfileLookupError(f"no {what} named {name!r} is declared (known: {sorted(i.name for i in items)})")

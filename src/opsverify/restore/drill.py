@@ -14,12 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opsverify.actions.base import performed
+from opsverify.actions.database import ScratchDatabase, connect
+from opsverify.facts.database import DataFacts, data_facts, schema_objects
 from opsverify.pgtools import MissingTool, first_error, pg_env, pg_tool
 from opsverify.probes.postgres import first_line
 from opsverify.profile import Drill, RestoreTarget
-from opsverify.restore.fidelity import DataFacts, data_facts, schema_objects
 from opsverify.restore.pgrestore import RestoreRun, restore_backup
-from opsverify.restore.scratch import connect, scratch_database
 
 if TYPE_CHECKING:
     import psycopg
@@ -73,7 +74,7 @@ def run_pg_drill(
 def _drill(
     drill: Drill, backup: Path, fmt: str, target: RestoreTarget, scratch: str, connect_timeout: timedelta, jobs: int
 ) -> PgDrillOutcome:
-    with scratch_database(target, scratch, connect_timeout):
+    with performed(ScratchDatabase(target, scratch, connect_timeout)):
         started = time.monotonic()
         run = restore_backup(
             backup, fmt, target, scratch, jobs=jobs, connect=connect_timeout, timeout=drill.restore_timeout

@@ -1,28 +1,22 @@
-"""The failover drill (QP-15, PF-20): build a scratch standby of a primary, promote it, prove it writes.
+"""The failover drill (QP-15, PF-20): a scratch standby of a primary (an action), promoted, proven to write.
 
-The standby is made here with ``pg_basebackup -R`` into an ``opsverify_scratch_*`` directory on a
-free loopback port (run as the ``postgres`` user when we are root), so the real replica is never
-touched. On exit the server is stopped and its process, port and directory are verified gone.
+The real replica is never touched; on exit the standby's process, port and directory are verified gone.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
+from opsverify.actions.base import performed
+from opsverify.actions.standby import ScratchStandby
 from opsverify.errors import CleanupError, OpsverifyError
+from opsverify.localserver.net import LOOPBACK
 from opsverify.probes.postgres import connect, first_line
-from opsverify.profile import Database, Replica
-from opsverify.restore.scratch import SCRATCH_PREFIX
-from opsverify.sandbox.net import LOOPBACK, free_port, port_is_open
-from opsverify.sandbox.postgres import Postgres
-from opsverify.sandbox.process import pid_alive
+from opsverify.profile import Database
 
 PROBE = "CREATE TEMP TABLE opsverify_scratch_probe (at timestamptz); INSERT INTO opsverify_scratch_probe VALUES (now())"
 
@@ -47,22 +41,6 @@ def _timeline(db: Database, port: int | None, timeout: timedelta) -> int:
     return int(str(row[0])[:8], 16) if row else 0
 
 
-def _wait_until_streaming(db: Database, port: int, timeout: timedelta) -> None:
-    target = db.model_copy(update={"host": LOOPBACK, "port": port})
-    deadline = time.monotonic() + timeout.total_seconds()
-    while True:
-        try:
-            with connect(target, timedelta(seconds=2)) as conn:
-                row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
-            if row and row[0] == "streaming":
-                return
-        except Exception:  # noqa: BLE001 - still starting up
-            pass
-        if time.monotonic() > deadline:
-            raise OpsverifyError(f"the scratch standby on port {port} did not start streaming within {timeout}")
-        time.sleep(0.2)
-
-
 def _write(db: Database, port: int, timeout: timedelta) -> str | None:
     import psycopg
 
@@ -77,28 +55,11 @@ def _write(db: Database, port: int, timeout: timedelta) -> str | None:
 
 
 @contextmanager
-def scratch_standby(replica: Replica, primary: Database, base: Path, timeout: timedelta) -> Iterator[Postgres]:
-    """A streaming standby of ``primary`` built in ``base`` (credentials from ``replica``); removed and verified."""
-    if not base.name.startswith(SCRATCH_PREFIX):
-        raise CleanupError(f"refusing to build a standby in {base}: its name lacks {SCRATCH_PREFIX}")
-    cluster = Postgres(base, os.geteuid() == 0, free_port(), "")
-    try:
-        cluster.basebackup_from(
-            primary.host, primary.port, replica.replication_user or "", replica.replication_secret() or "",
-            timeout=replica.basebackup_timeout.total_seconds(),
-        )
-        cluster.start()
-        _wait_until_streaming(replica, cluster.port, timeout * 6)
-        yield cluster
-    finally:
-        _remove(cluster)
-
-
-@contextmanager
-def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: timedelta) -> Iterator[Promotion]:
-    """A scratch standby of ``primary``, promoted and probed; removed and verified on exit."""
+def promoted_copy(standby: ScratchStandby, timeout: timedelta) -> Iterator[Promotion]:
+    """The scratch standby, built, promoted and probed; removed and verified on exit (``CleanupError``)."""
     import psycopg
 
+    replica, primary, base = standby.replica, standby.primary, standby.directory
     try:
         before = _timeline(primary, None, timeout)
     except (psycopg.Error, OSError) as exc:
@@ -107,7 +68,7 @@ def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: time
     started = time.monotonic()
     with ExitStack() as stack:
         try:
-            cluster = stack.enter_context(scratch_standby(replica, primary, base, timeout))
+            cluster = stack.enter_context(performed(standby))
             cluster.promote()
             took = timedelta(seconds=time.monotonic() - started)
             after = _timeline(replica, cluster.port, timeout)
@@ -116,20 +77,7 @@ def promoted_copy(replica: Replica, primary: Database, base: Path, timeout: time
         except CleanupError:
             raise
         except OpsverifyError as err:
-            promotion = Promotion(0, before, str(base), error=str(err).split(": fix that")[0])
+            promotion = Promotion(0, before, str(base), error=str(err))
         yield promotion
 
 
-def _remove(cluster: Postgres) -> None:
-    pid = cluster.pid()
-    cluster.stop()
-    shutil.rmtree(cluster.base, ignore_errors=True)
-    leftovers = []
-    if pid is not None and pid_alive(pid):
-        leftovers.append(f"process {pid}")
-    if port_is_open(LOOPBACK, cluster.port):
-        leftovers.append(f"port {cluster.port}")
-    if cluster.base.exists():
-        leftovers.append(f"directory {cluster.base}")
-    if leftovers:
-        raise CleanupError(f"the scratch standby left {', '.join(leftovers)} behind: remove them by hand")

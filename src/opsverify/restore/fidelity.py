@@ -1,150 +1,13 @@
-"""Data fidelity of a restored copy: its tables, row counts and content checksums, compared with
-what the backup held (a manifest written at backup time, or the source read in one snapshot).
-
-A content checksum is the sum of a 64-bit hash of each row (``hash_record_extended``, the hash
-PostgreSQL's hash partitioning relies on, so stable across versions): independent of the physical
-order and computed in one (parallel) scan without sorting or text conversion, so it costs about
-one sequential read of the table. Only tables up to a row bound get one.
+"""Data fidelity of a restored copy: its facts compared with what the backup held (a manifest, or
+the source read in one snapshot). Every difference is named, table by table or key by key.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    import psycopg
-
-TABLES = """
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
-ORDER BY 1, 2
-"""
-CHECKSUM_ALGORITHM = "sum-hash-64"
-PINNED = (
-    "SET TimeZone = 'UTC'",
-    "SET DateStyle = 'ISO, YMD'",
-    "SET extra_float_digits = 3",
-    "SET IntervalStyle = 'iso_8601'",
-)
-# The row's columns hashed by their types' own 64-bit hash functions (no text conversion); a table
-# with a column type that has none (json, point, …) falls back to hashing the row's text form.
-CHECKSUMS = (
-    ("r", "SELECT coalesce(sum(hash_record_extended(t, 0)), 0)::text FROM {} AS t"),
-    ("t", "SELECT coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} AS t"),
-)
-OBJECTS = """
-SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'S' THEN 'SEQUENCE'
-                      WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'i' THEN 'INDEX' END,
-       n.nspname || '.' || c.relname
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm', 'i') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%'
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                  AND d.deptype = 'e')
-"""
-
-
-@dataclass(frozen=True)
-class TableFact:
-    """One table: its row count and, under the bound, its content checksum."""
-
-    rows: int
-    checksum: str | None = None
-
-
-@dataclass
-class DataFacts:
-    """Every user table of one database."""
-
-    tables: dict[str, TableFact] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        tables = {name: asdict(fact) for name, fact in self.tables.items()}
-        return {"checksum_algorithm": CHECKSUM_ALGORITHM, "tables": tables}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DataFacts:
-        """Facts from a manifest; checksums of another algorithm are dropped (they cannot be compared)."""
-        same = data.get("checksum_algorithm") == CHECKSUM_ALGORITHM
-        tables = data["tables"].items()
-        return cls({n: TableFact(int(f["rows"]), f.get("checksum") if same else None) for n, f in tables})
-
-    @property
-    def has_checksums(self) -> bool:
-        return any(fact.checksum is not None for fact in self.tables.values())
-
-
-def data_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
-    """Row counts of every user table and checksums of those with at most ``checksum_max_rows`` rows."""
-    from psycopg import sql
-
-    facts = DataFacts()
-    for setting in PINNED:  # the text form of rows (the fallback hash) must not depend on the session
-        conn.execute(setting)
-    for schema, table in conn.execute(TABLES).fetchall():
-        name = sql.Identifier(str(schema), str(table))
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()
-        rows = int(row[0]) if row else 0
-        checksum = _checksum(conn, name) if rows <= checksum_max_rows else None
-        facts.tables[f"{schema}.{table}"] = TableFact(rows, checksum)
-    return facts
-
-
-def _checksum(conn: psycopg.Connection, name: Any) -> str | None:
-    """``r:<sum>`` from the record hash, or ``t:<sum>`` from the text hash when a column type has no hash."""
-    import psycopg
-    from psycopg import sql
-
-    for method, query in CHECKSUMS:
-        try:
-            with conn.transaction():  # a savepoint inside a snapshot transaction
-                found = conn.execute(sql.SQL(query).format(name)).fetchone()
-        except psycopg.errors.UndefinedFunction:
-            continue
-        return f"{method}:{found[0]}" if found else None
-    return None
-
-
-def source_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
-    """``data_facts`` of a source inside one REPEATABLE READ, READ ONLY transaction (a consistent snapshot)."""
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    try:
-        return data_facts(conn, checksum_max_rows)
-    finally:
-        conn.execute("ROLLBACK")
-
-
-def schema_objects(conn: psycopg.Connection) -> set[str]:
-    """``"TABLE public.models"``-style names of the relations a database holds (constraint indexes aside)."""
-    return {f"{kind} {name}" for kind, name in conn.execute(OBJECTS).fetchall()}
-
-
-def manifest_path(backup: Path) -> Path:
-    """Where the backup job left its manifest: ``<backup>.manifest.json`` beside it."""
-    return backup.with_name(backup.name + ".manifest.json")
-
-
-def write_manifest(backup: Path, facts: DataFacts | dict[str, Any]) -> Path:
-    """Record what a backup holds, at backup time (the sandbox's jobs do; a real job can too)."""
-    data = facts.to_json() if isinstance(facts, DataFacts) else facts
-    target = manifest_path(backup)
-    target.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    return target
-
-
-def read_manifest(backup: Path) -> dict[str, Any] | None:
-    """The backup's manifest, or None when the job wrote none."""
-    path = manifest_path(backup)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+from opsverify.facts.database import DataFacts
+from opsverify.facts.redis import RedisFacts
 
 
 @dataclass(frozen=True)
@@ -180,3 +43,18 @@ def compare_checksums(expected: DataFacts, restored: DataFacts) -> tuple[list[Di
         if got.checksum != want.checksum:
             out.append(Difference(name, f"content checksum {got.checksum} differs from {want.checksum}"))
     return out, compared
+
+
+def compare_redis(expected: RedisFacts, restored: RedisFacts) -> list[str]:
+    """What differs: the persistent key count, and sampled keys missing or of another type."""
+    problems = []
+    if restored.persistent_keys != expected.persistent_keys:
+        problems.append(f"{restored.persistent_keys} persistent keys restored, {expected.persistent_keys} expected")
+    for db, keys in expected.per_db.items():
+        if restored.per_db.get(db, 0) != keys:
+            problems.append(f"{db} holds {restored.per_db.get(db, 0)} persistent keys, {keys} expected")
+    for key, kind in expected.sample.items():
+        got = restored.sample.get(key, "missing")
+        if got != kind:
+            problems.append(f"key {key} is {got}, expected {kind}")
+    return problems

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import IO
 
 from opsverify.backups.verdict import CorruptBackup
+from opsverify.errors import ActionRefused
+from opsverify.localserver.scratch import require_scratch_name
 from opsverify.pgtools import Endpoint, MissingTool, first_error, pg_env, pg_tool
-from opsverify.restore.scratch import RestoreRefused, require_scratch_name
 from opsverify.restore.sqlguard import guarded
 
 CHUNK = 1 << 20
@@ -109,7 +110,7 @@ def _run(
         except (OSError, EOFError, zlib.error, CorruptBackup) as exc:  # the backup broke off mid-stream
             _kill(proc)
             return f"the backup could not be read to its end ({exc}): restore stopped"
-        except RestoreRefused as err:
+        except ActionRefused as err:
             _kill(proc)
             return f"refused: {err}"
         except BaseException:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Protocol
 
-from opsverify.restore.scratch import RestoreRefused
+from opsverify.errors import ActionRefused
 
 CHUNK = 1 << 20
 _COPY = re.compile(rb"^COPY \S+( \([^)]*\))? FROM stdin;\s*$")
@@ -30,12 +30,12 @@ class Readable(Protocol):
 
 
 def _check(line: bytes, number: int) -> bool:
-    """Whether ``line`` opens COPY data; ``RestoreRefused`` when it would leave the scratch database."""
+    """Whether ``line`` opens COPY data; ``ActionRefused`` when it would leave the scratch database."""
     if _COPY.match(line):
         return True
     if _FORBIDDEN.match(line):
         shown = line.decode(errors="replace").strip()[:60]
-        raise RestoreRefused(
+        raise ActionRefused(
             f"line {number} ({shown!r}) would reach beyond the scratch database (a pg_dumpall or --create dump?): "
             "drills restore per-database pg_dump files"
         )
@@ -43,7 +43,7 @@ def _check(line: bytes, number: int) -> bool:
 
 
 def guarded(source: Readable, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The dump's bytes, unchanged, raising ``RestoreRefused`` at the first line the guard refuses."""
+    """The dump's bytes, unchanged, raising ``ActionRefused`` at the first line the guard refuses."""
     pending, in_copy, fresh, eof, number = b"", False, False, False, 0
     while not eof or pending:
         data = b"" if eof else source.read(chunk)

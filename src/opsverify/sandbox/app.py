@@ -23,9 +23,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from opsverify.errors import SandboxError
-from opsverify.sandbox.net import LOOPBACK, wait_for_port
-from opsverify.sandbox.process import pid_alive, stop_process
+from opsverify.errors import LocalServerError, SandboxError
+from opsverify.localserver.net import LOOPBACK, wait_for_port
+from opsverify.localserver.process import pid_alive, stop_process
 
 __all__ = ["app_command", "main", "start_app", "stop_process"]
 
@@ -196,7 +196,7 @@ def start_app(
         )
     try:
         await_app(proc.pid, name, port, log)
-    except SandboxError:
+    except LocalServerError:
         stop_process(proc, timeout=5)
         raise
     return proc
@@ -212,7 +212,7 @@ def await_app(pid: int, name: str, port: int, log: Path, timeout: float = 10) ->
         try:
             wait_for_port(LOOPBACK, port, timeout=0.5)
             return
-        except SandboxError:
+        except LocalServerError:
             continue
     raise SandboxError(f"app {name} does not listen on {LOOPBACK}:{port} after {timeout:g}s: see {log}")
 

@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from opsverify.localserver.process import cmdline, pid_alive, stop_process
 from opsverify.sandbox.app import app_command, app_env, await_app
-from opsverify.sandbox.process import cmdline, pid_alive, stop_process
 from opsverify.sandbox.state import Layout
 from opsverify.sandbox.tls import TlsFiles
 

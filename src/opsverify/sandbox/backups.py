@@ -25,11 +25,14 @@ from pathlib import Path
 import yaml
 
 from opsverify.errors import SandboxError
-from opsverify.restore.fidelity import data_facts, write_manifest
-from opsverify.restore.redisdata import redis_facts
+from opsverify.facts.database import data_facts
+from opsverify.facts.manifest import write_manifest
+from opsverify.facts.redis import redis_facts
+from opsverify.localserver.postgres import SUPERUSER
+from opsverify.localserver.redis import RedisServer
+from opsverify.pgtools import clean_env, pg_tool
 from opsverify.sandbox import appfiles
-from opsverify.sandbox.postgres import PG_BIN, SUPERUSER, Postgres
-from opsverify.sandbox.redis import RedisServer
+from opsverify.sandbox.postgres import Postgres
 from opsverify.sandbox.state import Layout
 
 DAY = 86400.0
@@ -87,10 +90,9 @@ class Dumper:
     """``pg_dump`` over TCP as the superuser, the password in ``PGPASSWORD``."""
 
     def __init__(self, pg: Postgres) -> None:
-        binary = PG_BIN / "pg_dump"
-        self.binary = str(binary) if binary.is_file() else (shutil.which("pg_dump") or "pg_dump")
+        self.binary = pg_tool("pg_dump", pg.major())
         self.pg = pg
-        self.env = {**os.environ, "PGPASSWORD": pg.password, "PGCONNECT_TIMEOUT": "10"}
+        self.env = clean_env(PGPASSWORD=pg.password, PGCONNECT_TIMEOUT="10")
 
     def args(self, dbname: str, *extra: str) -> list[str]:
         return [self.binary, "-h", "127.0.0.1", "-p", str(self.pg.port), "-U", SUPERUSER, "-d", dbname, *extra]

@@ -14,16 +14,18 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from opsverify.errors import SandboxError
+from opsverify.errors import LocalServerError, SandboxError
+from opsverify.localserver.net import LOOPBACK, free_port, port_is_free, wait_port_closed
+from opsverify.localserver.postgres import Primary
+from opsverify.localserver.process import pid_alive
+from opsverify.localserver.redis import RedisServer, read_pid, start_redis
 from opsverify.sandbox import apps
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
-from opsverify.sandbox.net import LOOPBACK, free_port, port_is_free, wait_port_closed
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
-from opsverify.sandbox.process import pid_alive
 from opsverify.sandbox.profile import write_profile
-from opsverify.sandbox.redis import RedisServer, bgsave, read_pid, seed_redis, start_redis
+from opsverify.sandbox.redis import bgsave, seed_redis
 from opsverify.sandbox.seed import seed_databases
 from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
@@ -39,15 +41,15 @@ def _postgres(layout: Layout, state: State) -> Postgres:
 def _replica(layout: Layout, state: State) -> Postgres:
     """The streaming standby of the sandbox's PostgreSQL (QP-15), beside it under the same base."""
     base = Path(state.pg_base) / "replica"
-    return Postgres(base, state.pg_as_postgres, state.ports["replica"], ensure_secret(layout, "pg_superuser"))
+    superuser, replicator = ensure_secret(layout, "pg_superuser"), ensure_secret(layout, "pg_replicator")
+    return Postgres(base, state.pg_as_postgres, state.ports["replica"], superuser, standby_password=replicator)
 
 
 def _start_replica(layout: Layout, state: State) -> None:
     replica = _replica(layout, state)
     if not replica.exists:
         password = ensure_secret(layout, "pg_replicator")
-        primary = state.ports["postgres"]
-        replica.basebackup_from(LOOPBACK, primary, REPLICATION_ROLE, password)
+        replica.basebackup_from(Primary(LOOPBACK, state.ports["postgres"], REPLICATION_ROLE, password))
     replica.start()
 
 
@@ -97,7 +99,7 @@ def _create(layout: Layout) -> None:
         sync_offsite(layout, state.ports["s3"], time.time())
         write_profile(layout, state.ports)
     except BaseException:
-        with suppress(SandboxError):  # the first error is the one to report
+        with suppress(LocalServerError):  # the first error is the one to report
             _stop(layout, state)
         raise
     state.ready = True
@@ -145,7 +147,7 @@ def _stop(layout: Layout, state: State) -> list[str]:
     for name in SPAWNED:
         try:
             apps.stop_app(layout, name, state.ports[name])
-        except SandboxError as err:
+        except LocalServerError as err:
             problems.append(str(err))
     redis_pid = pids["redis"]
     try:
@@ -153,7 +155,7 @@ def _stop(layout: Layout, state: State) -> list[str]:
             RedisServer(layout.redis, state.ports["redis"], None, redis_pid).stop(timeout=10)
         _replica(layout, state).stop()
         _postgres(layout, state).stop()
-    except SandboxError as err:
+    except LocalServerError as err:
         problems.append(str(err))
     for name, pid in pids.items():
         if pid is not None and pid_alive(pid):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from opsverify.errors import SandboxError
-from opsverify.sandbox.net import free_port
+from opsverify.localserver.net import free_port
 
 APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")
 SPAWNED = (*APPS, "s3")  # processes the sandbox spawns itself: the apps and the S3 server (moto)

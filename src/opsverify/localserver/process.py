@@ -1,4 +1,4 @@
-"""Processes the sandbox starts: is one alive, stop it for sure, run a command with a timeout."""
+"""Processes started here (servers, tools): is one alive, stop it for sure, run a command with a timeout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from opsverify.errors import SandboxError
+from opsverify.errors import LocalServerError
 
 
 def pid_alive(pid: int) -> bool:
@@ -45,7 +45,7 @@ def wait_gone(pid: int, timeout: float) -> bool:
 
 
 def stop_process(proc_or_pid: subprocess.Popen[bytes] | int, timeout: float = 10) -> None:
-    """SIGTERM, wait up to ``timeout`` s, then SIGKILL; raise ``SandboxError`` if the process survives."""
+    """SIGTERM, wait up to ``timeout`` s, then SIGKILL; raise ``LocalServerError`` if the process survives."""
     if isinstance(proc_or_pid, subprocess.Popen):
         proc = proc_or_pid
         if proc.poll() is None:
@@ -57,7 +57,7 @@ def stop_process(proc_or_pid: subprocess.Popen[bytes] | int, timeout: float = 10
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    raise SandboxError(
+                    raise LocalServerError(
                         f"process {proc.pid} survived SIGKILL: check it with `ps -p {proc.pid}`"
                     ) from None
         return
@@ -71,7 +71,7 @@ def stop_process(proc_or_pid: subprocess.Popen[bytes] | int, timeout: float = 10
             return
         if wait_gone(pid, wait):
             return
-    raise SandboxError(f"process {pid} survived SIGKILL: check it with `ps -p {pid}`")
+    raise LocalServerError(f"process {pid} survived SIGKILL: check it with `ps -p {pid}`")
 
 
 def run(
@@ -82,7 +82,7 @@ def run(
     input_text: str | None = None,
     cwd: Path | None = None,
 ) -> str:
-    """Run a command to completion; its stdout, or ``SandboxError`` naming ``what`` failed and why."""
+    """Run a command to completion; its stdout, or ``LocalServerError`` naming ``what`` failed and why."""
     try:
         done = subprocess.run(
             list(args),
@@ -96,11 +96,11 @@ def run(
             stdin=None if input_text is not None else subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise SandboxError(f"{what} failed: {args[0]} is not installed (run `make setup`)") from None
+        raise LocalServerError(f"{what} failed: {args[0]} is not installed (run `make setup`)") from None
     except subprocess.TimeoutExpired:
-        raise SandboxError(f"{what} did not finish within {timeout:g}s: retry, or look at its log") from None
+        raise LocalServerError(f"{what} did not finish within {timeout:g}s: retry, or look at its log") from None
     if done.returncode != 0:
         detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
         last = detail[-1] if detail else f"exit code {done.returncode}"
-        raise SandboxError(f"{what} failed ({last}): fix that, then run `opsverify sandbox up` again")
+        raise LocalServerError(f"{what} failed ({last})")
     return done.stdout

@@ -68,18 +68,3 @@ def redis_facts(conn: redis.Redis, sample: int = SAMPLE) -> RedisFacts:
 
 def _text(value: Any) -> str:
     return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
-
-
-def compare_redis(expected: RedisFacts, restored: RedisFacts) -> list[str]:
-    """What differs: the persistent key count, and sampled keys missing or of another type."""
-    problems = []
-    if restored.persistent_keys != expected.persistent_keys:
-        problems.append(f"{restored.persistent_keys} persistent keys restored, {expected.persistent_keys} expected")
-    for db, keys in expected.per_db.items():
-        if restored.per_db.get(db, 0) != keys:
-            problems.append(f"{db} holds {restored.per_db.get(db, 0)} persistent keys, {keys} expected")
-    for key, kind in expected.sample.items():
-        got = restored.sample.get(key, "missing")
-        if got != kind:
-            problems.append(f"key {key} is {got}, expected {kind}")
-    return problems

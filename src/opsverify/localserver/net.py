@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from opsverify.errors import SandboxError
+from opsverify.errors import LocalServerError
 
 LOOPBACK = "127.0.0.1"
 
@@ -38,11 +38,11 @@ def port_is_free(port: int) -> bool:
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:
-    """Return once ``host:port`` accepts connections; raise ``SandboxError`` after ``timeout`` seconds."""
+    """Return once ``host:port`` accepts connections; raise ``LocalServerError`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not port_is_open(host, port):
         if time.monotonic() > deadline:
-            raise SandboxError(f"nothing listens on {host}:{port} after {timeout:g}s: see the component's log")
+            raise LocalServerError(f"nothing listens on {host}:{port} after {timeout:g}s: see the component's log")
         time.sleep(0.05)
 
 

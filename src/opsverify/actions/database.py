@@ -1,0 +1,120 @@
+"""Scratch databases on the restore target: ``ScratchDatabase`` (an action) and their janitor.
+
+Every scratch database is named ``opsverify_scratch_<run>_<worker>_<n>_…`` and carries its creator
+note as its comment, so the janitor at the next start drops what a killed run left behind (its
+creator is gone, or it is older than ``max_scratch_age``). Nothing here ever drops a database
+whose name lacks the prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from opsverify.actions.base import Action
+from opsverify.localserver.scratch import SCRATCH_PREFIX, creator, orphan_reason, require_scratch_name
+from opsverify.profile import RestoreTarget
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def connect(target: RestoreTarget, dbname: str | None, timeout: timedelta) -> psycopg.Connection:
+    """An autocommit session on the restore target (read-write: drills create and fill databases)."""
+    import psycopg
+
+    return psycopg.connect(
+        host=target.host,
+        port=target.port,
+        dbname=dbname or target.dbname,
+        user=target.user,
+        password=target.secret(),
+        sslmode=target.sslmode,
+        connect_timeout=max(1, int(timeout.total_seconds())),
+        application_name="opsverify-drill",
+        autocommit=True,
+    )
+
+
+def exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+class ScratchDatabase(Action[str]):
+    """An empty database on the restore target, owned by its role; dropped and proven gone after."""
+
+    kind = "scratch database"
+    touches_production = False  # the restore target is staging, guarded by require_other_server
+
+    def __init__(self, target: RestoreTarget, name: str, timeout: timedelta) -> None:
+        super().__init__(name)
+        self.target = target
+        self.timeout = timeout
+
+    def act(self) -> str:
+        from psycopg import sql
+
+        with connect(self.target, None, self.timeout) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(self.name)))
+            note = sql.Literal(json.dumps(creator()))
+            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(self.name), note))
+        return self.name
+
+    def undo(self) -> None:
+        with connect(self.target, None, self.timeout) as admin:
+            drop_database(admin, self.name)
+
+    def leftovers(self, before: object) -> list[str]:
+        with connect(self.target, None, self.timeout) as admin:
+            return [f"database {self.name} in pg_database"] if exists(admin, self.name) else []
+
+
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    """Terminate its sessions and drop it (safe to call twice)."""
+    from psycopg import sql
+
+    require_scratch_name(name)
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+    )
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A scratch database the janitor found, and why it is (or is not) an orphan."""
+
+    name: str
+    reason: str | None  # None: it belongs to a live run and stays
+
+
+def sweep_databases(target: RestoreTarget, timeout: timedelta, own_prefix: str = "") -> list[Orphan]:
+    """Drop the scratch databases that no live run owns; every scratch database found, with the verdict.
+
+    Names starting with ``own_prefix`` (this run's) are never dropped: another worker of the same
+    run may be between its CREATE DATABASE and the COMMENT that records its creator.
+    """
+    found: list[Orphan] = []
+    with connect(target, None, timeout) as admin:
+        rows = admin.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE %s",
+            (SCRATCH_PREFIX.replace("_", r"\_") + "%",),
+        ).fetchall()
+        for name, comment in rows:
+            ours = bool(own_prefix) and str(name).startswith(own_prefix)
+            reason = None if ours else orphan_reason(_note(comment), target.max_scratch_age, time.time())
+            if reason is not None:
+                drop_database(admin, str(name))
+            found.append(Orphan(str(name), reason))
+    return found
+
+
+def _note(comment: str | None) -> object:
+    try:
+        return json.loads(comment or "")
+    except ValueError:
+        return None

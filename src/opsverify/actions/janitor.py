@@ -1,0 +1,55 @@
+"""The janitor of scratch directories: what a killed run left on this machine, stopped and removed.
+
+Every scratch directory (a dump, a standby and its server, a scratch Redis and its server, a
+download) carries a creator note; one whose creator is gone, or that is older than the maximum
+age, is an orphan: its servers are stopped and it is deleted, and the janitor says what it did.
+A directory without a note (an older opsverify's) counts as an orphan after a minute. Names of
+this run (``own_prefix``) are never touched. Scratch databases have their own sweep
+(``opsverify.actions.database.sweep_databases``): it needs the restore target.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+
+from opsverify.localserver.scratch import SCRATCH_PREFIX, orphan_reason, read_note, remove_scratch_dir, servers_in
+
+MAX_AGE = timedelta(hours=6)
+NO_NOTE_GRACE = 60.0  # seconds: a directory between its mkdir and its note
+
+
+def sweep_directories(roots: Iterable[Path], own_prefix: str = "", max_age: timedelta = MAX_AGE) -> list[str]:
+    """Stop and remove orphaned scratch directories under ``roots``; one sentence per thing done."""
+    done: list[str] = []
+    for root in sorted({r.resolve() for r in roots if r.is_dir()}):
+        for path in sorted(root.glob(SCRATCH_PREFIX + "*")):
+            if not path.is_dir() or (own_prefix and path.name.startswith(own_prefix)):
+                continue
+            reason = _reason(path, max_age, time.time())
+            if reason is not None:
+                done.append(_remove(path, reason))
+    return done
+
+
+def _reason(path: Path, max_age: timedelta, now: float) -> str | None:
+    note = read_note(path)
+    if note is None:
+        try:
+            old = now - path.stat().st_mtime > NO_NOTE_GRACE
+        except OSError:
+            return None  # gone meanwhile
+        return "it carries no creator note" if old else None
+    return orphan_reason(note, max_age, now)
+
+
+def _remove(path: Path, reason: str) -> str:
+    kind = str((read_note(path) or {}).get("kind", "scratch directory"))
+    servers = servers_in(path)
+    left = remove_scratch_dir(path, servers)
+    stopped = f"; stopped {', '.join(map(str, servers))}" if servers else ""
+    if left:
+        return f"could not remove {kind} {path} ({reason}){stopped}: {', '.join(left)} remain, remove them by hand"
+    return f"removed {kind} {path} ({reason}){stopped}"
