@@ -1,7 +1,7 @@
 """checks/health against the real test sandbox: healthy passes; each injected fault fails its check.
 
 Faults are real: a server that was stopped, a server answering 500 or slowly, a wrong password,
-a Redis whose background save failed, a machine busy on every core, limits below the measured use.
+a Redis whose background save failed, limits below the measured use (a busy CPU: test_host_cpu.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -254,25 +253,3 @@ def test_memory_limit_below_current_use_fails(run_checks: Run, profile_variant: 
     run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", memory_max_percent=0.01))),
                      "health/test_host_resources.py")
     assert run.failed() == {"test_host_resources.py::test_memory_usage_is_under_limit[local]"}
-
-
-@pytest.fixture
-def busy_cores() -> Iterator[None]:
-    """Every core spinning for at most 60 s (the processes end by themselves)."""
-    import os
-
-    burn = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass\n"
-    procs = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
-    time.sleep(0.5)
-    yield
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def test_saturated_cpu_fails_the_cpu_check(run_checks: Run, profile_variant: Variant, busy_cores: None) -> None:
-    run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", cpu_max_percent=80, cpu_sample="2s"))),
-                     "health/test_host_resources.py::test_cpu_usage_is_under_limit")
-    test = "test_host_resources.py::test_cpu_usage_is_under_limit[local]"
-    assert run.failed() == {test}
-    assert "(limit 80%) on local://" in run.message(test)

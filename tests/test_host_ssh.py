@@ -37,6 +37,9 @@ def test_host_checks_pass_over_ssh(run_checks: Callable[..., Any], profile_varia
         "test_host_resources.py::test_memory_usage_is_under_limit[remote]",
         "test_host_resources.py::test_disk_usage_is_under_limit[remote:/]",
     }
+    cpu = run.checks["test_host_resources.py::test_cpu_usage_is_under_limit[remote]"]["evidence"]
+    assert len(cpu["sample_percents"].split()) == 5  # one /proc read per sample through ssh
+    assert cpu["excluded_own_percent"] == "0.0"  # a remote host runs none of this run's processes
 
 
 def test_unreachable_ssh_host_fails_with_the_reason(run_checks: Callable[..., Any],

@@ -1,8 +1,7 @@
-"""Host resources through testinfra (QP-29, PF-07): CPU, memory and disk utilisation."""
+"""Host resources through testinfra (QP-29, PF-07): the connection, memory and disk use; CPU is in ``cpu``."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -36,29 +35,12 @@ def connect(host: Host, timeout: timedelta) -> testinfra.host.Host:
     return testinfra.get_host(host.uri, **kwargs)
 
 
-def _read(target: testinfra.host.Host, command: str, *args: str) -> str:
+def command_output(target: testinfra.host.Host, command: str, *args: str) -> str:
+    """The standard output of ``command``; OSError with the first line of its error output if it failed."""
     result = target.run(command, *args)
     if result.rc != 0:
         raise OSError(result.stderr.strip().splitlines()[0] if result.stderr.strip() else f"`{command}` failed")
     return str(result.stdout)
-
-
-def _cpu_times(target: testinfra.host.Host) -> tuple[int, int]:
-    fields = [int(v) for v in _read(target, "head -n1 /proc/stat").split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]), idle
-
-
-def cpu_usage(target: testinfra.host.Host, sample: timedelta) -> Usage:
-    """Busy share of all CPUs over ``sample``, as top's ``Cpu(s)`` line reports it."""
-    try:
-        total1, idle1 = _cpu_times(target)
-        time.sleep(sample.total_seconds())
-        total2, idle2 = _cpu_times(target)
-    except Exception as exc:  # noqa: BLE001 - any backend failure is a fact, not a crash
-        return Usage("cpu", None, str(exc))
-    elapsed = max(total2 - total1, 1)
-    return Usage("cpu", 100.0 * (1 - (idle2 - idle1) / elapsed))
 
 
 def memory_usage(target: testinfra.host.Host) -> Usage:
@@ -66,7 +48,7 @@ def memory_usage(target: testinfra.host.Host) -> Usage:
     try:
         info = {
             line.split(":")[0]: int(line.split()[1])
-            for line in _read(target, "cat /proc/meminfo").splitlines()
+            for line in command_output(target, "cat /proc/meminfo").splitlines()
             if line.count(" ") and line.split()[1].isdigit()
         }
         return Usage("memory", 100.0 * (1 - info["MemAvailable"] / info["MemTotal"]))
@@ -77,7 +59,7 @@ def memory_usage(target: testinfra.host.Host) -> Usage:
 def disk_usage(target: testinfra.host.Host, path: str) -> Usage:
     """Used share of the filesystem holding ``path``, as ``df`` computes Use%."""
     try:
-        last = _read(target, "df -P -k %s", path).strip().splitlines()[-1].split()
+        last = command_output(target, "df -P -k %s", path).strip().splitlines()[-1].split()
         used, available = int(last[2]), int(last[3])
         return Usage(f"disk {path}", 100.0 * used / max(used + available, 1))
     except Exception as exc:  # noqa: BLE001

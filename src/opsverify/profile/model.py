@@ -155,11 +155,25 @@ class Host(Named):
     uri: str = Field("local://", description="testinfra host spec: local://, ssh://user@host:port")
     ssh_config: ExistingFile | None = None
     ssh_identity_file: ExistingFile | None = None
-    cpu_max_percent: Percent = 80
+    cpu_max_percent: Percent = Field(80, description="busy share of all CPUs, without this run's processes (100: any)")
+    cpu_window: Duration = Field(timedelta(seconds=5), description="CPU use is measured over this window")
+    cpu_samples: int = Field(5, ge=1, le=100, description="samples in the window; the check takes their median")
     memory_max_percent: Percent = 90
     disk_max_percent: Percent = 85
     disk_paths: list[str] = Field(default_factory=lambda: ["/"])
-    cpu_sample: Duration = timedelta(seconds=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "cpu_sample" in data:
+            raise ValueError("cpu_sample was replaced by cpu_window (default 5s) and cpu_samples (default 5)")
+        return data
+
+    @model_validator(mode="after")
+    def _sample_length(self) -> Host:
+        if self.cpu_window / self.cpu_samples < timedelta(milliseconds=100):
+            raise ValueError("cpu_window / cpu_samples is under 100ms: take fewer samples or a longer window")
+        return self
 
 
 class S3Access(Model):
