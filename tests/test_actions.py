@@ -146,3 +146,54 @@ def _dead_pid() -> int:
 
 def test_janitor_max_age_is_a_duration() -> None:
     assert sweep_directories([], max_age=timedelta(minutes=1)) == []
+
+
+TEAM_ACTION = '''
+import pytest
+from psycopg import sql
+from opsverify.actions import Action
+
+
+class TempTable(Action[str]):
+    kind = "scratch table"
+
+    def __init__(self, conn, name, sabotage=False):
+        super().__init__(name)
+        self.conn, self.sabotage = conn, sabotage
+
+    def act(self):
+        self.conn.execute(sql.SQL("CREATE TABLE {} (x int)").format(sql.Identifier(self.name)))
+        return self.name
+
+    def undo(self):
+        if not self.sabotage:
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.name)))
+
+    def leftovers(self, before):
+        found = self.conn.execute("SELECT to_regclass(%s)", (self.name,)).fetchone()
+        return [f"table {self.name}"] if found and found[0] else []
+
+
+@pytest.fixture(params=[False, True], ids=["kept", "sabotaged"])
+def temp_table(request, perform, scratch_name, scratch_database):
+    with perform(TempTable(scratch_database, scratch_name("t"), request.param)) as name:
+        yield name
+
+
+def test_uses_the_table(temp_table, scratch_database):
+    scratch_database.execute(f'INSERT INTO "{temp_table}" VALUES (1)')
+'''
+
+
+def test_a_teams_own_action_is_undone_and_a_sabotaged_undo_is_named(
+    pytester: pytest.Pytester, sandbox_profile: Path, team_conftest: Path
+) -> None:
+    pytester.makepyfile(test_team=TEAM_ACTION)
+    result = pytester.runpytest_subprocess(
+        "-c", str(Path(__file__).resolve().parents[1] / "pyproject.toml"), "--rootdir", str(pytester.path),
+        f"--profile={sandbox_profile}", "--no-reports", "-p", "no:randomly", "-rA", "test_team.py", timeout=120,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_uses_the_table[[]sabotaged[]]*"])
+    result.stdout.fnmatch_lines(["*CleanupError: scratch table opsverify_scratch_*_t left table opsverify_scratch_*_t "
+                                 "behind: remove it by hand*"])

@@ -5,12 +5,14 @@ Also: no inherited ``PG*`` variable reaches the PostgreSQL tools the suite start
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,25 @@ READY = '    (OUT / "ready").write_text("")\n    time.sleep(120)\n'
 
 
 
-def start_held_run(pytester: pytest.Pytester, profile: Path, kind: str, rdb: Path) -> subprocess.Popen[bytes]:
+def start_held_run(
+    pytester: pytest.Pytester, profile: Path, kind: str, rdb: Path, tmpdir: Path
+) -> subprocess.Popen[bytes]:
     head = f"import time\nfrom pathlib import Path\nRDB = Path({str(rdb)!r})\nOUT = Path({str(pytester.path)!r})\n"
     pytester.makepyfile(test_held=head + HOLD[kind] + READY)
     args = ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(pytester.path), f"--profile={profile}",
             "--no-reports", "-p", "no:randomly", "test_held.py"]
     return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=pytester.path,
+                            env={**os.environ, "TMPDIR": str(tmpdir)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A temporary directory of this test alone (reachable by the postgres user): no other run's janitor sees it."""
+    path = Path(tempfile.mkdtemp(prefix="opsverify-test-killed-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def held_directory(ready: Path, proc: subprocess.Popen[bytes], roots: list[Path], timeout: float = 120) -> Path:
@@ -54,14 +68,15 @@ def held_directory(ready: Path, proc: subprocess.Popen[bytes], roots: list[Path]
 
 @pytest.mark.parametrize(("kind", "sig"), [("standby", signal.SIGKILL), ("redis", signal.SIGTERM)])
 def test_killed_action_is_cleaned_by_the_next_run(
-    kind: str, sig: signal.Signals, pytester: pytest.Pytester, sandbox: Profile, sandbox_profile: Path,
-    run_checks: Callable[..., Any], team_conftest: Path,
+    kind: str, sig: signal.Signals, pytester: pytest.Pytester, sandbox: Profile, private_tmp: Path,
+    run_checks: Callable[..., Any], team_conftest: Path, profile_variant: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rdb = max(Path(next(b for b in sandbox.backups if b.kind == "redis").path).glob("*.rdb"))
-    proc = start_held_run(pytester, sandbox_profile, kind, rdb)
+    profile = profile_variant(lambda data: data.update(scratch_dir=str(private_tmp / "scratch")))
+    proc = start_held_run(pytester, profile, kind, rdb, private_tmp)
     try:
-        roots = [Path(tempfile.gettempdir()), *([sandbox.scratch_dir] if sandbox.scratch_dir else [])]
-        directory = held_directory(pytester.path / "ready", proc, roots)
+        directory = held_directory(pytester.path / "ready", proc, [private_tmp, private_tmp / "scratch"])
         servers = servers_in(directory)
         assert len(servers) == 1, f"no server runs from {directory}"
         proc.send_signal(sig)
@@ -77,7 +92,8 @@ def test_killed_action_is_cleaned_by_the_next_run(
         assert secret
         holding = [str(p) for p in directory.rglob("*") if p.is_file() and secret in p.read_text(errors="ignore")]
         assert not holding, f"the replication password is on disk in {holding}"
-    run = run_checks(sandbox_profile, "health/test_postgres.py")  # any next run: its janitor comes first
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    run = run_checks(profile, "health/test_postgres.py")  # any next run: its janitor comes first
     assert f"opsverify janitor: removed scratch {kind} {directory}" in run.result.stdout.str()
     assert not directory.exists()
     assert not pid_alive(servers[0].pid)
