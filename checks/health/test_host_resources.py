@@ -1,6 +1,7 @@
 """Hosts have CPU, memory and disk headroom.
 
-Runbook: QP-29 health script (CPU < 80 %, disk < 85 %), PF-07 capacity utilisation review.
+Runbook: QP-29 health script (CPU < 80 %, disk < 85 %; it has no memory line), PF-07 capacity
+utilisation review (CPU, memory, disk) and QP-06 resource utilisation ("as PF-07").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fixtures.reporting import Recorder
 from opsverify.probes.host import Usage, cpu_usage, disk_usage, memory_usage
 from opsverify.profile import Host
 
-pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.runbook("QP-29", "PF-07")]
+pytestmark = [pytest.mark.health, pytest.mark.daily]
 HostOf = Callable[[Host], Any]
 
 
@@ -30,19 +31,22 @@ def expect_under(host: Host, usage: Usage, limit: float, evidence: Recorder) -> 
     )
 
 
+@pytest.mark.runbook("PF-07", "QP-06", "QP-29")
 def test_cpu_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
-    """QP-29: CPU busy share over ``cpu_sample`` is under ``cpu_max_percent``."""
+    """QP-29/PF-07/QP-06: CPU busy share over ``cpu_sample`` is under ``cpu_max_percent``."""
     host = profile_host
     expect_under(host, cpu_usage(testinfra_host(host), host.cpu_sample), host.cpu_max_percent, evidence)
 
 
+@pytest.mark.runbook("PF-07", "QP-06")
 def test_memory_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
-    """PF-07: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
+    """PF-07/QP-06: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
     host = profile_host
     expect_under(host, memory_usage(testinfra_host(host)), host.memory_max_percent, evidence)
 
 
+@pytest.mark.runbook("PF-07", "QP-06", "QP-29")
 def test_disk_usage_is_under_limit(disk: tuple[Host, str], testinfra_host: HostOf, evidence: Recorder) -> None:
-    """QP-29: each declared path's filesystem is under ``disk_max_percent`` used."""
+    """QP-29/PF-07/QP-06: each declared path's filesystem is under ``disk_max_percent`` used."""
     host, path = disk
     expect_under(host, disk_usage(testinfra_host(host), path), host.disk_max_percent, evidence)
