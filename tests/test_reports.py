@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Callable
@@ -44,9 +45,10 @@ def test_health_run_writes_every_report(pytester: pytest.Pytester, sandbox_profi
     junit = ElementTree.parse(run_dir / "junit.xml").getroot()
     cases = junit.findall(".//testcase")
     assert len(cases) == 6
-    props = {p.get("name"): p.get("value") for p in cases[0].findall(".//property")}
-    assert props["runbook"] == "PF-01 QP-01 QP-29"
-    assert props["domain"] == "health"
+    props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
+    assert props["test_health_endpoint_answers_2xx[quantum-planner]"]["runbook"] == "PF-01 QP-01 QP-29"
+    assert props["test_health_answers_within_latency_budget[quantum-planner]"]["runbook"] == "PF-01 QP-01"
+    assert {p["domain"] for p in props.values()} == {"health"}
 
     results = [json.loads(p.read_text()) for p in (run_dir / "allure-results").glob("*-result.json")]
     assert len(results) == 6
@@ -56,8 +58,34 @@ def test_health_run_writes_every_report(pytester: pytest.Pytester, sandbox_profi
 
     evidence = json.loads((run_dir / "evidence.json").read_text())
     assert evidence["run"]["totals"] == {"passed": 6}
-    assert all(c["runbook"] == ["PF-01", "QP-01", "QP-29"] for c in evidence["checks"])
+    latency = [c["runbook"] for c in evidence["checks"] if "latency_budget" in c["id"]]
+    assert latency == [["PF-01", "QP-01"]] * 2
+    assert all(c["runbook"] == ["PF-01", "QP-01", "QP-29"] for c in evidence["checks"] if "latency" not in c["id"])
     assert (run_dir / "summary.txt").read_text().startswith("opsverify run against profile sandbox (sandbox): 6 passed")
+
+
+def test_reports_show_the_runbook_ids_of_each_backup_kind(
+    run_checks: Callable[..., Any], sandbox_profile: Path
+) -> None:
+    """A Redis backup's freshness carries no PostgreSQL procedure, in every report; a PostgreSQL dump's does."""
+    run = run_checks(sandbox_profile, "backup/test_backup_freshness.py", extra=("-k", "younger_than_rpo"))
+    test = "test_newest_backup_is_younger_than_rpo"
+    expected = {"redis-rdb": ["PF-10"], "pf-postgres-daily": ["PF-04", "PF-10", "PF-16", "QP-18"]}
+
+    junit = ElementTree.parse(run.report_dir / "junit.xml").getroot()
+    props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in junit.iter("testcase")}
+    blob = re.search(r'data-jsonblob="([^"]*)"', (run.report_dir / "report.html").read_text())
+    assert blob is not None
+    rows = json.loads(html.unescape(blob.group(1)))["tests"]
+    results = [json.loads(p.read_text()) for p in (run.report_dir / "allure-results").glob("*-result.json")]
+    stories = {r["name"]: {lab["value"] for lab in r["labels"] if lab["name"] == "story"} for r in results}
+    for source, ids in expected.items():
+        name = f"{test}[{source}]"
+        assert run.checks[f"test_backup_freshness.py::{name}"]["runbook"] == ids
+        assert props[name]["runbook"] == " ".join(ids)
+        html_row = rows[f"checks/backup/test_backup_freshness.py::{name}"][0]["resultsTableRow"]
+        assert html_row[2] == f"<td>{' '.join(ids)}</td>"
+        assert stories[name] == set(ids)
 
 
 def test_reports_hold_no_secret(run_checks: Callable[..., Any], profile_variant: Callable[..., Path]) -> None:

@@ -1,8 +1,8 @@
 """The backup jobs work now: a fresh ``pg_dump`` and a ``BGSAVE`` produce backups that verify.
 
 These change state (a scratch dump file, a new RDB snapshot), so a production profile refuses
-them unless the run passes ``--allow-maintenance``. Runbook: PF-16/PF-17 manual and daily
-``pg_dump``, PF-21 ``redis-cli BGSAVE`` then copy the RDB.
+them unless the run passes ``--allow-maintenance``. Runbook: PF-17 manual backups (``pg_dump -Fc``),
+PF-21 ``redis-cli BGSAVE`` then copy the RDB.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from opsverify.profile import Database, RedisInstance
 pytestmark = [pytest.mark.backup, pytest.mark.maintenance, pytest.mark.weekly]
 
 
-@pytest.mark.runbook("PF-16", "PF-17")
+@pytest.mark.runbook("PF-17")
 def test_fresh_dump_is_complete(database: Database, fresh_pg_dump: DumpJob, evidence: Recorder) -> None:
     """PF-17: ``pg_dump -Fc`` runs now and its file passes the custom-format verification."""
     from opsverify.backups.formats import verify_backup

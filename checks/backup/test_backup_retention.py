@@ -1,7 +1,9 @@
 """Nothing older than the retention period remains.
 
 Runbook: PF-16 ``find $BACKUP_DIR -name "backup_*.sql.gz" -mtime +30 -delete`` (30 days),
-QP-18 ``find /backups/database -mtime +7 -delete`` (7 days locally).
+QP-18 ``find /backups/database -mtime +7 -delete`` (7 days locally). Both are PostgreSQL dump
+series; no runbook procedure keeps a retention of Redis, config or archive backups, so those
+sources are checked against their declared retention without a runbook ID.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
 from opsverify.profile import BackupSource
 
-pytestmark = [pytest.mark.backup, pytest.mark.daily, pytest.mark.runbook("PF-16", "QP-18")]
+pytestmark = [pytest.mark.backup, pytest.mark.daily]
 
 
+@pytest.mark.runbook(by_kind={"postgres": ("PF-16", "QP-18"), "redis": (), "config": (), "archive": ()})
 def test_nothing_older_than_retention_remains(
     backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
 ) -> None:

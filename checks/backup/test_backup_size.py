@@ -1,7 +1,8 @@
 """The newest backup is not empty and has not shrunk against its predecessors.
 
-Runbook: QP-19 backup verification (``ls -lh``: size sane vs history), PF-04 "non-empty",
-PF-24 model and results archives.
+Runbook, by the source's kind: PF-10 every backup kind present and intact; PostgreSQL dumps
+PF-04 "non-empty", QP-19 backup verification (``ls -lh``: size sane vs history); model and results
+archives PF-24/QP-21 "size sane".
 """
 
 from __future__ import annotations
@@ -15,19 +16,24 @@ from fixtures.expect import expect
 from fixtures.reporting import Recorder
 from opsverify.profile import BackupSource
 
-pytestmark = [pytest.mark.backup, pytest.mark.daily, pytest.mark.runbook("PF-04", "QP-19", "PF-24")]
+pytestmark = [pytest.mark.backup, pytest.mark.daily]
 HISTORY = 7  # how many earlier backups the newest is compared with
+ARCHIVE = ("PF-10", "PF-24", "QP-21")
+NOT_EMPTY = {"postgres": ("PF-04", "PF-10"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ARCHIVE}
+NOT_SHRUNK = {"postgres": ("PF-10", "QP-19"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ARCHIVE}
 
 
+@pytest.mark.runbook(by_kind=NOT_EMPTY)
 def test_newest_backup_is_not_empty(backup_source: BackupSource, catalog_of: CatalogOf, evidence: Recorder) -> None:
-    """PF-04: the newest backup holds bytes."""
+    """PF-04/PF-10 "present" (NOT_EMPTY by kind): the newest backup holds bytes."""
     newest = listed(backup_source, catalog_of).files[0]
     evidence.record(newest=newest.location, size_bytes=newest.size)
     expect(newest.size > 0, f"newest backup of {backup_source.name} is empty (0 bytes): {newest.location}")
 
 
+@pytest.mark.runbook(by_kind=NOT_SHRUNK)
 def test_newest_backup_has_not_shrunk(backup_source: BackupSource, catalog_of: CatalogOf, evidence: Recorder) -> None:
-    """QP-19: the newest backup is at most ``max_shrink_percent`` smaller than the median of the previous ones."""
+    """QP-19/PF-24 (NOT_SHRUNK by kind): the newest is at most ``max_shrink_percent`` under the earlier ones' median."""
     files = listed(backup_source, catalog_of).files
     newest, history = files[0], [f.size for f in files[1 : HISTORY + 1]]
     if not history:

@@ -15,13 +15,14 @@ from opsverify.durations import format_duration
 from opsverify.probes.network import Reachability
 from opsverify.profile import Dependency
 
-pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.runbook("QP-04", "QP-29")]
+pytestmark = [pytest.mark.health, pytest.mark.daily]
 
 
+@pytest.mark.runbook("QP-04", "QP-29")
 def test_dependency_is_reachable_within_budget(
     dependency: Dependency, reach: Callable[[Dependency], Reachability], evidence: Recorder
 ) -> None:
-    """QP-04: a TCP connect (or HTTP GET below 500) succeeds within ``budget``."""
+    """QP-04/QP-29: a TCP connect (or HTTP GET below 500) succeeds within ``budget``."""
     result = reach(dependency)
     evidence.record(address=result.address, latency=format_duration(result.latency), budget=dependency.budget)
     expect(result.is_reachable, f"dependency {dependency.name} at {dependency.url} unreachable: {result.error}")

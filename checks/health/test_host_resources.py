@@ -1,6 +1,7 @@
 """Hosts have CPU, memory and disk headroom.
 
-Runbook: QP-29 health script (CPU < 80 %, disk < 85 %), PF-07 capacity utilisation review.
+Runbook: QP-29 health script (CPU < 80 %, disk < 85 %; it has no memory line), PF-07 capacity
+utilisation review (CPU, memory, disk) and QP-06 resource utilisation ("as PF-07").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from opsverify.probes.cpu import CpuUsage, cpu_usage
 from opsverify.probes.host import Usage, disk_usage, memory_usage
 from opsverify.profile import Host
 
-pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.runbook("QP-29", "PF-07")]
+pytestmark = [pytest.mark.health, pytest.mark.daily]
 HostOf = Callable[[Host], Any]
 
 
@@ -46,10 +47,11 @@ def record_cpu(usage: CpuUsage, limit: float, evidence: Recorder) -> None:
     evidence.record(excluded_own_percent=f"{usage.own_percent:.1f}", top=top_of(usage))
 
 
+@pytest.mark.runbook("PF-07", "QP-06", "QP-29")
 def test_cpu_usage_is_under_limit(
     profile_host: Host, testinfra_host: HostOf, own_processes: Callable[[Host], frozenset[int]], evidence: Recorder
 ) -> None:
-    """QP-29: median CPU busy share of ``cpu_samples`` samples over ``cpu_window`` is under ``cpu_max_percent``.
+    """QP-29/PF-07/QP-06: median CPU busy share of ``cpu_samples`` samples over ``cpu_window`` under the limit.
 
     The processes of this run (pytest, its workers and what they started) are left out on a local host.
     """
@@ -64,13 +66,15 @@ def test_cpu_usage_is_under_limit(
     )
 
 
+@pytest.mark.runbook("PF-07", "QP-06")
 def test_memory_usage_is_under_limit(profile_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
-    """PF-07: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
+    """PF-07/QP-06: used memory (MemTotal - MemAvailable) is under ``memory_max_percent``."""
     host = profile_host
     expect_under(host, memory_usage(testinfra_host(host)), host.memory_max_percent, evidence)
 
 
+@pytest.mark.runbook("PF-07", "QP-06", "QP-29")
 def test_disk_usage_is_under_limit(disk: tuple[Host, str], testinfra_host: HostOf, evidence: Recorder) -> None:
-    """QP-29: each declared path's filesystem is under ``disk_max_percent`` used."""
+    """QP-29/PF-07/QP-06: each declared path's filesystem is under ``disk_max_percent`` used."""
     host, path = disk
     expect_under(host, disk_usage(testinfra_host(host), path), host.disk_max_percent, evidence)

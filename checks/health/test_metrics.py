@@ -18,7 +18,7 @@ from opsverify.durations import format_duration
 from opsverify.probes.metrics import MetricsSnapshot
 from opsverify.profile import HttpService, MetricsExpectation
 
-pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.runbook("PF-03", "QP-02")]
+pytestmark = [pytest.mark.health, pytest.mark.daily]
 MetricsOf = Callable[[HttpService], MetricsSnapshot]
 
 
@@ -31,6 +31,7 @@ def _scrape(service: HttpService, metrics_of: MetricsOf) -> tuple[MetricsExpecta
     return service.metrics, snapshot
 
 
+@pytest.mark.runbook("PF-03", "QP-02")
 def test_metrics_expose_required_series(service: HttpService, metrics_of: MetricsOf, evidence: Recorder) -> None:
     """PF-03/QP-02: every series the profile requires is present."""
     wanted, snapshot = _scrape(service, metrics_of)
@@ -39,6 +40,7 @@ def test_metrics_expose_required_series(service: HttpService, metrics_of: Metric
     expect(not missing, f"{service.name} metrics at {snapshot.reply.url} lack {', '.join(missing)}")
 
 
+@pytest.mark.runbook("QP-02")
 def test_metric_values_stay_under_maximum(service: HttpService, metrics_of: MetricsOf, evidence: Recorder) -> None:
     """QP-02: error rate, memory usage and the other limited series stay under their maximum."""
     wanted, snapshot = _scrape(service, metrics_of)
@@ -50,6 +52,7 @@ def test_metric_values_stay_under_maximum(service: HttpService, metrics_of: Metr
     expect(not over, f"{service.name}: {'; '.join(over)} at {snapshot.reply.url}")
 
 
+@pytest.mark.runbook("PF-03")
 def test_metrics_are_fresh(service: HttpService, metrics_of: MetricsOf, evidence: Recorder) -> None:
     """PF-03: the freshness gauge (a unix timestamp) is younger than ``max_age``."""
     wanted, snapshot = _scrape(service, metrics_of)

@@ -15,10 +15,11 @@ from opsverify.durations import format_duration
 from opsverify.probes.postgres import PgSession
 from opsverify.profile import Database
 
-pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.dr, pytest.mark.runbook("QP-29")]
+pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.dr]
 SessionOf = Callable[[Database], PgSession]
 
 
+@pytest.mark.runbook("QP-29")
 def test_database_accepts_read_only_session(database: Database, pg_session_of: SessionOf, evidence: Recorder) -> None:
     """QP-29: a session opens, answers ``SELECT 1`` and is read-only."""
     session = pg_session_of(database)
@@ -27,6 +28,7 @@ def test_database_accepts_read_only_session(database: Database, pg_session_of: S
     expect(session.read_only, f"database {database.name} session is not read-only (default_transaction_read_only)")
 
 
+@pytest.mark.runbook("QP-29")
 def test_database_connects_within_budget(database: Database, pg_session_of: SessionOf, evidence: Recorder) -> None:
     """QP-29: opening the session takes no longer than ``connect_budget``."""
     session = pg_session_of(database)

@@ -1,6 +1,6 @@
 """Standbys stream from their primary and lag by less than the RPO; one can be promoted.
 
-Runbook: QP-15 quarterly failover test, PF-20 point-in-time recovery, PF-47 the database RPO.
+Runbook: QP-15 quarterly failover test (in sync and promotable), PF-47 the database RPO (replica lag).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from opsverify.probes.replication import ReplicaState
 from opsverify.profile import Profile, Replica
 from opsverify.restore.failover import Promotion
 
-pytestmark = [pytest.mark.recovery, pytest.mark.dr, pytest.mark.runbook("QP-15")]
+pytestmark = [pytest.mark.recovery, pytest.mark.dr]
 StateOf = Callable[[Replica], ReplicaState]
 
 
@@ -29,6 +29,7 @@ def _standby(replica: Replica, state_of: StateOf) -> ReplicaState:
 
 
 @pytest.mark.daily
+@pytest.mark.runbook("QP-15")
 def test_replica_streams_from_its_primary(replica: Replica, replica_state_of: StateOf, evidence: Recorder) -> None:
     """QP-15: the standby is in recovery and its WAL receiver is streaming."""
     state = _standby(replica, replica_state_of)
@@ -41,7 +42,7 @@ def test_replica_streams_from_its_primary(replica: Replica, replica_state_of: St
 
 
 @pytest.mark.daily
-@pytest.mark.runbook("PF-47")
+@pytest.mark.runbook("QP-15", "PF-47")
 def test_replica_lag_is_within_rpo(
     replica: Replica, replica_state_of: StateOf, profile: Profile, evidence: Recorder
 ) -> None:
@@ -56,7 +57,7 @@ def test_replica_lag_is_within_rpo(
 
 
 @pytest.mark.quarterly
-@pytest.mark.runbook("PF-46")
+@pytest.mark.runbook("QP-15")
 def test_promoted_copy_accepts_writes_on_a_new_timeline(
     replica: Replica, promoted_replica: Promotion, evidence: Recorder
 ) -> None:

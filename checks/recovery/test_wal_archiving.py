@@ -15,7 +15,7 @@ from opsverify.durations import format_duration as fmt
 from opsverify.probes.replication import ArchiverState
 from opsverify.profile import Database, Profile
 
-pytestmark = [pytest.mark.recovery, pytest.mark.daily, pytest.mark.dr, pytest.mark.runbook("PF-20", "PF-47")]
+pytestmark = [pytest.mark.recovery, pytest.mark.daily, pytest.mark.dr]
 ArchiverOf = Callable[[Database], ArchiverState]
 
 
@@ -27,10 +27,11 @@ def _read(db: Database, archiver_of: ArchiverOf) -> ArchiverState:
     return state
 
 
+@pytest.mark.runbook("PF-20", "PF-47")
 def test_wal_archive_lag_is_within_rpo(
     archived_database: Database, archiver_of: ArchiverOf, profile: Profile, evidence: Recorder
 ) -> None:
-    """PF-20: no finished WAL segment waits longer than the database RPO to be archived."""
+    """PF-20/PF-47: no finished WAL segment waits longer than the database RPO to be archived."""
     state = _read(archived_database, archiver_of)
     rpo = profile.objective("database").rpo
     evidence.record(last_archived_wal=state.last_archived_wal, archived_count=state.archived_count,
@@ -43,6 +44,7 @@ def test_wal_archive_lag_is_within_rpo(
     )
 
 
+@pytest.mark.runbook("PF-20")
 def test_wal_archiving_is_not_failing(archived_database: Database, archiver_of: ArchiverOf, evidence: Recorder) -> None:
     """PF-20: the archiver's last attempt succeeded (no failure newer than the last success)."""
     state = _read(archived_database, archiver_of)

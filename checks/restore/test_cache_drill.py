@@ -1,6 +1,7 @@
 """Restore drill of Redis: the newest RDB loads into a throwaway redis-server and holds the same keys.
 
-Runbook: PF-22 Redis restore (stop, copy the RDB into /data, start), PF-46 full system recovery.
+Runbook: PF-22 Redis restore (stop, copy the RDB into /data, start), PF-46 full system recovery
+(the cache part: the restored server answers), PF-47/PF-14 the RTO.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from opsverify.profile import Drill, Profile
 from opsverify.restore.fidelity import compare_redis
 from opsverify.restore.redisdrill import RedisDrillOutcome
 
-pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly, pytest.mark.runbook("PF-22", "PF-46")]
+pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly]
 
 
+@pytest.mark.runbook("PF-22", "PF-46")
 def test_rdb_loads_into_a_scratch_redis(redis_drill_outcome: RedisDrillOutcome, evidence: Recorder) -> None:
-    """PF-22: redis-server starts from the RDB and answers PING."""
+    """PF-22/PF-46: redis-server starts from the RDB and answers PING."""
     evidence.record(backup=redis_drill_outcome.backup, error=redis_drill_outcome.error or "none")
     expect(
         redis_drill_outcome.error is None,
@@ -30,6 +32,7 @@ def test_rdb_loads_into_a_scratch_redis(redis_drill_outcome: RedisDrillOutcome, 
     )
 
 
+@pytest.mark.runbook("PF-22")
 def test_restored_keys_match_the_backup(
     redis_drill: Drill, redis_drill_outcome: RedisDrillOutcome, evidence: Recorder
 ) -> None:
@@ -52,11 +55,11 @@ def test_restored_keys_match_the_backup(
 
 
 @pytest.mark.recovery
-@pytest.mark.runbook("PF-47")
+@pytest.mark.runbook("PF-47", "PF-14")
 def test_cache_recovers_within_rto(
     redis_drill: Drill, redis_drill_outcome: RedisDrillOutcome, profile: Profile, evidence: Recorder
 ) -> None:
-    """PF-47: from starting redis-server on the RDB to its first answer, inside the component's RTO."""
+    """PF-47/PF-14: from starting redis-server on the RDB to its first answer, inside the component's RTO."""
     objective = profile.objective(redis_drill.objective)
     measured = redis_drill_outcome.rto
     evidence.record(component=objective.component, rto_objective=fmt(objective.rto),

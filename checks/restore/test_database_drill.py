@@ -1,7 +1,9 @@
 """Restore drill of each database: the newest backup restores into a scratch database and equals the source.
 
-Runbook: PF-11 monthly DR test, QP-14 quarterly restoration test, QP-19 "test restoration to
-staging", PF-19 ``pg_restore -j`` of custom dumps, PF-46 full system recovery.
+Runbook: PF-11 monthly DR test, QP-14 quarterly restoration test ("as PF-11" plus row-count and
+checksum fidelity), QP-19 "test restoration to staging" and ``pg_restore --list``, PF-19
+``pg_restore -j`` of custom dumps, PF-46 full system recovery (the database part and its smoke
+test), PF-47/PF-14 the RTO.
 """
 
 from __future__ import annotations
@@ -17,12 +19,7 @@ from opsverify.restore.drill import PgDrillOutcome
 from opsverify.restore.fidelity import compare_checksums, compare_rows
 from opsverify.restore.toc import TocError, dump_objects
 
-pytestmark = [
-    pytest.mark.restore,
-    pytest.mark.dr,
-    pytest.mark.monthly,
-    pytest.mark.runbook("PF-11", "QP-14", "QP-19", "PF-19", "PF-46"),
-]
+pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly]
 Expectation = tuple[DataFacts | None, str]
 
 
@@ -34,16 +31,18 @@ def restored(outcome: PgDrillOutcome) -> PgDrillOutcome:
     return outcome
 
 
+@pytest.mark.runbook("PF-11", "QP-14", "QP-19", "PF-19", "PF-46")
 def test_restore_completes_without_errors(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
-    """PF-11/QP-14: psql (ON_ERROR_STOP) or pg_restore (--exit-on-error, -j) restores the newest backup."""
+    """PF-11/QP-14/QP-19/PF-19/PF-46: psql (ON_ERROR_STOP) or pg_restore (--exit-on-error, -j) restores the backup."""
     run = pg_drill_outcome.restore
     evidence.record(backup=run.backup, format=pg_drill_outcome.format, tool=run.tool, duration=fmt(run.duration))
     evidence.record(scratch_database=run.database)
     expect(run.ok, f"restore of {run.backup} for drill {pg_drill_outcome.drill.name} failed: {run.error}")
 
 
+@pytest.mark.runbook("PF-11", "QP-14", "QP-19")
 def test_restored_schema_matches_the_dump(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
-    """QP-19: every table, sequence, view and index in the dump's TOC exists in the restored copy."""
+    """QP-19/PF-11/QP-14: every table, sequence, view and index in the dump's TOC exists in the restored copy."""
     outcome = restored(pg_drill_outcome)
     from pathlib import Path
 
@@ -56,6 +55,7 @@ def test_restored_schema_matches_the_dump(pg_drill_outcome: PgDrillOutcome, evid
     expect(not missing, f"drill {outcome.drill.name}: restored copy lacks {', '.join(missing)} listed in the dump")
 
 
+@pytest.mark.runbook("QP-14")
 def test_restored_row_counts_match_the_backup(
     pg_drill_outcome: PgDrillOutcome, drill_expectation: Expectation, evidence: Recorder
 ) -> None:
@@ -73,6 +73,7 @@ def test_restored_row_counts_match_the_backup(
              f"{first.problem}")
 
 
+@pytest.mark.runbook("QP-14")
 def test_restored_tables_match_their_checksums(
     pg_drill_outcome: PgDrillOutcome, drill_expectation: Expectation, evidence: Recorder
 ) -> None:
@@ -92,6 +93,7 @@ def test_restored_tables_match_their_checksums(
         fail(f"drill {outcome.drill.name}: {first.table} {first.problem} ({origin})")
 
 
+@pytest.mark.runbook("PF-46")
 def test_smoke_queries_return_rows(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
     """PF-46: the drill's smoke queries run on the restored copy and each returns at least one row."""
     outcome = restored(pg_drill_outcome)
@@ -104,8 +106,9 @@ def test_smoke_queries_return_rows(pg_drill_outcome: PgDrillOutcome, evidence: R
              f"{'failed: ' + first.error if first.error else 'returned no rows'}")
 
 
+@pytest.mark.runbook("PF-11", "QP-14", "QP-19")
 def test_restored_copy_passes_amcheck(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
-    """PF-11: ``pg_amcheck --heapallindexed`` finds no corruption in the restored tables and indexes."""
+    """PF-11/QP-14/QP-19: ``pg_amcheck --heapallindexed`` finds no corruption in the restored tables and indexes."""
     outcome = restored(pg_drill_outcome)
     if outcome.amcheck is not None and outcome.amcheck.startswith("unavailable: "):
         pytest.skip(f"drill {outcome.drill.name}: pg_amcheck {outcome.amcheck}")
@@ -116,7 +119,7 @@ def test_restored_copy_passes_amcheck(pg_drill_outcome: PgDrillOutcome, evidence
 @pytest.mark.recovery
 @pytest.mark.runbook("PF-47", "PF-14")
 def test_restore_time_is_within_rto(pg_drill_outcome: PgDrillOutcome, profile: Profile, evidence: Recorder) -> None:
-    """PF-47: from the start of the restore to the first successful smoke query, inside the component's RTO."""
+    """PF-47/PF-14: from the start of the restore to the first successful smoke query, inside the component's RTO."""
     drill = pg_drill_outcome.drill
     objective = profile.objective(drill.objective)
     measured = pg_drill_outcome.rto

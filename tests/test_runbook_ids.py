@@ -1,0 +1,182 @@
+"""Runbook IDs are precise: every check carries procedures of its own component kind only, all from INVENTORY.md.
+
+The allowed IDs per kind are derived from the shipped ``runbooks/INVENTORY.md`` (a copy of
+``../shared/runbooks/INVENTORY.md``) by keywords of each row's procedure and check columns, and
+through the rows it refers to ("as PF-07"). The suite is collected against the test sandbox,
+which declares every kind, and each item's resolved IDs are compared with its kind's set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INVENTORY = ROOT / "runbooks" / "INVENTORY.md"
+SHARED_INVENTORY = ROOT.parent / "shared" / "runbooks" / "INVENTORY.md"
+ROW = re.compile(r"^\| ((?:PF|QP)-\w\d) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", re.MULTILINE)
+KEYWORDS = {
+    "postgres": r"PostgreSQL|pg_|\bDB\b|database|\bWAL\b|VACUUM|ANALYZE|\bindex|quer(y|ies)|replica|standby|failover"
+    r"|restore drill|dump|connection|\btables?\b",
+    "redis": r"Redis|\bRDB\b|BGSAVE|cache",
+    "config": r"config(uration)? backup|k8s YAML",
+    "archive": r"\bmodel|results|tar\.gz",
+    "http": r"/health|health check|/metrics|\bmetrics\b",
+    "host": r"CPU|memory|disk|capacity|utili[sz]ation",
+    "dependency": r"dependenc|backend",
+}
+ANY_KIND = frozenset({"PF-10", "PF-14", "PF-46", "PF-47"})  # every backup kind; every component's RTO/RPO; full system
+ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the parameter itself has none
+    "service": "http",
+    "database": "postgres",
+    "archived_database": "postgres",
+    "replica": "postgres",
+    "redis_instance": "redis",
+    "dependency": "dependency",
+    "profile_host": "host",
+    "disk": "host",
+}
+DUMP_PLUGIN = '''
+import json
+
+
+def pytest_collection_finish(session):
+    from fixtures.markers import item_kind, runbook_ids
+
+    rows = []
+    for item in session.items:
+        kind = item_kind(item)
+        declared = [m.kwargs.get("by_kind", {}) for m in item.iter_markers("runbook")]
+        callspec = getattr(item, "callspec", None)
+        rows.append({
+            "id": item.nodeid.partition("checks/")[2], "kind": kind, "runbook": runbook_ids(item),
+            "arguments": sorted(callspec.params) if callspec else [],
+            "declared_empty": any(kind in by_kind and not by_kind[kind] for by_kind in declared),
+        })
+    with open("collected.json", "w") as out:
+        json.dump(rows, out)
+'''
+
+
+@dataclass(frozen=True)
+class Procedure:
+    id: str
+    cadence: str
+    procedure: str
+    verifies: str
+
+
+@cache
+def procedures() -> dict[str, Procedure]:
+    """The rows of the shipped INVENTORY.md, by ID."""
+    rows = [Procedure(*(cell.strip() for cell in m.groups())) for m in ROW.finditer(INVENTORY.read_text())]
+    return {p.id: p for p in rows}
+
+
+def kinds_of(procedure_id: str, seen: frozenset[str] = frozenset()) -> set[str]:
+    """The component kinds a procedure belongs to: its own keywords, and those of the rows it names ("as PF-07")."""
+    row = procedures()[procedure_id]
+    text = f"{row.procedure} {row.verifies}"
+    kinds = {kind for kind, words in KEYWORDS.items() if re.search(words, text)}
+    for other in set(re.findall(r"\b(?:PF|QP)-\d\d\b", row.verifies)) - seen - {procedure_id}:
+        kinds |= kinds_of(other, seen | {procedure_id})
+    return kinds
+
+
+def allowed(kind: str) -> set[str]:
+    return {p for p in procedures() if kind in kinds_of(p)} | ANY_KIND
+
+
+def component_kind(check: dict[str, Any]) -> str:
+    """The check's parameter kind (backup source, drill), else its component by the parametrized argument."""
+    if check["kind"]:
+        return str(check["kind"])
+    kinds = {ARGUMENT_KINDS[a] for a in check["arguments"] if a in ARGUMENT_KINDS}
+    assert len(kinds) == 1, f"{check['id']}: cannot tell its component kind from {check['arguments']}"
+    return kinds.pop()
+
+
+@pytest.fixture(scope="module")
+def collected(sandbox_profile: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Every check collected against the test sandbox: its resolved runbook IDs and kind, by node id."""
+    where = tmp_path_factory.mktemp("collect")
+    (where / "runbook_dump.py").write_text(DUMP_PLUGIN)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "checks"), "--collect-only", "-q", "-p", "runbook_dump",
+         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), "--profile", str(sandbox_profile), "--no-reports"],
+        cwd=where, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {c["id"]: c for c in json.loads((where / "collected.json").read_text())}
+
+
+def test_shipped_inventory_equals_the_shared_one() -> None:
+    if not SHARED_INVENTORY.is_file():
+        pytest.skip(f"no shared inventory at {SHARED_INVENTORY} to compare with")
+    assert INVENTORY.read_text() == SHARED_INVENTORY.read_text(), "copy ../shared/runbooks/INVENTORY.md to runbooks/"
+
+
+def test_inventory_rows_are_classified_by_component_kind() -> None:
+    assert len(procedures()) == 48 + 3 + 31 + 1
+    assert kinds_of("PF-04") == {"postgres"}
+    assert kinds_of("PF-21") == {"redis"}
+    assert kinds_of("PF-23") == {"config"}
+    assert kinds_of("PF-24") == {"archive"}
+    assert kinds_of("QP-01") == kinds_of("PF-01") == {"http"}
+    assert kinds_of("QP-06") == {"host"}  # "as PF-07"
+    assert kinds_of("QP-29") >= {"http", "postgres", "dependency", "host"}
+    assert {"PF-04", "PF-16", "PF-17", "PF-19", "QP-18", "QP-19"} <= allowed("postgres")
+    assert not {"PF-04", "PF-16", "PF-17", "PF-19", "QP-18", "QP-19"} & allowed("redis")
+    assert all(not kinds_of(p) for p, row in procedures().items() if row.verifies == "human")
+
+
+def test_every_check_carries_only_procedures_of_its_component_kind(collected: dict[str, dict[str, Any]]) -> None:
+    problems = []
+    for check_id, check in collected.items():
+        kind, ids = component_kind(check), check["runbook"]
+        unknown = [i for i in ids if i not in procedures() or procedures()[i].verifies == "human"]
+        foreign = sorted(set(ids) - allowed(kind) - set(unknown))
+        if unknown:
+            problems.append(f"{check_id}: {unknown} are no automatable row of INVENTORY.md")
+        if foreign:
+            problems.append(f"{check_id} ({kind}): {foreign} are procedures of another component kind")
+        if not ids and not check["declared_empty"]:
+            problems.append(f"{check_id} ({kind}): carries no runbook ID")
+    assert not problems, "\n".join(problems)
+    kinds = {component_kind(c) for c in collected.values()}
+    assert kinds == {"postgres", "redis", "config", "archive", "http", "host", "dependency"}, "sandbox lacks a kind"
+
+
+def test_redis_backup_freshness_carries_no_postgres_procedure(collected: dict[str, dict[str, Any]]) -> None:
+    fresh = "backup/test_backup_freshness.py::test_newest_backup_is_younger_than_rpo"
+    assert collected[f"{fresh}[redis-rdb]"]["runbook"] == ["PF-10"]
+    assert collected[f"{fresh}[pf-postgres-daily]"]["runbook"] == ["PF-04", "PF-10", "PF-16", "QP-18"]
+    assert collected[f"{fresh}[k8s-configmaps]"]["runbook"] == ["PF-10", "PF-23", "QP-20"]
+    assert collected[f"{fresh}[models-archive]"]["runbook"] == ["PF-10", "PF-24", "QP-21"]
+    intact = "backup/test_backup_integrity.py::test_recent_backup_is_intact"
+    assert collected[f"{intact}[redis-rdb#1]"]["runbook"] == ["PF-10", "PF-21"]
+    latency = "health/test_http_health.py::test_health_answers_within_latency_budget[photonic-foundry]"
+    assert collected[latency]["runbook"] == ["PF-01", "QP-01"]
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('runbook(by_kind={"postgress": ("PF-04",)})', "by_kind must map kinds postgres, redis, config, archive*"),
+        ('runbook(by_kind={"redis": "PF-21"})', "by_kind values are tuples of IDs*"),
+        ('runbook("PF-4")', "'PF-4': runbook IDs must look like PF-04 or QP-18*"),
+    ],
+)
+def test_a_malformed_runbook_marker_stops_the_run(pytester: pytest.Pytester, marker: str, message: str) -> None:
+    pytester.makepyfile(test_typo=f"import pytest\n\n@pytest.mark.{marker}\ndef test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "fixtures.markers", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_typo.py::test_x: {message}"])
