@@ -110,7 +110,7 @@ def test_stopped_service_fails_its_health_checks(run_checks: Run, profile_varian
         "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
         "test_health_answers_within_latency_budget")}
     assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").startswith(
-        f"photonic-foundry health endpoint {stopped.url}/health did not answer: connection failed")
+        f"photonic-foundry health endpoint {stopped.url}/health did not answer: connection refused")
 
 
 def test_http_500_fails_the_status_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
@@ -150,7 +150,7 @@ def test_endpoint_that_never_answers_fails_within_the_request_timeout(
         run = run_checks(profile_variant(mutate), HTTP)
     assert time.monotonic() - started < 30
     assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").endswith(
-        "did not answer: no answer before the request timeout")
+        "did not answer: no answer within the 1s request timeout")
 
 
 def test_missing_metric_fails_the_required_series_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from opsverify.probes.http import HttpReply
+import pytest
+
+from opsverify.probes.http import HttpReply, http_get
 from opsverify.probes.metrics import parse_exposition
-from opsverify.probes.network import probe_reachability, tcp_connect
+from opsverify.probes.network import Reachability, probe_reachability, tcp_connect
+from opsverify.probes.outage import OutageRegister
 from opsverify.reporting.evidence import Evidence
 
 EXPOSITION = """\
@@ -52,7 +57,7 @@ def test_closed_port_is_refused_fast() -> None:
         port = sock.getsockname()[1]
     result = tcp_connect("127.0.0.1", port, timedelta(seconds=2))
     assert not result.is_reachable
-    assert result.error == "Connection refused"
+    assert result.error == result.unreachable == "connection refused"
     assert result.latency < timedelta(seconds=1)
 
 
@@ -62,6 +67,55 @@ def test_listening_port_is_reachable() -> None:
         sock.listen(1)
         result = probe_reachability(f"tcp://127.0.0.1:{sock.getsockname()[1]}", timedelta(seconds=2))
     assert result.is_reachable
+
+
+@pytest.fixture
+def trickling_port() -> Iterator[int]:
+    """A server that sends its headers at once, then one byte of the body every 0.2 s (a hung backend)."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_trickling_body_ends_at_connect_plus_request_timeout(trickling_port: int) -> None:
+    url = f"http://127.0.0.1:{trickling_port}/"
+    reply = http_get(url, connect_timeout=timedelta(seconds=0.5), read_timeout=timedelta(seconds=1))
+    assert reply.error == reply.unreachable == "no answer within the 1s request timeout"
+    assert reply.latency < timedelta(seconds=1.5 + 1)
+
+
+def test_the_first_connection_failure_of_an_endpoint_is_the_one_reported() -> None:
+    register = OutageRegister(clock=lambda: datetime(2025, 8, 2, 10, 2, 3))
+
+    def fact(error: str | None, unreachable: str | None = None) -> Callable[[], Reachability]:
+        return lambda: Reachability("127.0.0.1:8080", timedelta(0), error, unreachable)
+
+    def skipped_fact(note: str) -> Reachability:
+        return fact(note)()
+
+    assert register.probe("127.0.0.1:8080", "api", fact("HTTP 500"), skipped_fact).error == "HTTP 500"
+    assert register.outage("127.0.0.1:8080") is None  # an answer, however bad, is no outage
+    refused = register.probe("127.0.0.1:8080", "api", fact("connection refused", "connection refused"), skipped_fact)
+    assert refused.error == "connection refused"
+    register.record("127.0.0.1:8080", "metrics", "no route to host")  # not the first: ignored
+    later = register.probe("127.0.0.1:8080", "metrics", fact(None), skipped_fact)
+    assert later.error == "skipped probing: api at 127.0.0.1:8080 did not answer at 10:02:03 (connection refused)"
 
 
 def test_evidence_summary_lists_failures_in_one_line_each(tmp_path: Path) -> None:

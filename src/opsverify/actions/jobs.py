@@ -15,7 +15,8 @@ from pathlib import Path
 from opsverify.actions.base import Action
 from opsverify.actions.directory import ScratchDirectory
 from opsverify.backups.jobs import BackupJobError, Bgsave, bgsave, pg_dump
-from opsverify.probes.redis import client
+from opsverify.probes.outage import OutageRegister, address
+from opsverify.probes.redis import client, unreachable
 from opsverify.profile import Database, RedisInstance, Timeouts
 
 
@@ -53,9 +54,10 @@ class RedisBgsave(Action[Bgsave]):
     kind = "BGSAVE"
     touches_production = True
 
-    def __init__(self, instance: RedisInstance, timeouts: Timeouts) -> None:
+    def __init__(self, instance: RedisInstance, timeouts: Timeouts, outages: OutageRegister | None = None) -> None:
         super().__init__(instance.name)
-        self.instance, self.timeouts = instance, timeouts
+        self.instance, self.timeouts, self.outages = instance, timeouts, outages or OutageRegister()
+        self.where = address(instance.host, instance.port)
         self.issued = False
 
     def guard(self) -> None:
@@ -64,12 +66,18 @@ class RedisBgsave(Action[Bgsave]):
     def act(self) -> Bgsave:
         import redis
 
-        conn = client(self.instance, self.timeouts.connect)
+        if (known := self.outages.outage(self.where)) is not None:
+            return Bgsave(0, 0, known.note())
+        t = self.timeouts
+        conn = client(self.instance, t.connect, t.request)
         try:
             self.issued = True
-            return bgsave(conn, self.timeouts.request * 6)
+            return bgsave(conn, t.request * 6)
         except redis.RedisError as exc:
             self.issued = False
+            if (cause := unreachable(exc, t.connect, t.request)) is not None:
+                self.outages.record(self.where, self.instance.name, cause)
+                return Bgsave(0, 0, f"{cause} at {self.where}")
             return Bgsave(0, 0, str(exc).splitlines()[0] or type(exc).__name__)
         finally:
             conn.close()
@@ -84,7 +92,7 @@ class RedisBgsave(Action[Bgsave]):
         return [f"a BGSAVE still running on redis {self.instance.name}"] if self.issued and self._saving() else []
 
     def _saving(self) -> bool:
-        conn = client(self.instance, self.timeouts.connect)
+        conn = client(self.instance, self.timeouts.connect, self.timeouts.request)
         try:
             return bool(conn.info("persistence").get("rdb_bgsave_in_progress"))
         finally:

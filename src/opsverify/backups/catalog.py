@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from opsverify.backups.s3 import client, describe_error, list_objects
+from opsverify.backups.s3 import client, describe_error, list_objects, unreachable
 from opsverify.profile.model import BackupSource, Host, Timeouts
 
 NAME_AHEAD = timedelta(hours=1)  # a job names its file when it starts: the name is not much later than its mtime
@@ -61,6 +61,7 @@ class Catalog:
     location: str
     files: list[BackupFile] = field(default_factory=list)
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
     @property
     def newest(self) -> BackupFile | None:
@@ -122,7 +123,8 @@ def _s3(source: BackupSource, timeouts: Timeouts) -> Catalog:
         s3 = client(source.s3, timeouts.connect, timeouts.request)
         objects = list(list_objects(s3, source.path))
     except (BotoCoreError, ClientError) as exc:
-        return Catalog(source.name, source.path, error=f"cannot list {source.path}: {describe_error(exc)}")
+        error = f"cannot list {source.path}: {describe_error(exc, timeouts)}"
+        return Catalog(source.name, source.path, error=error, unreachable=unreachable(exc, timeouts))
     files = []
     for obj in objects:
         name = obj.key.rsplit("/", 1)[-1]

@@ -56,4 +56,4 @@ def download(source: BackupSource, backup: BackupFile, timeouts: Timeouts, host:
     try:
         client(source.s3, timeouts.connect, timeouts.request).download_file(bucket, prefix + backup.name, str(target))
     except (BotoCoreError, ClientError, Boto3Error) as exc:
-        raise FetchError(f"cannot download it: {describe_error(exc)}") from None
+        raise FetchError(f"cannot download it: {describe_error(exc, timeouts)}") from None

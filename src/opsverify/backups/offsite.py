@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opsverify.backups.catalog import BackupFile
-from opsverify.backups.s3 import MULTIPART_CHUNK, S3Object, client, describe_error, etag_of, list_objects
+from opsverify.backups.s3 import MULTIPART_CHUNK, S3Object, client, describe_error, etag_of, list_objects, unreachable
 from opsverify.profile.model import Offsite, Timeouts
 
 
@@ -32,6 +32,7 @@ class OffsiteParity:
     url: str
     copies: list[CopyCheck] = field(default_factory=list)
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
     @property
     def problems(self) -> list[CopyCheck]:
@@ -61,5 +62,6 @@ def offsite_parity(files: list[BackupFile], offsite: Offsite, timeouts: Timeouts
         s3 = client(offsite, timeouts.connect, timeouts.request)
         remote = {o.key.rsplit("/", 1)[-1]: o for o in list_objects(s3, offsite.url)}
     except (BotoCoreError, ClientError) as exc:
-        return OffsiteParity(offsite.url, error=f"cannot list {offsite.url}: {describe_error(exc)}")
+        error = f"cannot list {offsite.url}: {describe_error(exc, timeouts)}"
+        return OffsiteParity(offsite.url, error=error, unreachable=unreachable(exc, timeouts))
     return OffsiteParity(offsite.url, [_compare(f, remote.get(f.name)) for f in recent])

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from opsverify.profile.model import S3Access
+from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
+from opsverify.profile.model import S3Access, Timeouts
 
 S3Client = Any  # botocore builds the client class at run time
 
@@ -40,7 +41,7 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 def client(access: S3Access | None, connect: timedelta, read: timedelta) -> S3Client:
-    """A boto3 S3 client that gives up after ``connect``/``read`` and two retries."""
+    """A boto3 S3 client that gives up after ``connect``/``read``, in one attempt (no retries)."""
     import boto3
     from botocore.config import Config
 
@@ -48,7 +49,7 @@ def client(access: S3Access | None, connect: timedelta, read: timedelta) -> S3Cl
     config = Config(
         connect_timeout=connect.total_seconds(),
         read_timeout=read.total_seconds(),
-        retries={"max_attempts": 2, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},  # max_attempts counts retries: 1 would be two tries
         s3={"addressing_style": "path"},
     )
     return boto3.client(
@@ -69,13 +70,31 @@ def list_objects(s3: S3Client, url: str) -> Iterator[S3Object]:
             yield S3Object(item["Key"], int(item["Size"]), item["LastModified"], str(item["ETag"]).strip('"'))
 
 
-def describe_error(exc: BaseException) -> str:
-    """One phrase for a botocore/boto3 failure (no credentials or request ids)."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+def endpoint_url(access: S3Access | None) -> str:
+    """The URL the client talks to: the profile's endpoint, else AWS's for the region."""
+    access = access or S3Access.model_validate({})
+    return access.endpoint_url or f"https://s3.{access.region}.amazonaws.com"
+
+
+def unreachable(exc: BaseException, timeouts: Timeouts | None = None) -> str | None:
+    """The connection-level cause of a failed S3 call (refused, timed out, …), else None."""
+    from botocore.exceptions import ConnectTimeoutError
+
+    if isinstance(exc, ConnectTimeoutError):
+        return connection_failure(exc, connect_timed_out(timeouts.connect if timeouts else None))
+    return connection_failure(exc, request_timed_out(timeouts.request if timeouts else None))
+
+
+def describe_error(exc: BaseException, timeouts: Timeouts | None = None) -> str:
+    """One phrase for a botocore/boto3 failure (no credentials or request ids); a timeout names its value."""
+    cause = unreachable(exc, timeouts)
+    if cause is not None:
+        return cause
+    response = getattr(exc, "response", None)  # None on a transport error
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     if code:
         return f"S3 error {code}"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def etag_of(path: Path, parts: int = 1, chunk: int = 1 << 20) -> str:

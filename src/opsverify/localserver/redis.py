@@ -42,7 +42,10 @@ class RedisServer:
         return pid_alive(self.pid) and "redis-server" in cmdline(self.pid)
 
     def client(self, timeout: float = 5) -> redis.Redis:
+        """A client of this server: one attempt per command (no retries), bounded by ``timeout``."""
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         return redis.Redis(
             host=LOOPBACK,
@@ -50,6 +53,7 @@ class RedisServer:
             password=self.password,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def stop(self, timeout: float = 10) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from opsverify.profile.model import Host
 
@@ -33,6 +35,23 @@ def connect(host: Host, timeout: timedelta) -> testinfra.host.Host:
         if host.ssh_identity_file:
             kwargs["ssh_identity_file"] = str(host.ssh_identity_file)
     return testinfra.get_host(host.uri, **kwargs)
+
+
+def ssh_address(host: Host) -> tuple[str, int] | None:
+    """Where the sshd of an ssh:// host listens (``HostName``/``Port`` of its ssh_config apply, as for ssh).
+
+    None for other backends and for a host reached through a ``ProxyCommand`` or ``ProxyJump``.
+    """
+    import paramiko
+
+    parts = urlsplit(host.uri)
+    if parts.scheme not in ("ssh", "paramiko") or not parts.hostname:
+        return None
+    config = host.ssh_config or Path.home() / ".ssh" / "config"
+    seen = paramiko.SSHConfig.from_path(str(config)).lookup(parts.hostname) if config.is_file() else {}
+    if "proxycommand" in seen or "proxyjump" in seen:
+        return None
+    return str(seen.get("hostname", parts.hostname)), parts.port or int(seen.get("port", 22))
 
 
 def command_output(target: testinfra.host.Host, command: str, *args: str) -> str:

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
 from opsverify.profile.model import HttpService
 
 if TYPE_CHECKING:
     import requests
+
+
+HEADERS = {"User-Agent": "opsverify", "Accept": "application/json, text/plain", "Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class HttpReply:
     latency: timedelta
     text: str = ""
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
     @property
     def is_answered(self) -> bool:
@@ -49,19 +54,28 @@ class HealthReply:
     body_status: str | None
     version: str | None
 
+    @property
+    def unreachable(self) -> str | None:
+        return self.reply.unreachable
 
-def _describe(exc: Exception) -> str:
+
+class _Overdue(Exception):
+    """The body was still arriving when the request's deadline passed."""
+
+
+def _describe(exc: Exception, connect: timedelta, read: timedelta) -> tuple[str, str | None]:
+    """One phrase for a failed GET, and the same phrase again when it is a connection-level failure."""
     import requests
 
+    timed_out = connect_timed_out(connect) if isinstance(exc, requests.exceptions.ConnectTimeout) else None
+    cause = connection_failure(exc, timed_out or request_timed_out(read))
+    if cause is not None:
+        return cause, cause
     if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS handshake failed ({_root_cause(exc)})"
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return "no answer before the request timeout"
+        return f"TLS handshake failed ({_root_cause(exc)})", None
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return f"connection failed ({_root_cause(exc)})"
-    return f"{type(exc).__name__}: {exc}"
+        return f"connection failed ({_root_cause(exc)})", None
+    return f"{type(exc).__name__}: {exc}", None
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -69,6 +83,17 @@ def _root_cause(exc: BaseException) -> str:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     text = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
     return text.strip().rstrip(")") or type(exc).__name__
+
+
+def _read_body(response: requests.Response, deadline: float) -> str:
+    """The whole body, one socket read at a time, unless it is still arriving at ``deadline`` (a trickle)."""
+    read = getattr(response.raw, "read1", None) or response.raw.read  # read1: urllib3 2.1 and later
+    chunks = []
+    while chunk := read(64 * 1024):
+        chunks.append(chunk)
+        if time.perf_counter() > deadline:
+            raise _Overdue
+    return b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
 
 
 def http_get(
@@ -79,22 +104,33 @@ def http_get(
     verify: bool | str = True,
     session: requests.Session | None = None,
 ) -> HttpReply:
-    """GET ``url`` once (no redirects followed past 5), timing it; never raises for network trouble."""
+    """GET ``url`` once, timing it; never raises for network trouble.
+
+    No retries (requests' default adapter makes none), and the whole exchange, body included, ends
+    by ``connect_timeout + read_timeout``.
+    """
     import requests
+    import urllib3
 
     getter = session or requests
     started = time.perf_counter()
+    deadline = started + connect_timeout.total_seconds() + read_timeout.total_seconds()
     try:
-        response = getter.get(
+        with getter.get(
             url,
             timeout=(connect_timeout.total_seconds(), read_timeout.total_seconds()),
             verify=verify,
-            headers={"User-Agent": "opsverify", "Accept": "application/json, text/plain"},
-        )
-    except requests.RequestException as exc:
-        return HttpReply(url, None, timedelta(seconds=time.perf_counter() - started), error=_describe(exc))
-    latency = timedelta(seconds=time.perf_counter() - started)
-    return HttpReply(url, response.status_code, latency, response.text)
+            headers=HEADERS,
+            stream=True,
+        ) as response:
+            text = _read_body(response, deadline)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        error, cause = _describe(exc, connect_timeout, read_timeout)
+    except _Overdue:
+        error = cause = request_timed_out(read_timeout)
+    else:
+        return HttpReply(url, response.status_code, timedelta(seconds=time.perf_counter() - started), text)
+    return HttpReply(url, None, timedelta(seconds=time.perf_counter() - started), error=error, unreachable=cause)
 
 
 def tls_verify(service: HttpService) -> bool | str:

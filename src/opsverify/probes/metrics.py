@@ -18,6 +18,10 @@ class MetricsSnapshot:
     samples: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
+    @property
+    def unreachable(self) -> str | None:
+        return self.reply.unreachable
+
     def has(self, name: str) -> bool:
         """A metric is present when a family or a sample of that name was exposed."""
         return name in self.families or name in self.samples

@@ -1,4 +1,4 @@
-"""Reachability of declared dependencies (QP-04): a TCP connect or an HTTP GET, timed."""
+"""Reachability of declared dependencies (QP-04) and of ssh hosts: a TCP connect or an HTTP GET, timed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from opsverify.probes.http import http_get
+from opsverify.probes.outage import address, connect_timed_out, connection_failure, request_timed_out
 
 
 @dataclass(frozen=True)
@@ -18,10 +19,17 @@ class Reachability:
     address: str
     latency: timedelta
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
     @property
     def is_reachable(self) -> bool:
         return self.error is None
+
+
+def _failed(where: str, started: float, exc: OSError, timed_out: str) -> Reachability:
+    cause = connection_failure(exc, timed_out)
+    elapsed = timedelta(seconds=time.perf_counter() - started)
+    return Reachability(where, elapsed, cause or exc.strerror or str(exc), cause)
 
 
 def tcp_connect(host: str, port: int, timeout: timedelta) -> Reachability:
@@ -30,12 +38,26 @@ def tcp_connect(host: str, port: int, timeout: timedelta) -> Reachability:
     try:
         with socket.create_connection((host, port), timeout=timeout.total_seconds()):
             pass
-    except TimeoutError:
-        return Reachability(f"{host}:{port}", timeout, "connection timed out")
     except OSError as exc:
-        elapsed = timedelta(seconds=time.perf_counter() - started)
-        return Reachability(f"{host}:{port}", elapsed, exc.strerror or str(exc))
-    return Reachability(f"{host}:{port}", timedelta(seconds=time.perf_counter() - started))
+        return _failed(address(host, port), started, exc, connect_timed_out(timeout))
+    return Reachability(address(host, port), timedelta(seconds=time.perf_counter() - started))
+
+
+def ssh_greeting(host: str, port: int, connect: timedelta, request: timedelta) -> Reachability:
+    """Connect and read the server's ``SSH-…`` identification line (a frozen sshd accepts, never greets)."""
+    started = time.perf_counter()
+    timed_out = connect_timed_out(connect)
+    try:
+        with socket.create_connection((host, port), timeout=connect.total_seconds()) as sock:
+            timed_out = request_timed_out(request)
+            sock.settimeout(request.total_seconds())
+            greeting = sock.recv(256)
+    except OSError as exc:
+        return _failed(address(host, port), started, exc, timed_out)
+    elapsed = timedelta(seconds=time.perf_counter() - started)
+    if not greeting.startswith(b"SSH-"):
+        return Reachability(address(host, port), elapsed, f"answered {greeting[:40]!r}, not an SSH greeting")
+    return Reachability(address(host, port), elapsed)
 
 
 def probe_reachability(url: str, timeout: timedelta) -> Reachability:
@@ -45,7 +67,7 @@ def probe_reachability(url: str, timeout: timedelta) -> Reachability:
         return tcp_connect(parts.hostname or "", parts.port or 0, timeout)
     reply = http_get(url, connect_timeout=timeout, read_timeout=timeout)
     if not reply.is_answered:
-        return Reachability(url, reply.latency, reply.error)
+        return Reachability(url, reply.latency, reply.error, reply.unreachable)
     if reply.status_code is not None and reply.status_code >= 500:
         return Reachability(url, reply.latency, f"HTTP {reply.status_code}")
     return Reachability(url, reply.latency)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
 from opsverify.profile.model import RedisInstance
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ class RedisState:
     ping_latency: timedelta | None = None
     persistence: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
     @property
     def is_answering(self) -> bool:
@@ -36,28 +38,39 @@ class RedisState:
         return not enabled or self.persistence.get("aof_last_write_status") == "ok"
 
 
-def client(instance: RedisInstance, timeout: timedelta) -> redis.Redis:
-    """A redis-py client with connect and socket timeouts from the profile."""
+def client(instance: RedisInstance, connect: timedelta, request: timedelta) -> redis.Redis:
+    """A redis-py client bounded by the profile's timeouts: one attempt per command, no retries."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    # One attempt: redis-py 6+ retries 3 times with backoff by default, timeouts too (25 s for a 2 s/3 s
+    # profile). Retry(NoBackoff(), 0) ends that; retry_on_timeout=False is deprecated since 6.0 and adds nothing.
     return redis.Redis(
         host=instance.host,
         port=instance.port,
         db=instance.db,
         username=instance.username,
         password=instance.secret(),
-        socket_connect_timeout=timeout.total_seconds(),
-        socket_timeout=timeout.total_seconds(),
+        socket_connect_timeout=connect.total_seconds(),
+        socket_timeout=request.total_seconds(),
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
 
 
-def probe_redis(instance: RedisInstance, timeout: timedelta, pings: int = 5) -> RedisState:
+def unreachable(exc: BaseException, connect: timedelta, request: timedelta) -> str | None:
+    """The connection-level cause of a failed command (refused, timed out, …), else None (e.g. a wrong password)."""
+    timed_out = connect_timed_out(connect) if "connecting" in str(exc) else request_timed_out(request)
+    return connection_failure(exc, timed_out)
+
+
+def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta, pings: int = 5) -> RedisState:
     """Median of a few PINGs over one connection, then ``INFO persistence``."""
     import redis
 
     address = f"{instance.host}:{instance.port}"
-    conn = client(instance, timeout)
+    conn = client(instance, connect, request)
     try:
         conn.ping()  # connect and authenticate outside the timed pings
         samples = []
@@ -67,7 +80,8 @@ def probe_redis(instance: RedisInstance, timeout: timedelta, pings: int = 5) -> 
             samples.append(time.perf_counter() - started)
         persistence = conn.info("persistence")
     except redis.RedisError as exc:
-        return RedisState(address, error=str(exc).splitlines()[0] or type(exc).__name__)
+        cause = unreachable(exc, connect, request)
+        return RedisState(address, error=cause or str(exc).splitlines()[0] or type(exc).__name__, unreachable=cause)
     finally:
         conn.close()
     return RedisState(address, timedelta(seconds=sorted(samples)[len(samples) // 2]), dict(persistence))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from opsverify.probes.postgres import connect, first_line
+from opsverify.probes.postgres import connect, first_line, unreachable
 from opsverify.profile import Database, Replica
 
 ARCHIVER = """
@@ -39,6 +39,7 @@ class ArchiverState:
     failing_since: timedelta | None = None  # the last failure is newer than the last success
     last_failed_wal: str | None = None
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
 
 def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
@@ -54,7 +55,8 @@ def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
         why = f"role {db.user} may not list archive_status: GRANT pg_monitor TO {db.user}"
         return ArchiverState(address, error=why)
     except (psycopg.Error, OSError) as exc:
-        return ArchiverState(address, error=first_line(exc))
+        cause = unreachable(exc, timeout)
+        return ArchiverState(address, error=cause or first_line(exc), unreachable=cause)
     assert row is not None
     assert ready is not None
     count, last_wal, last_time, failed_wal, failed_time, mode, now = row
@@ -74,6 +76,7 @@ class ReplicaState:
     caught_up: bool = False
     replay_age: timedelta | None = None
     error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
     @property
     def lag(self) -> timedelta | None:
@@ -92,7 +95,8 @@ def probe_replica(replica: Replica, timeout: timedelta) -> ReplicaState:
         with connect(replica, timeout, statement_timeout=timeout) as conn:
             row = conn.execute(STANDBY).fetchone()
     except (psycopg.Error, OSError) as exc:
-        return ReplicaState(address, error=first_line(exc))
+        cause = unreachable(exc, timeout)
+        return ReplicaState(address, error=cause or first_line(exc), unreachable=cause)
     assert row is not None
     in_recovery, replayed_all, age, receiver = row
     caught_up = bool(replayed_all) and receiver == "streaming"  # cut off, it has replayed all it got, yet lags
