@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opsverify.sandbox.net import free_port
 
+from opsverify.localserver.net import free_port
 from opsverify.sandbox.app import start_app, stop_process
 
 Run = Callable[..., Any]
