@@ -48,7 +48,7 @@ def leftovers(profile_path: Path) -> list[str]:
 
 def trial(profile: Path, rng: random.Random) -> tuple[str, list[str]]:
     sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
-    delay = rng.uniform(1.0, 20.0)
+    delay = rng.uniform(0.5, 9.0)
     proc = pytest_run(profile, "-m", "dr", str(ROOT / "checks"))
     try:
         proc.wait(timeout=delay)

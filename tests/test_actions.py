@@ -197,3 +197,27 @@ def test_a_teams_own_action_is_undone_and_a_sabotaged_undo_is_named(
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_uses_the_table[[]sabotaged[]]*"])
     result.stdout.fnmatch_lines(["*CleanupError: scratch table opsverify_scratch_*_t left table opsverify_scratch_*_t "
                                  "behind: remove it by hand*"])
+
+
+def test_janitor_stops_tools_still_writing_into_an_orphan(tmp_path: Path) -> None:
+    """A killed run's pg_basebackup goes on writing into its directory: it is stopped before the delete."""
+    import subprocess
+
+    orphan = tmp_path / f"{SCRATCH_PREFIX}killed_1_pf_replica"
+    orphan.mkdir()
+    write_note(orphan, {**creator(kind="scratch standby"), "pid": _dead_pid()})
+    writer = subprocess.Popen(["sh", "-c", 'while :; do echo x >> "$0/data"; sleep 0.05; done', str(orphan)])
+    sitter = subprocess.Popen(["sleep", "60"], cwd=orphan)
+    try:
+        time.sleep(0.3)
+        done = sweep_directories([tmp_path])
+        writer.wait(timeout=10)  # they ended: stopped, not left running
+        sitter.wait(timeout=10)
+    finally:
+        for proc in (writer, sitter):
+            proc.kill()
+            proc.wait()
+    time.sleep(0.3)
+    assert not orphan.exists()  # nothing wrote it back
+    assert done == [f"removed scratch standby {orphan} (its creator (pid {_dead_pid()}) is gone); "
+                    f"stopped pid {min(writer.pid, sitter.pid)}, pid {max(writer.pid, sitter.pid)}"]

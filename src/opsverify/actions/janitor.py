@@ -15,7 +15,14 @@ from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
-from opsverify.localserver.scratch import SCRATCH_PREFIX, orphan_reason, read_note, remove_scratch_dir, servers_in
+from opsverify.localserver.scratch import (
+    SCRATCH_PREFIX,
+    orphan_reason,
+    processes_using,
+    read_note,
+    remove_scratch_dir,
+    servers_in,
+)
 
 MAX_AGE = timedelta(hours=6)
 NO_NOTE_GRACE = 60.0  # seconds: a directory between its mkdir and its note
@@ -48,8 +55,10 @@ def _reason(path: Path, max_age: timedelta, now: float) -> str | None:
 def _remove(path: Path, reason: str) -> str:
     kind = str((read_note(path) or {}).get("kind", "scratch directory"))
     servers = servers_in(path)
+    others = [pid for pid in processes_using(path) if pid not in {s.pid for s in servers}]
     left = remove_scratch_dir(path, servers)
-    stopped = f"; stopped {', '.join(map(str, servers))}" if servers else ""
+    stopped = ", ".join([*map(str, servers), *(f"pid {pid}" for pid in others)])
+    stopped = f"; stopped {stopped}" if stopped else ""
     if left:
         return f"could not remove {kind} {path} ({reason}){stopped}: {', '.join(left)} remain, remove them by hand"
     return f"removed {kind} {path} ({reason}){stopped}"

@@ -144,16 +144,74 @@ def stop_server(server: Server, timeout: float = 10) -> None:
         wait_port_closed(LOOPBACK, server.port, 5)
 
 
+def processes_using(path: Path) -> list[int]:
+    """Pids (not this process) whose working directory or command line lies in ``path``: a server run from
+    it, a tool still writing into it (``pg_basebackup -D``, ``pg_dump -f``) after its caller was killed."""
+    inside = str(path.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            cwd = ""
+        if cwd == inside or cwd.startswith(inside + "/") or inside in cmdline(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def processes_naming(name: str) -> list[int]:
+    """Pids (not this process) whose command line names ``name`` (a tool a killed run left working on it)."""
+    pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
+    return [pid for pid in pids if name in cmdline(pid)]
+
+
+def stop_pid(pid: int, timeout: float = 5) -> None:
+    """SIGTERM (SIGQUIT for a PostgreSQL process: immediate shutdown, children too), then SIGKILL."""
+    program = cmdline(pid).split(" ", 1)[0]
+    first = signal.SIGQUIT if program.endswith("/postgres") or program.startswith("postgres") else signal.SIGTERM
+    for sig in (first, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if wait_gone(pid, timeout):
+            return
+
+
 def remove_scratch_dir(path: Path, servers: list[Server]) -> list[str]:
-    """Stop ``servers``, delete ``path``; what is still there (a process, a port, the directory), as phrases."""
+    """Stop ``servers`` and every other process using ``path``, delete it; what is still there, as phrases."""
     for server in servers:
         stop_server(server)
-    shutil.rmtree(path, ignore_errors=True)
+    for _ in range(5):  # a tool that was starting a server may spawn it between a scan and the delete
+        for pid in processes_using(path):
+            stop_pid(pid)
+        delete_note_last(path)
+        time.sleep(0.2)
+        if not path.exists() and not processes_using(path):
+            break
     return still_there(path, servers)
 
 
+def delete_note_last(path: Path) -> None:
+    """Delete ``path``, its creator note last: a delete cut short (the run is killed meanwhile) leaves a
+    directory the next janitor still recognises, never an anonymous one."""
+    try:
+        children = [child for child in path.iterdir() if child.name != NOTE]
+    except OSError:
+        children = []
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def still_there(path: Path, servers: list[Server]) -> list[str]:
-    """Re-read the live state: which of ``servers`` still run or listen, and whether ``path`` exists."""
+    """Re-read the live state: servers still running or listening, processes using ``path``, ``path`` itself."""
     left = [f"process {s}" for s in servers if pid_alive(s.pid)]
     left += [f"port {s.port}" for s in servers if s.port and not wait_port_closed(LOOPBACK, s.port, 0.5)]
+    left += [f"process {pid} ({cmdline(pid)[:80]})" for pid in processes_using(path) if pid_alive(pid)]
     return left + ([f"directory {path}"] if path.exists() else [])
