@@ -151,6 +151,32 @@ def test_changed_row_fails_only_the_checksums(
     assert run.message(test).startswith(f"drill {PF}: public.models content checksum ")
 
 
+# A btree operator class whose comparison lies (it answers at random): the index the restore builds
+# with it is out of order, as an index is after the collation it was sorted by changed under it.
+LYING_INDEX = """
+CREATE FUNCTION lying_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE
+  AS $$ SELECT CASE WHEN random() < 0.5 THEN -1 ELSE 1 END $$;
+CREATE OPERATOR CLASS lying_ops FOR TYPE int USING btree AS
+  OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 lying_cmp(int, int);
+CREATE TABLE lying AS SELECT g AS n FROM generate_series(1, 2000) AS g;
+CREATE INDEX lying_n ON lying (n lying_ops);
+"""
+
+
+def test_index_out_of_order_fails_only_amcheck(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    source = tampered_dump(sandbox, tmp_path, LYING_INDEX, "lying_index")
+    run = run_checks(profile_variant(only_drill(PF, source=source)), DRILL)
+    test = f"test_database_drill.py::test_restored_copy_passes_amcheck[{PF}]"
+    assert run.failed() == {test}
+    assert run.message(test).startswith(f"drill {PF}: pg_amcheck on the restored copy: ")
+    assert "lying_n" in run.message(test)
+    healthy = run_checks(profile_variant(only_drill(PF)), DRILL)
+    assert healthy.outcome(test) == "passed"
+    assert healthy.checks[test]["evidence"]["amcheck"] == "clean"
+
+
 def broken_sql_dump(profile: Profile, tmp_path: Path, insert: str) -> dict[str, Any]:
     """The newest gzip SQL dump of quantum_planner with ``insert`` placed after its first table."""
     original = newest(profile, "qp-database-daily")

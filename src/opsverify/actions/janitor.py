@@ -4,8 +4,8 @@ Every scratch directory (a dump, a standby and its server, a scratch Redis and i
 download) carries a creator note; one whose creator is gone, or that is older than the maximum
 age, is an orphan: its servers are stopped and it is deleted, and the janitor says what it did.
 A directory without a note (an older opsverify's) counts as an orphan after a minute. Names of
-this run (``own_prefix``) are never touched. Scratch databases have their own sweep
-(``opsverify.actions.database.sweep_databases``): it needs the restore target.
+this run (``own_prefix``) are never touched. ``sweep_scratch_databases`` does the same for the
+restore target's scratch databases, and stops tools a killed run left working on them.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from pathlib import Path
 from opsverify.localserver.scratch import (
     SCRATCH_PREFIX,
     orphan_reason,
+    processes_naming,
     processes_using,
     read_note,
     remove_scratch_dir,
     servers_in,
+    stop_pid,
 )
+from opsverify.profile import RestoreTarget
 
 MAX_AGE = timedelta(hours=6)
 NO_NOTE_GRACE = 60.0  # seconds: a directory between its mkdir and its note
@@ -62,3 +65,26 @@ def _remove(path: Path, reason: str) -> str:
     if left:
         return f"could not remove {kind} {path} ({reason}){stopped}: {', '.join(left)} remain, remove them by hand"
     return f"removed {kind} {path} ({reason}){stopped}"
+
+
+def sweep_scratch_databases(target: RestoreTarget, timeout: timedelta) -> list[str]:
+    """Orphaned scratch databases on the restore target dropped; one sentence each (or why it could not look)."""
+    import psycopg
+
+    from opsverify.actions.database import sweep_databases
+    from opsverify.probes.postgres import first_line
+
+    try:
+        swept = sweep_databases(target, timeout)
+    except (psycopg.Error, OSError) as exc:
+        return [f"could not look for orphaned scratch databases on {target.host}:{target.port}: {first_line(exc)}"]
+    done = []
+    for orphan in (o for o in swept if o.reason):
+        tools = processes_naming(orphan.name)  # pg_amcheck and the like, left working on it by the killed run
+        for pid in tools:
+            stop_pid(pid)
+        stopped = f"; stopped {', '.join(f'pid {pid}' for pid in tools)}" if tools else ""
+        done.append(f"dropped scratch database {orphan.name} on {target.host}:{target.port} ({orphan.reason}){stopped}")
+    return done
+
+

@@ -78,22 +78,10 @@ def orphan_reason(note: object, max_age: timedelta, now: float) -> str | None:
         return f"it is {age / 3600:.1f}h old (max {max_age})"
     here = creator()
     same_processes = note.get("host") == here["host"] and note.get("pidns") == here["pidns"]
-    if same_processes and not alive(int(note.get("pid", 0))):
+    if same_processes and not pid_alive(int(note.get("pid", 0))):
         return f"its creator (pid {note.get('pid')}) is gone"
     return None  # a creator elsewhere (another host, container or pid namespace) is trusted until max age
 
-
-def alive(pid: int) -> bool:
-    """Whether a process with this pid exists (one we may not signal counts as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -149,22 +137,24 @@ def processes_using(path: Path) -> list[int]:
     it, a tool still writing into it (``pg_basebackup -D``, ``pg_dump -f``) after its caller was killed."""
     inside = str(path.resolve())
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    for pid in _other_pids():
         try:
-            cwd = os.readlink(entry / "cwd")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             cwd = ""
-        if cwd == inside or cwd.startswith(inside + "/") or inside in cmdline(int(entry.name)):
-            found.append(int(entry.name))
+        if cwd == inside or cwd.startswith(inside + "/") or inside in cmdline(pid):
+            found.append(pid)
     return found
 
 
 def processes_naming(name: str) -> list[int]:
     """Pids (not this process) whose command line names ``name`` (a tool a killed run left working on it)."""
-    pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
-    return [pid for pid in pids if name in cmdline(pid)]
+    return [pid for pid in _other_pids() if name in cmdline(pid)]
+
+
+def _other_pids() -> list[int]:
+    """Every process but this one."""
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
 
 
 def stop_pid(pid: int, timeout: float = 5) -> None:
