@@ -31,6 +31,7 @@ from opsverify.sandbox.postgres import Postgres
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
 REPLICAS = "recovery/test_replicas.py"
+OBJECTIVES = "recovery/test_objectives.py"
 ARCHIVING = "recovery/test_wal_archiving.py"
 T = timedelta(seconds=10)
 
@@ -58,6 +59,30 @@ def test_primary_declared_as_replica_fails_the_recovery_check(
     run = run_checks(profile_variant(replica_at(primary)), REPLICAS, extra=("-m", "daily"))
     stream = "test_replicas.py::test_replica_streams_from_its_primary[pf-replica]"
     assert run.message(stream) == f"replica pf-replica at 127.0.0.1:{primary} is not in recovery: it was promoted"
+
+
+def test_old_backups_fail_the_rpo_check_although_a_replica_is_caught_up(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    source = sandbox.backup("pf-postgres-custom")
+    old = tmp_path / "old-series"
+    old.mkdir()
+    aged = time.time() - timedelta(days=30, hours=12).total_seconds()  # "30d12h" for the next hour
+    for n, dump in enumerate(sorted(Path(source.path).glob(source.pattern))):
+        copy = old / f"backup_{'abc'[n]}.dump"  # no date in the name: the mtime is the time taken
+        shutil.copyfile(dump, copy)
+        os.utime(copy, (aged - n, aged - n))
+
+    def mutate(data: dict[str, Any]) -> None:
+        next(b for b in data["backups"] if b["name"] == source.name)["path"] = str(old)
+        data["drills"] = [d for d in data["drills"] if d["name"] == "pf-database-custom"]
+
+    run = run_checks(profile_variant(mutate), REPLICAS, OBJECTIVES, extra=("-m", "daily"))
+    rpo = "test_objectives.py::test_recovery_point_is_within_rpo[pf-database-custom]"
+    assert run.failed() == {rpo}  # the replica streams and is caught up: its checks pass
+    assert run.message(rpo) == (
+        "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h)"
+    )
 
 
 @pytest.fixture
