@@ -20,6 +20,7 @@ import pytest
 
 from opsverify.actions.base import performed
 from opsverify.actions.standby import ScratchStandby
+from opsverify.durations import parse_duration
 from opsverify.errors import ActionRefused
 from opsverify.localserver.net import free_port
 from opsverify.localserver.scratch import SCRATCH_PREFIX, require_scratch_name
@@ -108,12 +109,74 @@ def paused_standby(sandbox: Profile) -> Iterator[int]:
     assert not base.exists()
 
 
+def lag_message(run: Any, test: str, max_lag: str) -> str:
+    """The lag check's message built from what it recorded (the measured lag and bytes vary by run)."""
+    facts = run.checks[test]["evidence"]
+    return (
+        f"replica pf-replica lags {facts['lag']} behind photonic_foundry ({facts['behind_bytes']} bytes of WAL not "
+        f"replayed; max {max_lag}): check its WAL receiver and pg_stat_replication on photonic_foundry"
+    )
+
+
 def test_lagging_replica_fails_the_lag_check(run_checks: Run, profile_variant: Variant, paused_standby: int) -> None:
     run = run_checks(profile_variant(replica_at(paused_standby, max_lag="1s")), REPLICAS, extra=("-m", "daily"))
     lag = "test_replicas.py::test_replica_lag_is_within_rpo[pf-replica]"
     assert run.failed() == {lag}
-    assert run.message(lag).startswith("replica pf-replica lags ")
-    assert run.message(lag).endswith(" behind photonic_foundry (max 1s)")
+    assert run.message(lag) == lag_message(run, lag, "1s")
+    assert int(run.checks[lag]["evidence"]["behind_bytes"]) > 0
+    assert parse_duration(run.checks[lag]["evidence"]["lag"]) >= timedelta(seconds=2)
+
+
+@pytest.fixture
+def cut_off_standby(sandbox: Profile) -> Iterator[int]:
+    """A scratch standby of the sandbox primary, disconnected from it (no WAL receiver) while the primary commits.
+
+    It replayed everything it received, so a lag measured on the standby alone is zero.
+    """
+    import psycopg
+
+    replica, primary = sandbox.replicas[0], sandbox.databases[0]
+    target = sandbox.restore_target
+    assert target is not None
+    base = Path("/tmp") / f"{SCRATCH_PREFIX}test_{uuid.uuid4().hex[:8]}"
+    with performed(ScratchStandby(replica, primary, base, T)) as standby:
+        admin = {"host": "127.0.0.1", "user": "postgres", "password": target.secret(), "autocommit": True}
+        with psycopg.connect(port=primary.port, dbname="postgres", **admin) as conn, \
+                psycopg.connect(port=standby.port, dbname="postgres", **admin) as replica_conn:
+            conn.execute("SELECT txid_current()")  # a commit the standby replays while it streams
+            wait_for(replica_conn, "SELECT pg_last_xact_replay_timestamp() IS NOT NULL")
+            replica_conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            replica_conn.execute("SELECT pg_reload_conf()")
+            wait_for(replica_conn, "SELECT NOT EXISTS (SELECT FROM pg_stat_wal_receiver)")
+            time.sleep(2)
+            conn.execute("SELECT txid_current()")  # the primary moves on; the standby receives nothing
+            received, replayed = replica_conn.execute(
+                "SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()").fetchone() or (None, None)
+            assert received == replayed  # on its own, the standby looks caught up
+        yield standby.port
+    assert not base.exists()
+
+
+def wait_for(conn: Any, query: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (conn.execute(query).fetchone() or (False,))[0]:
+        assert time.monotonic() < deadline, f"timed out waiting for: {query}"
+        time.sleep(0.1)
+
+
+def test_cut_off_replica_fails_the_lag_check_against_its_primary(
+    run_checks: Run, profile_variant: Variant, cut_off_standby: int
+) -> None:
+    run = run_checks(profile_variant(replica_at(cut_off_standby, max_lag="1s")), REPLICAS, extra=("-m", "daily"))
+    stream = "test_replicas.py::test_replica_streams_from_its_primary[pf-replica]"
+    lag = "test_replicas.py::test_replica_lag_is_within_rpo[pf-replica]"
+    assert run.failed() == {stream, lag}
+    assert run.message(stream) == (
+        f"replica pf-replica at 127.0.0.1:{cut_off_standby} is not streaming from photonic_foundry (WAL receiver: none)"
+    )
+    assert run.message(lag) == lag_message(run, lag, "1s")
+    assert int(run.checks[lag]["evidence"]["behind_bytes"]) > 0
+    assert parse_duration(run.checks[lag]["evidence"]["lag"]) >= timedelta(seconds=2)
 
 
 @pytest.fixture
