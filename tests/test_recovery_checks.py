@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,71 @@ def test_cut_off_replica_fails_the_lag_check_against_its_primary(
     assert run.message(lag) == lag_message(run, lag, "1s")
     assert int(run.checks[lag]["evidence"]["behind_bytes"]) > 0
     assert parse_duration(run.checks[lag]["evidence"]["lag"]) >= timedelta(seconds=2)
+
+
+@contextmanager
+def throwaway_cluster(sandbox: Profile, **settings: str) -> Iterator[Postgres]:
+    """A cluster of the test's own, configured like the sandbox's (plus ``settings``), with its roles; gone after.
+
+    Its ``opsverify`` and replication roles have the sandbox's passwords, so the sandbox profile
+    reaches it by changing a port.
+    """
+    base = Path("/tmp") / f"opsverify-test-cluster-{uuid.uuid4().hex[:8]}"
+    cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    cluster.init()
+    if settings:
+        cluster.append_settings("postgresql.conf", settings)
+    try:
+        cluster.start()
+        check, replication = sandbox.databases[0].secret() or "", sandbox.replicas[0].replication_secret() or ""
+        cluster.create_role_and_databases(check, replication)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+
+
+def system_identifier(port: int, password: str) -> int:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres") as conn:
+        return int((conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone() or (0,))[0])
+
+
+@pytest.fixture
+def foreign_standby(sandbox: Profile) -> Iterator[tuple[int, int]]:
+    """A streaming standby of another cluster (a throwaway one): its port and that cluster's system identifier."""
+    replica, primary = sandbox.replicas[0], sandbox.databases[0]
+    with throwaway_cluster(sandbox) as other:
+        base = Path("/tmp") / f"{SCRATCH_PREFIX}test_{uuid.uuid4().hex[:8]}"
+        elsewhere = primary.model_copy(update={"port": other.port})
+        with performed(ScratchStandby(replica, elsewhere, base, T)) as standby:
+            yield standby.port, system_identifier(other.port, other.password)
+        assert not base.exists()
+
+
+def test_replica_of_another_cluster_fails_the_follow_check(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, foreign_standby: tuple[int, int]
+) -> None:
+    port, foreign = foreign_standby
+    target = sandbox.restore_target
+    assert target is not None
+    primary = sandbox.databases[0].port
+    ours = system_identifier(primary, target.secret() or "")
+    run = run_checks(profile_variant(replica_at(port)), REPLICAS, extra=("-m", "daily"))
+    follows = "test_replicas.py::test_replica_follows_its_declared_primary[pf-replica]"
+    lag = "test_replicas.py::test_replica_lag_is_within_rpo[pf-replica]"
+    assert run.failed() == {follows, lag}  # it streams, from the wrong server
+    assert run.message(follows) == (
+        f"replica pf-replica at 127.0.0.1:{port} is a copy of database system {foreign}, not of photonic_foundry "
+        f"(system {ours} at 127.0.0.1:{primary}): rebuild it from its primary, or fix its primary_conninfo or the "
+        "profile's primary"
+    )
+    assert run.message(lag) == (
+        "replica pf-replica is no copy of photonic_foundry: its lag behind it cannot be measured "
+        "(see test_replica_follows_its_declared_primary)"
+    )
 
 
 @pytest.fixture
