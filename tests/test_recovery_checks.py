@@ -78,12 +78,14 @@ def test_old_backups_fail_the_rpo_check_although_a_replica_is_caught_up(
     def mutate(data: dict[str, Any]) -> None:
         next(b for b in data["backups"] if b["name"] == source.name)["path"] = str(old)
         data["drills"] = [d for d in data["drills"] if d["name"] == "pf-database-custom"]
+        data["databases"][0].pop("wal_archive")  # no point-in-time recovery: the backups are the only path
 
     run = run_checks(profile_variant(mutate), REPLICAS, OBJECTIVES, extra=("-m", "daily"))
     rpo = "test_objectives.py::test_recovery_point_is_within_rpo[pf-database-custom]"
     assert run.failed() == {rpo}  # the replica streams and is caught up: its checks pass
     assert run.message(rpo) == (
-        "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h)"
+        "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h; "
+        "no point-in-time recovery: photonic_foundry declares no wal_archive)"
     )
 
 
@@ -289,6 +291,64 @@ def test_failing_wal_archiver_fails_its_check(run_checks: Run, profile_variant: 
     assert "(database RPO 1ms): 1 finished WAL segment(s) wait, last archived nothing at " in strict.message(lag)
     assert run.message(test).startswith("WAL archiving of photonic_foundry has been failing for ")
     assert run.message(test).endswith(": check archive_command and the archive's free space")
+
+
+@pytest.fixture
+def lying_archiver(sandbox: Profile) -> Iterator[tuple[int, str]]:
+    """A throwaway cluster whose ``archive_command = '/bin/true'`` reports success and copies nothing.
+
+    Its port and the segment its archiver reports archived after ``pg_switch_wal()``.
+    """
+    with throwaway_cluster(sandbox, archive_command="'/bin/true'") as cluster, cluster.connect() as conn:
+        conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS n")
+        conn.execute("SELECT pg_switch_wal()")
+        wait_for(conn, "SELECT last_archived_wal IS NOT NULL FROM pg_stat_archiver")
+        row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+        assert row is not None
+        yield cluster.port, str(row[0])
+
+
+def test_archive_command_that_copies_nothing_fails_the_archive_check(
+    run_checks: Run, profile_variant: Variant, lying_archiver: tuple[int, str], tmp_path: Path
+) -> None:
+    port, segment = lying_archiver
+    empty = tmp_path / "wal-archive"
+    empty.mkdir()
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"] = [{**data["databases"][0], "port": port, "wal_archive": str(empty)}]
+
+    run = run_checks(profile_variant(mutate), ARCHIVING)
+    test = "test_wal_archiving.py::test_last_archived_segment_is_in_the_archive[photonic_foundry]"
+    assert run.failed() == {test}  # the archiver itself reports no failure and no waiting segment
+    assert run.message(test) == (
+        f"WAL segment {segment} that photonic_foundry (127.0.0.1:{port}) reports archived is not in {empty}: "
+        "fix archive_command (PF-20) or the profile's wal_archive"
+    )
+
+
+def test_old_base_backup_fails_the_base_backup_check(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    declared = sandbox.databases[0].base_backups
+    assert declared is not None
+    newest = max(declared.iterdir())
+    old = tmp_path / "base-backups" / newest.name
+    old.mkdir(parents=True)
+    shutil.copyfile(newest / "backup_manifest", old / "backup_manifest")  # the manifest dates the backup
+    aged = time.time() - timedelta(days=9, hours=5).total_seconds()
+    os.utime(old / "backup_manifest", (aged, aged))
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"] = [{**data["databases"][0], "base_backups": str(old.parent)}]
+
+    run = run_checks(profile_variant(mutate), "recovery/test_base_backups.py", ARCHIVING)
+    test = "test_base_backups.py::test_newest_base_backup_is_recent[photonic_foundry]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"the newest base backup of photonic_foundry ({old}) is 9d5h old (max 7d): run pg_basebackup; "
+        "point-in-time recovery replays every WAL segment since it"
+    )
 
 
 def test_guards_refuse_foreign_names_and_the_source_server(sandbox: Profile) -> None:

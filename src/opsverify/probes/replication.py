@@ -7,16 +7,19 @@ A replica is measured against its declared primary, never against itself: see ``
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from opsverify.probes.postgres import connect, first_line, unreachable
 from opsverify.profile import Database, Replica
 
 ARCHIVER = """
 SELECT archived_count, last_archived_wal, last_archived_time, last_failed_wal, last_failed_time,
-       current_setting('archive_mode'), now()
+       current_setting('archive_mode'), now(), pg_size_bytes(current_setting('wal_segment_size'))
 FROM pg_stat_archiver
 """
 READY = "SELECT count(*), min(modification) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
@@ -56,6 +59,7 @@ class ArchiverState:
     lag: timedelta = timedelta(0)  # since the oldest of them was finished: the committed WAL at risk
     failing_since: timedelta | None = None  # the last failure is newer than the last success
     last_failed_wal: str | None = None
+    segment_size: int = 16 * 1024 * 1024  # wal_segment_size
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
@@ -77,11 +81,108 @@ def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
         return ArchiverState(address, error=cause or first_line(exc), unreachable=cause)
     assert row is not None
     assert ready is not None
-    count, last_wal, last_time, failed_wal, failed_time, mode, now = row
+    count, last_wal, last_time, failed_wal, failed_time, mode, now, segment_size = row
     waiting, oldest = int(ready[0]), ready[1]
     failing = (now - failed_time) if failed_time and (last_time is None or failed_time > last_time) else None
     lag = (now - oldest) if waiting and oldest else timedelta(0)
-    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal)
+    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal, int(segment_size))
+
+
+COMPRESSED = {  # suffix an archive_command's compressor adds -> the magic bytes its files start with
+    ".gz": b"\x1f\x8b", ".zst": b"\x28\xb5\x2f\xfd", ".lz4": b"\x04\x22\x4d\x18", ".bz2": b"BZh",
+    ".xz": b"\xfd7zXZ\x00",
+}
+SEGMENT = re.compile(r"^[0-9A-F]{24}(\.partial)?$")  # a whole segment: wal_segment_size bytes uncompressed
+
+
+@dataclass(frozen=True)
+class ArchivedCopy:
+    """Whether the segment the archiver last reported archived is really in the declared archive directory.
+
+    A plain copy of a segment must hold ``wal_segment_size`` bytes; a compressed one (``.gz``,
+    ``.zst``, ``.lz4``, ``.bz2``, ``.xz``) must start with its format's magic bytes, and a gzip one
+    must say in its trailer (ISIZE) that it inflates to the segment size. History and ``.backup``
+    files only need to be non-empty. ``problem`` (what is wrong with the segment, a predicate: "is not
+    in /archive") is None when the copy is good.
+    """
+
+    archive: Path
+    name: str | None  # pg_stat_archiver.last_archived_wal; None when nothing was archived yet
+    path: Path | None = None
+    size: int | None = None
+    problem: str | None = None
+
+
+def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> ArchivedCopy:
+    """Look for ``name`` (or a compressed form of it) in ``archive`` and check its size or format."""
+    if not archive.is_dir():
+        return ArchivedCopy(archive, name, problem=f"cannot be looked up: {archive} is not a readable directory")
+    if name is None:
+        return ArchivedCopy(archive, name)
+    whole = SEGMENT.match(name) is not None
+    for suffix in ("", *COMPRESSED):
+        path = archive / (name + suffix)
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                head = f.read(8)
+                if suffix == ".gz" and size >= 18:
+                    f.seek(-4, os.SEEK_END)
+                    inflated: int | None = int.from_bytes(f.read(4), "little")
+                else:
+                    inflated = None
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return ArchivedCopy(archive, name, path, problem=f"cannot be read: {path}: {exc.strerror}")
+        problem = None
+        if suffix and not head.startswith(COMPRESSED[suffix]):
+            problem = f"is damaged: {path} is not a {suffix[1:]} file"
+        elif suffix == ".gz" and whole and inflated != segment_size % 2**32:
+            problem = f"is not whole: {path} inflates to {inflated} bytes, not {segment_size}"
+        elif not suffix and whole and size != segment_size:
+            problem = f"is not whole: {path} holds {size} bytes, not {segment_size}"
+        elif size == 0:
+            problem = f"is not whole: {path} is empty"
+        return ArchivedCopy(archive, name, path, size, problem)
+    return ArchivedCopy(archive, name, problem=f"is not in {archive}")
+
+
+BASE_BACKUP_FILES = ("backup_manifest", "backup_label", "base.tar", "base.tar.gz", "base.tar.zst", "base.tar.lz4")
+
+
+@dataclass(frozen=True)
+class BaseBackups:
+    """The base backups in a directory (one subdirectory each, as ``pg_basebackup -D DIR/NAME`` writes)."""
+
+    directory: Path
+    newest: str | None = None
+    taken: datetime | None = None  # when the newest finished: the mtime of its manifest (written last)
+    count: int = 0
+    error: str | None = None
+
+
+def list_base_backups(directory: Path) -> BaseBackups:
+    """Every subdirectory holding ``backup_manifest``, ``backup_label`` or ``base.tar*`` is a base backup.
+
+    Its time is the mtime of the first of those it holds, in that order: the manifest is written last.
+    """
+    try:
+        entries = [e for e in directory.iterdir() if e.is_dir()]
+    except OSError as exc:
+        return BaseBackups(directory, error=f"{directory} is not a readable directory ({exc.strerror})")
+    found: list[tuple[float, str]] = []
+    for entry in entries:
+        for marker in BASE_BACKUP_FILES:
+            try:
+                found.append(((entry / marker).stat().st_mtime, entry.name))
+                break
+            except OSError:
+                continue
+    if not found:
+        return BaseBackups(directory)
+    mtime, name = max(found)
+    return BaseBackups(directory, name, datetime.fromtimestamp(mtime, UTC), len(found))
 
 
 @dataclass(frozen=True)
