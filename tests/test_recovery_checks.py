@@ -397,3 +397,37 @@ def replica_at_same(**changes: Any) -> Callable[[dict[str, Any]], None]:
         data["replicas"][0].update(changes)
 
     return mutate
+
+
+@pytest.fixture
+def abandoned_slot(sandbox: Profile) -> Iterator[int]:
+    """A throwaway cluster (max_wal_size 32MB) with a physical slot nothing uses, holding back 3 switched segments."""
+    with throwaway_cluster(sandbox, max_wal_size="32MB") as cluster, cluster.connect() as conn:
+        conn.execute("SELECT pg_create_physical_replication_slot('forgotten_standby', true)")
+        conn.execute("CREATE TABLE churn (n int)")
+        for _ in range(3):
+            conn.execute("INSERT INTO churn SELECT generate_series(1, 1000)")
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")  # would recycle the segments, but for the slot
+        yield cluster.port
+
+
+def test_inactive_slot_holding_back_wal_fails_the_slot_check(
+    run_checks: Run, profile_variant: Variant, abandoned_slot: int
+) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"] = [{**data["databases"][0], "port": abandoned_slot}]
+        data["replicas"] = []
+
+    run = run_checks(profile_variant(mutate), "recovery/test_replication_slots.py")
+    test = "test_replication_slots.py::test_no_inactive_slot_retains_wal[photonic_foundry]"
+    assert run.failed() == {test}
+    held = run.checks[test]["evidence"]["inactive_slots"].removeprefix("forgotten_standby (").removesuffix(")")
+    number, unit = held.split()
+    assert unit == "MB"
+    assert 32 < float(number) < 64, held  # from the slot's reservation over three switched segments
+    assert run.message(test) == (
+        f"inactive physical replication slot forgotten_standby on photonic_foundry (127.0.0.1:{abandoned_slot}) "
+        f"holds back {held} of WAL (max 32 MB, the server's max_wal_size): if nothing will use it again, "
+        "SELECT pg_drop_replication_slot('forgotten_standby')"
+    )

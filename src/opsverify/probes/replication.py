@@ -283,3 +283,49 @@ def probe_replica(replica: Replica, primary: Database, timeout: timedelta) -> Re
         int(timeline) if timeline is not None else None, behind, age, f"{primary.host}:{primary.port}",
         source.system_identifier, source.timeline, source.error,
     )
+
+
+SLOTS = """
+SELECT slot_name, slot_type, COALESCE(wal_status, 'unknown'),
+       COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                                     ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint
+FROM pg_replication_slots WHERE NOT active ORDER BY 4 DESC, 1
+"""
+MAX_WAL_SIZE = "SELECT pg_size_bytes(current_setting('max_wal_size'))"
+
+
+@dataclass(frozen=True)
+class InactiveSlot:
+    """A replication slot no process uses: the WAL since its ``restart_lsn`` stays on the server for it."""
+
+    name: str
+    kind: str  # physical or logical
+    wal_status: str
+    retained: int  # bytes of WAL from its restart_lsn to the server's current position
+
+
+@dataclass(frozen=True)
+class SlotsState:
+    """The inactive replication slots of a server, largest retention first, and its ``max_wal_size``."""
+
+    address: str
+    inactive: tuple[InactiveSlot, ...] = ()
+    max_wal_size: int = 0
+    error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+
+
+def probe_slots(db: Database, timeout: timedelta) -> SlotsState:
+    """Read ``pg_replication_slots`` (inactive ones) and ``max_wal_size`` through a read-only session."""
+    import psycopg
+
+    address = f"{db.host}:{db.port}"
+    try:
+        with connect(db, timeout, statement_timeout=timeout) as conn:
+            rows = conn.execute(SLOTS).fetchall()
+            limit = conn.execute(MAX_WAL_SIZE).fetchone()
+    except (psycopg.Error, OSError) as exc:
+        cause = unreachable(exc, timeout)
+        return SlotsState(address, error=cause or first_line(exc), unreachable=cause)
+    slots = tuple(InactiveSlot(str(n), str(k), str(w), int(r)) for n, k, w, r in rows)
+    return SlotsState(address, slots, int(limit[0]) if limit else 0)

@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -134,6 +135,13 @@ class Database(SecretSource):
         description="point-in-time recovery restores the newest base backup and replays every WAL segment "
         "archived since: a weekly base backup bounds that replay (the recovery time) and the WAL the archive "
         "must keep to a week",
+    )
+
+    max_inactive_slot_wal: ByteSize | None = Field(
+        None,
+        description="most WAL an inactive replication slot may hold back on this server (1GB, 512MiB). Default: "
+        "the server's max_wal_size, the most WAL it keeps for itself: beyond it, WAL exists only for a slot "
+        "nothing reads, checkpoints cannot recycle it, and it grows until the disk is full",
     )
 
     @model_validator(mode="after")
