@@ -69,29 +69,59 @@ def test_primary_declared_as_replica_fails_the_recovery_check(
     assert run.message(stream) == f"replica pf-replica at 127.0.0.1:{primary} is not in recovery: it was promoted"
 
 
-def test_old_backups_fail_the_rpo_check_although_a_replica_is_caught_up(
-    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
-) -> None:
+def old_series(sandbox: Profile, tmp_path: Path) -> Path:
+    """A copy of pf-postgres-custom whose backups were all taken 30d12h ago (undated names: the mtime counts)."""
     source = sandbox.backup("pf-postgres-custom")
     old = tmp_path / "old-series"
     old.mkdir()
     aged = time.time() - timedelta(days=30, hours=12).total_seconds()  # "30d12h" for the next hour
     for n, dump in enumerate(sorted(Path(source.path).glob(source.pattern))):
-        copy = old / f"backup_{'abc'[n]}.dump"  # no date in the name: the mtime is the time taken
+        copy = old / f"backup_{'abc'[n]}.dump"
         shutil.copyfile(dump, copy)
         os.utime(copy, (aged - n, aged - n))
+    return old
 
+
+def only_pf_drill_from(series: Path, **database: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(data: dict[str, Any]) -> None:
-        next(b for b in data["backups"] if b["name"] == source.name)["path"] = str(old)
+        next(b for b in data["backups"] if b["name"] == "pf-postgres-custom")["path"] = str(series)
         data["drills"] = [d for d in data["drills"] if d["name"] == "pf-database-custom"]
-        data["databases"][0].pop("wal_archive")  # no point-in-time recovery: the backups are the only path
+        data["databases"][0].update(database)
+        data["databases"][0] = {k: v for k, v in data["databases"][0].items() if v is not None}
 
-    run = run_checks(profile_variant(mutate), REPLICAS, OBJECTIVES, extra=("-m", "daily"))
-    rpo = "test_objectives.py::test_recovery_point_is_within_rpo[pf-database-custom]"
-    assert run.failed() == {rpo}  # the replica streams and is caught up: its checks pass
-    assert run.message(rpo) == (
+    return mutate
+
+
+RPO = "test_objectives.py::test_recovery_point_is_within_rpo[pf-database-custom]"
+
+
+def test_old_backups_fail_the_rpo_check_although_a_replica_is_caught_up(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    variant = only_pf_drill_from(old_series(sandbox, tmp_path), wal_archive=None)  # no point-in-time recovery
+    run = run_checks(profile_variant(variant), REPLICAS, OBJECTIVES, extra=("-m", "daily"))
+    assert run.failed() == {RPO}  # the replica streams and is caught up: its checks pass
+    assert run.message(RPO) == (
         "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h; "
         "no point-in-time recovery: photonic_foundry declares no wal_archive)"
+    )
+
+
+def test_point_in_time_recovery_counts_only_with_its_archive_verified(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    series = old_series(sandbox, tmp_path)
+    verified = run_checks(profile_variant(only_pf_drill_from(series)), OBJECTIVES)
+    assert verified.failed() == set()  # old backups, but the WAL archive holds the last segment: nothing waits
+    assert verified.checks[RPO]["evidence"]["recovery_path"].startswith("point-in-time recovery (base backup base_")
+    empty = tmp_path / "empty-archive"
+    empty.mkdir()
+    broken = run_checks(profile_variant(only_pf_drill_from(series, wal_archive=str(empty))), OBJECTIVES)
+    assert broken.failed() == {RPO}
+    assert broken.message(RPO) == (
+        "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h; "
+        "no point-in-time recovery: the WAL archive of photonic_foundry does not hold the last segment reported "
+        "archived)"
     )
 
 
