@@ -100,7 +100,7 @@ def test_healthy_drills_pass_and_record_rto_and_rpo(
     assert rto["evidence"]["rto_measured"].endswith(("ms", "s"))
     rpo = run.checks[f"test_objectives.py::test_recovery_point_is_within_rpo[{PF}]"]
     assert rpo["evidence"]["rpo_objective"] == "1h"
-    assert rpo["evidence"]["recovery_path"] == "replica pf-replica"
+    assert rpo["evidence"]["recovery_path"].startswith("point-in-time recovery (base backup base_")
     promoted = run.checks["test_replicas.py::test_promoted_copy_accepts_writes_on_a_new_timeline[pf-replica]"]
     assert int(promoted["evidence"]["timeline"]) > int(promoted["evidence"]["primary_timeline"])
     checksums = run.checks[f"test_database_drill.py::test_restored_tables_match_their_checksums[{PF}]"]
@@ -356,11 +356,12 @@ def test_dump_that_restores_without_an_object_of_its_toc_fails_the_schema_check(
 
 def test_recovery_point_older_than_the_rpo_fails(run_checks: Run, profile_variant: Variant) -> None:
     def mutate(data: dict[str, Any]) -> None:
-        data["replicas"] = []  # the newest backup is the only recovery path left
+        data["databases"][0].pop("wal_archive")  # the newest backup is the only recovery path left
         data["objectives"] = [{"component": c, "rto": "1h", "rpo": "1s"} for c in ("database", "full-system")]
 
     run = run_checks(profile_variant(mutate), "recovery/test_objectives.py")
     test = f"test_objectives.py::test_recovery_point_is_within_rpo[{PF}]"
     assert test in run.failed()
     assert run.message(test).startswith(f"drill {PF} would lose ")
-    assert run.message(test).endswith("; database RPO 1s)")
+    assert run.message(test).endswith("; database RPO 1s; no point-in-time recovery: photonic_foundry declares no "
+                                      "wal_archive)")

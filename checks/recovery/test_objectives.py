@@ -2,6 +2,13 @@
 
 Runbook: PF-47 RTO/RPO objectives (Application 15m/5m, Database 30m/1h, Full system 2h/4h). The
 RTO side, and with it PF-14 business continuity, is measured by the drills themselves (checks/restore).
+
+A streaming replica is no recovery path here: it replays a ``DROP TABLE`` or a bad ``UPDATE`` within
+seconds, so what it holds is lost with the primary's data. The paths are the drill's newest backup
+(it loses what was written since it was taken) and, where the drill's database archives WAL into a
+declared ``wal_archive`` that holds the last segment the archiver reports archived and declares
+``base_backups`` holding at least one, point-in-time recovery: it loses the WAL not archived yet,
+the archive lag (the time since the oldest finished segment still waiting; 0 when none waits).
 """
 
 from __future__ import annotations
@@ -15,25 +22,49 @@ from fixtures.backups import CatalogOf, listed
 from fixtures.expect import expect
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
-from opsverify.probes.replication import ReplicaState
-from opsverify.profile import Drill, Profile, Replica
+from opsverify.probes.replication import ArchivedCopy, ArchiverState, BaseBackups
+from opsverify.profile import Database, Drill, Profile
 
 pytestmark = [pytest.mark.recovery, pytest.mark.dr, pytest.mark.daily]
 
 
+def point_in_time(
+    db: Database,
+    archiver_of: Callable[[Database], ArchiverState],
+    archived_copy_of: Callable[[Database], ArchivedCopy | None],
+    base_backups_of: Callable[[Database], BaseBackups | None],
+) -> tuple[str, timedelta] | str:
+    """The point-in-time recovery path of ``db`` and its loss (the archive lag), or why there is none."""
+    if not db.wal_archiving or db.wal_archive is None:
+        return f"{db.name} declares no wal_archive"
+    if db.base_backups is None:
+        return f"{db.name} declares no base_backups"
+    state = archiver_of(db)
+    if state.error is not None or state.archive_mode == "off":
+        return f"the archiver of {db.name} is unreadable or off"
+    copy = archived_copy_of(db)
+    if copy is None or copy.problem is not None or copy.name is None:
+        return f"the WAL archive of {db.name} does not hold the last segment reported archived"
+    base = base_backups_of(db)
+    if base is None or base.newest is None:
+        return f"no base backup of {db.name} in {db.base_backups}"
+    return f"point-in-time recovery (base backup {base.newest} + WAL archive)", state.lag
+
+
 def recovery_points(
-    drill: Drill, profile: Profile, catalog_of: CatalogOf, state_of: Callable[[Replica], ReplicaState], now: datetime
-) -> dict[str, timedelta]:
-    """How much data each recovery path of the drill's component would lose now: backup age, replica lag."""
+    drill: Drill, profile: Profile, catalog_of: CatalogOf, now: datetime, pitr: Callable[[Database], object]
+) -> tuple[dict[str, timedelta], str | None]:
+    """How much data each recovery path of the drill's component would lose now; why PITR is no path, if not."""
     source = profile.backup(drill.backup)
     newest = listed(source, catalog_of).files[0]
     points = {f"backup {newest.name}": newest.age(now)}
-    for replica in profile.replicas:
-        if drill.database is not None and replica.primary == drill.database:
-            lag = state_of(replica).lag
-            if lag is not None and state_of(replica).in_recovery:
-                points[f"replica {replica.name}"] = lag
-    return points
+    if drill.database is None:
+        return points, None
+    path = pitr(profile.database(drill.database))
+    if isinstance(path, tuple):
+        points[path[0]] = path[1]
+        return points, None
+    return points, str(path)
 
 
 @pytest.mark.runbook("PF-47")
@@ -41,19 +72,25 @@ def test_recovery_point_is_within_rpo(
     drill: Drill,
     profile: Profile,
     catalog_of: CatalogOf,
-    replica_state_of: Callable[[Replica], ReplicaState],
+    archiver_of: Callable[[Database], ArchiverState],
+    archived_copy_of: Callable[[Database], ArchivedCopy | None],
+    base_backups_of: Callable[[Database], BaseBackups | None],
     now: datetime,
     evidence: Recorder,
 ) -> None:
-    """PF-47: the drill's best recovery path (its newest backup, or a streaming replica) loses less than the RPO."""
+    """PF-47: the drill's best recovery path (newest backup, or verified point-in-time recovery) loses < the RPO."""
     objective = profile.objective(drill.objective)
-    points = recovery_points(drill, profile, catalog_of, replica_state_of, now)
+    points, no_pitr = recovery_points(
+        drill, profile, catalog_of, now, lambda db: point_in_time(db, archiver_of, archived_copy_of, base_backups_of)
+    )
     best = min(points, key=lambda p: points[p])
     evidence.record(component=objective.component, rpo_objective=fmt(objective.rpo),
                     rpo_measured=fmt(points[best]), recovery_path=best,
                     **{f"path {name}": fmt(loss) for name, loss in points.items()})
+    if no_pitr is not None:
+        evidence.record(point_in_time_recovery=f"no path: {no_pitr}")
     expect(
         points[best] <= objective.rpo,
-        f"drill {drill.name} would lose {fmt(points[best])} of data ({best}; {objective.component} RPO "
-        f"{fmt(objective.rpo)})",
+        f"drill {drill.name} would lose {fmt(points[best])} of data (best path: {best}; {objective.component} RPO "
+        f"{fmt(objective.rpo)}{f'; no point-in-time recovery: {no_pitr}' if no_pitr else ''})",
     )

@@ -12,7 +12,7 @@ import pytest
 from fixtures.expect import expect
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
-from opsverify.probes.replication import ArchiverState
+from opsverify.probes.replication import ArchivedCopy, ArchiverState
 from opsverify.profile import Database, Profile
 
 pytestmark = [pytest.mark.recovery, pytest.mark.daily, pytest.mark.dr]
@@ -55,3 +55,32 @@ def test_wal_archiving_is_not_failing(archived_database: Database, archiver_of: 
         f"{fmt(state.failing_since) if state.failing_since else ''} (last failed {state.last_failed_wal}): "
         "check archive_command and the archive's free space",
     )
+
+
+@pytest.mark.runbook("PF-20")
+def test_last_archived_segment_is_in_the_archive(
+    wal_archive_database: Database,
+    archiver_of: ArchiverOf,
+    archived_copy_of: Callable[[Database], ArchivedCopy | None],
+    evidence: Recorder,
+) -> None:
+    """PF-20: the segment ``pg_stat_archiver`` last reports archived is in ``wal_archive``, whole.
+
+    ``archive_command = '/bin/true'`` (or a copy to the wrong place) reports every segment archived
+    while the archive stays empty: only the archive itself tells. A plain segment must hold
+    ``wal_segment_size`` bytes; a compressed one must be of its suffix's format (a gzip one must
+    inflate to the segment size).
+    """
+    db = wal_archive_database
+    state = _read(db, archiver_of)
+    copy = archived_copy_of(db)
+    assert copy is not None
+    evidence.record(archive=str(copy.archive), last_archived_wal=copy.name or "nothing yet",
+                    found=str(copy.path) if copy.path else "no", size=copy.size, segment_size=state.segment_size)
+    what = f"WAL segment {copy.name} that {db.name} ({state.address}) reports archived" if copy.name else (
+        f"the WAL archive of {db.name} ({state.address})")
+    expect(
+        copy.problem is None,
+        f"{what} {copy.problem}: fix archive_command (PF-20) or the profile's wal_archive",
+    )
+

@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -118,6 +119,36 @@ class Database(SecretSource):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     connect_budget: Duration = timedelta(seconds=2)
     wal_archiving: bool = Field(False, description="the server archives WAL (PF-20): pg_stat_archiver is checked")
+    wal_archive: Path | None = Field(
+        None,
+        description="the directory archive_command copies finished WAL segments into, readable from here (PF-20): "
+        "the last segment pg_stat_archiver reports archived must be in it. Default: none declared, so the "
+        "archive is not checked and point-in-time recovery is no recovery path for the RPO",
+    )
+    base_backups: Path | None = Field(
+        None,
+        description="directory of this server's pg_basebackup base backups, one subdirectory each (PF-20): the "
+        "newest must be younger than base_backup_max_age. Default: none declared (not checked)",
+    )
+    base_backup_max_age: Duration = Field(
+        timedelta(days=7),
+        description="point-in-time recovery restores the newest base backup and replays every WAL segment "
+        "archived since: a weekly base backup bounds that replay (the recovery time) and the WAL the archive "
+        "must keep to a week",
+    )
+
+    max_inactive_slot_wal: ByteSize | None = Field(
+        None,
+        description="most WAL an inactive replication slot may hold back on this server (1GB, 512MiB). Default: "
+        "the server's max_wal_size, the most WAL it keeps for itself: beyond it, WAL exists only for a slot "
+        "nothing reads, checkpoints cannot recycle it, and it grows until the disk is full",
+    )
+
+    @model_validator(mode="after")
+    def _archive_needs_archiving(self) -> Database:
+        if self.wal_archive is not None and not self.wal_archiving:
+            raise ValueError("wal_archive is checked only when the server archives WAL: set wal_archiving: true")
+        return self
 
 
 class RedisInstance(SecretSource):

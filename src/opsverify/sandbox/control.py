@@ -93,6 +93,7 @@ def _create(layout: Layout) -> None:
         create_tls(layout.tls)
         create_app_files(layout, state.ports)
         make_backups(layout, pg, server, rdb, state.ports, time.time())
+        pg.take_base_backup()  # PF-20: what point-in-time recovery replays the WAL archive onto
         _start_replica(layout, state)
         for name in SPAWNED:
             apps.spawn_app(layout, name, state.ports[name])
@@ -114,6 +115,8 @@ def _restart(layout: Layout, state: State) -> None:
     save_state(layout, state)
     if pids["postgres"] is None:
         _postgres(layout, state).start()
+    if not _postgres(layout, state).base_backups.is_dir():  # a sandbox made before it took one
+        _postgres(layout, state).take_base_backup()
     if pids["replica"] is None:
         _start_replica(layout, state)
     if pids["redis"] is None:

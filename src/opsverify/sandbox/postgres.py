@@ -21,6 +21,7 @@ from opsverify.sandbox.state import Layout
 CHECK_ROLE = "opsverify"
 REPLICATION_ROLE = "opsverify_replicator"
 DATABASES = ("photonic_foundry", "quantum_planner")
+ARCHIVE_DIR, BASE_BACKUPS_DIR = "wal-archive", "base-backups"  # under the cluster's base (PF-20)
 INSTALL = "PostgreSQL is not installed: run `sudo apt-get install postgresql-15` (or `make setup`)"
 
 
@@ -49,7 +50,24 @@ class Postgres(Cluster):
     @property
     def archive(self) -> Path:
         """Where ``archive_command`` copies finished WAL segments (PF-20)."""
-        return self.base / "wal-archive"
+        return self.base / ARCHIVE_DIR
+
+    @property
+    def base_backups(self) -> Path:
+        """Where ``take_base_backup`` writes, one subdirectory per base backup (PF-20)."""
+        return self.base / BASE_BACKUPS_DIR
+
+    def take_base_backup(self) -> Path:
+        """``pg_basebackup -Ft -z`` into ``base-backups/base_<UTC time>/`` as the superuser (password in the env)."""
+        import time
+
+        target = self.base_backups / time.strftime("base_%Y%m%dT%H%M%SZ", time.gmtime())
+        self.make_dirs(self.base_backups)
+        args = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(target)]
+        tool = self.tool("pg_basebackup")
+        options = ["-Ft", "-z", "-X", "fetch", "--checkpoint=fast", "--no-sync"]
+        self.run_tool([tool, *args, *options], "pg_basebackup", 600, {"PGPASSWORD": self.password})
+        return target
 
     def init(self) -> None:
         """``initdb``, then the settings a careful team runs with."""

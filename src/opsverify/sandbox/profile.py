@@ -9,8 +9,8 @@ import yaml
 
 from opsverify.sandbox.backups import SERIES
 from opsverify.sandbox.offsite import s3_access
-from opsverify.sandbox.postgres import REPLICATION_ROLE
-from opsverify.sandbox.state import Layout
+from opsverify.sandbox.postgres import ARCHIVE_DIR, BASE_BACKUPS_DIR, REPLICATION_ROLE
+from opsverify.sandbox.state import Layout, load_state
 from opsverify.sandbox.tls import TlsFiles
 
 DRILLS = [
@@ -47,6 +47,8 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
     """The profile as a plain dict."""
     root = layout.root.resolve()
     pg_pass = str(layout.secret_file("pg_opsverify").resolve())
+    state = load_state(layout)
+    pg_base = Path(state.pg_base) if state is not None else layout.default_pg_base()
     services = [
         {
             "name": "photonic-foundry",
@@ -80,11 +82,14 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
             "password_file": pg_pass,
             "sslmode": "disable",
             "wal_archiving": True,
+            "wal_archive": str(pg_base / ARCHIVE_DIR),
+            "base_backups": str(pg_base / BASE_BACKUPS_DIR),
         }
         for name in ("photonic_foundry", "quantum_planner")
     ]
     replicas = [{**databases[0], "name": "pf-replica", "port": ports["replica"], "primary": "photonic_foundry"}]
-    replicas[0].pop("wal_archiving")
+    for key in ("wal_archiving", "wal_archive", "base_backups"):
+        replicas[0].pop(key)
     replicas[0]["replication_user"] = REPLICATION_ROLE
     replicas[0]["replication_password_file"] = str(layout.secret_file("pg_replicator").resolve())
     backups = []
