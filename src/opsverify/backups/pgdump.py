@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from opsverify.backups.gzipstream import READ_SIZE, GzipStream
 from opsverify.backups.verdict import (
@@ -201,3 +203,187 @@ def verify_directory(path: Path, expect: Expectations) -> Verdict:
     facts.update(data_files=str(len(files)), data_bytes=str(size))
     detail = f"intact: {len(toc.tables)} table(s), {len(files)} data file(s) verified, {size:,} bytes of data"
     return passed(str(path), "pg-directory", detail, facts)
+
+
+# --- The archive itself, read without pg_restore: header (its database), TOC and data lengths ---
+
+K_OFFSET_POS_SET = 2
+BLK_DATA = 1
+BLK_BLOBS = 3
+ZLIB = "gzip"
+
+
+@dataclass(frozen=True)
+class ArchiveTable:
+    """One ``TABLE DATA`` entry of a custom archive: its table and whether its data holds a row."""
+
+    table: str
+    data_bytes: int  # stored (maybe compressed) bytes of its data block
+    has_rows: bool
+
+
+@dataclass(frozen=True)
+class ArchiveContent:
+    """What a custom archive's header and TOC say it holds: its database, tables and table data."""
+
+    dbname: str
+    version: str
+    compression: str
+    tables: frozenset[str]
+    data: tuple[ArchiveTable, ...]
+
+
+class _Reader:
+    """pg_dump's archive primitives (``ReadInt``, ``ReadStr``, ``ReadOffset``) over a binary file."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream = stream
+        self.size = size
+        self.int_size = 4
+        self.off_size = 8
+
+    def take(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise CorruptBackup(f"archive ends inside its header or TOC at byte {self.stream.tell():,}")
+        return data
+
+    def read_byte(self) -> int:
+        return self.take(1)[0]
+
+    def read_int(self) -> int:
+        sign = self.read_byte()
+        value = int.from_bytes(self.take(self.int_size), "little")
+        return -value if sign else value
+
+    def read_str(self) -> str | None:
+        length = self.read_int()
+        if length < 0:
+            return None
+        if length > self.size:
+            raise CorruptBackup(f"archive TOC names a {length:,}-byte string: the header or TOC is damaged")
+        return self.take(length).decode(errors="replace")
+
+    def read_offset(self) -> tuple[int, int]:
+        flag = self.read_byte()
+        return flag, int.from_bytes(self.take(self.off_size), "little")
+
+
+def _compression(reader: _Reader, version: tuple[int, int, int]) -> str:
+    if version >= (1, 15, 0):  # PostgreSQL 16+: the algorithm
+        return {0: "none", 1: ZLIB, 2: "lz4", 3: "zstd"}.get(reader.read_byte(), "unknown")
+    level = reader.read_int() if version >= (1, 4, 0) else reader.read_byte()
+    return "none" if level == 0 else ZLIB
+
+
+def _header(reader: _Reader) -> tuple[tuple[int, int, int], str, str]:
+    """Version, compression and database name from the archive header (pg_backup_archiver.c ``ReadHead``)."""
+    if reader.take(len(MAGIC)) != MAGIC:
+        raise CorruptBackup("not a pg_dump custom-format archive: no 'PGDMP' header")
+    major, minor = reader.read_byte(), reader.read_byte()
+    rev = reader.read_byte() if (major, minor) > (1, 0) else 0
+    version = (major, minor, rev)
+    if version < (1, 10, 0) or major > 1:
+        raise CorruptBackup(f"archive version {major}.{minor}.{rev} is not one this reader knows (1.10 to 1.x)")
+    reader.int_size = reader.read_byte()
+    reader.off_size = reader.read_byte()
+    if reader.read_byte() != 1:  # archCustom
+        raise CorruptBackup("not a custom-format archive (its header names another format)")
+    compression = _compression(reader, version)
+    for _ in range(7):  # the creation time: sec, min, hour, mday, mon, year, isdst
+        reader.read_int()
+    dbname = reader.read_str() or ""
+    reader.read_str()  # the server's version
+    reader.read_str()  # pg_dump's version
+    return version, compression, dbname
+
+
+def _toc(reader: _Reader, version: tuple[int, int, int]) -> list[tuple[int, str, str, tuple[int, int]]]:
+    """(dump id, desc, schema.tag, data offset) of every TOC entry (``ReadToc``)."""
+    entries = []
+    for _ in range(reader.read_int()):
+        dump_id = reader.read_int()
+        reader.read_int()  # hadDumper
+        reader.read_str(), reader.read_str()  # tableoid, oid
+        tag, desc = reader.read_str() or "", reader.read_str() or ""
+        reader.read_int()  # section
+        reader.read_str(), reader.read_str(), reader.read_str()  # defn, dropStmt, copyStmt
+        namespace = reader.read_str() or ""
+        reader.read_str()  # tablespace
+        if version >= (1, 14, 0):
+            reader.read_str()  # tableam
+        if version >= (1, 16, 0):
+            reader.read_int()  # relkind
+        reader.read_str(), reader.read_str()  # owner, "with oids"
+        while reader.read_str() is not None:  # dependencies, ended by a NULL string
+            pass
+        entries.append((dump_id, desc, f"{namespace}.{tag}", reader.read_offset()))
+    return entries
+
+
+def _first_row(chunks: list[bytes], compression: str) -> bool:
+    """Whether a table's COPY data holds a complete row (inflating only what is needed)."""
+    inflate = zlib.decompressobj() if compression == ZLIB else None
+    text = b""
+    for chunk in chunks:
+        try:
+            text += inflate.decompress(chunk, 1 << 16) if inflate else chunk
+        except zlib.error as exc:
+            raise CorruptBackup(f"a table's data block does not inflate: {exc}") from None
+        if any(line and line != b"\\." for line in text.split(b"\n")[:-1]):
+            return True
+    return False
+
+
+def _data_block(reader: _Reader, compression: str) -> tuple[int, int, bool]:
+    """At a data block: (dump id, stored bytes, has a row); reads the first chunks, skips over the rest."""
+    kind = reader.read_byte()
+    if kind not in (BLK_DATA, BLK_BLOBS):
+        raise CorruptBackup(f"data block of unknown type {kind} at byte {reader.stream.tell() - 1:,}")
+    dump_id = reader.read_int()
+    stored, has_rows = 0, False
+    kept: list[bytes] = []
+    while (length := reader.read_int()) > 0:
+        stored += length
+        if has_rows or compression not in ("none", ZLIB) or sum(map(len, kept)) > (1 << 16):
+            reader.stream.seek(length, os.SEEK_CUR)
+        else:
+            kept.append(reader.take(length))
+            has_rows = _first_row(kept, compression)
+    if compression not in ("none", ZLIB):  # lz4/zstd are not inflated here: a row needs more than a frame's overhead
+        has_rows = stored > 64
+    return dump_id, stored, has_rows
+
+
+def read_archive(path: Path) -> ArchiveContent:
+    """Header, TOC and per-table data of a ``pg_dump -Fc`` file, in constant memory; ``CorruptBackup`` if unreadable.
+
+    A ``TABLE DATA`` entry's block is found by its offset in the TOC (a dump written to a file),
+    else by walking the data blocks in order (a dump written to a pipe). Only the first chunks of
+    each block are inflated, until one complete COPY row shows; the rest is skipped over.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        reader = _Reader(stream, size)
+        version, compression, dbname = _header(reader)
+        entries = _toc(reader, version)
+        data_start = stream.tell()
+        wanted = {dump_id: name for dump_id, desc, name, _ in entries if desc == "TABLE DATA"}
+        found: dict[int, tuple[int, bool]] = {}
+        offsets = [off for dump_id, _, _, (flag, off) in entries if dump_id in wanted and flag == K_OFFSET_POS_SET]
+        if len(offsets) == len(wanted):
+            for off in offsets:
+                stream.seek(off)
+                block_id, stored, has_rows = _data_block(reader, compression)
+                found[block_id] = (stored, has_rows)
+        else:
+            stream.seek(data_start)
+            while len(found) < len(wanted) and stream.tell() < size:
+                block_id, stored, has_rows = _data_block(reader, compression)
+                found[block_id] = (stored, has_rows)
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise CorruptBackup(f"no data block for table {wanted[missing[0]]} (TOC entry {missing[0]})")
+    data = tuple(ArchiveTable(wanted[i], *found[i]) for i in sorted(wanted))
+    tables = frozenset(name for _, desc, name, _ in entries if desc == "TABLE")
+    return ArchiveContent(dbname, ".".join(map(str, version)), compression, tables, data)

@@ -1,0 +1,56 @@
+"""The newest dump of each PostgreSQL series holds the live database's data, not just intact bytes.
+
+An intact, complete dump can still be the wrong one: another database saved under this one's name,
+a schema-only dump (``pg_dump -s``), a dump of tables emptied since, or a dump that left a table
+out (``-T``). These checks read what the newest dump holds (custom archives: header, TOC and the
+first row of each data block; plain SQL: ``-- Name`` comments and the rows of each ``COPY``
+section, streamed) and compare it with the live database the source declares (``database:``),
+read once per run through a read-only session (one bounded catalog query plus one ``SELECT
+EXISTS`` per table estimated to hold rows). A source without ``database:`` is skipped with a
+reason; a live database that does not answer or a dump that cannot be read fails.
+
+Runbook IDs: PF-04 "backup verification" (the newest backup is non-empty and complete: it holds
+the right database, every live table and their rows) and QP-19 "backup verification
+(``pg_restore --list``)" (the TOC of the newest dump is what the database holds).
+
+A table created after the newest dump is missing from it until the next run of the job: the
+newest backup cannot restore it, so the check reports it (the message names the dump's time, so
+a table created since is recognisable); when a table is never meant to be dumped, list it in the
+source's ``exclude_tables``. Single-table series (``scope: tables``, ``pg_dump -t``) are compared
+only on the tables they hold.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.backups import NewestDump
+from fixtures.expect import expect
+from fixtures.reporting import Recorder
+
+pytestmark = [pytest.mark.backup, pytest.mark.daily]
+TIME = "%Y-%m-%d %H:%M %Z"
+
+
+def _of_this_database(dump: NewestDump) -> None:
+    """One root cause: a dump of another database is reported by the database check alone."""
+    if dump.of_another_database:
+        pytest.skip(f"newest dump {dump.backup.name} holds database {dump.content.dbname}: "
+                    "test_newest_dump_is_of_its_database fails for it")
+
+
+@pytest.mark.runbook("PF-04", "QP-19")
+def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recorder) -> None:
+    """PF-04/QP-19: a custom archive's header names the profile database the source backs up."""
+    dump = newest_dump
+    evidence.record(backup=dump.backup.location, format=dump.content.format, dump_dbname=dump.content.dbname,
+                    expected_dbname=dump.database.dbname)
+    if dump.content.dbname is None:
+        pytest.skip(f"newest dump {dump.backup.name} is plain SQL, which names no database: "
+                    "its tables are compared with the live ones instead")
+    expect(
+        not dump.of_another_database,
+        f"newest dump {dump.backup.name} of {dump.source.name} holds database {dump.content.dbname}, not "
+        f"{dump.database.dbname} (profile database {dump.database.name}): check the job's pg_dump -d "
+        f"({dump.backup.location})",
+    )

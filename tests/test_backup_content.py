@@ -1,0 +1,150 @@
+"""checks/backup/test_backup_content.py against the real test sandbox: healthy passes; each fault fails one check.
+
+Faults are real dumps made by ``pg_dump`` of the sandbox's own server (the other database, a
+schema-only dump, a dump that leaves a table out, a dump of a scratch copy whose tables were
+emptied), saved as the newest file of a copy of a sandbox series in tmp_path. The shared sandbox
+itself is never changed: a scratch database is created and dropped by the test that needs it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from opsverify.pgtools import clean_env, pg_tool
+from opsverify.profile import Profile
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+CONTENT = "backup/test_backup_content.py"
+MODULE = "test_backup_content.py"
+OF_DATABASE = MODULE + "::test_newest_dump_is_of_its_database[{}]"
+HOLDS_ROWS = MODULE + "::test_newest_dump_holds_rows_the_live_database_has[{}]"
+EVERY_TABLE = MODULE + "::test_newest_full_dump_holds_every_live_table[{}]"
+MANIFEST = MODULE + "::test_newest_manifest_matches_its_backup[{}]"
+
+
+@dataclass
+class SeriesCopy:
+    """A copy of one sandbox backup series (its files only, mtimes kept) in a directory of the test's own."""
+
+    source: dict[str, Any]
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.source["name"])
+
+    @property
+    def newest(self) -> Path:
+        found = [p for p in self.directory.iterdir() if p.is_file() and not p.name.endswith(".manifest.json")]
+        return max(found, key=lambda p: p.stat().st_mtime)
+
+    def only(self, **overrides: Any) -> Callable[[dict[str, Any]], None]:
+        """A profile mutation: this copy is the profile's only backup source."""
+
+        def mutate(data: dict[str, Any]) -> None:
+            data["backups"] = [{**self.source, "path": str(self.directory), **overrides}]
+
+        return mutate
+
+
+@pytest.fixture
+def series(sandbox_profile: Path, tmp_path: Path) -> Callable[..., SeriesCopy]:
+    """``series("pf-postgres-custom", manifests=False)``: copy that series (mtimes kept) into tmp_path."""
+
+    def copy(name: str, manifests: bool = False) -> SeriesCopy:
+        sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
+        source = next(s for s in sources if s["name"] == name)
+        target = tmp_path / name
+        target.mkdir()
+        for path in Path(source["path"]).glob(source["pattern"]):
+            shutil.copy2(path, target / path.name)
+            manifest = path.with_name(path.name + ".manifest.json")
+            if manifests and manifest.is_file():
+                shutil.copy2(manifest, target / manifest.name)
+        return SeriesCopy(source, target)
+
+    return copy
+
+
+@dataclass
+class Dumper:
+    """``pg_dump`` of the sandbox's server as its superuser (the runbooks' backup command)."""
+
+    sandbox: Profile
+
+    def _target(self) -> tuple[list[str], dict[str, str]]:
+        target = self.sandbox.restore_target
+        assert target is not None
+        password = target.secret() or ""
+        args = ["-h", target.host, "-p", str(target.port), "-U", target.user]
+        return args, clean_env(PGPASSWORD=password, PGCONNECT_TIMEOUT="10")
+
+    def run(self, tool: str, dbname: str, *extra: str, stdin: str | None = None) -> bytes:
+        args, env = self._target()
+        done = subprocess.run(
+            [pg_tool(tool), *args, "-d", dbname, *extra], env=env, capture_output=True, timeout=120,
+            check=False, input=stdin.encode() if stdin is not None else None,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return done.stdout
+
+    def replace(self, path: Path, dbname: str, *extra: str) -> None:
+        """Overwrite ``path`` with a real dump (gzipped when it ends in .gz), keeping its mtime: still the newest."""
+        stat = path.stat()
+        data = self.run("pg_dump", dbname, *extra)
+        path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+        os.utime(path, (stat.st_atime, stat.st_mtime))
+
+
+@pytest.fixture
+def dumper(sandbox: Profile) -> Dumper:
+    return Dumper(sandbox)
+
+
+@pytest.fixture
+def emptied_copy(dumper: Dumper) -> Iterator[str]:
+    """A scratch copy of photonic_foundry on the sandbox's server with every table emptied (dropped after)."""
+    name = f"opsverify_scratch_content_{uuid.uuid4().hex[:8]}"
+    dumper.run("psql", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"')
+    try:
+        schema_and_data = dumper.run("pg_dump", "photonic_foundry").decode()
+        dumper.run("psql", name, "-q", "-v", "ON_ERROR_STOP=1", stdin=schema_and_data)
+        dumper.run("psql", name, "-v", "ON_ERROR_STOP=1", "-c", "TRUNCATE models, simulations")
+        yield name
+    finally:
+        dumper.run("psql", "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_healthy_sandbox_passes_every_content_check(run_checks: Run, sandbox_profile: Path) -> None:
+    run = run_checks(sandbox_profile, CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(OF_DATABASE.format("pf-postgres-custom")) == "passed"
+    for name in ("pf-postgres-daily", "pf-simulations-table", "qp-database-daily"):  # plain SQL names no database
+        assert run.outcome(OF_DATABASE.format(name)) == "skipped"
+
+
+def test_custom_dump_of_the_other_database_fails_only_the_database_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
+) -> None:
+    copy = series("pf-postgres-custom")
+    newest = copy.newest
+    dumper.replace(newest, "quantum_planner", "-Fc")
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = OF_DATABASE.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-custom holds database quantum_planner, not photonic_foundry "
+        f"(profile database photonic_foundry): check the job's pg_dump -d ({newest})"
+    )
