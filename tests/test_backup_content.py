@@ -100,6 +100,11 @@ class Dumper:
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return done.stdout
 
+    def estimate(self, table: str) -> int:
+        """The planner's row estimate of a photonic_foundry table (what the check reports as ``live ~R rows``)."""
+        query = f"SELECT reltuples::bigint FROM pg_class WHERE oid = '{table}'::regclass"
+        return int(self.run("psql", "photonic_foundry", "-Atc", query).decode().strip())
+
     def replace(self, path: Path, dbname: str, *extra: str) -> None:
         """Overwrite ``path`` with a real dump (gzipped when it ends in .gz), keeping its mtime: still the newest."""
         stat = path.stat()
@@ -115,8 +120,11 @@ def dumper(sandbox: Profile) -> Dumper:
 
 @pytest.fixture
 def emptied_copy(dumper: Dumper) -> Iterator[str]:
-    """A scratch copy of photonic_foundry on the sandbox's server with every table emptied (dropped after)."""
-    name = f"opsverify_scratch_content_{uuid.uuid4().hex[:8]}"
+    """A copy of photonic_foundry on the sandbox's server with every table emptied (dropped after).
+
+    Not named ``opsverify_scratch_*``: a concurrent run's janitor drops such a database without a creator note.
+    """
+    name = f"content_fault_{uuid.uuid4().hex[:8]}"
     dumper.run("psql", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"')
     try:
         schema_and_data = dumper.run("pg_dump", "photonic_foundry").decode()
@@ -147,4 +155,34 @@ def test_custom_dump_of_the_other_database_fails_only_the_database_check(
     assert run.message(check) == (
         f"newest dump {newest.name} of pf-postgres-custom holds database quantum_planner, not photonic_foundry "
         f"(profile database photonic_foundry): check the job's pg_dump -d ({newest})"
+    )
+
+
+def test_schema_only_custom_dump_fails_only_the_rows_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
+) -> None:
+    copy = series("pf-postgres-custom")
+    newest = copy.newest
+    dumper.replace(newest, "photonic_foundry", "-Fc", "--schema-only")
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = HOLDS_ROWS.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-custom holds no rows for 2 table(s) the live database fills, "
+        f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
+    )
+
+
+def test_dump_of_emptied_tables_fails_only_the_rows_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper, emptied_copy: str
+) -> None:
+    copy = series("pf-postgres-daily")
+    newest = copy.newest
+    dumper.replace(newest, emptied_copy)  # plain SQL, gzipped: COPY sections with no row
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = HOLDS_ROWS.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-daily holds no rows for 2 table(s) the live database fills, "
+        f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
     )

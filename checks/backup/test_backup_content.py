@@ -25,7 +25,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures.backups import NewestDump
-from fixtures.expect import expect
+from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 
 pytestmark = [pytest.mark.backup, pytest.mark.daily]
@@ -54,3 +54,21 @@ def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recor
         f"{dump.database.dbname} (profile database {dump.database.name}): check the job's pg_dump -d "
         f"({dump.backup.location})",
     )
+
+
+@pytest.mark.runbook("PF-04", "QP-19")
+def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, evidence: Recorder) -> None:
+    """PF-04: every table the dump holds that the live database fills has at least one row in the dump.
+
+    A schema-only dump (``pg_dump -s``) or a dump taken while the tables were empty fails; a table
+    the dump lacks altogether is the every-table check's finding, not this one's.
+    """
+    dump = newest_dump
+    _of_this_database(dump)
+    filled = {t: rows for t, rows in sorted(dump.live.rows.items()) if rows > 0 and t in dump.content.tables}
+    empty = [t for t in filled if dump.content.rows_of(t) == 0]
+    evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_without_rows=len(empty))
+    if empty:
+        first = empty[0]
+        fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) the "
+             f"live database fills, first {first} (live ~{filled[first]} rows): {dump.backup.location}")
