@@ -186,3 +186,59 @@ def test_dump_of_emptied_tables_fails_only_the_rows_check(
         f"newest dump {newest.name} of pf-postgres-daily holds no rows for 2 table(s) the live database fills, "
         f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
     )
+
+
+def _taken(path: Path) -> str:
+    """How the check prints the dump's time: its mtime (the series' names carry the same minute), local time."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(path.stat().st_mtime).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def test_dump_leaving_a_table_out_fails_only_the_every_table_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
+) -> None:
+    copy = series("pf-postgres-custom")
+    newest = copy.newest
+    dumper.replace(newest, "photonic_foundry", "-Fc", "-T", "models")
+    run = run_checks(profile_variant(copy.only(tables=["simulations"])), CONTENT)  # tables: is not what is compared
+    check = EVERY_TABLE.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-custom lacks 1 of the 2 table(s) database photonic_foundry holds "
+        f"live, first public.models (dump taken {_taken(newest)}; a table created since shows in the next dump, one "
+        f"never dumped goes in exclude_tables): {newest}"
+    )
+
+
+def test_excluded_table_may_be_left_out(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
+) -> None:
+    copy = series("pf-postgres-custom")
+    dumper.replace(copy.newest, "photonic_foundry", "-Fc", "-T", "models")
+    run = run_checks(profile_variant(copy.only(tables=["simulations"], exclude_tables=["public.mod*"])), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(EVERY_TABLE.format(copy.name)) == "passed"
+
+
+def test_plain_dump_of_the_other_database_fails_the_every_table_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
+) -> None:
+    copy = series("pf-postgres-daily")
+    newest = copy.newest
+    dumper.replace(newest, "quantum_planner")  # plain SQL names no database: its tables give it away
+    run = run_checks(profile_variant(copy.only(tables=[])), CONTENT)
+    check = EVERY_TABLE.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-daily lacks 2 of the 2 table(s) database photonic_foundry holds "
+        f"live, first public.models (dump taken {_taken(newest)}; a table created since shows in the next dump, one "
+        f"never dumped goes in exclude_tables): {newest}"
+    )
+
+
+def test_single_table_series_is_not_compared_with_the_whole_schema(run_checks: Run, sandbox_profile: Path) -> None:
+    run = run_checks(sandbox_profile, CONTENT)
+    assert run.outcome(EVERY_TABLE.format("pf-simulations-table")) == "skipped"
+    assert run.outcome(EVERY_TABLE.format("pf-postgres-daily")) == "passed"
+    assert run.outcome(HOLDS_ROWS.format("pf-simulations-table")) == "passed"

@@ -22,6 +22,8 @@ only on the tables they hold.
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 
 from fixtures.backups import NewestDump
@@ -72,3 +74,32 @@ def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, e
         first = empty[0]
         fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) the "
              f"live database fills, first {first} (live ~{filled[first]} rows): {dump.backup.location}")
+
+
+def _excluded(table: str, globs: list[str]) -> bool:
+    """``exclude_tables`` globs match ``schema.table`` or, without a dot, the bare table name."""
+    bare = table.partition(".")[2]
+    return any(fnmatch.fnmatchcase(table if "." in glob else bare, glob) for glob in globs)
+
+
+@pytest.mark.runbook("PF-04", "QP-19")
+def test_newest_full_dump_holds_every_live_table(newest_dump: NewestDump, evidence: Recorder) -> None:
+    """PF-04/QP-19: a full dump (``scope: full``) holds every table the live database has, ``exclude_tables`` aside.
+
+    The live tables are every ordinary and partitioned table outside the system schemas (partitions
+    go with their parent), whatever ``tables:`` lists: a dump of another database (plain SQL names
+    none) or one taken with ``-T`` fails here.
+    """
+    dump = newest_dump
+    if dump.source.scope != "full":
+        pytest.skip(f"{dump.source.name} dumps selected tables (scope: {dump.source.scope}), not the whole database")
+    _of_this_database(dump)
+    live = sorted(t for t in dump.live.tables if not _excluded(t, dump.source.exclude_tables))
+    missing = [t for t in live if t not in dump.content.tables]
+    evidence.record(backup=dump.backup.location, live_tables=len(live), dump_tables=len(dump.content.tables),
+                    missing=",".join(missing), excluded=",".join(dump.source.exclude_tables))
+    if missing:
+        taken = dump.backup.taken.astimezone().strftime(TIME)
+        fail(f"newest dump {dump.backup.name} of {dump.source.name} lacks {len(missing)} of the {len(live)} table(s) "
+             f"database {dump.database.name} holds live, first {missing[0]} (dump taken {taken}; a table created "
+             f"since shows in the next dump, one never dumped goes in exclude_tables): {dump.backup.location}")
