@@ -9,6 +9,7 @@ itself is never changed: a scratch database is created and dropped by the test t
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -242,3 +243,91 @@ def test_single_table_series_is_not_compared_with_the_whole_schema(run_checks: R
     assert run.outcome(EVERY_TABLE.format("pf-simulations-table")) == "skipped"
     assert run.outcome(EVERY_TABLE.format("pf-postgres-daily")) == "passed"
     assert run.outcome(HOLDS_ROWS.format("pf-simulations-table")) == "passed"
+
+
+REWRITE = "re-run the backup job, or write the manifest with opsverify.facts.manifest.write_manifest"
+
+
+def test_sandbox_manifests_are_bound_to_their_backups(run_checks: Run, sandbox_profile: Path) -> None:
+    run = run_checks(sandbox_profile, CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    for name in ("pf-postgres-daily", "pf-postgres-custom", "qp-database-daily", "redis-rdb"):
+        assert run.outcome(MANIFEST.format(name)) == "passed", name
+    assert run.outcome(MANIFEST.format("pf-simulations-table")) == "skipped"  # the -t job writes no manifest
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def test_backup_replaced_under_its_manifest_fails_only_the_manifest_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    copy = series("pf-postgres-daily", manifests=True)
+    newest = copy.newest
+    older = sorted(copy.directory.glob("backup_*.sql.gz"))[0]  # another real backup of the same database
+    recorded_size, recorded_sha = newest.stat().st_size, _sha(newest)
+    stat = newest.stat()
+    shutil.copyfile(older, newest)
+    os.utime(newest, (stat.st_atime, stat.st_mtime))
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = MANIFEST.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"manifest {newest.name}.manifest.json does not match backup {newest.name} of pf-postgres-daily: it records "
+        f"{recorded_size:,} bytes sha256 {recorded_sha}, the file has {newest.stat().st_size:,} bytes sha256 "
+        f"{_sha(newest)}: the backup was replaced after its manifest was written, or the manifest is another "
+        f"backup's ({newest}.manifest.json)"
+    )
+
+
+def test_empty_manifest_without_binding_fails_only_the_manifest_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    copy = series("pf-postgres-custom", manifests=True)
+    manifest = copy.directory / (copy.newest.name + ".manifest.json")
+    manifest.write_text('{"tables": {}}\n')
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = MANIFEST.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"manifest {manifest.name} of pf-postgres-custom records no size and sha256 of its backup (backup.size, "
+        f"backup.sha256): {REWRITE} ({manifest})"
+    )
+
+
+def test_bound_manifest_with_no_table_fails_only_the_manifest_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    from opsverify.facts.manifest import write_manifest
+
+    copy = series("pf-postgres-custom", manifests=True)
+    manifest = write_manifest(copy.newest, {"checksum_algorithm": "sum-hash-64", "tables": {}})
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = MANIFEST.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"manifest {manifest.name} of pf-postgres-custom lists no table, but database photonic_foundry holds 2 "
+        f"live: {REWRITE} ({manifest})"
+    )
+
+
+def test_truncated_manifest_fails_only_the_manifest_check(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    copy = series("qp-database-daily", manifests=True)
+    manifest = copy.directory / (copy.newest.name + ".manifest.json")
+    text = manifest.read_text()
+    manifest.write_text(text[: len(text) // 2])
+    try:
+        json.loads(manifest.read_text())
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+    run = run_checks(profile_variant(copy.only(offsite=None)), CONTENT)
+    check = MANIFEST.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"manifest {manifest.name} of qp-database-daily is not valid JSON ({where}): {REWRITE} ({manifest})"
+    )

@@ -13,6 +13,13 @@ Runbook IDs: PF-04 "backup verification" (the newest backup is non-empty and com
 the right database, every live table and their rows) and QP-19 "backup verification
 (``pg_restore --list``)" (the TOC of the newest dump is what the database holds).
 
+Manifests (``<backup>.manifest.json``, what the drill compares a restore with) are evidence too:
+the newest backup that has one must be the file the manifest was written for (size and sha256
+recorded by ``write_manifest``), and a database manifest must list the tables the live database
+has. By kind: PostgreSQL PF-16 (integrity of each file of the daily series) and QP-19 (backup
+verification); Redis PF-10 (every backup kind intact). An unreadable manifest, or one without the
+binding, fails: evidence that cannot be read is not evidence.
+
 A table created after the newest dump is missing from it until the next run of the job: the
 newest backup cannot restore it, so the check reports it (the message names the dump's time, so
 a table created since is recognisable); when a table is never meant to be dumped, list it in the
@@ -23,12 +30,17 @@ only on the tables they hold.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from fixtures.backups import NewestDump
+from fixtures.backups import CatalogOf, NewestDump, listed
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
+from opsverify.facts.database import LiveTables
+from opsverify.facts.manifest import ManifestError, binding, load_manifest, manifest_path, recorded_binding
+from opsverify.profile import BackupSource, Database, Profile
 
 pytestmark = [pytest.mark.backup, pytest.mark.daily]
 TIME = "%Y-%m-%d %H:%M %Z"
@@ -103,3 +115,61 @@ def test_newest_full_dump_holds_every_live_table(newest_dump: NewestDump, eviden
         fail(f"newest dump {dump.backup.name} of {dump.source.name} lacks {len(missing)} of the {len(live)} table(s) "
              f"database {dump.database.name} holds live, first {missing[0]} (dump taken {taken}; a table created "
              f"since shows in the next dump, one never dumped goes in exclude_tables): {dump.backup.location}")
+
+
+MANIFEST = {"postgres": ("PF-16", "QP-19"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ("PF-10",)}
+REWRITE = "re-run the backup job, or write the manifest with opsverify.facts.manifest.write_manifest"
+
+
+@pytest.mark.runbook(by_kind=MANIFEST)
+def test_newest_manifest_matches_its_backup(
+    backup_source: BackupSource,
+    profile: Profile,
+    catalog_of: CatalogOf,
+    live_tables_of: Callable[[Database], LiveTables],
+    evidence: Recorder,
+) -> None:
+    """PF-16/QP-19 (MANIFEST by kind): the newest backup with a manifest has the recorded size and sha256.
+
+    A PostgreSQL manifest must also list at least one table when the live database holds tables.
+    """
+    source = backup_source
+    local = [f for f in listed(source, catalog_of).files if f.is_local]
+    if not local:
+        pytest.skip(f"backups of {source.name} are not on this machine: manifests are read beside local backups")
+    newest = next((f for f in local if manifest_path(Path(f.location)).exists()), None)
+    if newest is None:
+        pytest.skip(f"no backup of {source.name} has a manifest (<backup>.manifest.json)")
+    backup = Path(newest.location)
+    manifest = manifest_path(backup)
+    try:
+        data = load_manifest(backup)
+        size, sha = recorded_binding(data)
+    except ManifestError as exc:
+        fail(f"manifest {manifest.name} of {source.name} {exc}: {REWRITE} ({manifest})")
+    actual = binding(backup)
+    evidence.record(backup=newest.location, manifest=str(manifest), recorded_size=size, recorded_sha256=sha,
+                    size=actual["size"], sha256=actual["sha256"])
+    expect(
+        (size, sha) == (actual["size"], actual["sha256"]),
+        f"manifest {manifest.name} does not match backup {newest.name} of {source.name}: it records {size:,} bytes "
+        f"sha256 {sha[:12]}, the file has {actual['size']:,} bytes sha256 {actual['sha256'][:12]}: the backup was "
+        f"replaced after its manifest was written, or the manifest is another backup's ({manifest})",
+    )
+    if source.kind != "postgres":
+        return
+    tables = data.get("tables")
+    if not isinstance(tables, dict):
+        fail(f"manifest {manifest.name} of {source.name} holds no table map ('tables'): {REWRITE} ({manifest})")
+    evidence.record(manifest_tables=len(tables))
+    if tables or source.database is None:
+        return
+    database = profile.database(source.database)
+    live = live_tables_of(database)
+    expect(live.error is None, f"cannot read the live tables of database {database.name} ({live.address}): "
+           f"{live.error}")
+    expect(
+        not live.tables,
+        f"manifest {manifest.name} of {source.name} lists no table, but database {database.name} holds "
+        f"{len(live.tables)} live: {REWRITE} ({manifest})",
+    )
