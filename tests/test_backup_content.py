@@ -331,3 +331,41 @@ def test_truncated_manifest_fails_only_the_manifest_check(
     assert run.message(check) == (
         f"manifest {manifest.name} of qp-database-daily is not valid JSON ({where}): {REWRITE} ({manifest})"
     )
+
+
+def test_dump_with_insert_statements_passes(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
+) -> None:
+    """A healthy dump in another shape (``pg_dump --inserts``, plain and custom) is not mistaken for an empty one."""
+    plain, custom = series("pf-postgres-daily"), series("pf-postgres-custom")
+    dumper.replace(plain.newest, "photonic_foundry", "--inserts")
+    dumper.replace(custom.newest, "photonic_foundry", "-Fc", "--inserts")
+
+    def both(data: dict[str, Any]) -> None:
+        plain.only()(data)
+        first = data["backups"][0]
+        custom.only()(data)
+        data["backups"].insert(0, first)
+
+    run = run_checks(profile_variant(both), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    for name in (plain.name, custom.name):
+        assert run.outcome(HOLDS_ROWS.format(name)) == "passed"
+        assert run.outcome(EVERY_TABLE.format(name)) == "passed"
+
+
+def test_archive_reader_reads_piped_and_directory_dumps(dumper: Dumper, emptied_copy: str, tmp_path: Path) -> None:
+    """A dump written to a pipe has no data offsets (its blocks are walked); a directory dump has data files."""
+    from opsverify.backups.toc import dump_content
+
+    piped = tmp_path / "piped.dump"
+    piped.write_bytes(dumper.run("pg_dump", "photonic_foundry", "-Fc"))  # stdout: not seekable
+    directory = tmp_path / "emptied.d"
+    dumper.run("pg_dump", emptied_copy, "-Fd", "-f", str(directory))
+    full = dump_content(piped)
+    assert (full.format, full.dbname) == ("pg-custom", "photonic_foundry")
+    assert full.rows == {"public.models": 1, "public.simulations": 1}
+    emptied = dump_content(directory)
+    assert (emptied.format, emptied.dbname) == ("pg-directory", emptied_copy)
+    assert emptied.tables == {"public.models", "public.simulations"}
+    assert emptied.rows == {"public.models": 0, "public.simulations": 0}

@@ -2,11 +2,12 @@
 
 An intact, complete dump can still be the wrong one: another database saved under this one's name,
 a schema-only dump (``pg_dump -s``), a dump of tables emptied since, or a dump that left a table
-out (``-T``). These checks read what the newest dump holds (custom archives: header, TOC and the
-first row of each data block; plain SQL: ``-- Name`` comments and the rows of each ``COPY``
-section, streamed) and compare it with the live database the source declares (``database:``),
-read once per run through a read-only session (one bounded catalog query plus one ``SELECT
-EXISTS`` per table estimated to hold rows). A source without ``database:`` is skipped with a
+out (``-T``). These checks read what the newest dump holds (custom and directory archives: header,
+TOC and the first row of each table's data; plain SQL: ``-- Name`` comments and the rows of each
+``COPY`` section or ``INSERT``, streamed; other formats, such as ``-Ft``, are skipped) and
+compare it with the live database the source declares (``database:``), read once per run through
+a read-only session (one bounded catalog query plus one ``SELECT EXISTS`` per table estimated to
+hold rows). A source without ``database:`` is skipped with a
 reason; a live database that does not answer or a dump that cannot be read fails.
 
 Runbook IDs: PF-04 "backup verification" (the newest backup is non-empty and complete: it holds
@@ -53,9 +54,15 @@ def _of_this_database(dump: NewestDump) -> None:
                     "test_newest_dump_is_of_its_database fails for it")
 
 
+def _excluded(table: str, globs: list[str]) -> bool:
+    """``exclude_tables`` globs match ``schema.table`` or, without a dot, the bare table name."""
+    bare = table.partition(".")[2]
+    return any(fnmatch.fnmatchcase(table if "." in glob else bare, glob) for glob in globs)
+
+
 @pytest.mark.runbook("PF-04", "QP-19")
 def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recorder) -> None:
-    """PF-04/QP-19: a custom archive's header names the profile database the source backs up."""
+    """PF-04/QP-19: a custom (or directory) archive's header names the profile database the source backs up."""
     dump = newest_dump
     evidence.record(backup=dump.backup.location, format=dump.content.format, dump_dbname=dump.content.dbname,
                     expected_dbname=dump.database.dbname)
@@ -75,23 +82,19 @@ def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, e
     """PF-04: every table the dump holds that the live database fills has at least one row in the dump.
 
     A schema-only dump (``pg_dump -s``) or a dump taken while the tables were empty fails; a table
-    the dump lacks altogether is the every-table check's finding, not this one's.
+    the dump lacks altogether is the every-table check's finding, not this one's. Tables matching
+    ``exclude_tables`` (e.g. dumped with ``--exclude-table-data``) are left out.
     """
     dump = newest_dump
     _of_this_database(dump)
-    filled = {t: rows for t, rows in sorted(dump.live.rows.items()) if rows > 0 and t in dump.content.tables}
+    kept = {t: rows for t, rows in dump.live.rows.items() if not _excluded(t, dump.source.exclude_tables)}
+    filled = {t: rows for t, rows in sorted(kept.items()) if rows > 0 and t in dump.content.tables}
     empty = [t for t in filled if dump.content.rows_of(t) == 0]
     evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_without_rows=len(empty))
     if empty:
         first = empty[0]
         fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) the "
              f"live database fills, first {first} (live ~{filled[first]} rows): {dump.backup.location}")
-
-
-def _excluded(table: str, globs: list[str]) -> bool:
-    """``exclude_tables`` globs match ``schema.table`` or, without a dot, the bare table name."""
-    bare = table.partition(".")[2]
-    return any(fnmatch.fnmatchcase(table if "." in glob else bare, glob) for glob in globs)
 
 
 @pytest.mark.runbook("PF-04", "QP-19")

@@ -16,7 +16,7 @@ import subprocess
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from opsverify.backups.gzipstream import READ_SIZE, GzipStream
 from opsverify.backups.verdict import (
@@ -210,7 +210,10 @@ def verify_directory(path: Path, expect: Expectations) -> Verdict:
 K_OFFSET_POS_SET = 2
 BLK_DATA = 1
 BLK_BLOBS = 3
+ARCHIVE_FORMATS = (1, 3, 5)  # the format byte pg_dump writes for custom and directory archives
 ZLIB = "gzip"
+GZIP_FILE = "gzip-file"  # a directory archive's *.dat.gz: gzip framing around the deflate stream
+FRAME_OVERHEAD = 64  # lz4/zstd data is not inflated here: an empty table's frame is smaller than this
 
 
 @dataclass(frozen=True)
@@ -287,8 +290,8 @@ def _header(reader: _Reader) -> tuple[tuple[int, int, int], str, str]:
         raise CorruptBackup(f"archive version {major}.{minor}.{rev} is not one this reader knows (1.10 to 1.x)")
     reader.int_size = reader.read_byte()
     reader.off_size = reader.read_byte()
-    if reader.read_byte() != 1:  # archCustom
-        raise CorruptBackup("not a custom-format archive (its header names another format)")
+    if reader.read_byte() not in ARCHIVE_FORMATS:
+        raise CorruptBackup("not a custom or directory archive (its header names another format)")
     compression = _compression(reader, version)
     for _ in range(7):  # the creation time: sec, min, hour, mday, mon, year, isdst
         reader.read_int()
@@ -298,8 +301,12 @@ def _header(reader: _Reader) -> tuple[tuple[int, int, int], str, str]:
     return version, compression, dbname
 
 
-def _toc(reader: _Reader, version: tuple[int, int, int]) -> list[tuple[int, str, str, tuple[int, int]]]:
-    """(dump id, desc, schema.tag, data offset) of every TOC entry (``ReadToc``)."""
+def _toc(reader: _Reader, version: tuple[int, int, int], directory: bool) -> list[tuple[int, str, str, Any]]:
+    """(dump id, desc, schema.tag, where its data is) of every TOC entry (``ReadToc``).
+
+    Where the data is: a custom archive's ``(flag, offset)``, a directory archive's file name. Table
+    data written as INSERT statements (no COPY statement) is told apart as ``TABLE DATA INSERTS``.
+    """
     entries = []
     for _ in range(reader.read_int()):
         dump_id = reader.read_int()
@@ -307,7 +314,8 @@ def _toc(reader: _Reader, version: tuple[int, int, int]) -> list[tuple[int, str,
         reader.read_str(), reader.read_str()  # tableoid, oid
         tag, desc = reader.read_str() or "", reader.read_str() or ""
         reader.read_int()  # section
-        reader.read_str(), reader.read_str(), reader.read_str()  # defn, dropStmt, copyStmt
+        reader.read_str(), reader.read_str()  # defn, dropStmt
+        copy = reader.read_str()  # the COPY statement; none when the data is INSERTs (pg_dump --inserts)
         namespace = reader.read_str() or ""
         reader.read_str()  # tablespace
         if version >= (1, 14, 0):
@@ -317,73 +325,144 @@ def _toc(reader: _Reader, version: tuple[int, int, int]) -> list[tuple[int, str,
         reader.read_str(), reader.read_str()  # owner, "with oids"
         while reader.read_str() is not None:  # dependencies, ended by a NULL string
             pass
-        entries.append((dump_id, desc, f"{namespace}.{tag}", reader.read_offset()))
+        where = reader.read_str() if directory else reader.read_offset()
+        desc = "TABLE DATA INSERTS" if desc == "TABLE DATA" and not copy else desc
+        entries.append((dump_id, desc, f"{namespace}.{tag}", where))
     return entries
 
 
-def _first_row(chunks: list[bytes], compression: str) -> bool:
-    """Whether a table's COPY data holds a complete row (inflating only what is needed)."""
-    inflate = zlib.decompressobj() if compression == ZLIB else None
-    text = b""
-    for chunk in chunks:
+class _FirstRow:
+    """Fed a table's data as stored: whether it holds a row (COPY: a first line that is not ``\\.``;
+    INSERTs: anything but blank lines).
+
+    Only the beginning is inflated: the answer is known at the first line end, or after a mebibyte
+    of text without one (a row that long is a row).
+    """
+
+    LIMIT = 1 << 20
+
+    def __init__(self, compression: str, inserts: bool = False) -> None:
+        self.inserts = inserts
+        wbits = {ZLIB: zlib.MAX_WBITS, GZIP_FILE: 16 + zlib.MAX_WBITS}.get(compression)
+        self.inflate = zlib.decompressobj(wbits) if wbits is not None else None
+        self.head = b""
+        self.answer: bool | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.answer is not None:
+            return
         try:
-            text += inflate.decompress(chunk, 1 << 16) if inflate else chunk
+            self.head += self.inflate.decompress(chunk, self.LIMIT) if self.inflate else chunk
         except zlib.error as exc:
-            raise CorruptBackup(f"a table's data block does not inflate: {exc}") from None
-        if any(line and line != b"\\." for line in text.split(b"\n")[:-1]):
-            return True
-    return False
+            raise CorruptBackup(f"a table's data does not inflate: {exc}") from None
+        if self.inserts:
+            self.head = self.head.lstrip()
+            self.answer = True if self.head else None
+            return
+        newline = self.head.find(b"\n")
+        if newline >= 0:
+            self.answer = self.head[:newline].rstrip(b"\r") != b"\\."
+        elif len(self.head) >= self.LIMIT or (self.inflate is not None and self.inflate.unconsumed_tail):
+            self.answer = True
+
+    def result(self) -> bool:
+        """At the end of the data: the answer (a last line without a line end counts too)."""
+        if self.answer is None:
+            text = self.head.strip()
+            self.answer = bool(text) and text != b"\\."
+        return self.answer
 
 
-def _data_block(reader: _Reader, compression: str) -> tuple[int, int, bool]:
-    """At a data block: (dump id, stored bytes, has a row); reads the first chunks, skips over the rest."""
+def _data_block(reader: _Reader, compression: str, inserts: frozenset[int]) -> tuple[int, int, bool]:
+    """At a data block: (dump id, stored bytes, has a row); inflates its first chunks, skips over the rest."""
     kind = reader.read_byte()
-    if kind not in (BLK_DATA, BLK_BLOBS):
+    if kind != BLK_DATA:
         raise CorruptBackup(f"data block of unknown type {kind} at byte {reader.stream.tell() - 1:,}")
     dump_id = reader.read_int()
-    stored, has_rows = 0, False
-    kept: list[bytes] = []
+    stored = 0
+    first = _FirstRow(compression, dump_id in inserts)
     while (length := reader.read_int()) > 0:
         stored += length
-        if has_rows or compression not in ("none", ZLIB) or sum(map(len, kept)) > (1 << 16):
-            reader.stream.seek(length, os.SEEK_CUR)
+        if first.answer is None and compression in ("none", ZLIB):
+            first.feed(reader.take(length))
         else:
-            kept.append(reader.take(length))
-            has_rows = _first_row(kept, compression)
-    if compression not in ("none", ZLIB):  # lz4/zstd are not inflated here: a row needs more than a frame's overhead
-        has_rows = stored > 64
+            reader.stream.seek(length, os.SEEK_CUR)
+    has_rows = first.result() if compression in ("none", ZLIB) else stored > FRAME_OVERHEAD
     return dump_id, stored, has_rows
 
 
-def read_archive(path: Path) -> ArchiveContent:
-    """Header, TOC and per-table data of a ``pg_dump -Fc`` file, in constant memory; ``CorruptBackup`` if unreadable.
+def _data_file(directory: Path, name: str | None, table: str, inserts: bool) -> tuple[int, bool]:
+    """(stored bytes, has a row) of a directory archive's data file, read only until the first row shows."""
+    file = next((directory / f"{name}{s}" for s in ("", ".gz", ".lz4", ".zst") if (directory / f"{name}{s}").is_file()),
+                None) if name else None
+    if file is None:
+        raise CorruptBackup(f"data file {name} (table {table}) is missing from the directory dump")
+    stored = file.stat().st_size
+    if file.suffix in (".lz4", ".zst"):  # not inflated here: a row needs more than a frame's overhead
+        return stored, stored > FRAME_OVERHEAD
+    first = _FirstRow(GZIP_FILE if file.suffix == ".gz" else "none", inserts)
+    with file.open("rb") as stream:
+        while first.answer is None and (chunk := stream.read(READ_SIZE)):
+            first.feed(chunk)
+    return stored, first.result()
 
-    A ``TABLE DATA`` entry's block is found by its offset in the TOC (a dump written to a file),
-    else by walking the data blocks in order (a dump written to a pipe). Only the first chunks of
-    each block are inflated, until one complete COPY row shows; the rest is skipped over.
+
+def _skip_chunks(reader: _Reader) -> int:
+    """Skip a run of length-prefixed chunks ended by a zero length; their total length."""
+    total = 0
+    while (length := reader.read_int()) > 0:
+        total += length
+        reader.stream.seek(length, os.SEEK_CUR)
+    return total
+
+
+def _custom_data(reader: _Reader, entries: list[tuple[int, str, str, Any]], wanted: dict[int, str],
+                 compression: str) -> dict[int, tuple[int, bool]]:
+    """(stored bytes, has a row) by dump id: by each entry's offset, else walking the blocks in order."""
+    found: dict[int, tuple[int, bool]] = {}
+    inserts = frozenset(dump_id for dump_id, desc, _, _ in entries if desc == "TABLE DATA INSERTS")
+    offsets = [where[1] for dump_id, _, _, where in entries if dump_id in wanted and where[0] == K_OFFSET_POS_SET]
+    if len(offsets) == len(wanted):
+        for off in offsets:
+            reader.stream.seek(off)
+            block_id, stored, has_rows = _data_block(reader, compression, inserts)
+            found[block_id] = (stored, has_rows)
+        return found
+    while len(found) < len(wanted) and reader.stream.tell() < reader.size:
+        if reader.stream.read(1) == bytes([BLK_BLOBS]):  # large objects: (oid, chunks) until oid 0
+            reader.read_int()
+            while reader.read_int() != 0:
+                _skip_chunks(reader)
+            continue
+        reader.stream.seek(-1, os.SEEK_CUR)
+        block_id, stored, has_rows = _data_block(reader, compression, inserts)
+        found[block_id] = (stored, has_rows)
+    return found
+
+
+def read_archive(path: Path) -> ArchiveContent:
+    """Header, TOC and per-table data of a ``pg_dump -Fc`` file or ``-Fd`` directory, in constant memory.
+
+    ``CorruptBackup`` when it cannot be read. A custom archive's ``TABLE DATA`` block is found by its
+    offset in the TOC (a dump written to a file), else by walking the data blocks in order (a dump
+    written to a pipe); a directory archive's data is in the file its TOC names. Only the start of
+    each table's data is inflated, until one complete COPY row shows; the rest is skipped over.
     """
-    size = path.stat().st_size
-    with path.open("rb") as stream:
+    directory = path.is_dir()
+    toc_file = path / "toc.dat" if directory else path
+    size = toc_file.stat().st_size
+    with toc_file.open("rb") as stream:
         reader = _Reader(stream, size)
         version, compression, dbname = _header(reader)
-        entries = _toc(reader, version)
-        data_start = stream.tell()
-        wanted = {dump_id: name for dump_id, desc, name, _ in entries if desc == "TABLE DATA"}
-        found: dict[int, tuple[int, bool]] = {}
-        offsets = [off for dump_id, _, _, (flag, off) in entries if dump_id in wanted and flag == K_OFFSET_POS_SET]
-        if len(offsets) == len(wanted):
-            for off in offsets:
-                stream.seek(off)
-                block_id, stored, has_rows = _data_block(reader, compression)
-                found[block_id] = (stored, has_rows)
+        entries = _toc(reader, version, directory)
+        wanted = {dump_id: name for dump_id, desc, name, _ in entries if desc.startswith("TABLE DATA")}
+        if directory:
+            found = {i: _data_file(path, w, wanted[i], d.endswith("INSERTS")) for i, d, _, w in entries if i in wanted}
         else:
-            stream.seek(data_start)
-            while len(found) < len(wanted) and stream.tell() < size:
-                block_id, stored, has_rows = _data_block(reader, compression)
-                found[block_id] = (stored, has_rows)
+            found = _custom_data(reader, entries, wanted, compression)
     missing = sorted(set(wanted) - set(found))
     if missing:
         raise CorruptBackup(f"no data block for table {wanted[missing[0]]} (TOC entry {missing[0]})")
     data = tuple(ArchiveTable(wanted[i], *found[i]) for i in sorted(wanted))
-    tables = frozenset(name for _, desc, name, _ in entries if desc == "TABLE")
+    tables = frozenset(name for _, desc, name, _ in entries if desc == "TABLE" or desc.startswith("TABLE DATA"))
     return ArchiveContent(dbname, ".".join(map(str, version)), compression, tables, data)

@@ -127,7 +127,9 @@ def verify_sql_gz(path: Path, expect: Expectations) -> Verdict:
 
 COPY_START = re.compile(rb"^COPY (.+?) (?:\(.*\) )?FROM stdin;\n", re.MULTILINE)
 COPY_END = re.compile(rb"^\\\.\r?\n", re.MULTILINE)
-TABLE_ONLY = re.compile(rb"^-- Name: ([^;\n]+); Type: TABLE; Schema: ([^;\n]+);", re.MULTILINE)
+TABLE_LINE = re.compile(TABLE_COMMENT.pattern.replace(rb"\n", b"^", 1), re.MULTILINE)  # at a line start
+_IDENT = rb'(?:"(?:[^"]|"")*"|[^\s"(.]+)'
+INSERT = re.compile(rb"^INSERT INTO (" + _IDENT + rb"(?:\." + _IDENT + rb")?)[ (]", re.MULTILINE)
 
 
 def unquote(name: str) -> str:
@@ -151,10 +153,10 @@ def unquote(name: str) -> str:
 
 
 class SqlContent:
-    """Fed a plain dump chunk by chunk: the tables it creates and the rows of each ``COPY`` section.
+    """Fed a plain dump chunk by chunk: the tables it creates (or holds data for) and the rows of each.
 
     Memory stays bounded by the longest line: rows are counted as newlines between ``COPY … FROM
-    stdin;`` and its ``\\.``, never kept.
+    stdin;`` and its ``\\.`` (or as ``INSERT INTO`` statements, ``pg_dump --inserts``), never kept.
     """
 
     def __init__(self) -> None:
@@ -173,8 +175,11 @@ class SqlContent:
             if self._copying is None:
                 start = COPY_START.search(buf, pos, end)
                 stop = start.start() if start else end
-                for name, schema in TABLE_ONLY.findall(buf, pos, stop):
+                for name, schema in TABLE_LINE.findall(buf, pos, stop):
                     self.tables.add(f"{schema.decode(errors='replace')}.{name.decode(errors='replace')}")
+                for table in INSERT.findall(buf, pos, stop):  # pg_dump --inserts: one statement per row
+                    name = unquote(table.decode(errors="replace"))
+                    self.rows[name] = self.rows.get(name, 0) + 1
                 if start is None:
                     pos = end
                     break

@@ -126,7 +126,8 @@ def schema_objects(conn: psycopg.Connection) -> set[str]:
 
 
 # The live schema a full dump is compared with: every ordinary or partitioned table outside the
-# system schemas (partitions are dumped with their parent), its estimated rows (the planner's
+# system schemas and not an extension's own (pg_dump leaves those to CREATE EXTENSION; partitions
+# are dumped with their parent), its estimated rows (the planner's
 # reltuples, or the statistics' n_live_tup for a table never analyzed) and whether the role may read it.
 LIVE_TABLES = """
 SELECT n.nspname || '.' || c.relname, c.relkind,
@@ -136,6 +137,8 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' AND NOT c.relispartition
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
 ORDER BY 1
 """
 HAS_ROW = "SELECT EXISTS (SELECT FROM {})"

@@ -231,7 +231,8 @@ class BackupSource(Named):
         "full", description="full: a whole-database dump, compared with every live table; tables: selected tables (-t)"
     )
     exclude_tables: list[str] = Field(
-        default_factory=list, description="globs of live tables (schema.table or table) a full dump may leave out"
+        default_factory=list,
+        description="globs of live tables (schema.table or table) a dump may leave out, or leave the rows of out",
     )
 
     @property
