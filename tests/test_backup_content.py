@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -369,3 +370,52 @@ def test_archive_reader_reads_piped_and_directory_dumps(dumper: Dumper, emptied_
     assert (emptied.format, emptied.dbname) == ("pg-directory", emptied_copy)
     assert emptied.tables == {"public.models", "public.simulations"}
     assert emptied.rows == {"public.models": 0, "public.simulations": 0}
+
+
+def test_unreachable_live_database_fails_the_content_checks(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    """A declared database that refuses connections fails (never skips) every check that compares with it, once."""
+    from opsverify.localserver.net import free_port
+
+    copy = series("pf-postgres-custom")
+    port = free_port()
+
+    def mutate(data: dict[str, Any]) -> None:
+        copy.only()(data)
+        for db in data["databases"]:
+            if db["name"] == "photonic_foundry":
+                db["port"] = port
+
+    run = run_checks(profile_variant(mutate), CONTENT)
+    checks = {OF_DATABASE.format(copy.name), HOLDS_ROWS.format(copy.name), EVERY_TABLE.format(copy.name)}
+    assert run.failed() == checks, run.result.stdout.str()
+    assert run.message(OF_DATABASE.format(copy.name)) == (
+        f"cannot read the live tables of database photonic_foundry (127.0.0.1:{port}/photonic_foundry): "
+        "connection refused"
+    )
+    later = re.escape(
+        f"cannot read the live tables of database photonic_foundry (127.0.0.1:{port}/photonic_foundry): "
+        f"skipped probing: photonic_foundry at 127.0.0.1:{port} did not answer at "
+    ) + r"\d\d:\d\d:\d\d \(connection refused\)"  # one outage, one root cause: named, not probed again
+    for check in (HOLDS_ROWS.format(copy.name), EVERY_TABLE.format(copy.name)):
+        assert re.fullmatch(later, run.message(check)), run.message(check)
+    assert run.outcome(MANIFEST.format(copy.name)) == "skipped"  # the copy has no manifests
+
+
+def test_source_without_database_is_skipped_with_the_reason(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    copy = series("pf-postgres-custom")
+
+    def mutate(data: dict[str, Any]) -> None:
+        copy.only()(data)
+        data["backups"][0].pop("database")
+
+    run = run_checks(profile_variant(mutate), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    for check in (OF_DATABASE, HOLDS_ROWS, EVERY_TABLE):
+        assert run.outcome(check.format(copy.name)) == "skipped"
+        assert run.message(check.format(copy.name)) == (
+            "pf-postgres-custom declares no database: its dumps are not compared with a live one"
+        )
