@@ -79,7 +79,7 @@ def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recor
 
 @pytest.mark.runbook("PF-04", "QP-19")
 def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, evidence: Recorder) -> None:
-    """PF-04: every table the dump holds that the live database fills has at least one row in the dump.
+    """PF-04/QP-19: every table the dump holds that the live database fills has at least one row in the dump.
 
     A schema-only dump (``pg_dump -s``) or a dump taken while the tables were empty fails; a table
     the dump lacks altogether is the every-table check's finding, not this one's. Tables matching
@@ -150,7 +150,11 @@ def test_newest_manifest_matches_its_backup(
         size, sha = recorded_binding(data)
     except ManifestError as exc:
         fail(f"manifest {manifest.name} of {source.name} {exc}: {REWRITE} ({manifest})")
-    actual = binding(backup)
+    try:
+        actual = binding(backup)
+    except OSError as exc:
+        fail(f"cannot read backup {newest.name} of {source.name} to compare it with its manifest: "
+             f"{exc.strerror or exc} ({newest.location})")
     evidence.record(backup=newest.location, manifest=str(manifest), recorded_size=size, recorded_sha256=sha,
                     size=actual["size"], sha256=actual["sha256"])
     expect(
