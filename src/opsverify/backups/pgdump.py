@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from opsverify.backups.gzipstream import READ_SIZE, GzipStream
 from opsverify.backups.verdict import (
@@ -201,3 +203,266 @@ def verify_directory(path: Path, expect: Expectations) -> Verdict:
     facts.update(data_files=str(len(files)), data_bytes=str(size))
     detail = f"intact: {len(toc.tables)} table(s), {len(files)} data file(s) verified, {size:,} bytes of data"
     return passed(str(path), "pg-directory", detail, facts)
+
+
+# --- The archive itself, read without pg_restore: header (its database), TOC and data lengths ---
+
+K_OFFSET_POS_SET = 2
+BLK_DATA = 1
+BLK_BLOBS = 3
+ARCHIVE_FORMATS = (1, 3, 5)  # the format byte pg_dump writes for custom and directory archives
+ZLIB = "gzip"
+GZIP_FILE = "gzip-file"  # a directory archive's *.dat.gz: gzip framing around the deflate stream
+FRAME_OVERHEAD = 64  # lz4/zstd data is not inflated here: an empty table's frame is smaller than this
+
+
+@dataclass(frozen=True)
+class ArchiveTable:
+    """One ``TABLE DATA`` entry of a custom archive: its table and whether its data holds a row."""
+
+    table: str
+    data_bytes: int  # stored (maybe compressed) bytes of its data block
+    has_rows: bool
+
+
+@dataclass(frozen=True)
+class ArchiveContent:
+    """What a custom archive's header and TOC say it holds: its database, tables and table data."""
+
+    dbname: str
+    version: str
+    compression: str
+    tables: frozenset[str]
+    data: tuple[ArchiveTable, ...]
+
+
+class _Reader:
+    """pg_dump's archive primitives (``ReadInt``, ``ReadStr``, ``ReadOffset``) over a binary file."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream = stream
+        self.size = size
+        self.int_size = 4
+        self.off_size = 8
+
+    def take(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise CorruptBackup(f"archive ends inside its header or TOC at byte {self.stream.tell():,}")
+        return data
+
+    def read_byte(self) -> int:
+        return self.take(1)[0]
+
+    def read_int(self) -> int:
+        sign = self.read_byte()
+        value = int.from_bytes(self.take(self.int_size), "little")
+        return -value if sign else value
+
+    def read_str(self) -> str | None:
+        length = self.read_int()
+        if length < 0:
+            return None
+        if length > self.size:
+            raise CorruptBackup(f"archive TOC names a {length:,}-byte string: the header or TOC is damaged")
+        return self.take(length).decode(errors="replace")
+
+    def read_offset(self) -> tuple[int, int]:
+        flag = self.read_byte()
+        return flag, int.from_bytes(self.take(self.off_size), "little")
+
+
+def _compression(reader: _Reader, version: tuple[int, int, int]) -> str:
+    if version >= (1, 15, 0):  # PostgreSQL 16+: the algorithm
+        return {0: "none", 1: ZLIB, 2: "lz4", 3: "zstd"}.get(reader.read_byte(), "unknown")
+    level = reader.read_int() if version >= (1, 4, 0) else reader.read_byte()
+    return "none" if level == 0 else ZLIB
+
+
+def _header(reader: _Reader) -> tuple[tuple[int, int, int], str, str]:
+    """Version, compression and database name from the archive header (pg_backup_archiver.c ``ReadHead``)."""
+    if reader.take(len(MAGIC)) != MAGIC:
+        raise CorruptBackup("not a pg_dump custom-format archive: no 'PGDMP' header")
+    major, minor = reader.read_byte(), reader.read_byte()
+    rev = reader.read_byte() if (major, minor) > (1, 0) else 0
+    version = (major, minor, rev)
+    if version < (1, 10, 0) or major > 1:
+        raise CorruptBackup(f"archive version {major}.{minor}.{rev} is not one this reader knows (1.10 to 1.x)")
+    reader.int_size = reader.read_byte()
+    reader.off_size = reader.read_byte()
+    if reader.read_byte() not in ARCHIVE_FORMATS:
+        raise CorruptBackup("not a custom or directory archive (its header names another format)")
+    compression = _compression(reader, version)
+    for _ in range(7):  # the creation time: sec, min, hour, mday, mon, year, isdst
+        reader.read_int()
+    dbname = reader.read_str() or ""
+    reader.read_str()  # the server's version
+    reader.read_str()  # pg_dump's version
+    return version, compression, dbname
+
+
+def _toc(reader: _Reader, version: tuple[int, int, int], directory: bool) -> list[tuple[int, str, str, Any]]:
+    """(dump id, desc, schema.tag, where its data is) of every TOC entry (``ReadToc``).
+
+    Where the data is: a custom archive's ``(flag, offset)``, a directory archive's file name. Table
+    data written as INSERT statements (no COPY statement) is told apart as ``TABLE DATA INSERTS``.
+    """
+    entries = []
+    for _ in range(reader.read_int()):
+        dump_id = reader.read_int()
+        reader.read_int()  # hadDumper
+        reader.read_str(), reader.read_str()  # tableoid, oid
+        tag, desc = reader.read_str() or "", reader.read_str() or ""
+        reader.read_int()  # section
+        reader.read_str(), reader.read_str()  # defn, dropStmt
+        copy = reader.read_str()  # the COPY statement; none when the data is INSERTs (pg_dump --inserts)
+        namespace = reader.read_str() or ""
+        reader.read_str()  # tablespace
+        if version >= (1, 14, 0):
+            reader.read_str()  # tableam
+        if version >= (1, 16, 0):
+            reader.read_int()  # relkind
+        reader.read_str(), reader.read_str()  # owner, "with oids"
+        while reader.read_str() is not None:  # dependencies, ended by a NULL string
+            pass
+        where = reader.read_str() if directory else reader.read_offset()
+        desc = "TABLE DATA INSERTS" if desc == "TABLE DATA" and not copy else desc
+        entries.append((dump_id, desc, f"{namespace}.{tag}", where))
+    return entries
+
+
+class _FirstRow:
+    """Fed a table's data as stored: whether it holds a row (COPY: a first line that is not ``\\.``;
+    INSERTs: anything but blank lines).
+
+    Only the beginning is inflated: the answer is known at the first line end, or after a mebibyte
+    of text without one (a row that long is a row).
+    """
+
+    LIMIT = 1 << 20
+
+    def __init__(self, compression: str, inserts: bool = False) -> None:
+        self.inserts = inserts
+        wbits = {ZLIB: zlib.MAX_WBITS, GZIP_FILE: 16 + zlib.MAX_WBITS}.get(compression)
+        self.inflate = zlib.decompressobj(wbits) if wbits is not None else None
+        self.head = b""
+        self.answer: bool | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.answer is not None:
+            return
+        try:
+            self.head += self.inflate.decompress(chunk, self.LIMIT) if self.inflate else chunk
+        except zlib.error as exc:
+            raise CorruptBackup(f"a table's data does not inflate: {exc}") from None
+        if self.inserts:
+            self.head = self.head.lstrip()
+            self.answer = True if self.head else None
+            return
+        newline = self.head.find(b"\n")
+        if newline >= 0:
+            self.answer = self.head[:newline].rstrip(b"\r") != b"\\."
+        elif len(self.head) >= self.LIMIT or (self.inflate is not None and self.inflate.unconsumed_tail):
+            self.answer = True
+
+    def result(self) -> bool:
+        """At the end of the data: the answer (a last line without a line end counts too)."""
+        if self.answer is None:
+            text = self.head.strip()
+            self.answer = bool(text) and text != b"\\."
+        return self.answer
+
+
+def _data_block(reader: _Reader, compression: str, inserts: frozenset[int]) -> tuple[int, int, bool]:
+    """At a data block: (dump id, stored bytes, has a row); inflates its first chunks, skips over the rest."""
+    kind = reader.read_byte()
+    if kind != BLK_DATA:
+        raise CorruptBackup(f"data block of unknown type {kind} at byte {reader.stream.tell() - 1:,}")
+    dump_id = reader.read_int()
+    stored = 0
+    first = _FirstRow(compression, dump_id in inserts)
+    while (length := reader.read_int()) > 0:
+        stored += length
+        if first.answer is None and compression in ("none", ZLIB):
+            first.feed(reader.take(length))
+        else:
+            reader.stream.seek(length, os.SEEK_CUR)
+    has_rows = first.result() if compression in ("none", ZLIB) else stored > FRAME_OVERHEAD
+    return dump_id, stored, has_rows
+
+
+def _data_file(directory: Path, name: str | None, table: str, inserts: bool) -> tuple[int, bool]:
+    """(stored bytes, has a row) of a directory archive's data file, read only until the first row shows."""
+    file = next((directory / f"{name}{s}" for s in ("", ".gz", ".lz4", ".zst") if (directory / f"{name}{s}").is_file()),
+                None) if name else None
+    if file is None:
+        raise CorruptBackup(f"data file {name} (table {table}) is missing from the directory dump")
+    stored = file.stat().st_size
+    if file.suffix in (".lz4", ".zst"):  # not inflated here: a row needs more than a frame's overhead
+        return stored, stored > FRAME_OVERHEAD
+    first = _FirstRow(GZIP_FILE if file.suffix == ".gz" else "none", inserts)
+    with file.open("rb") as stream:
+        while first.answer is None and (chunk := stream.read(READ_SIZE)):
+            first.feed(chunk)
+    return stored, first.result()
+
+
+def _skip_chunks(reader: _Reader) -> int:
+    """Skip a run of length-prefixed chunks ended by a zero length; their total length."""
+    total = 0
+    while (length := reader.read_int()) > 0:
+        total += length
+        reader.stream.seek(length, os.SEEK_CUR)
+    return total
+
+
+def _custom_data(reader: _Reader, entries: list[tuple[int, str, str, Any]], wanted: dict[int, str],
+                 compression: str) -> dict[int, tuple[int, bool]]:
+    """(stored bytes, has a row) by dump id: by each entry's offset, else walking the blocks in order."""
+    found: dict[int, tuple[int, bool]] = {}
+    inserts = frozenset(dump_id for dump_id, desc, _, _ in entries if desc == "TABLE DATA INSERTS")
+    offsets = [where[1] for dump_id, _, _, where in entries if dump_id in wanted and where[0] == K_OFFSET_POS_SET]
+    if len(offsets) == len(wanted):
+        for off in offsets:
+            reader.stream.seek(off)
+            block_id, stored, has_rows = _data_block(reader, compression, inserts)
+            found[block_id] = (stored, has_rows)
+        return found
+    while len(found) < len(wanted) and reader.stream.tell() < reader.size:
+        if reader.stream.read(1) == bytes([BLK_BLOBS]):  # large objects: (oid, chunks) until oid 0
+            reader.read_int()
+            while reader.read_int() != 0:
+                _skip_chunks(reader)
+            continue
+        reader.stream.seek(-1, os.SEEK_CUR)
+        block_id, stored, has_rows = _data_block(reader, compression, inserts)
+        found[block_id] = (stored, has_rows)
+    return found
+
+
+def read_archive(path: Path) -> ArchiveContent:
+    """Header, TOC and per-table data of a ``pg_dump -Fc`` file or ``-Fd`` directory, in constant memory.
+
+    ``CorruptBackup`` when it cannot be read. A custom archive's ``TABLE DATA`` block is found by its
+    offset in the TOC (a dump written to a file), else by walking the data blocks in order (a dump
+    written to a pipe); a directory archive's data is in the file its TOC names. Only the start of
+    each table's data is inflated, until one complete COPY row shows; the rest is skipped over.
+    """
+    directory = path.is_dir()
+    toc_file = path / "toc.dat" if directory else path
+    size = toc_file.stat().st_size
+    with toc_file.open("rb") as stream:
+        reader = _Reader(stream, size)
+        version, compression, dbname = _header(reader)
+        entries = _toc(reader, version, directory)
+        wanted = {dump_id: name for dump_id, desc, name, _ in entries if desc.startswith("TABLE DATA")}
+        if directory:
+            found = {i: _data_file(path, w, wanted[i], d.endswith("INSERTS")) for i, d, _, w in entries if i in wanted}
+        else:
+            found = _custom_data(reader, entries, wanted, compression)
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise CorruptBackup(f"no data block for table {wanted[missing[0]]} (TOC entry {missing[0]})")
+    data = tuple(ArchiveTable(wanted[i], *found[i]) for i in sorted(wanted))
+    tables = frozenset(name for _, desc, name, _ in entries if desc == "TABLE" or desc.startswith("TABLE DATA"))
+    return ArchiveContent(dbname, ".".join(map(str, version)), compression, tables, data)

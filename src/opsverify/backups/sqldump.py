@@ -121,3 +121,89 @@ def verify_sql_gz(path: Path, expect: Expectations) -> Verdict:
     """``verify_sql_gz_stream`` over a file."""
     with path.open("rb") as stream:
         return verify_sql_gz_stream(stream, expect, str(path))
+
+
+# --- What a plain dump holds: its tables and the rows of each COPY section, counted while streaming ---
+
+COPY_START = re.compile(rb"^COPY (.+?) (?:\(.*\) )?FROM stdin;\n", re.MULTILINE)
+COPY_END = re.compile(rb"^\\\.\r?\n", re.MULTILINE)
+TABLE_LINE = re.compile(TABLE_COMMENT.pattern.replace(rb"\n", b"^", 1), re.MULTILINE)  # at a line start
+_IDENT = rb'(?:"(?:[^"]|"")*"|[^\s"(.]+)'
+INSERT = re.compile(rb"^INSERT INTO (" + _IDENT + rb"(?:\." + _IDENT + rb")?)[ (]", re.MULTILINE)
+
+
+def unquote(name: str) -> str:
+    """``public."My Table"`` -> ``public.My Table`` (pg_dump quotes identifiers only when it must)."""
+    parts, part, quoted, i = [], "", False, 0
+    while i < len(name):
+        c = name[i]
+        if c == '"':
+            if quoted and name[i + 1 : i + 2] == '"':
+                part += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif c == "." and not quoted:
+            parts.append(part)
+            part = ""
+        else:
+            part += c
+        i += 1
+    return ".".join([*parts, part])
+
+
+class SqlContent:
+    """Fed a plain dump chunk by chunk: the tables it creates (or holds data for) and the rows of each.
+
+    Memory stays bounded by the longest line: rows are counted as newlines between ``COPY … FROM
+    stdin;`` and its ``\\.`` (or as ``INSERT INTO`` statements, ``pg_dump --inserts``), never kept.
+    """
+
+    def __init__(self) -> None:
+        self.tables: set[str] = set()
+        self.rows: dict[str, int] = {}
+        self.size = 0
+        self._carry = b""
+        self._copying: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        buf = self._carry + chunk
+        pos = 0
+        end = buf.rfind(b"\n") + 1  # only whole lines are parsed; the rest waits for the next chunk
+        while pos < end:
+            if self._copying is None:
+                start = COPY_START.search(buf, pos, end)
+                stop = start.start() if start else end
+                for name, schema in TABLE_LINE.findall(buf, pos, stop):
+                    self.tables.add(f"{schema.decode(errors='replace')}.{name.decode(errors='replace')}")
+                for table in INSERT.findall(buf, pos, stop):  # pg_dump --inserts: one statement per row
+                    name = unquote(table.decode(errors="replace"))
+                    self.rows[name] = self.rows.get(name, 0) + 1
+                if start is None:
+                    pos = end
+                    break
+                self._copying = unquote(start.group(1).decode(errors="replace"))
+                self.rows.setdefault(self._copying, 0)
+                pos = start.end()
+            else:
+                done = COPY_END.search(buf, pos, end)
+                self.rows[self._copying] += buf.count(b"\n", pos, done.start() if done else end)
+                if done is None:
+                    pos = end
+                    break
+                self._copying = None
+                pos = done.end()
+        self._carry = buf[pos:]
+
+
+def sql_content(stream: ByteStream, gzipped: bool) -> SqlContent:
+    """``SqlContent`` of a whole plain dump (inflated and CRC-checked when gzipped); ``CorruptBackup`` if damaged."""
+    content = SqlContent()
+    if gzipped:
+        for chunk in GzipStream(stream):
+            content.feed(chunk)
+    else:
+        while chunk := stream.read(READ_SIZE):
+            content.feed(chunk)
+    return content

@@ -10,10 +10,13 @@ one sequential read of the table. Only tables up to a row bound get one.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
+
+    from opsverify.profile.model import Database
 
 TABLES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -120,3 +123,72 @@ def source_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
 def schema_objects(conn: psycopg.Connection) -> set[str]:
     """``"TABLE public.models"``-style names of the relations a database holds (constraint indexes aside)."""
     return {f"{kind} {name}" for kind, name in conn.execute(OBJECTS).fetchall()}
+
+
+# The live schema a full dump is compared with: every ordinary or partitioned table outside the
+# system schemas and not an extension's own (pg_dump leaves those to CREATE EXTENSION; partitions
+# are dumped with their parent), its estimated rows (the planner's
+# reltuples, or the statistics' n_live_tup for a table never analyzed) and whether the role may read it.
+LIVE_TABLES = """
+SELECT n.nspname || '.' || c.relname, c.relkind,
+       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE coalesce(s.n_live_tup, 0) END,
+       has_table_privilege(c.oid, 'SELECT')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' AND NOT c.relispartition
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY 1
+"""
+HAS_ROW = "SELECT EXISTS (SELECT FROM {})"
+
+
+@dataclass(frozen=True)
+class LiveTables:
+    """The tables a live database holds now and, per table, its estimated row count (0: it holds none).
+
+    A table estimated to hold rows is confirmed with one ``SELECT EXISTS`` (it stops at the first
+    visible row), so a table emptied since the last ANALYZE reads 0; without SELECT on it the
+    estimate stands.
+    """
+
+    address: str
+    rows: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+
+    @property
+    def tables(self) -> frozenset[str]:
+        return frozenset(self.rows)
+
+
+def live_tables(conn: psycopg.Connection) -> dict[str, int]:
+    """``schema.table`` -> estimated rows (0 when it holds none) of every user table (partitions aside)."""
+    from psycopg import sql
+
+    found: dict[str, int] = {}
+    for name, kind, estimate, readable in conn.execute(LIVE_TABLES).fetchall():
+        rows = int(estimate) if kind == "r" else 0  # a partitioned table's rows are its partitions'
+        if rows > 0 and readable:
+            schema, _, table = str(name).partition(".")
+            query = sql.SQL(HAS_ROW).format(sql.Identifier(schema, table))
+            row = conn.execute(query).fetchone()
+            rows = rows if row and row[0] else 0
+        found[str(name)] = rows
+    return found
+
+
+def probe_live_tables(db: Database, timeout: timedelta, query_timeout: timedelta) -> LiveTables:
+    """``live_tables`` of a profile database, read-only (connect ``timeout``, each query ``query_timeout``)."""
+    import psycopg
+
+    from opsverify.probes.postgres import connect, first_line, unreachable
+
+    address = f"{db.host}:{db.port}/{db.dbname}"
+    try:
+        with connect(db, timeout, statement_timeout=query_timeout) as conn:
+            return LiveTables(address, live_tables(conn))
+    except (psycopg.Error, OSError) as exc:
+        cause = unreachable(exc, timeout)
+        return LiveTables(address, error=cause or first_line(exc), unreachable=cause)

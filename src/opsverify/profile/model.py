@@ -258,6 +258,13 @@ class BackupSource(Named):
     kinds: list[str] = Field(default_factory=list, description="Kubernetes kinds every config export must hold")
     rdb_max_version: int = Field(12, ge=1, description="newest RDB version the restore target loads")
     offsite: Offsite | None = None
+    scope: Literal["full", "tables"] = Field(
+        "full", description="full: a whole-database dump, compared with every live table; tables: selected tables (-t)"
+    )
+    exclude_tables: list[str] = Field(
+        default_factory=list,
+        description="globs of live tables (schema.table or table) a dump may leave out, or leave the rows of out",
+    )
 
     @property
     def is_s3(self) -> bool:

@@ -55,6 +55,7 @@ class Series:
     tables: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     offsite: str | None = None  # s3://bucket/prefix/ the job uploads each file to (QP-18, QP-21)
+    scope: str = "full"  # "tables": a pg_dump -t series, not a whole-database dump
 
 
 PF_TABLES = ("models", "simulations")
@@ -63,7 +64,7 @@ SERIES = (
     Series("pf-postgres-daily", "postgres", "postgres", "backup_*.sql.gz", 30, "photonic_foundry", "30d", PF_TABLES),
     Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry", None, PF_TABLES),
     Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 3, "photonic_foundry",
-           None, ("simulations",)),
+           None, ("simulations",), scope="tables"),
     Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
            QP_TABLES, offsite="s3://qp-backups/database/"),
     Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3),

@@ -109,6 +109,8 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
             entry["tables"] = list(series.tables)
         if series.kinds:
             entry["kinds"] = list(series.kinds)
+        if series.scope != "full":
+            entry["scope"] = series.scope
         if series.offsite:
             access = s3_access(layout, ports["s3"]).model_dump(mode="json", exclude_none=True)
             entry["offsite"] = {"url": series.offsite, **access, "recent": "7d"}

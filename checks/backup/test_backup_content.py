@@ -1,0 +1,182 @@
+"""The newest dump of each PostgreSQL series holds the live database's data, not just intact bytes.
+
+An intact, complete dump can still be the wrong one: another database saved under this one's name,
+a schema-only dump (``pg_dump -s``), a dump of tables emptied since, or a dump that left a table
+out (``-T``). These checks read what the newest dump holds (custom and directory archives: header,
+TOC and the first row of each table's data; plain SQL: ``-- Name`` comments and the rows of each
+``COPY`` section or ``INSERT``, streamed; other formats, such as ``-Ft``, are skipped) and
+compare it with the live database the source declares (``database:``), read once per run through
+a read-only session (one bounded catalog query plus one ``SELECT EXISTS`` per table estimated to
+hold rows). A source without ``database:`` is skipped with a
+reason; a live database that does not answer or a dump that cannot be read fails.
+
+Runbook IDs: PF-04 "backup verification" (the newest backup is non-empty and complete: it holds
+the right database, every live table and their rows) and QP-19 "backup verification
+(``pg_restore --list``)" (the TOC of the newest dump is what the database holds).
+
+Manifests (``<backup>.manifest.json``, what the drill compares a restore with) are evidence too:
+the newest backup that has one must be the file the manifest was written for (size and sha256
+recorded by ``write_manifest``), and a database manifest must list the tables the live database
+has. By kind: PostgreSQL PF-16 (integrity of each file of the daily series) and QP-19 (backup
+verification); Redis PF-10 (every backup kind intact). An unreadable manifest, or one without the
+binding, fails: evidence that cannot be read is not evidence.
+
+A table created after the newest dump is missing from it until the next run of the job: the
+newest backup cannot restore it, so the check reports it (the message names the dump's time, so
+a table created since is recognisable); when a table is never meant to be dumped, list it in the
+source's ``exclude_tables``. Single-table series (``scope: tables``, ``pg_dump -t``) are compared
+only on the tables they hold.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixtures.backups import CatalogOf, NewestDump, listed
+from fixtures.expect import expect, fail
+from fixtures.reporting import Recorder
+from opsverify.facts.database import LiveTables
+from opsverify.facts.manifest import ManifestError, binding, load_manifest, manifest_path, recorded_binding
+from opsverify.profile import BackupSource, Database, Profile
+
+pytestmark = [pytest.mark.backup, pytest.mark.daily]
+TIME = "%Y-%m-%d %H:%M %Z"
+
+
+def _of_this_database(dump: NewestDump) -> None:
+    """One root cause: a dump of another database is reported by the database check alone."""
+    if dump.of_another_database:
+        pytest.skip(f"newest dump {dump.backup.name} holds database {dump.content.dbname}: "
+                    "test_newest_dump_is_of_its_database fails for it")
+
+
+def _excluded(table: str, globs: list[str]) -> bool:
+    """``exclude_tables`` globs match ``schema.table`` or, without a dot, the bare table name."""
+    bare = table.partition(".")[2]
+    return any(fnmatch.fnmatchcase(table if "." in glob else bare, glob) for glob in globs)
+
+
+@pytest.mark.runbook("PF-04", "QP-19")
+def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recorder) -> None:
+    """PF-04/QP-19: a custom (or directory) archive's header names the profile database the source backs up."""
+    dump = newest_dump
+    evidence.record(backup=dump.backup.location, format=dump.content.format, dump_dbname=dump.content.dbname,
+                    expected_dbname=dump.database.dbname)
+    if dump.content.dbname is None:
+        pytest.skip(f"newest dump {dump.backup.name} is plain SQL, which names no database: "
+                    "its tables are compared with the live ones instead")
+    expect(
+        not dump.of_another_database,
+        f"newest dump {dump.backup.name} of {dump.source.name} holds database {dump.content.dbname}, not "
+        f"{dump.database.dbname} (profile database {dump.database.name}): check the job's pg_dump -d "
+        f"({dump.backup.location})",
+    )
+
+
+@pytest.mark.runbook("PF-04", "QP-19")
+def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, evidence: Recorder) -> None:
+    """PF-04/QP-19: every table the dump holds that the live database fills has at least one row in the dump.
+
+    A schema-only dump (``pg_dump -s``) or a dump taken while the tables were empty fails; a table
+    the dump lacks altogether is the every-table check's finding, not this one's. Tables matching
+    ``exclude_tables`` (e.g. dumped with ``--exclude-table-data``) are left out.
+    """
+    dump = newest_dump
+    _of_this_database(dump)
+    kept = {t: rows for t, rows in dump.live.rows.items() if not _excluded(t, dump.source.exclude_tables)}
+    filled = {t: rows for t, rows in sorted(kept.items()) if rows > 0 and t in dump.content.tables}
+    empty = [t for t in filled if dump.content.rows_of(t) == 0]
+    evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_without_rows=len(empty))
+    if empty:
+        first = empty[0]
+        fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) the "
+             f"live database fills, first {first} (live ~{filled[first]} rows): {dump.backup.location}")
+
+
+@pytest.mark.runbook("PF-04", "QP-19")
+def test_newest_full_dump_holds_every_live_table(newest_dump: NewestDump, evidence: Recorder) -> None:
+    """PF-04/QP-19: a full dump (``scope: full``) holds every table the live database has, ``exclude_tables`` aside.
+
+    The live tables are every ordinary and partitioned table outside the system schemas (partitions
+    go with their parent), whatever ``tables:`` lists: a dump of another database (plain SQL names
+    none) or one taken with ``-T`` fails here.
+    """
+    dump = newest_dump
+    if dump.source.scope != "full":
+        pytest.skip(f"{dump.source.name} dumps selected tables (scope: {dump.source.scope}), not the whole database")
+    _of_this_database(dump)
+    live = sorted(t for t in dump.live.tables if not _excluded(t, dump.source.exclude_tables))
+    missing = [t for t in live if t not in dump.content.tables]
+    evidence.record(backup=dump.backup.location, live_tables=len(live), dump_tables=len(dump.content.tables),
+                    missing=",".join(missing), excluded=",".join(dump.source.exclude_tables))
+    if missing:
+        taken = dump.backup.taken.astimezone().strftime(TIME)
+        fail(f"newest dump {dump.backup.name} of {dump.source.name} lacks {len(missing)} of the {len(live)} table(s) "
+             f"database {dump.database.name} holds live, first {missing[0]} (dump taken {taken}; a table created "
+             f"since shows in the next dump, one never dumped goes in exclude_tables): {dump.backup.location}")
+
+
+MANIFEST = {"postgres": ("PF-16", "QP-19"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ("PF-10",)}
+REWRITE = "re-run the backup job, or write the manifest with opsverify.facts.manifest.write_manifest"
+
+
+@pytest.mark.runbook(by_kind=MANIFEST)
+def test_newest_manifest_matches_its_backup(
+    backup_source: BackupSource,
+    profile: Profile,
+    catalog_of: CatalogOf,
+    live_tables_of: Callable[[Database], LiveTables],
+    evidence: Recorder,
+) -> None:
+    """PF-16/QP-19 (MANIFEST by kind): the newest backup with a manifest has the recorded size and sha256.
+
+    A PostgreSQL manifest must also list at least one table when the live database holds tables.
+    """
+    source = backup_source
+    local = [f for f in listed(source, catalog_of).files if f.is_local]
+    if not local:
+        pytest.skip(f"backups of {source.name} are not on this machine: manifests are read beside local backups")
+    newest = next((f for f in local if manifest_path(Path(f.location)).exists()), None)
+    if newest is None:
+        pytest.skip(f"no backup of {source.name} has a manifest (<backup>.manifest.json)")
+    backup = Path(newest.location)
+    manifest = manifest_path(backup)
+    try:
+        data = load_manifest(backup)
+        size, sha = recorded_binding(data)
+    except ManifestError as exc:
+        fail(f"manifest {manifest.name} of {source.name} {exc}: {REWRITE} ({manifest})")
+    try:
+        actual = binding(backup)
+    except OSError as exc:
+        fail(f"cannot read backup {newest.name} of {source.name} to compare it with its manifest: "
+             f"{exc.strerror or exc} ({newest.location})")
+    evidence.record(backup=newest.location, manifest=str(manifest), recorded_size=size, recorded_sha256=sha,
+                    size=actual["size"], sha256=actual["sha256"])
+    expect(
+        (size, sha) == (actual["size"], actual["sha256"]),
+        f"manifest {manifest.name} does not match backup {newest.name} of {source.name}: it records {size:,} bytes "
+        f"sha256 {sha[:12]}, the file has {actual['size']:,} bytes sha256 {actual['sha256'][:12]}: the backup was "
+        f"replaced after its manifest was written, or the manifest is another backup's ({manifest})",
+    )
+    if source.kind != "postgres":
+        return
+    tables = data.get("tables")
+    if not isinstance(tables, dict):
+        fail(f"manifest {manifest.name} of {source.name} holds no table map ('tables'): {REWRITE} ({manifest})")
+    evidence.record(manifest_tables=len(tables))
+    if tables or source.database is None:
+        return
+    database = profile.database(source.database)
+    live = live_tables_of(database)
+    expect(live.error is None, f"cannot read the live tables of database {database.name} ({live.address}): "
+           f"{live.error}")
+    expect(
+        not live.tables,
+        f"manifest {manifest.name} of {source.name} lists no table, but database {database.name} holds "
+        f"{len(live.tables)} live: {REWRITE} ({manifest})",
+    )
