@@ -36,3 +36,25 @@ def read_manifest(backup: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+class ManifestError(ValueError):
+    """A manifest exists but cannot be used: not JSON, or not a JSON object."""
+
+
+def load_manifest(backup: Path) -> dict[str, Any] | None:
+    """The backup's manifest; None when there is none; ``ManifestError`` (naming the defect) when malformed."""
+    path = manifest_path(backup)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ManifestError(f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ManifestError(f"is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"is not a JSON object (it holds a {type(data).__name__})")
+    return data

@@ -16,6 +16,7 @@ from opsverify.backups.pgdump import list_toc
 from opsverify.backups.verdict import CorruptBackup, Expectations
 
 KINDS = ("MATERIALIZED VIEW", "TABLE", "SEQUENCE", "VIEW", "INDEX")
+_COPY = re.compile(rb"^COPY (\S+) (?:\([^)]*\) )?FROM stdin;$")
 _COMMENT = re.compile(rb"^-- Name: ([^;]+); Type: (" + "|".join(KINDS).encode() + rb"); Schema: ([^;]+);", re.M)
 
 
@@ -51,4 +52,36 @@ def _sql_objects(backup: Path, fmt: str) -> set[str]:
             for name, kind, schema in _COMMENT.findall(block[:cut]):
                 found.add(f"{kind.decode()} {schema.decode()}.{name.decode()}")
             tail = block[cut:]
+    return found
+
+
+def data_tables(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
+    """The tables whose rows the dump carries, as ``public.models``; ``TocError`` when it cannot be read.
+
+    Custom and directory archives: the ``TABLE DATA`` entries of their TOC (pg_dump writes one
+    for an empty table too). Plain SQL: the ``COPY … FROM stdin`` sections holding at least one row.
+    """
+    if fmt in ("pg-custom", "pg-directory"):
+        try:
+            toc = list_toc(backup, Expectations(timeout=timeout))
+        except CorruptBackup as err:
+            raise TocError(str(err)) from None
+        return {e.qualified for e in toc.data}
+    if fmt not in ("sql", "sql.gz"):
+        raise TocError(f"a {fmt} backup has no PostgreSQL table of contents")
+    found: set[str] = set()
+    opener = gzip.GzipFile(backup, "rb") if fmt == "sql.gz" else backup.open("rb")
+    copying: str | None = None
+    try:
+        with opener as source:
+            for line in source:
+                if copying is not None:
+                    if not line.startswith(b"\\."):
+                        found.add(copying)
+                    copying = None
+                    continue
+                if line.startswith(b"COPY ") and (match := _COPY.match(line.rstrip(b"\r\n"))):
+                    copying = match.group(1).decode().replace('"', "")
+    except (OSError, EOFError) as exc:
+        raise TocError(f"cannot read {backup}: {exc}") from None
     return found
