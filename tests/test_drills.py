@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from opsverify.actions.base import performed
-from opsverify.actions.database import ScratchDatabase, connect
+from opsverify.actions.database import ScratchDatabase, connect, drop_database
 from opsverify.backups.jobs import pg_dump
 from opsverify.facts.database import source_facts
 from opsverify.facts.manifest import manifest_path
@@ -599,6 +599,11 @@ def creatdb_role(sandbox: Profile, tmp_path: Path) -> Iterator[tuple[str, Path]]
         yield role, secret
     finally:
         with connect(sandbox.restore_target, None, T) as conn:
+            owned = conn.execute(  # a drill whose cleanup failed left its scratch database (the test fails anyway)
+                "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = %s)", (role,)
+            ).fetchall()
+            for (database,) in owned:
+                drop_database(conn, str(database))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
             assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None
 
@@ -644,3 +649,48 @@ def test_checksum_bound_below_every_table_fails_unless_checksums_are_off(
     assert off.failed() == set()
     assert off.outcome(CHECKSUMS) == "skipped"
     assert off.message(CHECKSUMS) == f"drill {PF}: checksums are off (checksum_max_rows: 0)"
+
+
+CACHE = "restore/test_cache_drill.py"
+KEYS = "test_cache_drill.py::test_restored_keys_match_the_backup[cache-rdb]"
+LOAD = "test_cache_drill.py::test_rdb_loads_into_a_scratch_redis[cache-rdb]"
+
+
+def test_cache_drill_of_an_rdb_in_s3_downloads_loads_and_cleans_up(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, bucket: Any
+) -> None:
+    original = newest(sandbox, "redis-rdb")
+    s3, access = bucket
+    name = access["url"].split("/")[2]
+    s3.put_object(Bucket=name, Key=f"database/{original.name}", Body=original.read_bytes())
+    s3.put_object(Bucket=name, Key=f"database/{original.name}.manifest.json", Body=manifest_path(original).read_bytes())
+    settings = {k: v for k, v in access.items() if k != "url"}
+    series = {"name": "rdb-s3", "kind": "redis", "path": access["url"], "pattern": "redis_backup_*.rdb", "s3": settings}
+    run = run_checks(profile_variant(only_drill("cache-rdb", source=series)), CACHE)
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.failed() == set()
+    assert run.checks[LOAD]["evidence"]["backup"] == f"{access['url']}{original.name}"
+    assert run.outcome(KEYS) == "passed"
+    assert downloads_left(sandbox) == []
+
+
+def test_malformed_rdb_manifest_fails_the_key_comparison(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    original = newest(sandbox, "redis-rdb")
+    shutil.copy2(original, tmp_path / original.name)
+    manifest_path(tmp_path / original.name).write_text('{"tables": {}}')  # a database manifest: no key facts
+    series = {"name": "rdb-copied", "kind": "redis", "path": str(tmp_path), "pattern": "redis_backup_*.rdb"}
+    run = run_checks(profile_variant(only_drill("cache-rdb", source=series)), CACHE)
+    assert run.failed() == {KEYS}
+    assert run.message(KEYS) == (
+        f"drill cache-rdb: cannot compare keys: the manifest {tmp_path / original.name}.manifest.json holds no key "
+        'facts (a "redis" object with dbsize, persistent_keys and sample): re-run the backup job that writes it'
+    )
+    manifest_path(tmp_path / original.name).write_text("not json")
+    run = run_checks(profile_variant(only_drill("cache-rdb", source=series)), CACHE)
+    assert run.failed() == {KEYS}
+    assert run.message(KEYS) == (
+        f"drill cache-rdb: cannot compare keys: the manifest {tmp_path / original.name}.manifest.json is not JSON "
+        "(Expecting value: line 1 column 1 (char 0)): re-run the backup job that writes it"
+    )
