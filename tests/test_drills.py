@@ -8,7 +8,9 @@ database, changed there, and dumped again beside the original backup's manifest.
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +40,7 @@ Variant = Callable[..., Path]
 PF = "pf-database-custom"
 DRILL = "restore/test_database_drill.py"
 T = timedelta(seconds=10)
+DRILLS = (PF, "qp-database-gzip", "cache-rdb")
 
 
 def scratch_databases(profile: Profile) -> set[str]:
@@ -67,8 +70,13 @@ def only_drill(drill_name: str, **changes: Any) -> Callable[[dict[str, Any]], No
     return mutate
 
 
-def tampered_dump(profile: Profile, tmp_path: Path, sql: str, name: str) -> dict[str, Any]:
-    """The newest custom dump of photonic_foundry, restored, changed by ``sql``, dumped again with the old manifest."""
+def tampered_dump(
+    profile: Profile, tmp_path: Path, sql: str, name: str, facts: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The newest custom dump of photonic_foundry, restored, changed by ``sql``, dumped again with the old manifest.
+
+    ``facts``, when given, receives the changed copy's table facts (row counts and checksums).
+    """
     original = newest(profile, "pf-postgres-custom")
     target = profile.restore_target
     assert target is not None
@@ -80,6 +88,8 @@ def tampered_dump(profile: Profile, tmp_path: Path, sql: str, name: str) -> dict
         assert restore_backup(original, "pg-custom", target, scratch, jobs=1, connect=T, timeout=T * 6).ok
         with connect(target, scratch, T) as conn:
             conn.execute(sql)
+            if facts is not None:
+                facts.update(source_facts(conn, 100_000).to_json()["tables"])
         copy = target.model_copy(update={"name": scratch, "dbname": scratch})
         pg_dump(copy, dump, T, T * 6)  # type: ignore[arg-type]
     shutil.copy2(manifest_path(original), manifest_path(dump))
@@ -93,6 +103,11 @@ def used_scratch(run: Any) -> set[str]:
             if "test_restore_completes_without_errors" in t and "scratch_database" in c["evidence"]}
 
 
+def drills_of(scratch: set[str]) -> set[str]:
+    """The drill part of scratch database names (``opsverify_scratch_<run>_<worker>_<n>_<drill>``)."""
+    return {re.sub(r"^opsverify_scratch_[a-z0-9]+_[a-z0-9]+_\d+_", "", name) for name in scratch}
+
+
 def test_healthy_drills_pass_and_record_rto_and_rpo(
     run_checks: Run, profile_variant: Variant, sandbox: Profile
 ) -> None:
@@ -101,6 +116,7 @@ def test_healthy_drills_pass_and_record_rto_and_rpo(
     rto = run.checks[f"test_database_drill.py::test_restore_time_is_within_rto[{PF}]"]
     assert rto["evidence"]["rto_objective"] == "30m"
     assert rto["evidence"]["rto_measured"].endswith(("ms", "s"))
+    assert float(rto["evidence"]["rto_seconds"]) > float(rto["evidence"]["restore_seconds"]) > 0
     rpo = run.checks[f"test_objectives.py::test_recovery_point_is_within_rpo[{PF}]"]
     assert rpo["evidence"]["rpo_objective"] == "1h"
     assert rpo["evidence"]["recovery_path"] == "replica pf-replica"
@@ -111,7 +127,7 @@ def test_healthy_drills_pass_and_record_rto_and_rpo(
     assert checksums["evidence"]["checksummed_tables"] == "2"
     junit = (run.report_dir / "junit.xml").read_text()
     assert 'name="evidence.rto_measured"' in junit
-    assert len(used_scratch(run)) == 2
+    assert drills_of(used_scratch(run)) == {"pf_database_custom", "qp_database_gzip"}
     assert not used_scratch(run) & scratch_databases(sandbox)  # every drill dropped its scratch database
     assert Path(promoted["evidence"]["standby_dir"]).name.startswith(SCRATCH_PREFIX)
     assert not Path(promoted["evidence"]["standby_dir"]).exists()  # the scratch standby is gone
@@ -143,23 +159,38 @@ def test_backup_missing_a_table_fails_the_row_counts(
 def test_deleted_row_fails_row_counts_and_checksums(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:
-    source = tampered_dump(sandbox, tmp_path, "DELETE FROM simulations WHERE id = 4242", "deleted_row")
+    changed: dict[str, Any] = {}
+    source = tampered_dump(sandbox, tmp_path, "DELETE FROM simulations WHERE id = 4242", "deleted_row", changed)
     run = run_checks(profile_variant(only_drill(PF, source=source)), DRILL)
     counts = f"test_database_drill.py::test_restored_row_counts_match_the_backup[{PF}]"
     checksums = f"test_database_drill.py::test_restored_tables_match_their_checksums[{PF}]"
     assert run.failed() == {counts, checksums}
-    assert run.message(counts).endswith("first public.simulations: 4999 rows restored, 5000 expected")
-    assert run.message(checksums).startswith(f"drill {PF}: public.simulations content checksum ")
+    manifest = manifest_path(newest(sandbox, "pf-postgres-custom"))
+    recorded = json.loads(manifest.read_text())["tables"]["public.simulations"]["checksum"]
+    assert run.message(counts) == (
+        f"drill {PF}: 1 table(s) differ from the manifest {manifest.name}, "
+        "first public.simulations: 4999 rows restored, 5000 expected"
+    )
+    assert run.message(checksums) == (
+        f"drill {PF}: public.simulations content checksum {changed['public.simulations']['checksum']} differs from "
+        f"{recorded} (the manifest {manifest.name})"
+    )
 
 
 def test_changed_row_fails_only_the_checksums(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:
-    source = tampered_dump(sandbox, tmp_path, "UPDATE models SET accuracy = 0.5 WHERE id = 7", "changed_row")
+    changed: dict[str, Any] = {}
+    source = tampered_dump(sandbox, tmp_path, "UPDATE models SET accuracy = 0.5 WHERE id = 7", "changed_row", changed)
     run = run_checks(profile_variant(only_drill(PF, source=source)), DRILL)
     test = f"test_database_drill.py::test_restored_tables_match_their_checksums[{PF}]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(f"drill {PF}: public.models content checksum ")
+    manifest = manifest_path(newest(sandbox, "pf-postgres-custom"))
+    recorded = json.loads(manifest.read_text())["tables"]["public.models"]["checksum"]
+    assert run.message(test) == (
+        f"drill {PF}: public.models content checksum {changed['public.models']['checksum']} differs from "
+        f"{recorded} (the manifest {manifest.name})"
+    )
 
 
 # A btree operator class whose comparison lies (it answers at random): the index the restore builds
@@ -219,21 +250,32 @@ def test_restore_that_errors_half_way_fails_and_drops_its_scratch_database(
     )
     assert run.message(rto) == "drill qp-database-gzip: not recovered (the restore failed), RTO 30m not met"
     skipped = {t for t, c in run.checks.items() if c["outcome"] == "skipped"}
-    assert "test_database_drill.py::test_restored_schema_matches_the_dump[qp-database-gzip]" in skipped
-    assert len(used_scratch(run)) == 1
+    assert skipped == {
+        check(name, "qp-database-gzip")
+        for name in ("test_restored_schema_matches_the_dump", "test_restored_row_counts_match_the_backup",
+                     "test_restored_tables_match_their_checksums", "test_smoke_queries_return_rows",
+                     "test_restored_copy_passes_amcheck")
+    }
+    assert drills_of(used_scratch(run)) == {"qp_database_gzip"}
     assert not used_scratch(run) & scratch_databases(sandbox)
 
 
-def test_rto_below_the_measured_time_fails(run_checks: Run, profile_variant: Variant) -> None:
+def test_restore_slower_than_the_rto_fails_only_the_rto(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    source = broken_sql_dump(sandbox, tmp_path, "SELECT pg_sleep(2.5);")  # a restore that really takes 2.5 s more
+
     def mutate(data: dict[str, Any]) -> None:
-        only_drill(PF)(data)
-        data["objectives"] = [{"component": "database", "rto": "1ms", "rpo": "1h"}]
+        only_drill("qp-database-gzip", source=source)(data)
+        data["objectives"] = [{"component": "database", "rto": "2s", "rpo": "1h"}]
 
     run = run_checks(profile_variant(mutate), DRILL)
-    test = f"test_database_drill.py::test_restore_time_is_within_rto[{PF}]"
+    test = "test_database_drill.py::test_restore_time_is_within_rto[qp-database-gzip]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(f"drill {PF} took ")
-    assert " to recover (database RTO 1ms): " in run.message(test)
+    measured = run.checks[test]["evidence"]["rto_measured"]
+    assert float(run.checks[test]["evidence"]["rto_seconds"]) > 2.5
+    dump = Path(source["path"]) / newest(sandbox, "qp-database-daily").name
+    assert run.message(test) == f"drill qp-database-gzip took {measured} to recover (database RTO 2s): {dump}"
 
 
 def test_killed_run_leaves_a_scratch_database_that_the_next_run_drops(
@@ -326,7 +368,11 @@ def test_corrupt_rdb_fails_to_load(run_checks: Run, profile_variant: Variant, sa
     run = run_checks(profile_variant(only_drill("cache-rdb", source=source)), "restore/test_cache_drill.py")
     load = "test_cache_drill.py::test_rdb_loads_into_a_scratch_redis[cache-rdb]"
     assert run.failed() == {load, "test_cache_drill.py::test_cache_recovers_within_rto[cache-rdb]"}
-    assert run.message(load).startswith(f"RDB {tmp_path / original.name} does not load: redis-server did not load")
+    assert re.fullmatch(  # the line of rdb.c is redis-server's own
+        rf"RDB {re.escape(str(tmp_path / original.name))} does not load: redis-server did not load the RDB: "
+        r"Internal error in RDB reading offset 0, function at rdb\.c:\d+ -> RDB CRC error",
+        run.message(load),
+    )
     assert "Terminating server" not in run.message(load)  # redis-server's own reason, not its last words
     assert sandbox.scratch_dir is not None
     assert not list(sandbox.scratch_dir.glob(f"{SCRATCH_PREFIX}*cache*"))  # the scratch server's directory is gone
@@ -338,9 +384,16 @@ def test_dump_that_would_leave_the_scratch_database_is_refused(
     source = broken_sql_dump(sandbox, tmp_path, "\\connect photonic_foundry\nDROP TABLE simulations;")
     run = run_checks(profile_variant(only_drill("qp-database-gzip", source=source)), DRILL)
     test = "test_database_drill.py::test_restore_completes_without_errors[qp-database-gzip]"
-    assert test in run.failed()
-    assert "failed: refused: line " in run.message(test)
-    assert "('\\\\connect photonic_foundry') would reach beyond the scratch database" in run.message(test)
+    rto = "test_database_drill.py::test_restore_time_is_within_rto[qp-database-gzip]"
+    assert run.failed() == {test, rto}
+    dump = Path(source["path"]) / newest(sandbox, "qp-database-daily").name
+    with gzip.open(dump, "rt") as text:
+        line = next(n for n, row in enumerate(text, 1) if row.startswith("\\connect photonic_foundry"))
+    assert run.message(test) == (
+        f"restore of {dump} for drill qp-database-gzip failed: refused: line {line} ('\\\\connect photonic_foundry') "
+        "would reach beyond the scratch database (a pg_dumpall or --create dump?): drills restore per-database "
+        "pg_dump files"
+    )
     from opsverify.probes.postgres import connect as read_only
 
     with read_only(sandbox.databases[0], T) as conn:  # the source still has its table
@@ -368,16 +421,17 @@ def test_dump_that_restores_without_an_object_of_its_toc_fails_the_schema_check(
     )
 
 
-def test_recovery_point_older_than_the_rpo_fails(run_checks: Run, profile_variant: Variant) -> None:
+def test_recovery_point_older_than_the_rpo_fails(run_checks: Run, profile_variant: Variant, sandbox: Profile) -> None:
     def mutate(data: dict[str, Any]) -> None:
         data["replicas"] = []  # the newest backup is the only recovery path left
         data["objectives"] = [{"component": c, "rto": "1h", "rpo": "1s"} for c in ("database", "full-system")]
 
     run = run_checks(profile_variant(mutate), "recovery/test_objectives.py")
     test = f"test_objectives.py::test_recovery_point_is_within_rpo[{PF}]"
-    assert test in run.failed()
-    assert run.message(test).startswith(f"drill {PF} would lose ")
-    assert run.message(test).endswith("; database RPO 1s)")
+    assert run.failed() == {f"test_objectives.py::test_recovery_point_is_within_rpo[{d}]" for d in DRILLS}
+    backup = newest(sandbox, "pf-postgres-custom").name
+    lost = run.checks[test]["evidence"]["rpo_measured"]
+    assert run.message(test) == f"drill {PF} would lose {lost} of data (backup {backup}; database RPO 1s)"
 
 
 def check(name: str, drill: str = PF) -> str:
