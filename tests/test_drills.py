@@ -748,3 +748,15 @@ def test_malformed_rdb_manifest_fails_the_key_comparison(
         f"drill cache-rdb: cannot compare keys: the manifest {tmp_path / original.name}.manifest.json is not JSON "
         "(Expecting value: line 1 column 1 (char 0)): re-run the backup job that writes it"
     )
+
+
+def test_default_smoke_without_a_manifest_smokes_the_tables_whose_data_the_archive_holds(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    source = tampered_dump(sandbox, tmp_path, "DELETE FROM simulations", "emptied_table")
+    dump = Path(source["path"]) / newest(sandbox, "pf-postgres-custom").name
+    manifest_path(dump).unlink()  # nothing says simulations should hold rows: its empty data is not smoked
+    run = run_checks(profile_variant(only_drill(PF, source=source, smoke_queries=[])), DRILL)
+    assert run.failed() == set()
+    evidence = run.checks[SMOKE]["evidence"]
+    assert (evidence["queries"], evidence["query_1"]) == ("1", "1 rows")

@@ -8,12 +8,18 @@ restored database can be compared on.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import re
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 from opsverify.backups.pgdump import list_toc
 from opsverify.backups.verdict import CorruptBackup, Expectations
+from opsverify.pgtools import MissingTool, pg_tool
 
 KINDS = ("MATERIALIZED VIEW", "TABLE", "SEQUENCE", "VIEW", "INDEX")
 _COPY = re.compile(rb"^COPY (\S+) (?:\([^)]*\) )?FROM stdin;$")
@@ -58,15 +64,16 @@ def _sql_objects(backup: Path, fmt: str) -> set[str]:
 def data_tables(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
     """The tables whose rows the dump carries, as ``public.models``; ``TocError`` when it cannot be read.
 
-    Custom and directory archives: the ``TABLE DATA`` entries of their TOC (pg_dump writes one
-    for an empty table too). Plain SQL: the ``COPY … FROM stdin`` sections holding at least one row.
+    Plain SQL: the ``COPY … FROM stdin`` sections holding at least one row. Custom and directory
+    archives: the ``TABLE DATA`` entries of their TOC (pg_dump writes one for an empty table too)
+    whose data, read through ``pg_restore --data-only`` up to its first row, holds one.
     """
     if fmt in ("pg-custom", "pg-directory"):
         try:
             toc = list_toc(backup, Expectations(timeout=timeout))
         except CorruptBackup as err:
             raise TocError(str(err)) from None
-        return {e.qualified for e in toc.data}
+        return {e.qualified for e in toc.data if _holds_a_row(backup, e.schema, e.name, timeout)}
     if fmt not in ("sql", "sql.gz"):
         raise TocError(f"a {fmt} backup has no PostgreSQL table of contents")
     found: set[str] = set()
@@ -85,3 +92,38 @@ def data_tables(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
     except (OSError, EOFError) as exc:
         raise TocError(f"cannot read {backup}: {exc}") from None
     return found
+
+
+def _holds_a_row(backup: Path, schema: str, table: str, timeout: float) -> bool:
+    """Whether the archive's data of ``schema.table`` has a first row (pg_restore stopped once it is seen)."""
+    try:
+        args = [pg_tool("pg_restore"), "--data-only", f"--schema={schema}", f"--table={table}", "-f", "-", str(backup)]
+    except MissingTool as err:
+        raise TocError(str(err)) from None
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    timer = threading.Timer(timeout, lambda: _kill(proc))
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        copying = False
+        for line in proc.stdout:
+            if copying:
+                return not line.startswith(b"\\.")
+            copying = line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;")
+        return False
+    finally:
+        timer.cancel()
+        _stop(proc)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    _kill(proc)
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
