@@ -13,7 +13,6 @@ import pytest
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
-from opsverify.facts.manifest import manifest_path, read_manifest
 from opsverify.facts.redis import RedisFacts
 from opsverify.profile import Drill, Profile
 from opsverify.restore.fidelity import compare_redis
@@ -36,22 +35,29 @@ def test_rdb_loads_into_a_scratch_redis(redis_drill_outcome: RedisDrillOutcome, 
 def test_restored_keys_match_the_backup(
     redis_drill: Drill, redis_drill_outcome: RedisDrillOutcome, evidence: Recorder
 ) -> None:
-    """PF-22: the persistent key count and a sample of keys with their types equal the backup's manifest."""
+    """PF-22: the persistent key count and a sample of keys with their types equal the backup's manifest.
+
+    No manifest skips; a manifest that is malformed or holds no key facts fails, naming it.
+    """
     restored = redis_drill_outcome.restored
     if restored is None:
         pytest.skip(f"drill {redis_drill.name}: the RDB did not load (see its load check)")
-    manifest = read_manifest(Path(redis_drill_outcome.backup))
-    if manifest is None or "redis" not in manifest:
+    if redis_drill_outcome.manifest_problem is not None:
+        fail(f"drill {redis_drill.name}: cannot compare keys: {redis_drill_outcome.manifest_problem}")
+    manifest = redis_drill_outcome.manifest
+    if manifest is None:
         pytest.skip(f"drill {redis_drill.name}: no manifest beside {redis_drill_outcome.backup} to compare keys with")
     try:
         expected = RedisFacts.from_json(manifest)
     except (KeyError, TypeError, ValueError, AttributeError):
-        pytest.skip(f"drill {redis_drill.name}: the manifest beside {redis_drill_outcome.backup} holds no key facts")
+        fail(f"drill {redis_drill.name}: cannot compare keys: the manifest {redis_drill_outcome.backup}.manifest.json "
+             'holds no key facts (a "redis" object with dbsize, persistent_keys and sample): '
+             "re-run the backup job that writes it")
     evidence.record(persistent_keys=restored.persistent_keys, expected=expected.persistent_keys,
                     dbsize=restored.dbsize, sampled=len(expected.sample))
     problems = compare_redis(expected, restored)
     if problems:
-        fail(f"drill {redis_drill.name}: {problems[0]} ({manifest_path(Path(redis_drill_outcome.backup)).name})")
+        fail(f"drill {redis_drill.name}: {problems[0]} ({Path(redis_drill_outcome.backup).name}.manifest.json)")
 
 
 @pytest.mark.recovery

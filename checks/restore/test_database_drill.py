@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.drills import Expected
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
-from opsverify.facts.database import CHECKSUM_ALGORITHM, DataFacts
-from opsverify.profile import Profile
+from opsverify.facts.database import CHECKSUM_ALGORITHM
+from opsverify.profile import Profile, RestoreTarget
 from opsverify.restore.drill import PgDrillOutcome
 from opsverify.restore.fidelity import compare_checksums, compare_rows
-from opsverify.restore.toc import TocError, dump_objects
 
 pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly]
-Expectation = tuple[DataFacts | None, str]
 
 
 def restored(outcome: PgDrillOutcome) -> PgDrillOutcome:
@@ -37,19 +36,16 @@ def test_restore_completes_without_errors(pg_drill_outcome: PgDrillOutcome, evid
     run = pg_drill_outcome.restore
     evidence.record(backup=run.backup, format=pg_drill_outcome.format, tool=run.tool, duration=fmt(run.duration))
     evidence.record(scratch_database=run.database)
-    expect(run.ok, f"restore of {run.backup} for drill {pg_drill_outcome.drill.name} failed: {run.error}")
+    expect(run.ok, f"restore of {pg_drill_outcome.backup} for drill {pg_drill_outcome.drill.name} failed: {run.error}")
 
 
 @pytest.mark.runbook("PF-11", "QP-14", "QP-19")
 def test_restored_schema_matches_the_dump(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
     """QP-19/PF-11/QP-14: every table, sequence, view and index in the dump's TOC exists in the restored copy."""
     outcome = restored(pg_drill_outcome)
-    from pathlib import Path
-
-    try:
-        toc = dump_objects(Path(outcome.backup), outcome.format)
-    except TocError as err:
-        fail(f"cannot read the table of contents of {outcome.backup}: {err}")
+    toc = outcome.dump_toc
+    if toc is None:
+        fail(f"cannot read the table of contents of {outcome.backup}: {outcome.toc_error}")
     missing = sorted(toc - outcome.objects)
     evidence.record(dump_objects=len(toc), restored_objects=len(outcome.objects), missing=" ".join(missing) or "none")
     expect(not missing, f"drill {outcome.drill.name}: restored copy lacks {', '.join(missing)} listed in the dump")
@@ -57,11 +53,17 @@ def test_restored_schema_matches_the_dump(pg_drill_outcome: PgDrillOutcome, evid
 
 @pytest.mark.runbook("QP-14")
 def test_restored_row_counts_match_the_backup(
-    pg_drill_outcome: PgDrillOutcome, drill_expectation: Expectation, evidence: Recorder
+    pg_drill_outcome: PgDrillOutcome, drill_expectation: Expected, evidence: Recorder
 ) -> None:
-    """QP-14: every table has the row count the backup recorded (or the source holds in one snapshot)."""
+    """QP-14: every table has the row count the backup recorded (or the source holds in one snapshot).
+
+    A malformed manifest, or an unreadable source with ``compare_with_source``, fails; no manifest
+    with ``compare_with_source`` off skips.
+    """
     outcome = restored(pg_drill_outcome)
-    expected, origin = drill_expectation
+    expected, origin = drill_expectation.facts, drill_expectation.origin
+    if drill_expectation.problem is not None:
+        fail(f"drill {outcome.drill.name}: cannot compare row counts: {drill_expectation.problem}")
     if expected is None:
         pytest.skip(f"drill {outcome.drill.name}: nothing to compare row counts with ({origin})")
     assert outcome.restored is not None
@@ -75,19 +77,34 @@ def test_restored_row_counts_match_the_backup(
 
 @pytest.mark.runbook("QP-14")
 def test_restored_tables_match_their_checksums(
-    pg_drill_outcome: PgDrillOutcome, drill_expectation: Expectation, evidence: Recorder
+    pg_drill_outcome: PgDrillOutcome, drill_expectation: Expected, evidence: Recorder
 ) -> None:
-    """QP-14: tables up to ``checksum_max_rows`` rows have the content checksum the backup recorded."""
+    """QP-14: tables up to ``checksum_max_rows`` rows have the content checksum the backup recorded.
+
+    ``checksum_max_rows: 0`` turns checksums off (skip); a bound below every table's size fails, as
+    do a malformed manifest and an unreadable source with ``compare_with_source``.
+    """
     outcome = restored(pg_drill_outcome)
-    expected, origin = drill_expectation
+    drill = outcome.drill
+    if drill.checksum_max_rows == 0:
+        pytest.skip(f"drill {drill.name}: checksums are off (checksum_max_rows: 0)")
+    expected, origin = drill_expectation.facts, drill_expectation.origin
+    if drill_expectation.problem is not None:
+        fail(f"drill {drill.name}: cannot compare checksums: {drill_expectation.problem}")
     if expected is None or not expected.has_checksums:
         why = origin if expected is None else f"{origin} holds no {CHECKSUM_ALGORITHM} checksums; re-run the backup job"
         pytest.skip(f"drill {outcome.drill.name}: nothing to compare checksums with ({why})")
     assert outcome.restored is not None
     differences, compared = compare_checksums(expected, outcome.restored)
     evidence.record(compared_with=origin, checksummed_tables=compared, differing=len(differences))
+    if compared == 0 and outcome.restored.tables:
+        smallest, fact = min(outcome.restored.tables.items(), key=lambda item: (item[1].rows, item[0]))
+        if fact.rows > drill.checksum_max_rows:
+            fail(f"no table of drill {drill.name} has at most {drill.checksum_max_rows} rows: raise "
+                 f"checksum_max_rows to at least {fact.rows} (the smallest table, {smallest}) "
+                 "or set it to 0 to turn checksums off")
     if compared == 0:
-        pytest.skip(f"drill {outcome.drill.name}: no table has at most {outcome.drill.checksum_max_rows} rows")
+        pytest.skip(f"drill {drill.name}: no table with a checksum in both {origin} and the restored copy")
     if differences:
         first = differences[0]
         fail(f"drill {outcome.drill.name}: {first.table} {first.problem} ({origin})")
@@ -95,23 +112,40 @@ def test_restored_tables_match_their_checksums(
 
 @pytest.mark.runbook("PF-46")
 def test_smoke_queries_return_rows(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
-    """PF-46: the drill's smoke queries run on the restored copy and each returns at least one row."""
+    """PF-46: the drill's smoke queries run on the restored copy and each returns at least one row.
+
+    Without ``smoke_queries``: ``SELECT 1 FROM t LIMIT 1`` on each table the backup holds rows for
+    (the manifest's tables with rows, else the dump's data sections), at most the 20 largest.
+    """
     outcome = restored(pg_drill_outcome)
+    evidence.record(smoke="default: each table the backup holds rows for" if outcome.default_smoke else "declared",
+                    queries=len(outcome.smoke))
     evidence.record(**{f"query_{n + 1}": f"{s.rows} rows" if s.error is None else s.error
                        for n, s in enumerate(outcome.smoke)})
-    broken = [s for s in outcome.smoke if s.error is not None or s.rows == 0]
+    broken = [s for s in outcome.smoke if not s.ok]
     if broken:
         first = broken[0]
+        why = f" ({first.why})" if first.why else ""
         fail(f"drill {outcome.drill.name}: smoke query {first.query!r} "
-             f"{'failed: ' + first.error if first.error else 'returned no rows'}")
+             f"{'failed: ' + first.error if first.error else 'returned no rows'}{why}")
 
 
 @pytest.mark.runbook("PF-11", "QP-14", "QP-19")
-def test_restored_copy_passes_amcheck(pg_drill_outcome: PgDrillOutcome, evidence: Recorder) -> None:
+def test_restored_copy_passes_amcheck(
+    pg_drill_outcome: PgDrillOutcome, restore_target: RestoreTarget, evidence: Recorder
+) -> None:
     """PF-11/QP-14/QP-19: ``pg_amcheck --heapallindexed`` finds no corruption in the restored tables and indexes."""
     outcome = restored(pg_drill_outcome)
-    if outcome.amcheck is not None and outcome.amcheck.startswith("unavailable: "):
-        pytest.skip(f"drill {outcome.drill.name}: pg_amcheck {outcome.amcheck}")
+    drill = outcome.drill
+    if outcome.amcheck is not None and outcome.amcheck.startswith(("unavailable: ", "off: ")):
+        pytest.skip(f"drill {drill.name}: pg_amcheck {outcome.amcheck}")
+    if outcome.amcheck is not None and outcome.amcheck.startswith("denied: "):
+        role = restore_target.user
+        fail(f"drill {drill.name}: pg_amcheck may not check the restored copy as role {role} "
+             f"({outcome.amcheck.removeprefix('denied: ')}): as a superuser, in template1, CREATE EXTENSION amcheck "
+             "and GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean), "
+             f"verify_heapam(regclass, boolean, boolean, text, bigint, bigint) TO {role}; or set amcheck: false on "
+             "the drill")
     evidence.record(amcheck=outcome.amcheck or "clean")
     expect(outcome.amcheck is None, f"drill {outcome.drill.name}: pg_amcheck on the restored copy: {outcome.amcheck}")
 
@@ -119,14 +153,20 @@ def test_restored_copy_passes_amcheck(pg_drill_outcome: PgDrillOutcome, evidence
 @pytest.mark.recovery
 @pytest.mark.runbook("PF-47", "PF-14")
 def test_restore_time_is_within_rto(pg_drill_outcome: PgDrillOutcome, profile: Profile, evidence: Recorder) -> None:
-    """PF-47/PF-14: from the start of the restore to the first successful smoke query, inside the component's RTO."""
-    drill = pg_drill_outcome.drill
+    """PF-47/PF-14: from the start of the restore (of the download, for a remote backup) until the last smoke
+    query answered with a row, inside the component's RTO."""
+    outcome = pg_drill_outcome
+    drill = outcome.drill
     objective = profile.objective(drill.objective)
-    measured = pg_drill_outcome.rto
+    measured = outcome.rto
     evidence.record(component=objective.component, rto_objective=fmt(objective.rto),
                     rto_measured=fmt(measured) if measured is not None else "not recovered")
-    expect(measured is not None, f"drill {drill.name}: not recovered (restore or every smoke query failed), "
-                                 f"RTO {fmt(objective.rto)} not met")
+    evidence.record(restore_seconds=f"{outcome.restore.duration.total_seconds():.3f}",
+                    rto_seconds=f"{measured.total_seconds():.3f}" if measured is not None else "-")
+    if measured is None:
+        broken = next((s for s in outcome.smoke if not s.ok), None)
+        why = "the restore failed" if broken is None else f"smoke query {broken.query!r} did not return a row"
+        fail(f"drill {drill.name}: not recovered ({why}), RTO {fmt(objective.rto)} not met")
     assert measured is not None
     expect(measured <= objective.rto, f"drill {drill.name} took {fmt(measured)} to recover "
                                       f"({objective.component} RTO {fmt(objective.rto)}): {pg_drill_outcome.backup}")

@@ -74,14 +74,25 @@ class ScratchDatabase(Action[str]):
 
 
 def drop_database(conn: psycopg.Connection, name: str) -> None:
-    """Terminate its sessions and drop it (safe to call twice)."""
+    """Terminate its sessions and drop it (safe to call twice).
+
+    Only client sessions are terminated: an autovacuum worker in a freshly restored copy may be
+    signalled by a superuser alone, and a plain ``DROP DATABASE`` stops it by itself, so a
+    restore role that is not a superuser falls back to that when ``FORCE`` is refused.
+    """
+    import psycopg
     from psycopg import sql
 
     require_scratch_name(name)
     conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'",
+        (name,),
     )
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    except psycopg.errors.InsufficientPrivilege:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @dataclass(frozen=True)

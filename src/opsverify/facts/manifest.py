@@ -64,15 +64,17 @@ def read_manifest(backup: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-class ManifestError(Exception):
+class ManifestError(ValueError):
     """A manifest that cannot serve as evidence: unreadable, not JSON, or without its binding; the text says which."""
 
 
-def load_manifest(backup: Path) -> dict[str, Any]:
-    """The backup's manifest as a JSON object; ``ManifestError`` saying why it cannot be read."""
+def load_manifest(backup: Path) -> dict[str, Any] | None:
+    """The backup's manifest as a JSON object; None when there is none; ``ManifestError`` saying what is wrong."""
     path = manifest_path(backup)
     try:
         text = path.read_text()
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise ManifestError(f"cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:

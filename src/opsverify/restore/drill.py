@@ -1,18 +1,23 @@
 """One restore drill, end to end and timed: scratch database, restore, smoke queries, facts, drop.
 
-The clock starts before the restore and stops at the first successful smoke query: that span is
-the measured RTO. Everything the checks compare is read while the scratch database exists; the
-database is dropped (and proven gone) before the outcome is handed back.
+The clock starts before the restore (before the download, for a backup fetched from S3) and stops
+when the last smoke query has answered with a row: that span is the measured RTO. A drill without
+``smoke_queries`` smokes each table the backup holds rows for (``SELECT 1 FROM t LIMIT 1``, each
+bounded by the statement timeout), at most ``MAX_SMOKE_TABLES`` of them: the largest by the rows
+the manifest records, else by their size in the restored copy (a table missing from it first).
+A database that only answers ``SELECT 1`` is not recovered. Everything the checks compare is read
+while the scratch database exists; the database is dropped (and proven gone) before the outcome is
+handed back.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opsverify.actions.base import performed
 from opsverify.actions.database import ScratchDatabase, connect
@@ -26,13 +31,30 @@ if TYPE_CHECKING:
     import psycopg
 
 
+MAX_SMOKE_TABLES = 20
+
+
 @dataclass(frozen=True)
 class SmokeResult:
-    """One smoke query: how many rows it returned, or its error."""
+    """One smoke query: how many rows it returned, or its error; ``why`` it must return one (default smoke)."""
 
     query: str
     rows: int = 0
     error: str | None = None
+    why: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.rows > 0
+
+
+@dataclass(frozen=True)
+class SmokeTable:
+    """A table the backup holds rows for: smoked by default. ``rows``: what the manifest records, if known."""
+
+    table: str
+    why: str
+    rows: int | None = None
 
 
 @dataclass
@@ -48,7 +70,16 @@ class PgDrillOutcome:
     smoke: list[SmokeResult] = field(default_factory=list)
     restored: DataFacts | None = None
     objects: set[str] = field(default_factory=set)
-    amcheck: str | None = None  # None: clean; "unavailable: …" when pg_amcheck could not run
+    amcheck: str | None = None  # None: clean; "off: …", "denied: …", "unavailable: …" (no pg_amcheck), or the finding
+    dump_toc: set[str] | None = None  # the relations the dump's TOC lists (read while the backup is here)
+    toc_error: str | None = None
+    manifest: dict[str, Any] | None = None  # the backup's manifest, read while the backup is here
+    manifest_name: str = ""
+    manifest_problem: str | None = None  # the manifest exists but is malformed
+
+    @property
+    def default_smoke(self) -> bool:
+        return not self.drill.smoke_queries
 
 
 def run_pg_drill(
@@ -59,51 +90,93 @@ def run_pg_drill(
     scratch: str,
     *,
     connect_timeout: timedelta,
+    query_timeout: timedelta = timedelta(seconds=10),
     jobs: int,
+    smoke_tables: list[SmokeTable] | None = None,
+    started: float | None = None,
+    label: str | None = None,
 ) -> PgDrillOutcome:
-    """Restore ``backup`` into the scratch database ``scratch`` and measure it; the database is gone after."""
+    """Restore ``backup`` into the scratch database ``scratch`` and measure it; the database is gone after.
+
+    ``smoke_tables``: what a drill without ``smoke_queries`` smokes; ``started``: when the clock
+    started (``time.monotonic()``, e.g. before a download), default now; ``label``: how messages
+    name the backup (its S3 location), default its path.
+    """
     import psycopg
 
+    name = label or str(backup)
     try:
-        return _drill(drill, backup, fmt, target, scratch, connect_timeout, jobs)
+        return _drill(drill, backup, fmt, target, scratch, connect_timeout, query_timeout, jobs,
+                      smoke_tables or [], time.monotonic() if started is None else started, name)
     except psycopg.Error as exc:  # the target refused CREATE DATABASE, a connection, a query
-        refused = RestoreRun(str(backup), scratch, "-", timedelta(0), f"the restore target refused: {first_line(exc)}")
-        return PgDrillOutcome(drill, str(backup), fmt, scratch, refused)
+        refused = RestoreRun(name, scratch, "-", timedelta(0), f"the restore target refused: {first_line(exc)}")
+        return PgDrillOutcome(drill, name, fmt, scratch, refused)
 
 
 def _drill(
-    drill: Drill, backup: Path, fmt: str, target: RestoreTarget, scratch: str, connect_timeout: timedelta, jobs: int
+    drill: Drill, backup: Path, fmt: str, target: RestoreTarget, scratch: str, connect_timeout: timedelta,
+    query_timeout: timedelta, jobs: int, smoke_tables: list[SmokeTable], started: float, name: str,
 ) -> PgDrillOutcome:
     with performed(ScratchDatabase(target, scratch, connect_timeout)):
-        started = time.monotonic()
         run = restore_backup(
             backup, fmt, target, scratch, jobs=jobs, connect=connect_timeout, timeout=drill.restore_timeout
         )
-        outcome = PgDrillOutcome(drill, str(backup), fmt, scratch, run)
+        run = replace(run, backup=name)
+        outcome = PgDrillOutcome(drill, name, fmt, scratch, run)
         if not run.ok:
             return outcome
         with connect(target, scratch, connect_timeout) as conn:
-            for query in drill.smoke_queries or ["SELECT 1"]:
-                outcome.smoke.append(_smoke(conn, query))
-                if outcome.rto is None and outcome.smoke[-1].error is None:  # the clock stops at the first success
-                    outcome.rto = timedelta(seconds=time.monotonic() - started)
+            conn.execute(f"SET statement_timeout = {max(1, int(query_timeout.total_seconds() * 1000))}")
+            if drill.smoke_queries:
+                outcome.smoke = [_smoke(conn, query.encode(), query) for query in drill.smoke_queries]
+            else:
+                outcome.smoke = [_smoke(conn, *_select_one(conn, t.table), t.why) for t in _largest(conn, smoke_tables)]
+            if all(s.ok for s in outcome.smoke):  # the clock stops when the last smoke query answered
+                outcome.rto = timedelta(seconds=time.monotonic() - started)
+            conn.execute("RESET statement_timeout")
             outcome.restored = data_facts(conn, drill.checksum_max_rows)
             outcome.objects = schema_objects(conn)
         if drill.amcheck:
             outcome.amcheck = amcheck(target, scratch, connect_timeout, drill.restore_timeout)
         else:
-            outcome.amcheck = "unavailable: the drill sets amcheck: false"
+            outcome.amcheck = "off: the drill sets amcheck: false"
     return outcome
 
 
-def _smoke(conn: psycopg.Connection, query: str) -> SmokeResult:
+def _largest(conn: psycopg.Connection, tables: list[SmokeTable]) -> list[SmokeTable]:
+    """At most ``MAX_SMOKE_TABLES``: the largest by the manifest's rows, else by size in the restored copy."""
+    if len(tables) <= MAX_SMOKE_TABLES:
+        return tables
+    if all(t.rows is not None for t in tables):
+        return sorted(tables, key=lambda t: (-(t.rows or 0), t.table))[:MAX_SMOKE_TABLES]
+    sizes: dict[str, int] = dict(conn.execute(
+        "SELECT t, coalesce(pg_relation_size(to_regclass(t)), -1) FROM unnest(%s::text[]) AS t",
+        ([_quoted(t.table) for t in tables],),
+    ).fetchall())
+    rank = {t.table: int(sizes.get(_quoted(t.table), -1)) for t in tables}
+    missing_first = sorted(tables, key=lambda t: (rank[t.table] >= 0, -rank[t.table], t.table))
+    return missing_first[:MAX_SMOKE_TABLES]
+
+
+def _quoted(table: str) -> str:
+    schema, _, name = table.partition(".")
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+
+
+def _select_one(conn: psycopg.Connection, table: str) -> tuple[bytes, str]:
+    """``SELECT 1 FROM "schema"."table" LIMIT 1`` (as sent, and as named in messages)."""
+    query = f"SELECT 1 FROM {_quoted(table)} LIMIT 1"
+    return query.encode(), f"SELECT 1 FROM {table} LIMIT 1"
+
+
+def _smoke(conn: psycopg.Connection, query: bytes, shown: str, why: str = "") -> SmokeResult:
     import psycopg
 
     try:
-        rows = conn.execute(query.encode()).fetchall()
+        rows = conn.execute(query).fetchall()
     except psycopg.Error as exc:
-        return SmokeResult(query, error=str(exc).splitlines()[0])
-    return SmokeResult(query, len(rows))
+        return SmokeResult(shown, error=str(exc).splitlines()[0], why=why)
+    return SmokeResult(shown, len(rows), why=why)
 
 
 def amcheck(target: RestoreTarget, database: str, connect_timeout: timedelta, timeout: timedelta) -> str | None:
@@ -123,8 +196,8 @@ def amcheck(target: RestoreTarget, database: str, connect_timeout: timedelta, ti
     if done.returncode == 0 and not done.stdout.strip():
         return None
     text = done.stdout + done.stderr
-    if "permission denied" in text or "must be superuser" in text:
-        return f"unavailable: {first_error(text, 'pg_amcheck')}"
+    if "permission denied" in text or "must be superuser" in text or "must be owner" in text:
+        return f"denied: {first_error(text, 'pg_amcheck')}"
     return first_error(text, "pg_amcheck")
 
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from opsverify.actions.base import performed
 from opsverify.actions.redis import ScratchRedis
@@ -21,19 +22,28 @@ class RedisDrillOutcome:
     rto: timedelta | None = None
     restored: RedisFacts | None = None
     error: str | None = None
+    manifest: dict[str, Any] | None = None  # the RDB's manifest, read while the RDB is here
+    manifest_problem: str | None = None  # the manifest exists but is malformed
 
 
-def run_redis_drill(rdb: Path, directory: Path, timeout: timedelta) -> RedisDrillOutcome:
-    """Load ``rdb`` into a scratch server, time it to the first PING, read its keys; the server is gone after."""
+def run_redis_drill(
+    rdb: Path, directory: Path, timeout: timedelta, *, started: float | None = None, label: str | None = None
+) -> RedisDrillOutcome:
+    """Load ``rdb`` into a scratch server, time it to the first PING, read its keys; the server is gone after.
+
+    ``started``: when the clock started (``time.monotonic()``, e.g. before a download), default now;
+    ``label``: how messages name the RDB (its S3 location), default its path.
+    """
     import redis
 
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
+    name = label or str(rdb)
     try:
         with performed(ScratchRedis(rdb, directory, timeout)) as server:
             conn = server.client(timeout=timeout.total_seconds())
             rto = timedelta(seconds=time.monotonic() - started)
-            return RedisDrillOutcome(str(rdb), rto, redis_facts(conn))
+            return RedisDrillOutcome(name, rto, redis_facts(conn))
     except CleanupError:
         raise
     except (OpsverifyError, redis.RedisError, OSError) as exc:  # OSError: the RDB vanished, the disk is full
-        return RedisDrillOutcome(str(rdb), error=str(exc).splitlines()[0])
+        return RedisDrillOutcome(name, error=str(exc).splitlines()[0])
