@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import random
 import re
@@ -32,7 +33,7 @@ from opsverify.backups.formats import FORMATS, detect_format, verify_backup
 from opsverify.backups.gzipstream import inflate
 from opsverify.backups.rdb import verify_rdb_stream
 from opsverify.backups.sqldump import SqlScanner
-from opsverify.backups.verdict import INTEGRITY_ONLY, Expectations
+from opsverify.backups.verdict import INTEGRITY_ONLY, CorruptBackup, Expectations
 from opsverify.localserver.net import free_port
 from opsverify.localserver.process import wait_gone
 from opsverify.localserver.redis import start_redis
@@ -112,6 +113,24 @@ def test_without_isal_the_standard_library_inflate_is_chosen(
     assert b"".join(stream) == content
     assert (stream.impl.name, stream.members) == ("zlib", 1)
     assert gzipstream.inflater() is gzipstream.STDLIB  # chosen once
+
+
+@pytest.mark.parametrize("read_size", [777, 1 << 20])
+def test_members_ending_inside_a_capped_output_loop_are_each_checked(each_inflater: str, read_size: int) -> None:
+    """A member's deflate data ends while its output is still being drained (``max_length``) and the next
+    member starts in ``unused_data``: both inflaters must hand over at the same byte."""
+    first, second = gzip.compress(bytes(5 << 20), mtime=0), gzip.compress(b"x" * 1000 + bytes(3 << 20), mtime=0)
+    data = first + second + gzip.compress(b"tail\n", mtime=0)
+    stream = gzipstream.GzipStream(io.BytesIO(data), read_size)
+    assert sum(len(chunk) for chunk in stream) == (5 << 20) + 1000 + (3 << 20) + 5
+    assert (stream.members, stream.impl.name) == (3, each_inflater)
+    damaged = bytearray(data)
+    damaged[len(first) + len(second) - 8] ^= 1  # the second member's stored CRC32
+    crc = zlib.crc32(b"x" * 1000 + bytes(3 << 20))
+    with pytest.raises(CorruptBackup) as raised:
+        for _ in gzipstream.GzipStream(io.BytesIO(bytes(damaged)), read_size):
+            pass
+    assert str(raised.value) == f"CRC32 mismatch in gzip member 2 (stored 0x{crc ^ 1:08x}, computed 0x{crc:08x})"
 
 
 def test_an_invalid_deflate_block_names_the_reason(tmp_path: Path, each_inflater: str) -> None:
