@@ -26,13 +26,14 @@ from opsverify.backups.formats import verify_backup
 from opsverify.facts.manifest import manifest_path, read_manifest
 from opsverify.localserver.net import free_port
 from opsverify.localserver.process import pid_alive
-from opsverify.localserver.redis import RedisServer, read_pid, start_redis
+from opsverify.localserver.redis import start_redis
 from opsverify.profile import Profile, load_profile
 from opsverify.sandbox import apps, control, scheduler
 from opsverify.sandbox.app import app_env, start_app, stop_process
 from opsverify.sandbox.backups import DAY, SERIES, JobContext, backups_of
 from opsverify.sandbox.postgres import Postgres
-from opsverify.sandbox.state import Layout, ensure_secret, load_state
+from opsverify.sandbox.redis import seed_redis
+from opsverify.sandbox.state import Layout, load_state
 from opsverify.sandbox.status import SandboxStatus
 
 APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")
@@ -271,7 +272,8 @@ def test_a_second_scheduler_refuses_the_same_state_dir(running: SandboxStatus) -
 @pytest.fixture
 def backup_copy(sandbox_profile: Path, tmp_path: Path) -> Iterator[tuple[Layout, JobContext, int]]:
     """A copy of the test sandbox's backup tree in a state dir of its own, aged two days; the jobs' context
-    (the test sandbox's PostgreSQL and Redis, read only but for a BGSAVE) and a throwaway S3 server's port."""
+    (the test sandbox's PostgreSQL, only read; a throwaway seeded Redis for the BGSAVE) and a throwaway
+    S3 server's port."""
     shared = Layout(sandbox_profile.parent)
     state = load_state(shared)
     assert state is not None
@@ -280,15 +282,16 @@ def backup_copy(sandbox_profile: Path, tmp_path: Path) -> Iterator[tuple[Layout,
     shutil.copytree(shared.backups, layout.backups, symlinks=True)
     (layout.root / "app").symlink_to(shared.app)
     age_backups(layout.backups, 2 * DAY)
-    pid = read_pid(shared.redis) or 0
-    redis_server = RedisServer(shared.redis, state.ports["redis"], ensure_secret(shared, "redis"), pid)
-    context = JobContext(layout, control.postgres_of(shared, state), redis_server, dict(state.ports))
+    redis_server = start_redis(layout.redis, free_port(), password="throwaway")
     port = free_port()
-    apps.spawn_app(layout, "s3", port)
     try:
+        seed_redis(redis_server, sessions=100)
+        context = JobContext(layout, control.postgres_of(shared, state), redis_server, dict(state.ports))
+        apps.spawn_app(layout, "s3", port)
         yield layout, context, port
     finally:
         apps.stop_app(layout, "s3", port)
+        redis_server.stop(timeout=10)
 
 
 def test_one_tick_makes_one_verified_backup_per_stale_series_and_cleans_up(
