@@ -2,7 +2,7 @@
 
 Target (issue: backup integrity): the parallel run of the integrity check is at least 1.7x faster
 than ``for f in *.sql.gz; do gzip -t "$f"; done`` on the same files. The files are hard links of
-bench_gzip.py's 1.2 GB dump (built on first use), named as a daily series, so the page cache
+bench_gzip.py's 400 MB dump (built on first use), named as a daily series, so the page cache
 holds them once. The opsverify side includes pytest's and xdist's start-up.
 
 Run: ``.venv/bin/python bench/bench_parallel.py`` (or ``make bench``).
@@ -27,7 +27,7 @@ RUNS = 3
 
 
 def build_series() -> list[Path]:
-    """FILES hard links of the 1.2 GB dump, one a day, newest first, with matching mtimes."""
+    """FILES hard links of the 400 MB dump, one a day, newest first, with matching mtimes."""
     build_dump()
     SERIES.mkdir(exist_ok=True)
     now = time.time()

@@ -87,7 +87,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"file:    {RDB.name}: {size:,} bytes, {KEYS:,} keys of {VALUE_SIZE} bytes")
     print(f"{'tool':<20}{'best of 3':>11}{'MB/s':>8}{'peak RSS':>13}")
-    for name, (seconds, rss) in (("redis-check-rdb", theirs), ("verify_backup", ours)):
+    for name, (seconds, rss, _) in (("redis-check-rdb", theirs), ("verify_backup", ours)):
         print(f"{name:<20}{seconds:>10.2f}s{size / seconds / 1e6:>8.0f}{rss / 1024:>9.1f} MiB")
     time_ratio, rss_ratio = ours[0] / theirs[0], ours[1] / theirs[1]
     print(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what opsverify needs, only what is missing: Debian packages (redis-server,
-# PostgreSQL 15 server binaries, openssh-server, iproute2, procps) and a virtualenv in .venv
+# PostgreSQL 15 server binaries, openssh-server, iproute2, procps, pigz for the gzip benchmark) and a virtualenv in .venv
 # with the project and its dev tools. Idempotent and quick when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ have redis-server || need_apt+=(redis-server)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 have ip || need_apt+=(iproute2)
 have ps || need_apt+=(procps)
+have pigz || need_apt+=(pigz)  # the gzip benchmark's peer (`pigz -t`)
 # runuser (in /usr/sbin, outside a normal user's PATH) is needed only as root, to run PostgreSQL as postgres
 [ "$(id -u)" -ne 0 ] || have runuser || [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,11 +22,18 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsverify import sandbox
+from opsverify.backups.formats import verify_backup
+from opsverify.facts.manifest import manifest_path, read_manifest
 from opsverify.localserver.net import free_port
 from opsverify.localserver.process import pid_alive
 from opsverify.localserver.redis import start_redis
 from opsverify.profile import Profile, load_profile
-from opsverify.sandbox.app import start_app, stop_process
+from opsverify.sandbox import apps, control, scheduler
+from opsverify.sandbox.app import app_env, start_app, stop_process
+from opsverify.sandbox.backups import DAY, SERIES, JobContext, backups_of
+from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.redis import seed_redis
+from opsverify.sandbox.state import Layout, load_state
 from opsverify.sandbox.status import SandboxStatus
 
 APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")
@@ -65,6 +75,14 @@ def running(state_dir: Path) -> SandboxStatus:
 @pytest.fixture
 def profile(running: SandboxStatus) -> Profile:
     return load_profile(running.profile_path)
+
+
+def age_backups(backups: Path, seconds: float) -> None:
+    """Move every backup (and manifest) of a tree ``seconds`` into the past, as a sandbox left down would be."""
+    for path in backups.rglob("*"):
+        if path.is_file():
+            mtime = path.stat().st_mtime - seconds
+            os.utime(path, (mtime, mtime))
 
 
 def port_of(address: str) -> int:
@@ -156,7 +174,7 @@ def test_backups_form_fresh_series_of_the_right_length(profile: Profile) -> None
         newest_age = time.time() - files[-1].stat().st_mtime
         assert 0 < newest_age < 24 * 3600, source.name
         oldest_age = time.time() - files[0].stat().st_mtime
-        assert oldest_age < source.retention.total_seconds(), source.name
+        assert oldest_age < source.retention.total_seconds() + DAY, source.name  # `find -mtime +30`: 31 whole days
     newest_dump = max(Path(profile.backups[0].path).glob("backup_*.sql.gz"), key=lambda p: p.stat().st_mtime)
     with gzip.open(newest_dump, "rt") as dump:
         assert "-- PostgreSQL database dump complete" in dump.read()[-400:]
@@ -178,9 +196,11 @@ def test_recent_backups_have_offsite_copies_in_the_sandbox_s3(profile: Profile) 
     copies = offsite_names(profile)
     assert set(copies) == {"qp-database-daily", "models-archive", "results-archive"}
     for source in profile.backups:
-        if source.name in copies:
-            local = {p.name for p in Path(source.path).glob(source.pattern)}
-            assert copies[source.name] == local, source.name
+        if source.name in copies and source.offsite is not None:
+            recent = time.time() - source.offsite.recent.total_seconds()
+            local = {p.name for p in Path(source.path).glob(source.pattern) if p.stat().st_mtime >= recent}
+            assert local, source.name
+            assert local <= copies[source.name], source.name
 
 
 def test_secret_files_are_private(running: SandboxStatus) -> None:
@@ -212,20 +232,126 @@ def test_up_restarts_only_a_stopped_component(running: SandboxStatus) -> None:
 
 
 def test_down_leaves_no_port_and_no_process(running: SandboxStatus, profile: Profile) -> None:
+    assert running.component("scheduler").running
     sandbox.down(running.state_dir)
     for component in running.components:
-        assert refuses(port_of(component.address)), component.name
+        if component.name != "scheduler":  # the backup scheduler listens on no port
+            assert refuses(port_of(component.address)), component.name
         assert component.pid is not None
         assert not pid_alive(component.pid), component.name
     stopped = sandbox.status(running.state_dir)
     assert stopped.created
     assert not any(c.running for c in stopped.components)
     sandbox.down(running.state_dir)  # harmless when nothing runs
-    restarted = sandbox.up(running.state_dir)  # keeps the data: no reseed, same keys
+    layout = Layout(running.state_dir)
+    before = {s.name: set(backups_of(layout, s)) for s in SERIES}
+    age_backups(layout.backups, 2 * DAY)  # down for two days: every series is stale
+    restarted = sandbox.up(running.state_dir)  # keeps the data: no reseed, same keys; the scheduler catches up
     assert restarted.all_running
+    assert restarted.component("scheduler").pid != running.component("scheduler").pid
     cache = profile.redis[0]
     assert redis.Redis(host=cache.host, port=cache.port, password=cache.secret(), socket_timeout=5).dbsize() > 2000
-    assert len(offsite_names(load_profile(restarted.profile_path))["qp-database-daily"]) == 7  # S3 keeps no state
+    for series in SERIES:
+        new = set(backups_of(layout, series)) - before[series.name]
+        assert len(new) == 1, series.name
+        assert time.time() - new.pop().stat().st_mtime < 600, series.name
+    # S3 keeps no state: the copies of the last 7 days are uploaded again, the new backup by its job
+    assert len(offsite_names(load_profile(restarted.profile_path))["qp-database-daily"]) == 6
+
+
+def test_a_second_scheduler_refuses_the_same_state_dir(running: SandboxStatus) -> None:
+    first = running.component("scheduler").pid
+    argv = [sys.executable, "-m", scheduler.MODULE, "--state-dir", str(running.state_dir.resolve())]
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=app_env())
+    assert second.returncode == 3
+    where = running.state_dir.resolve()
+    assert second.stderr.strip() == f"scheduler: another scheduler (pid {first}) runs against {where}"
+    assert sandbox.status(running.state_dir).component("scheduler").pid == first
+
+
+@pytest.fixture
+def backup_copy(sandbox_profile: Path, tmp_path: Path) -> Iterator[tuple[Layout, JobContext, int]]:
+    """A copy of the test sandbox's backup tree in a state dir of its own, aged two days; the jobs' context
+    (the test sandbox's PostgreSQL, only read; a throwaway seeded Redis for the BGSAVE) and a throwaway
+    S3 server's port."""
+    shared = Layout(sandbox_profile.parent)
+    state = load_state(shared)
+    assert state is not None
+    layout = Layout(tmp_path / "state")
+    layout.root.mkdir()
+    shutil.copytree(shared.backups, layout.backups, symlinks=True)
+    (layout.root / "app").symlink_to(shared.app)
+    age_backups(layout.backups, 2 * DAY)
+    redis_server = start_redis(layout.redis, free_port(), password="throwaway")
+    port = free_port()
+    try:
+        seed_redis(redis_server, sessions=100)
+        context = JobContext(layout, control.postgres_of(shared, state), redis_server, dict(state.ports))
+        apps.spawn_app(layout, "s3", port)
+        yield layout, context, port
+    finally:
+        apps.stop_app(layout, "s3", port)
+        redis_server.stop(timeout=10)
+
+
+def test_one_tick_makes_one_verified_backup_per_stale_series_and_cleans_up(
+    backup_copy: tuple[Layout, JobContext, int],
+) -> None:
+    layout, context, s3_port = backup_copy
+    now = time.time()
+    before = {s.name: backups_of(layout, s) for s in SERIES}
+    expired = set()
+    for series in SERIES:
+        files, keep = before[series.name], series.keep_days()
+        if keep is None:
+            expired |= set(files[: len(files) + 1 - series.days])
+        else:
+            expired |= {p for p in files if now - p.stat().st_mtime >= (keep + 1) * DAY}
+    assert {p.parent.name for p in expired} == {"postgres", "database", "redis", "config", "archives"}
+    uploader = scheduler.Uploader(layout, s3_port)
+    report = scheduler.tick(layout, now, lambda: context, lambda: uploader)
+    assert report.failures == []
+    assert set(report.made) == {s.name for s in SERIES}
+    assert set(report.deleted) == expired
+    for series in SERIES:
+        after = backups_of(layout, series)
+        assert set(after) - set(before[series.name]) == {report.made[series.name]}, series.name
+        assert len(after) == len(before[series.name]) + 1 - len(expired & set(before[series.name])), series.name
+        new = report.made[series.name]
+        verdict = verify_backup(new)
+        assert verdict.ok, (series.name, verdict.detail)
+        assert new.stat().st_mtime == pytest.approx(now, abs=1)
+        assert (read_manifest(new) is not None) == series.manifest, series.name
+        if series.name == "k8s-secrets":
+            assert new.stat().st_mode & 0o777 == 0o600
+    assert not any(manifest_path(p).exists() for p in expired)
+    for series in SERIES:
+        if series.offsite:
+            bucket, _, prefix = series.offsite.removeprefix("s3://").partition("/")
+            names = uploader.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+            assert [o["Key"] for o in names] == [prefix + report.made[series.name].name], series.name
+    again = scheduler.tick(layout, now + 60, lambda: context, lambda: uploader)
+    assert (again.made, again.deleted, again.failures) == ({}, [], [])
+    log = (layout.logs / "backup-jobs.log").read_text()
+    assert f"qp-database-daily: made {report.made['qp-database-daily'].name}" in log
+
+
+def test_a_failed_job_is_logged_and_retried_at_the_next_tick(backup_copy: tuple[Layout, JobContext, int]) -> None:
+    layout, context, _ = backup_copy
+    closed = free_port()  # nothing listens there: every dump is refused
+    down = Postgres(context.pg.base, context.pg.as_postgres, closed, context.pg.password)
+    broken = JobContext(layout, down, context.redis_server, context.ports)
+    now = time.time()
+    dumps = {s.name for s in SERIES if s.kind == "postgres"}
+    first = scheduler.tick(layout, now, lambda: broken)
+    assert set(first.made) == {s.name for s in SERIES} - dumps
+    assert {f.split(":", 1)[0] for f in first.failures} == dumps
+    log = (layout.logs / "backup-jobs.log").read_text().splitlines()
+    failed = [line.split(" ", 1)[1] for line in log if " FAILED " in line]
+    assert len(failed) == len(dumps)
+    assert all("job failed: pg_dump of" in line and line.endswith("(retried at the next tick)") for line in failed)
+    second = scheduler.tick(layout, now + scheduler.TICK, lambda: context)
+    assert (set(second.made), second.failures) == (dumps, [])
 
 
 def test_status_of_a_missing_state_dir_says_not_created(tmp_path: Path) -> None:

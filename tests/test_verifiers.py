@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import random
 import re
@@ -27,11 +28,12 @@ import pytest
 import yaml
 
 from opsverify import pgtools
+from opsverify.backups import gzipstream
 from opsverify.backups.formats import FORMATS, detect_format, verify_backup
 from opsverify.backups.gzipstream import inflate
 from opsverify.backups.rdb import verify_rdb_stream
 from opsverify.backups.sqldump import SqlScanner
-from opsverify.backups.verdict import INTEGRITY_ONLY, Expectations
+from opsverify.backups.verdict import INTEGRITY_ONLY, CorruptBackup, Expectations
 from opsverify.localserver.net import free_port
 from opsverify.localserver.process import wait_gone
 from opsverify.localserver.redis import start_redis
@@ -82,6 +84,60 @@ def check(path: Path, expect: Expectations = INTEGRITY_ONLY) -> tuple[bool, str]
 
 
 # --- gzip -------------------------------------------------------------------------------------
+# Every gzip test runs with ISA-L's inflate (the default: ``isal`` is a dependency) and with the
+# standard library's zlib, the fallback when ``isal`` cannot be imported.
+
+
+@pytest.fixture(params=["isal", "zlib"])
+def each_inflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Verify with the inflate named by the parameter."""
+    if request.param == "zlib":
+        monkeypatch.setattr(gzipstream, "_chosen", gzipstream.STDLIB)
+    else:
+        monkeypatch.setattr(gzipstream, "_chosen", None)
+        assert gzipstream.inflater().name == "isal", "the isal package is not installed: run `make setup`"
+    return str(request.param)
+
+
+EACH_INFLATER = pytest.mark.usefixtures("each_inflater")
+
+
+def test_without_isal_the_standard_library_inflate_is_chosen(
+    gz_text: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "isal", None)  # `import isal` fails as when it is not installed
+    monkeypatch.setattr(gzipstream, "_chosen", None)
+    assert gzipstream.inflater() is gzipstream.STDLIB
+    path, content = gz_text
+    stream = gzipstream.GzipStream(path.open("rb"))
+    assert b"".join(stream) == content
+    assert (stream.impl.name, stream.members) == ("zlib", 1)
+    assert gzipstream.inflater() is gzipstream.STDLIB  # chosen once
+
+
+@pytest.mark.parametrize("read_size", [777, 1 << 20])
+def test_members_ending_inside_a_capped_output_loop_are_each_checked(each_inflater: str, read_size: int) -> None:
+    """A member's deflate data ends while its output is still being drained (``max_length``) and the next
+    member starts in ``unused_data``: both inflaters must hand over at the same byte."""
+    first, second = gzip.compress(bytes(5 << 20), mtime=0), gzip.compress(b"x" * 1000 + bytes(3 << 20), mtime=0)
+    data = first + second + gzip.compress(b"tail\n", mtime=0)
+    stream = gzipstream.GzipStream(io.BytesIO(data), read_size)
+    assert sum(len(chunk) for chunk in stream) == (5 << 20) + 1000 + (3 << 20) + 5
+    assert (stream.members, stream.impl.name) == (3, each_inflater)
+    damaged = bytearray(data)
+    damaged[len(first) + len(second) - 8] ^= 1  # the second member's stored CRC32
+    crc = zlib.crc32(b"x" * 1000 + bytes(3 << 20))
+    with pytest.raises(CorruptBackup) as raised:
+        for _ in gzipstream.GzipStream(io.BytesIO(bytes(damaged)), read_size):
+            pass
+    assert str(raised.value) == f"CRC32 mismatch in gzip member 2 (stored 0x{crc ^ 1:08x}, computed 0x{crc:08x})"
+
+
+def test_an_invalid_deflate_block_names_the_reason(tmp_path: Path, each_inflater: str) -> None:
+    path = tmp_path / "bad-block.gz"
+    path.write_bytes(gzip.compress(b"", mtime=0)[:10] + b"\x07" + bytes(20))  # BFINAL=1, BTYPE=11 (reserved)
+    reason = {"zlib": "invalid block type", "isal": "invalid deflate block found"}[each_inflater]
+    assert check(path) == (False, f"corrupt deflate data in gzip member 1 ({reason}) within compressed bytes 10-31")
 
 
 @pytest.fixture
@@ -94,6 +150,7 @@ def gz_text(tmp_path: Path) -> tuple[Path, bytes]:
     return tmp_path / "rows.txt.gz", content
 
 
+@EACH_INFLATER
 def test_gzip_made_by_the_gzip_binary_is_intact(gz_text: tuple[Path, bytes]) -> None:
     path, content = gz_text
     verdict = verify_backup(path)
@@ -101,6 +158,7 @@ def test_gzip_made_by_the_gzip_binary_is_intact(gz_text: tuple[Path, bytes]) -> 
     assert verdict.detail == f"intact: 1 gzip member(s), {path.stat().st_size:,} bytes in, {len(content):,} bytes out"
 
 
+@EACH_INFLATER
 def test_concatenated_gzip_members_are_one_valid_stream(gz_text: tuple[Path, bytes], tmp_path: Path) -> None:
     path, content = gz_text
     both = tmp_path / "both.gz"
@@ -111,6 +169,7 @@ def test_concatenated_gzip_members_are_one_valid_stream(gz_text: tuple[Path, byt
     assert verdict.facts["bytes_out"] == str(len(content) + 14)
 
 
+@EACH_INFLATER
 def test_inflate_reads_a_pipe(gz_text: tuple[Path, bytes]) -> None:
     path, content = gz_text
     with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as proc:
@@ -118,6 +177,7 @@ def test_inflate_reads_a_pipe(gz_text: tuple[Path, bytes]) -> None:
         assert b"".join(inflate(proc.stdout)) == content
 
 
+@EACH_INFLATER
 def test_truncated_gzip_fails(gz_text: tuple[Path, bytes]) -> None:
     path, _ = gz_text
     cut = path.stat().st_size // 2
@@ -125,6 +185,7 @@ def test_truncated_gzip_fails(gz_text: tuple[Path, bytes]) -> None:
     assert check(path) == (False, f"gzip stream truncated after {cut:,} compressed bytes (no trailer)")
 
 
+@EACH_INFLATER
 def test_flipped_byte_in_stored_data_is_a_crc_mismatch(tmp_path: Path) -> None:
     content = random.Random(5).randbytes(300_000)  # incompressible: deflate stores it as is
     path = tmp_path / "random.gz"
@@ -136,6 +197,7 @@ def test_flipped_byte_in_stored_data_is_a_crc_mismatch(tmp_path: Path) -> None:
     assert check(path) == (False, f"CRC32 mismatch in gzip member 1 {expected}")
 
 
+@EACH_INFLATER
 def test_flipped_byte_in_the_middle_of_compressed_text_fails(gz_text: tuple[Path, bytes]) -> None:
     path, _ = gz_text
     flip(path, path.stat().st_size // 2)
@@ -148,6 +210,7 @@ def test_flipped_byte_in_the_middle_of_compressed_text_fails(gz_text: tuple[Path
     ), detail
 
 
+@EACH_INFLATER
 def test_corrupted_trailer_crc_is_reported_as_such(gz_text: tuple[Path, bytes]) -> None:
     path, content = gz_text
     flip(path, path.stat().st_size - 8)
@@ -156,6 +219,7 @@ def test_corrupted_trailer_crc_is_reported_as_such(gz_text: tuple[Path, bytes]) 
     assert check(path) == (False, expected)
 
 
+@EACH_INFLATER
 def test_corrupted_trailer_length_is_reported_as_such(gz_text: tuple[Path, bytes]) -> None:
     path, content = gz_text
     flip(path, path.stat().st_size - 1)
@@ -164,6 +228,7 @@ def test_corrupted_trailer_length_is_reported_as_such(gz_text: tuple[Path, bytes
     assert check(path) == (False, expected)
 
 
+@EACH_INFLATER
 def test_trailing_garbage_fails(gz_text: tuple[Path, bytes]) -> None:
     path, _ = gz_text
     size = path.stat().st_size
@@ -171,6 +236,7 @@ def test_trailing_garbage_fails(gz_text: tuple[Path, bytes]) -> None:
     assert check(path) == (False, f"trailing garbage after gzip member 1 at compressed byte {size:,}")
 
 
+@EACH_INFLATER
 def test_not_gzip_data_with_a_gz_name_fails(tmp_path: Path) -> None:
     path = tmp_path / "dump.sql.gz"
     path.write_bytes(SYNTHETIC_DUMP.encode())
@@ -332,6 +398,7 @@ def test_plain_dump_from_pg_dump_is_intact(pg_dumps: Dumps) -> None:
     assert verdict.facts["tables"] == "public.models,public.simulations"
 
 
+@EACH_INFLATER
 def test_gzipped_plain_dump_is_checked_in_one_pass(pg_dumps: Dumps, tmp_path: Path) -> None:
     path = tmp_path / "db.sql.gz"
     with path.open("wb") as out:
@@ -549,6 +616,7 @@ def make_tar(tree: Path, name: str, flags: str) -> Path:
     return tree / name
 
 
+@EACH_INFLATER
 def test_tar_gz_from_tar_is_intact(tree: Path) -> None:
     verdict = verify_backup(make_tar(tree, "models.tar.gz", "-czf"))
     size = sum((tree / m).stat().st_size for m in MEMBERS)
@@ -562,6 +630,7 @@ def test_plain_tar_is_intact(tree: Path) -> None:
     assert detect_format(Path(shutil.copy(path, tree / "archive.bin"))) == "tar"
 
 
+@EACH_INFLATER
 def test_truncated_tar_gz_fails_at_the_member_being_read(tree: Path) -> None:
     path = make_tar(tree, "models.tar.gz", "-czf")
     cut = path.stat().st_size // 2
@@ -570,6 +639,7 @@ def test_truncated_tar_gz_fails_at_the_member_being_read(tree: Path) -> None:
     assert check(path) == (False, expected + " (no trailer)")
 
 
+@EACH_INFLATER
 def test_tar_gz_with_a_corrupt_member_header_fails(tree: Path) -> None:
     tar = bytearray(make_tar(tree, "models.tar", "-cf").read_bytes())
     with tarfile.open(tree / "models.tar") as archive:
@@ -580,6 +650,7 @@ def test_tar_gz_with_a_corrupt_member_header_fails(tree: Path) -> None:
     assert check(path) == (False, "corrupt tar.gz at the header after member 'data/notes.txt': bad checksum")
 
 
+@EACH_INFLATER
 def test_flipped_byte_inside_a_tar_gz_member_fails(tree: Path) -> None:
     path = make_tar(tree, "models.tar.gz", "-czf")
     flip(path, path.stat().st_size // 2)

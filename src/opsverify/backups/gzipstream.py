@@ -3,19 +3,27 @@
 ``inflate(stream)`` yields the decompressed chunks of a gzip stream (a file, an S3 body, an ssh
 pipe) and raises ``CorruptBackup`` at the first problem: truncation, bad deflate data, a trailer
 that does not match the data, garbage after the last member. Member headers and trailers are
-parsed here around zlib's raw inflate, so a trailer mismatch names the stored and the computed
+parsed here around a raw inflate, so a trailer mismatch names the stored and the computed
 value. Concatenated members (``cat a.gz b.gz``) are one valid stream. Memory stays bounded
-however compressible the data: 1 MiB read at a time, 256 KiB into and out of zlib per call.
+however compressible the data: 1 MiB read at a time, 256 KiB into and out of the inflater per call.
+
+The inflate and the CRC32 are ISA-L's (PyPI ``isal``: ``isal_zlib.decompressobj`` and ``crc32``,
+about 1.6x zlib's speed) when it is importable, else the standard library's ``zlib``; both are
+driven identically (raw deflate, ``wbits=-15``, ``max_length``, ``unconsumed_tail``, ``eof``,
+``unused_data``), and the trailer check does not depend on which one ran. ``inflater()`` picks
+once, on first use.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from opsverify.backups.verdict import ByteStream, CorruptBackup, Expectations, Verdict, failed, passed
 
@@ -30,6 +38,40 @@ MAGIC = b"\x1f\x8b"
 DEFLATE = 8
 FHCRC, FEXTRA, FNAME, FCOMMENT, RESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
 HEADER, BODY, TRAILER = "header", "body", "trailer"
+
+
+@dataclass(frozen=True)
+class Inflater:
+    """One raw-deflate implementation: its name, ``decompressobj``, ``crc32`` and the error it raises."""
+
+    name: str
+    decompressobj: Callable[[int], Any]
+    crc32: Callable[[bytes, int], int]
+    error: type[Exception]
+
+    def reason(self, exc: Exception) -> str:
+        """The library's reason, without its error-code prefix: ``invalid block type``."""
+        text = str(exc).rpartition(": ")[2]
+        text = re.sub(r"^Error -?\d+ ", "", text)
+        return text[:1].lower() + text[1:]
+
+
+STDLIB = Inflater("zlib", zlib.decompressobj, zlib.crc32, zlib.error)
+_chosen: Inflater | None = None
+
+
+def inflater() -> Inflater:
+    """ISA-L's inflate when ``isal`` is importable, else zlib's; chosen on first use, then kept."""
+    global _chosen
+    if _chosen is None:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            _chosen = STDLIB
+        else:
+            error = cast("type[Exception]", isal_zlib.error)  # its stub calls the class an instance
+            _chosen = Inflater("isal", isal_zlib.decompressobj, isal_zlib.crc32, error)
+    return _chosen
 
 
 def header_end(buf: bytes, pos: int, member: int) -> int | None:
@@ -71,7 +113,8 @@ class GzipStream:
         self.members = 0
         self._state = HEADER
         self._pending = b""
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.impl = inflater()
+        self._inflater = self.impl.decompressobj(-zlib.MAX_WBITS)
         self._crc = 0
         self._size = 0
 
@@ -119,17 +162,17 @@ class GzipStream:
                 raise CorruptBackup(f"gzip member {member} has a malformed header (no end within 1 MiB)")
             return None
         self._state, self._crc, self._size = BODY, 0, 0
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._inflater = self.impl.decompressobj(-zlib.MAX_WBITS)
         return end
 
     def _inflate(self, buf: bytes, pos: int, base: int) -> Generator[bytes, None, int]:
-        view, inflater = memoryview(buf), self._inflater
+        view, inflater, crc32 = memoryview(buf), self._inflater, self.impl.crc32
         while pos < len(buf):
             end = min(pos + FEED_SIZE, len(buf))
             out = self._decompress(view[pos:end], base + pos, base + end)
             while True:
                 if out:
-                    self._crc = zlib.crc32(out, self._crc)
+                    self._crc = crc32(out, self._crc)
                     self._size += len(out)
                     self.bytes_out += len(out)
                     yield out
@@ -144,13 +187,14 @@ class GzipStream:
 
     def _decompress(self, data: bytes | memoryview, low: int, high: int) -> bytes:
         try:
-            return self._inflater.decompress(data, OUT_SIZE)
-        except zlib.error as exc:
-            reason = str(exc).rpartition(": ")[2]
+            out: bytes = self._inflater.decompress(data, OUT_SIZE)
+        except self.impl.error as exc:
+            reason = self.impl.reason(exc)
             raise CorruptBackup(
                 f"corrupt deflate data in gzip member {self.members + 1} ({reason}) "
                 f"within compressed bytes {low:,}-{high:,}"
             ) from None
+        return out
 
     def _trailer(self, trailer: bytes) -> None:
         stored_crc, stored_size = struct.unpack("<II", trailer)

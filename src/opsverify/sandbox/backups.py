@@ -1,9 +1,12 @@
-"""The runbooks' backup jobs, run for real and back-dated into a daily series.
+"""The runbooks' backup jobs, run for real: back-dated into a daily series at creation, then on schedule.
 
-Each file is made now by the runbook's own command (``pg_dump | gzip``, ``pg_dump -Fc``,
-``pg_dump -t``, the RDB after BGSAVE, ``kubectl get ... -o yaml``-shaped Lists, ``tar -czf``),
-then named by and ``os.utime``-d to the time it stands for: the newest one hour ago, one a day
-before that. So the series looks like cron ran it for 30 (or 7, or 3) days.
+Each file is made by the runbook's own command (``pg_dump | gzip``, ``pg_dump -Fc``,
+``pg_dump -t``, the RDB after BGSAVE, ``kubectl get ... -o yaml``-shaped Lists, ``tar -czf``).
+At creation ``make_backups`` names and ``os.utime``-s each to the time it stands for: the newest
+half an hour ago, one a day before that, so the series looks like cron ran it for 30 (or 7, or 3)
+days. From then on the sandbox's scheduler (``scheduler.py``) runs each job at its cadence and
+applies the runbook's cleanup, through ``run_job``, ``finish_backup`` and ``cleanup`` below. A new
+series is one row of ``SERIES``.
 """
 
 from __future__ import annotations
@@ -19,20 +22,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import yaml
 
+from opsverify.durations import parse_duration
 from opsverify.errors import SandboxError
 from opsverify.facts.database import data_facts
-from opsverify.facts.manifest import write_manifest
+from opsverify.facts.manifest import manifest_path, write_manifest
 from opsverify.facts.redis import redis_facts
 from opsverify.localserver.postgres import SUPERUSER
 from opsverify.localserver.redis import RedisServer
 from opsverify.pgtools import clean_env, pg_tool
 from opsverify.sandbox import appfiles
 from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.redis import bgsave
 from opsverify.sandbox.state import Layout
 
 DAY = 86400.0
@@ -41,40 +45,47 @@ DUMP_TIMEOUT = 60.0
 MANIFEST_CHECKSUM_ROWS = 100_000
 
 
+Job = Callable[["JobContext", "Series", Path, float], None]
+
+
 @dataclass(frozen=True)
 class Series:
-    """One backup series as the profile declares it."""
+    """One backup series as the profile declares it, and the job that makes one backup of it.
+
+    This table is the one source of truth: ``make_backups`` runs each job ``days`` times back-dated,
+    the scheduler runs it every ``every`` seconds and applies the cleanup, the profile declares it.
+    A series with a ``retention`` is cleaned as its runbook does (``find -mtime +N -delete``); one
+    without keeps its newest ``days`` backups.
+    """
 
     name: str
     kind: str
     subdir: str
-    pattern: str
+    pattern: str  # its ``*`` is the job's date stamp (with the time when ``timed``)
     days: int
     database: str | None = None
     retention: str | None = None
     tables: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     offsite: str | None = None  # s3://bucket/prefix/ the job uploads each file to (QP-18, QP-21)
+    job: Job | None = None
+    every: float = DAY  # the job's cadence in seconds (cron: daily)
+    timed: bool = False  # the name carries the time as well as the date
+    manifest: bool = False  # the job writes what the backup holds beside it (rows and checksums, or Redis keys)
+    members: tuple[str, ...] = ()  # what an archive job tars, relative to the app dir
+    mode: int = 0o644
     scope: str = "full"  # "tables": a pg_dump -t series, not a whole-database dump
 
+    def target(self, directory: Path, when: float) -> Path:
+        """Where the job run at ``when`` writes: the runbook's name, with the time too when that is taken."""
+        path = directory / self.pattern.replace("*", _stamp(when, self.timed))
+        if path.exists() or path.with_name(path.name + ".part").exists():
+            path = directory / self.pattern.replace("*", _stamp(when, True))
+        return path
 
-PF_TABLES = ("models", "simulations")
-QP_TABLES = ("users", "optimization_jobs")
-SERIES = (
-    Series("pf-postgres-daily", "postgres", "postgres", "backup_*.sql.gz", 30, "photonic_foundry", "30d", PF_TABLES),
-    Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry", None, PF_TABLES),
-    Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 3, "photonic_foundry",
-           None, ("simulations",), scope="tables"),
-    Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
-           QP_TABLES, offsite="s3://qp-backups/database/"),
-    Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3),
-    Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3, kinds=("ConfigMap",)),
-    Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3, kinds=("Deployment",)),
-    Series("k8s-secrets", "config", "config", "secrets_backup_*.yaml", 3, kinds=("Secret",)),
-    Series("models-archive", "archive", "archives", "models_backup_*.tar.gz", 3, offsite="s3://pf-backups/models/"),
-    Series("results-archive", "archive", "archives", "results_backup_*.tar.gz", 3, offsite="s3://pf-backups/results/"),
-    Series("env-archive", "archive", "archives", "env_backup_*.tar.gz", 3),
-)
+    def keep_days(self) -> int | None:
+        """N of the runbook's cleanup ``find -mtime +N -delete``; None when the series keeps a count."""
+        return round(parse_duration(self.retention).total_seconds() / DAY) if self.retention else None
 
 
 def _stamp(when: float, with_time: bool) -> str:
@@ -162,64 +173,158 @@ def _tar(target: Path, when: float, root: Path, members: list[str]) -> None:
     _finish(tmp, target, when)
 
 
-def _write_manifests(pg: Postgres, redis_server: RedisServer, root: Path) -> None:
-    """What each full dump and RDB holds, as the job saw it (row counts, checksums; Redis keys)."""
-    dumps = {
-        "photonic_foundry": [*(root / "postgres").glob("backup_*.sql.gz"), *(root / "postgres").glob("backup_*.dump")],
-        "quantum_planner": list((root / "database").glob("quantum_planner_*.sql.gz")),
-    }
-    for dbname, files in dumps.items():
-        with pg.connect(dbname) as conn:
-            facts = data_facts(conn, MANIFEST_CHECKSUM_ROWS)
-        for path in files:
-            write_manifest(path, facts)
-    keys = redis_facts(redis_server.client())
-    for path in (root / "redis").glob("redis_backup_*.rdb"):
-        write_manifest(path, keys.to_json())
+class JobContext:
+    """What the jobs run against: the sandbox's servers, its app files, where the backups go."""
+
+    def __init__(
+        self, layout: Layout, pg: Postgres, redis_server: RedisServer, ports: dict[str, int], rdb: Path | None = None
+    ) -> None:
+        self.layout = layout
+        self.pg = pg
+        self.redis_server = redis_server
+        self.ports = ports
+        self.dump = Dumper(pg)
+        self._rdb = rdb
+        self._facts: dict[str, dict[str, object]] = {}
+        self._lock = threading.Lock()
+
+    def rdb(self) -> Path:
+        """The RDB of one BGSAVE (the one given, else run now, once per context)."""
+        with self._lock:
+            if self._rdb is None:
+                self._rdb = bgsave(self.redis_server)
+            return self._rdb
+
+    def facts(self, series: Series) -> dict[str, object]:
+        """What a full backup of the series holds now (database rows and checksums, or Redis keys), once per context."""
+        key = series.database or series.kind
+        if key not in self._facts:
+            if series.database:
+                with self.pg.connect(series.database) as conn:
+                    self._facts[key] = data_facts(conn, MANIFEST_CHECKSUM_ROWS).to_json()
+            else:
+                self._facts[key] = redis_facts(self.redis_server.client()).to_json()
+        return self._facts[key]
+
+
+def _dump_gzip(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    ctx.dump.gzipped(target, when, str(series.database))
+
+
+def _dump_custom(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    ctx.dump.to_file(target, when, str(series.database), "-Fc")
+
+
+def _dump_tables(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    ctx.dump.to_file(target, when, str(series.database), *(a for t in series.tables for a in ("-t", t)))
+
+
+def _rdb_copy(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    tmp = target.with_name(target.name + ".part")
+    shutil.copy2(ctx.rdb(), tmp)
+    _finish(tmp, target, when, series.mode)
+
+
+EXPORTS: dict[str, Callable[[dict[str, int]], object]] = {
+    "ConfigMap": appfiles.configmaps,
+    "Deployment": lambda ports: appfiles.deployments(),
+    "Secret": lambda ports: appfiles.secrets_list(),
+}
+
+
+def _k8s_export(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    _write_yaml(target, when, EXPORTS[series.kinds[0]](ctx.ports), series.mode)
+
+
+def _archive(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    _tar(target, when, ctx.layout.app / "photonic-foundry", list(series.members))
+
+
+PF_TABLES = ("models", "simulations")
+QP_TABLES = ("users", "optimization_jobs")
+SERIES = (
+    Series("pf-postgres-daily", "postgres", "postgres", "backup_*.sql.gz", 30, "photonic_foundry", "30d", PF_TABLES,
+           job=_dump_gzip, timed=True, manifest=True),
+    Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry", None, PF_TABLES,
+           job=_dump_custom, manifest=True),
+    Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 3, "photonic_foundry",
+           None, ("simulations",), job=_dump_tables, scope="tables"),
+    Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
+           QP_TABLES, offsite="s3://qp-backups/database/", job=_dump_gzip, timed=True, manifest=True),
+    Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3, job=_rdb_copy, manifest=True),
+    Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3, kinds=("ConfigMap",), job=_k8s_export),
+    Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3, kinds=("Deployment",),
+           job=_k8s_export),
+    Series("k8s-secrets", "config", "config", "secrets_backup_*.yaml", 3, kinds=("Secret",), job=_k8s_export,
+           mode=0o600),
+    Series("models-archive", "archive", "archives", "models_backup_*.tar.gz", 3, offsite="s3://pf-backups/models/",
+           job=_archive, members=("models",)),
+    Series("results-archive", "archive", "archives", "results_backup_*.tar.gz", 3, offsite="s3://pf-backups/results/",
+           job=_archive, members=("results",)),
+    Series("env-archive", "archive", "archives", "env_backup_*.tar.gz", 3, job=_archive,
+           members=(".env", "docker-compose.yml", "Dockerfile")),
+)
+
+
+def prepare(layout: Layout) -> None:
+    """The backup dirs (``config`` holds secret exports: 0750)."""
+    for sub in {s.subdir for s in SERIES}:
+        (layout.backups / sub).mkdir(parents=True, exist_ok=True)
+    (layout.backups / "config").chmod(0o750)
+
+
+def run_job(ctx: JobContext, series: Series, when: float) -> Path:
+    """Run the series' job once, as at ``when`` (no manifest yet); the backup it wrote."""
+    if series.job is None:
+        raise SandboxError(f"series {series.name} has no job")
+    target = series.target(ctx.layout.backups / series.subdir, when)
+    series.job(ctx, series, target, when)
+    return target
+
+
+def finish_backup(ctx: JobContext, series: Series, path: Path) -> None:
+    """The job's last step: the manifest of what the backup holds, where the series keeps one."""
+    if series.manifest:
+        write_manifest(path, ctx.facts(series))
+
+
+def backups_of(layout: Layout, series: Series) -> list[Path]:
+    """The series' finished backups, oldest first (by mtime, as ``find`` and ``ls -t`` see them)."""
+    directory = layout.backups / series.subdir
+    files = [p for p in directory.glob(series.pattern) if p.is_file()]
+    return sorted(files, key=lambda p: p.stat().st_mtime)
+
+
+def cleanup(layout: Layout, series: Series, now: float) -> list[Path]:
+    """The runbook's cleanup: ``find -mtime +N -delete`` (whole days, as find counts), else keep the newest
+    ``days``; with each backup its manifest, and a ``.part`` a killed job left over a day ago. What it deleted.
+    """
+    files = backups_of(layout, series)
+    keep = series.keep_days()
+    if keep is None:
+        doomed = files[: max(0, len(files) - series.days)]
+    else:
+        doomed = [p for p in files if (now - p.stat().st_mtime) // DAY > keep]
+    doomed += [
+        p for p in (layout.backups / series.subdir).glob(series.pattern + ".part") if now - p.stat().st_mtime > DAY
+    ]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+        manifest_path(path).unlink(missing_ok=True)
+    return doomed
 
 
 def make_backups(
     layout: Layout, pg: Postgres, redis_server: RedisServer, rdb: Path, ports: dict[str, int], now: float
 ) -> int:
-    """Run every series' job for its days (dumps four at a time), with manifests; the number of backups written."""
-    root = layout.backups
-    for sub in {s.subdir for s in SERIES}:
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "config").chmod(0o750)
-    dump = Dumper(pg)
-    pf = layout.app / "photonic-foundry"
-    jobs: list[Callable[[], None]] = []
-
-    def at(day: int) -> float:
-        return now - NEWEST_AGE - day * DAY
-
-    for w in map(at, range(30)):
-        jobs.append(
-            partial(dump.gzipped, root / "postgres" / f"backup_{_stamp(w, True)}.sql.gz", w, "photonic_foundry")
-        )
-    for w in map(at, range(7)):
-        target = root / "database" / f"quantum_planner_{_stamp(w, True)}.sql.gz"
-        jobs.append(partial(dump.gzipped, target, w, "quantum_planner"))
-    for w in map(at, range(3)):
-        jobs.append(
-            partial(dump.to_file, root / "postgres" / f"backup_{_stamp(w, False)}.dump", w, "photonic_foundry", "-Fc")
-        )
-    for w in map(at, range(3)):
-        target = root / "postgres" / f"simulations_backup_{_stamp(w, False)}.sql"
-        jobs.append(partial(dump.to_file, target, w, "photonic_foundry", "-t", "simulations"))
+    """Run every series' job for its days (four at a time), back-dated a day apart, the newest half an hour
+    old, with manifests; the number of backups written."""
+    prepare(layout)
+    ctx = JobContext(layout, pg, redis_server, ports, rdb)
+    runs = [(s, now - NEWEST_AGE - day * s.every) for s in SERIES for day in range(s.days)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for future in [pool.submit(job) for job in jobs]:
-            future.result(timeout=DUMP_TIMEOUT * 2)
-    for day in range(3):
-        w, date = at(day), _stamp(at(day), False)
-        rdb_copy = root / "redis" / f"redis_backup_{date}.rdb"
-        shutil.copy2(rdb, rdb_copy)
-        os.utime(rdb_copy, (w, w))
-        _write_yaml(root / "config" / f"configmaps_backup_{date}.yaml", w, appfiles.configmaps(ports))
-        _write_yaml(root / "config" / f"deployments_backup_{date}.yaml", w, appfiles.deployments())
-        _write_yaml(root / "config" / f"secrets_backup_{date}.yaml", w, appfiles.secrets_list(), mode=0o600)
-        _tar(root / "archives" / f"models_backup_{date}.tar.gz", w, pf, ["models"])
-        _tar(root / "archives" / f"results_backup_{date}.tar.gz", w, pf, ["results"])
-        _tar(root / "archives" / f"env_backup_{date}.tar.gz", w, pf, [".env", "docker-compose.yml", "Dockerfile"])
-    _write_manifests(pg, redis_server, root)
-    return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".manifest.json"))
+        futures = [(series, pool.submit(run_job, ctx, series, when)) for series, when in runs]
+        made = [(series, future.result(timeout=DUMP_TIMEOUT * 2)) for series, future in futures]
+    for series, path in made:
+        finish_backup(ctx, series, path)
+    return len(made)

@@ -19,7 +19,7 @@ from opsverify.localserver.net import LOOPBACK, free_port, port_is_free, wait_po
 from opsverify.localserver.postgres import Primary
 from opsverify.localserver.process import pid_alive
 from opsverify.localserver.redis import RedisServer, read_pid, start_redis
-from opsverify.sandbox import apps
+from opsverify.sandbox import apps, scheduler
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
 from opsverify.sandbox.offsite import sync_offsite
@@ -36,6 +36,9 @@ def _postgres(layout: Layout, state: State) -> Postgres:
     return Postgres(
         Path(state.pg_base), state.pg_as_postgres, state.ports["postgres"], ensure_secret(layout, "pg_superuser")
     )
+
+
+postgres_of = _postgres  # the scheduler's jobs reach PostgreSQL as ``up`` does
 
 
 def _replica(layout: Layout, state: State) -> Postgres:
@@ -99,6 +102,7 @@ def _create(layout: Layout) -> None:
             apps.spawn_app(layout, name, state.ports[name])
         sync_offsite(layout, state.ports["s3"], time.time())
         write_profile(layout, state.ports)
+        scheduler.spawn_scheduler(layout)
     except BaseException:
         with suppress(LocalServerError):  # the first error is the one to report
             _stop(layout, state)
@@ -127,6 +131,8 @@ def _restart(layout: Layout, state: State) -> None:
     if pids["s3"] is None:  # the S3 server keeps objects in memory: upload the copies again
         sync_offsite(layout, state.ports["s3"], time.time())
     write_profile(layout, state.ports)
+    if scheduler.scheduler_pid(layout) is None:
+        scheduler.spawn_scheduler(layout)  # its first tick catches up what fell due while it was down
 
 
 def up(state_dir: Path) -> SandboxStatus:
@@ -145,8 +151,15 @@ def up(state_dir: Path) -> SandboxStatus:
 
 def _stop(layout: Layout, state: State) -> list[str]:
     """Stop every component; what is left behind (processes, open ports), as phrases."""
-    pids = _pids(layout, state)
     problems: list[str] = []
+    try:  # first, so no job starts against a server that is stopping
+        cron = scheduler.stop_scheduler(layout)
+    except LocalServerError as err:
+        problems.append(str(err))
+    else:
+        if cron is not None and pid_alive(cron):
+            problems.append(f"backup scheduler process {cron} still runs")
+    pids = _pids(layout, state)
     for name in SPAWNED:
         try:
             apps.stop_app(layout, name, state.ports[name])
@@ -203,4 +216,7 @@ def status(state_dir: Path) -> SandboxStatus:
     addresses = {name: f"{LOOPBACK}:{ports[name]}" for name in ("postgres", "replica", "redis")}
     addresses.update({name: apps.url(name, ports[name]) for name in SPAWNED})
     components = [ComponentStatus(name, pids[name] is not None, addresses[name], pids[name]) for name in COMPONENTS]
+    cron = scheduler.scheduler_pid(layout)
+    every = f"backup jobs, tick {scheduler.TICK:g}s: {layout.logs / 'backup-jobs.log'}"
+    components.append(ComponentStatus(scheduler.NAME, cron is not None, every, cron))
     return SandboxStatus(layout.root, layout.profile, components)
