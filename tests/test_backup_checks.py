@@ -258,6 +258,103 @@ def test_world_readable_secret_export_fails(run_checks: Run, profile_variant: Va
     )
 
 
+# --- the roles/grants backup (pg_dumpall --globals-only) against the live database's owners and grantees ----
+
+ROLES = "backup/test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs"
+ROLES_TEST = "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs[pg-globals]"
+
+
+def drop_line(line: str) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        text = path.read_text()
+        assert f"\n{line}\n" in text
+        path.write_text(text.replace(f"\n{line}\n", "\n"))
+
+    return edit
+
+
+def test_globals_backup_without_a_role_of_the_database_fails(
+    run_checks: Run, profile_variant: Variant, series: Any
+) -> None:
+    copy = series("pg-globals")
+    newest = copy.files[0]
+    keep_mtime(newest, drop_line("CREATE ROLE postgres;"))  # the owner of every object of photonic_foundry
+    run = run_checks(profile_variant(copy.only()), ROLES, RECENT)
+    assert run.failed() == {ROLES_TEST}
+    assert run.message(ROLES_TEST) == (
+        "newest globals backup of pg-globals has no CREATE ROLE for 1 role(s) that own objects in or hold grants on "
+        "database photonic_foundry: postgres; a restore onto a new cluster would lock them out: include them in the "
+        f"pg_dumpall --globals-only job ({newest})"
+    )
+
+
+def test_no_globals_files_fail(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pg-globals")
+    for path in copy.files:
+        path.unlink()
+    run = run_checks(profile_variant(copy.only()), ROLES)
+    assert run.failed() == {ROLES_TEST}
+    assert run.message(ROLES_TEST) == f"no backup of pg-globals in {copy.directory} matches globals_*.sql"
+
+
+def test_globals_file_without_create_role_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pg-globals")
+    newest = copy.files[0]
+    keep_mtime(newest, lambda p: p.write_text(re.sub(r"(?m)^CREATE ROLE .*\n", "", p.read_text())))
+    run = run_checks(profile_variant(copy.only()), ROLES, RECENT)
+    intact = "test_backup_integrity.py::test_recent_backup_is_intact[pg-globals#1]"
+    assert run.failed() == {ROLES_TEST, intact}
+    detail = "holds no CREATE ROLE statement: not a pg_dumpall --globals-only file"
+    assert run.message(intact) == f"backup {newest.name} of pg-globals is not intact: {detail} ({newest})"
+    assert run.message(ROLES_TEST) == f"newest globals backup of pg-globals is not intact: {detail} ({newest})"
+
+
+@pytest.fixture
+def app_role_cluster(sandbox_profile: Path) -> Iterator[int]:
+    """A throwaway cluster whose photonic_foundry has an application role owning a table, and a reader granted on it."""
+    from opsverify.localserver.net import free_port
+    from opsverify.profile import load_profile
+    from opsverify.sandbox.postgres import Postgres
+
+    base = Path("/tmp") / f"opsverify-test-roles-{uuid.uuid4().hex[:8]}"
+    cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    cluster.init()
+    cluster.start()
+    try:
+        check = load_profile(sandbox_profile).databases[0].secret() or ""
+        cluster.create_role_and_databases(check, "unused-replication-secret")
+        with cluster.connect("photonic_foundry") as conn:
+            conn.execute("CREATE ROLE photonic LOGIN")
+            conn.execute("CREATE ROLE photonic_reader")
+            conn.execute("CREATE TABLE models (id int)")
+            conn.execute("ALTER TABLE models OWNER TO photonic")
+            conn.execute("GRANT SELECT ON models TO photonic_reader")
+        yield cluster.port
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+
+
+def test_globals_backup_of_a_cluster_without_the_app_role_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, app_role_cluster: int
+) -> None:
+    copy = series("pg-globals")  # real pg_dumpall --globals-only files of the sandbox, which has no such roles
+
+    def mutate(data: dict[str, Any]) -> None:
+        copy.only()(data)
+        data["databases"] = [{**data["databases"][0], "port": app_role_cluster}]
+
+    run = run_checks(profile_variant(mutate), ROLES)
+    assert run.failed() == {ROLES_TEST}
+    assert run.message(ROLES_TEST) == (
+        "newest globals backup of pg-globals has no CREATE ROLE for 2 role(s) that own objects in or hold grants on "
+        "database photonic_foundry: photonic, photonic_reader; a restore onto a new cluster would lock them out: "
+        f"include them in the pg_dumpall --globals-only job ({copy.files[0]})"
+    )
+    assert run.checks[ROLES_TEST]["evidence"]["roles_needed"] == "photonic,photonic_reader,postgres"
+
+
 def test_flipped_byte_in_rdb_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
     copy = series("redis-rdb")
     newest = copy.files[0]

@@ -152,7 +152,9 @@ def test_every_check_carries_only_procedures_of_its_component_kind(collected: di
             problems.append(f"{check_id} ({kind}): carries no runbook ID")
     assert not problems, "\n".join(problems)
     kinds = {component_kind(c) for c in collected.values()}
-    assert kinds == {"postgres", "redis", "config", "archive", "http", "host", "dependency"}, "sandbox lacks a kind"
+    assert kinds == {"postgres", "redis", "config", "archive", "globals", "http", "host", "dependency"}, (
+        "sandbox lacks a kind"
+    )
 
 
 def test_redis_backup_freshness_carries_no_postgres_procedure(collected: dict[str, dict[str, Any]]) -> None:

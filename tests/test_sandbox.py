@@ -32,6 +32,7 @@ SERIES_COUNTS = {
     "pf-postgres-custom": 3,
     "pf-simulations-table": 3,
     "qp-database-daily": 7,
+    "pg-globals": 3,
     "redis-rdb": 3,
     "k8s-configmaps": 3,
     "k8s-deployments": 3,

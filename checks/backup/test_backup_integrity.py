@@ -3,11 +3,14 @@
 Runbook, by the source's kind: PF-10 every backup kind intact; PostgreSQL dumps PF-04 ``gunzip -t``,
 PF-16 integrity of each file, PF-17 plain/custom/single-table dumps, QP-19 ``pg_restore --list``;
 Redis PF-21 RDB magic/version/CRC64; config exports PF-23/QP-20; model and results archives
-PF-24/QP-21. Secret exports not world-readable: PF-23/QP-20.
+PF-24/QP-21; roles and grants (``pg_dumpall --globals-only``) PF-10. Secret exports not
+world-readable: PF-23/QP-20. The globals backup creates every role the live database needs: PF-10
+(a full system backup a recovery onto a new cluster can use).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -15,7 +18,9 @@ import pytest
 from fixtures.backups import CatalogOf, VerdictOf, listed
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
-from opsverify.profile import BackupSource
+from opsverify.backups.roles import DatabaseRoles
+from opsverify.backups.verdict import listing
+from opsverify.profile import BackupSource, Database, Profile
 
 pytestmark = [pytest.mark.backup]
 INTACT = {  # runbook IDs by the source's kind
@@ -23,6 +28,7 @@ INTACT = {  # runbook IDs by the source's kind
     "redis": ("PF-10", "PF-21"),
     "config": ("PF-10", "PF-23", "QP-20"),
     "archive": ("PF-10", "PF-24", "QP-21"),
+    "globals": ("PF-10",),
 }
 
 
@@ -73,3 +79,31 @@ def test_secret_exports_are_private(
         first = exposed[0]
         fail(f"{len(exposed)} secret export(s) of {config_backup_source.name} are readable by group or others, "
              f"first {first.location} (mode {oct(first.mode or 0)}): chmod 600 them")
+
+
+@pytest.mark.daily
+@pytest.mark.runbook("PF-10")
+def test_globals_backup_creates_every_role_the_database_needs(
+    globals_backup_source: BackupSource, profile: Profile, catalog_of: CatalogOf, verdict_of: VerdictOf,
+    roles_of: Callable[[Database], DatabaseRoles], evidence: Recorder,
+) -> None:
+    """PF-10: the newest ``pg_dumpall --globals-only`` file has a ``CREATE ROLE`` for every owner and grantee
+    of the declared live database: a dump restored onto a new cluster names them in ``OWNER TO`` and ``GRANT``."""
+    source = globals_backup_source
+    if source.database is None:
+        fail(f"globals backup {source.name} names no database: add `database:` with the profile database whose "
+             "roles it must create")
+    newest = listed(source, catalog_of).files[0]
+    verdict = verdict_of(source, newest)
+    expect(verdict.ok, f"newest globals backup of {source.name} is not intact: {verdict.detail} ({newest.location})")
+    database = profile.database(source.database)
+    live = roles_of(database)
+    expect(live.error is None, f"cannot read the roles of database {database.name} ({live.address}): {live.error}")
+    created = set(filter(None, verdict.facts.get("roles", "").split(",")))
+    missing = sorted(set(live.roles) - created)
+    evidence.record(newest=newest.location, database=database.name, roles_needed=",".join(sorted(live.roles)))
+    evidence.record(roles_created=len(created), roles_missing=",".join(missing))
+    if missing:
+        fail(f"newest globals backup of {source.name} has no CREATE ROLE for {len(missing)} role(s) that own "
+             f"objects in or hold grants on database {database.name}: {listing(missing)}; a restore onto a new "
+             f"cluster would lock them out: include them in the pg_dumpall --globals-only job ({newest.location})")

@@ -2,7 +2,7 @@
 
 Runbook, by the source's kind: QP-18 ``aws s3 cp backup.sql.gz s3://quantum-planner-backups/database/``
 (PostgreSQL dumps), QP-21 ``aws s3 sync backups/ s3://quantum-planner-backups/application/`` (model
-archives and config copies). No runbook procedure copies Redis RDBs offsite.
+archives and config copies). No runbook procedure copies Redis RDBs or globals files offsite.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from opsverify.profile import BackupSource
 pytestmark = [pytest.mark.backup, pytest.mark.daily]
 
 
-@pytest.mark.runbook(by_kind={"postgres": ("QP-18",), "redis": (), "config": ("QP-21",), "archive": ("QP-21",)})
+OFFSITE = {"postgres": ("QP-18",), "redis": (), "config": ("QP-21",), "archive": ("QP-21",), "globals": ()}
+
+
+@pytest.mark.runbook(by_kind=OFFSITE)
 def test_recent_backups_have_equal_offsite_copies(
     offsite_backup_source: BackupSource, offsite_of: Callable[[BackupSource], OffsiteParity], evidence: Recorder
 ) -> None:

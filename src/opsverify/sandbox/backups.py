@@ -1,9 +1,10 @@
 """The runbooks' backup jobs, run for real and back-dated into a daily series.
 
 Each file is made now by the runbook's own command (``pg_dump | gzip``, ``pg_dump -Fc``,
-``pg_dump -t``, the RDB after BGSAVE, ``kubectl get ... -o yaml``-shaped Lists, ``tar -czf``),
-then named by and ``os.utime``-d to the time it stands for: the newest one hour ago, one a day
-before that. So the series looks like cron ran it for 30 (or 7, or 3) days.
+``pg_dump -t``, the RDB after BGSAVE, ``kubectl get ... -o yaml``-shaped Lists, ``tar -czf``) or,
+for roles and grants, by ``pg_dumpall --globals-only``, then named by and ``os.utime``-d to the
+time it stands for: the newest one hour ago, one a day before that. So the series looks like cron
+ran it for 30 (or 7, or 3) days.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ SERIES = (
            None, ("simulations",)),
     Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
            QP_TABLES, offsite="s3://qp-backups/database/"),
+    Series("pg-globals", "globals", "globals", "globals_*.sql", 3, "photonic_foundry"),
     Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3),
     Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3, kinds=("ConfigMap",)),
     Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3, kinds=("Deployment",)),
@@ -117,6 +119,21 @@ class Dumper:
         if done.returncode != 0:
             raise SandboxError(f"pg_dump of {dbname} failed ({done.stderr.strip()}): see the PostgreSQL log")
         _finish(tmp, target, when)
+
+    def globals_only(self, target: Path, when: float) -> None:
+        """``pg_dumpall --globals-only -f target``: roles (with their password hashes, so 0600) and tablespaces."""
+        tmp = target.with_name(target.name + ".part")
+        args = [pg_tool("pg_dumpall", self.pg.major()), "-h", "127.0.0.1", "-p", str(self.pg.port), "-U", SUPERUSER]
+        try:
+            done = subprocess.run(
+                [*args, "--globals-only", "-f", str(tmp)], env=self.env, capture_output=True, text=True,
+                timeout=DUMP_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise SandboxError(f"pg_dumpall took over {DUMP_TIMEOUT:g}s: see the PostgreSQL log") from None
+        if done.returncode != 0:
+            raise SandboxError(f"pg_dumpall --globals-only failed ({done.stderr.strip()}): see the PostgreSQL log")
+        _finish(tmp, target, when, mode=0o600)
 
     def gzipped(self, target: Path, when: float, dbname: str) -> None:
         """``pg_dump | gzip > target``, streamed in chunks."""
@@ -203,6 +220,8 @@ def make_backups(
         jobs.append(
             partial(dump.to_file, root / "postgres" / f"backup_{_stamp(w, False)}.dump", w, "photonic_foundry", "-Fc")
         )
+    for w in map(at, range(3)):
+        jobs.append(partial(dump.globals_only, root / "globals" / f"globals_{_stamp(w, True)}.sql", w))
     for w in map(at, range(3)):
         target = root / "postgres" / f"simulations_backup_{_stamp(w, False)}.sql"
         jobs.append(partial(dump.to_file, target, w, "photonic_foundry", "-t", "simulations"))
