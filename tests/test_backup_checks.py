@@ -478,6 +478,53 @@ def test_offsite_object_with_same_size_other_content_fails(
     assert run.message(OFFSITE_TEST).endswith(f"first {newest.name}: offsite copy has a different hash (ETag)")
 
 
+def test_offsite_copy_in_glacier_fails(run_checks: Run, profile_variant: Variant, series: Any, bucket: Any) -> None:
+    copy = series("qp-database-daily")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    newest = copy.files[0]
+    s3.upload_file(str(newest), offsite["url"].split("/")[2], f"database/{newest.name}",
+                   ExtraArgs={"StorageClass": "GLACIER"})  # a lifecycle rule moved it: same bytes, cold
+    run = run_checks(profile_variant(mutate), OFFSITE)
+    assert run.failed() == {OFFSITE_TEST}
+    assert run.message(OFFSITE_TEST) == (
+        f"1 of 7 recent offsite copies of qp-database-daily in {offsite['url']} are in storage class GLACIER, "
+        f"first {newest.name}: a restore from them takes hours (an S3 restore request must thaw each object first): "
+        "keep recent copies in STANDARD or STANDARD_IA, or move them to GLACIER only after offsite.recent"
+    )
+
+
+DRILLED = "backup/test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill"
+DRILLED_TEST = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[qp-database-daily]"
+
+
+def s3_source(copy: SeriesCopy, bucket: tuple[Any, dict[str, Any]], drilled: bool) -> Mutation:
+    """The copy, uploaded, as the profile's only backup source, read from S3; with a drill of it or none."""
+    uploaded(copy, bucket)
+    offsite = bucket[1]
+    access = {k: offsite[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key_file")}
+    source = {**copy.source, "path": offsite["url"], "s3": access}
+    source.pop("offsite")
+    drills = [{"name": "qp-from-s3", "backup": copy.name, "database": "quantum_planner"}] if drilled else []
+    return lambda d: d.update(backups=[source], drills=drills)
+
+
+def test_backup_in_s3_that_no_drill_restores_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    copy = series("qp-database-daily")
+    never = run_checks(profile_variant(s3_source(copy, bucket, drilled=False)), DRILLED)
+    assert never.failed() == {DRILLED_TEST}
+    url = bucket[1]["url"]
+    assert never.message(DRILLED_TEST) == (
+        f"backup source qp-database-daily in {url} is never drilled: add a drill (drills: - backup: "
+        "qp-database-daily) so a restore from S3 is proven, not assumed"
+    )
+    drilled = run_checks(profile_variant(s3_source(copy, bucket, drilled=True)), DRILLED)
+    assert drilled.outcome(DRILLED_TEST) == "passed"
+    assert drilled.checks[DRILLED_TEST]["evidence"]["drills"] == "qp-from-s3"
+
+
 def test_unreachable_s3_fails_within_the_timeout(run_checks: Run, profile_variant: Variant, series: Any) -> None:
     from opsverify.localserver.net import free_port
 

@@ -19,6 +19,7 @@ from opsverify.profile.model import S3Access, Timeouts
 S3Client = Any  # botocore builds the client class at run time
 
 MULTIPART_CHUNK = 8 * 1024 * 1024  # the part size of `aws s3 cp` and boto3's upload_file
+COLD_CLASSES = ("GLACIER", "DEEP_ARCHIVE")  # objects that must be restored (hours) before they can be read
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class S3Object:
     size: int
     modified: datetime
     etag: str
+    storage_class: str = "STANDARD"
+
+    @property
+    def is_cold(self) -> bool:
+        """In GLACIER or DEEP_ARCHIVE: a ``restore-object`` request of hours comes before any download."""
+        return self.storage_class in COLD_CLASSES
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -67,7 +74,8 @@ def list_objects(s3: S3Client, url: str) -> Iterator[S3Object]:
     bucket, prefix = split_url(url)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         for item in page.get("Contents", []):
-            yield S3Object(item["Key"], int(item["Size"]), item["LastModified"], str(item["ETag"]).strip('"'))
+            etag, storage_class = str(item["ETag"]).strip('"'), str(item.get("StorageClass") or "STANDARD")
+            yield S3Object(item["Key"], int(item["Size"]), item["LastModified"], etag, storage_class)
 
 
 def endpoint_url(access: S3Access | None) -> str:
