@@ -258,6 +258,101 @@ def test_world_readable_secret_export_fails(run_checks: Run, profile_variant: Va
     )
 
 
+SECRETS = INTEGRITY + "::test_secret_exports_are_private"
+
+
+def test_unparseable_secret_export_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("k8s-secrets")
+    broken = copy.files[1]
+    keep_mtime(broken, lambda p: p.write_text("apiVersion: v1\nkind: List\nitems: [\n"))  # the export was cut short
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"cannot tell whether 1 backup(s) of k8s-secrets hold secrets, first {broken.name}: YAML does not parse: "
+        f"did not find expected node content at line 4, column 1 ({broken})"
+    )
+
+
+def test_env_tarball_readable_by_others_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("env-archive")
+    exposed = copy.files[0]
+    exposed.chmod(0o640)
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_secret_exports_are_private[env-archive]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 secret export(s) of env-archive are readable by group or others, first {exposed} (mode 0o640): "
+        "chmod 600 them"
+    )
+
+
+def test_tarball_without_an_env_file_holds_no_secrets(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    import tarfile
+
+    copy = series("env-archive")
+    for path in copy.files:
+        def repack(p: Path) -> None:
+            with tarfile.open(p) as old, tarfile.open(p.with_suffix(".new"), "w:gz") as new:
+                for member in old.getmembers():
+                    if member.name != ".env":
+                        new.addfile(member, old.extractfile(member))
+            p.with_suffix(".new").replace(p)
+
+        keep_mtime(path, repack)
+        path.chmod(0o644)
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_secret_exports_are_private[env-archive]"
+    assert run.outcome(test) == "passed"
+    assert run.checks[test]["evidence"]["secret_exports"] == "0"
+
+
+SECRETS_TEST = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+
+
+def test_private_s3_copies_of_secret_exports_pass(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    run = run_checks(profile_variant(uploaded(series("k8s-secrets"), bucket)), SECRETS)
+    assert run.outcome(SECRETS_TEST) == "passed"
+    assert run.checks[SECRETS_TEST]["evidence"]["s3_copies"] == "3"
+
+
+def test_public_acl_on_an_s3_copy_of_a_secret_export_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    copy = series("k8s-secrets")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    public = copy.files[2]
+    s3.put_object_acl(Bucket=offsite["url"].split("/")[2], Key=f"database/{public.name}", ACL="public-read")
+    run = run_checks(profile_variant(mutate), SECRETS)
+    assert run.failed() == {SECRETS_TEST}
+    assert run.message(SECRETS_TEST) == (
+        f"1 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
+        f"{public.name}: its ACL grants READ to AllUsers: make them private"
+    )
+
+
+def test_public_bucket_policy_over_s3_copies_of_secret_exports_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    import json
+
+    copy = series("k8s-secrets")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    name = offsite["url"].split("/")[2]
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"}
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    run = run_checks(profile_variant(mutate), SECRETS)
+    assert run.failed() == {SECRETS_TEST}
+    assert run.message(SECRETS_TEST) == (
+        f"3 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
+        f"{copy.files[0].name}: the policy of bucket {name} is public: make them private"
+    )
+
+
 # --- the roles/grants backup (pg_dumpall --globals-only) against the live database's owners and grantees ----
 
 ROLES = "backup/test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs"

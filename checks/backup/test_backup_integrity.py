@@ -3,8 +3,9 @@
 Runbook, by the source's kind: PF-10 every backup kind intact; PostgreSQL dumps PF-04 ``gunzip -t``,
 PF-16 integrity of each file, PF-17 plain/custom/single-table dumps, QP-19 ``pg_restore --list``;
 Redis PF-21 RDB magic/version/CRC64; config exports PF-23/QP-20; model and results archives
-PF-24/QP-21; roles and grants (``pg_dumpall --globals-only``) PF-10. Secret exports not
-world-readable: PF-23/QP-20. The globals backup creates every role the live database needs: PF-10
+PF-24/QP-21; roles and grants (``pg_dumpall --globals-only``) PF-10. Backups holding secrets
+(Secret exports, ``.env`` tars) not readable by others, locally or in S3: PF-23/QP-20. The
+globals backup creates every role the live database needs: PF-10
 (a full system backup a recovery onto a new cluster can use).
 """
 
@@ -15,7 +16,7 @@ from datetime import datetime
 
 import pytest
 
-from fixtures.backups import CatalogOf, VerdictOf, listed
+from fixtures.backups import CatalogOf, ExposureOf, VerdictOf, listed
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.backups.roles import DatabaseRoles
@@ -68,17 +69,41 @@ def test_every_backup_in_retention_is_intact(
 @pytest.mark.security
 @pytest.mark.runbook("PF-23", "QP-20")
 def test_secret_exports_are_private(
-    config_backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, evidence: Recorder
+    config_backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, exposure_of: ExposureOf,
+    evidence: Recorder,
 ) -> None:
-    """PF-23/QP-20: exports that hold Secrets (``kubectl get secrets -o yaml``) are readable by their owner only."""
-    files = [f for f in listed(config_backup_source, catalog_of).files if f.mode is not None]  # S3 has no modes
-    holding = [f for f in files if verdict_of(config_backup_source, f).facts.get("holds_secrets") == "yes"]
+    """PF-23/QP-20: backups that hold secrets (Kubernetes Secrets, ``.env`` files in a tar) are readable by their
+    owner only: no group/other bits on a file, no public ACL grant or public bucket policy on an S3 copy.
+
+    A backup that cannot be read through cannot be cleared: it fails as "cannot tell"."""
+    source = config_backup_source
+    files = listed(source, catalog_of).files
+    verdicts = [(f, verdict_of(source, f)) for f in files]
+    unknown = [(f, v) for f, v in verdicts if "holds_secrets" not in v.facts]
+    if unknown:
+        first, verdict = unknown[0]
+        fail(f"cannot tell whether {len(unknown)} backup(s) of {source.name} hold secrets, first {first.name}: "
+             f"{verdict.detail} ({first.location})")
+    holding = [f for f, v in verdicts if v.facts["holds_secrets"] == "yes"]
     exposed = [f for f in holding if f.readable_by_others]
+    copies = [(source.s3, f.location) for f in holding if f.location.startswith("s3://")]
+    if source.offsite is not None:
+        copies += [(source.offsite, f"{source.offsite.url.rstrip('/')}/{f.name}") for f in holding if f.is_local]
+    looked = [exposure_of(access, url) for access, url in copies]
     evidence.record(secret_exports=len(holding), readable_by_others=len(exposed))
+    evidence.record(s3_copies=sum(e.exists for e in looked))
     if exposed:
         first = exposed[0]
-        fail(f"{len(exposed)} secret export(s) of {config_backup_source.name} are readable by group or others, "
+        fail(f"{len(exposed)} secret export(s) of {source.name} are readable by group or others, "
              f"first {first.location} (mode {oct(first.mode or 0)}): chmod 600 them")
+    unclear = [e for e in looked if e.error is not None]
+    if unclear:
+        fail(f"cannot tell whether the S3 copy {unclear[0].url} of {source.name}'s secrets is public: "
+             f"{unclear[0].error}")
+    public = [e for e in looked if e.public is not None]
+    if public:
+        fail(f"{len(public)} S3 copies of secret-holding backups of {source.name} are publicly readable, first "
+             f"{public[0].url}: {public[0].public}: make them private")
 
 
 @pytest.mark.daily

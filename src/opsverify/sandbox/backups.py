@@ -74,7 +74,7 @@ SERIES = (
     Series("k8s-secrets", "config", "config", "secrets_backup_*.yaml", 3, kinds=("Secret",)),
     Series("models-archive", "archive", "archives", "models_backup_*.tar.gz", 3, offsite="s3://pf-backups/models/"),
     Series("results-archive", "archive", "archives", "results_backup_*.tar.gz", 3, offsite="s3://pf-backups/results/"),
-    Series("env-archive", "archive", "archives", "env_backup_*.tar.gz", 3),
+    Series("env-archive", "config", "archives", "env_backup_*.tar.gz", 3),  # PF-23: `tar -czf env_backup… .env* …`
 )
 
 
@@ -170,12 +170,13 @@ def _write_yaml(target: Path, when: float, data: object, mode: int = 0o644) -> N
     _finish(tmp, target, when, mode)
 
 
-def _tar(target: Path, when: float, root: Path, members: list[str]) -> None:
+def _tar(target: Path, when: float, root: Path, members: list[str], mode: int = 0o644) -> None:
     tmp = target.with_name(target.name + ".part")
+    tmp.touch(mode=0o600)
     with tarfile.open(tmp, "w:gz") as tar:
         for member in members:
             tar.add(root / member, arcname=member)
-    _finish(tmp, target, when)
+    _finish(tmp, target, when, mode)
 
 
 def _write_manifests(pg: Postgres, redis_server: RedisServer, root: Path) -> None:
@@ -238,6 +239,7 @@ def make_backups(
         _write_yaml(root / "config" / f"secrets_backup_{date}.yaml", w, appfiles.secrets_list(), mode=0o600)
         _tar(root / "archives" / f"models_backup_{date}.tar.gz", w, pf, ["models"])
         _tar(root / "archives" / f"results_backup_{date}.tar.gz", w, pf, ["results"])
-        _tar(root / "archives" / f"env_backup_{date}.tar.gz", w, pf, [".env", "docker-compose.yml", "Dockerfile"])
+        env = [".env", "docker-compose.yml", "Dockerfile"]  # .env holds secrets: owner-only, like the Secret export
+        _tar(root / "archives" / f"env_backup_{date}.tar.gz", w, pf, env, mode=0o600)
     _write_manifests(pg, redis_server, root)
     return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".manifest.json"))
