@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,18 +97,46 @@ def age_by(path: Path, seconds: float) -> None:
     os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
 
 
-def test_healthy_sandbox_passes_every_backup_check(run_checks: Run, profile_variant: Variant) -> None:
+def expected_backup_checks(profile: Any) -> set[str]:
+    """Every check of checks/backup that must pass on the healthy sandbox, computed from its profile."""
+    per_source = (
+        "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo",
+        "test_backup_freshness.py::test_backups_follow_their_schedule",
+        "test_backup_integrity.py::test_every_backup_in_retention_is_intact",
+        "test_backup_retention.py::test_nothing_older_than_retention_remains",
+        "test_backup_size.py::test_newest_backup_is_not_empty",
+        "test_backup_size.py::test_newest_backup_has_not_shrunk",
+    )
+    expected = {f"{check}[{s.name}]" for check in per_source for s in profile.backups}
+    expected |= {
+        f"test_backup_integrity.py::test_recent_backup_is_intact[{s.name}#{n + 1}]"
+        for s in profile.backups for n in range(s.max_verify)
+    }
+    by_kind = {
+        "config": "test_backup_integrity.py::test_secret_exports_are_private",
+        "globals": "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs",
+    }
+    expected |= {f"{by_kind[s.kind]}[{s.name}]" for s in profile.backups if s.kind in by_kind}
+    offsite = "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies"
+    expected |= {f"{offsite}[{s.name}]" for s in profile.backups if s.offsite is not None}
+    expected |= {f"test_backup_jobs.py::test_fresh_dump_is_complete[{d.name}]" for d in profile.databases}
+    expected |= {f"test_backup_jobs.py::test_bgsave_completes_and_writes_a_valid_rdb[{r.name}]" for r in profile.redis}
+    return expected
+
+
+def test_healthy_sandbox_passes_every_backup_check(run_checks: Run, profile_variant: Variant, sandbox: Any) -> None:
     run = run_checks(profile_variant(), "backup")
     assert run.result.ret == 0, run.result.stdout.str()
     assert run.failed() == set()
-    passed = {t for t, c in run.checks.items() if c["outcome"] == "passed"}
-    assert "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[pf-postgres-daily]" in passed
-    assert "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#3]" in passed
-    assert "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies[qp-database-daily]" in passed
-    assert "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]" in passed
-    assert "test_backup_jobs.py::test_fresh_dump_is_complete[quantum_planner]" in passed
-    assert "test_backup_jobs.py::test_bgsave_completes_and_writes_a_valid_rdb[cache]" in passed
-    assert len(passed) >= 100
+    outcomes = {t: c["outcome"] for t, c in run.checks.items()}
+    passed = {t for t, outcome in outcomes.items() if outcome == "passed"}
+    assert passed == expected_backup_checks(sandbox)
+    assert len(passed) == 119  # 12 sources x 6 + 12 x 3 newest + 4 config + 1 globals + 3 offsite + 2 dumps + 1 BGSAVE
+    drilled = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[none]"
+    assert {t: o for t, o in outcomes.items() if t not in passed} == {drilled: "skipped"}
+    assert run.message(drilled) == "profile sandbox declares no database or Redis backups in S3"
+    assert run.checks["test_backup_integrity.py::test_secret_exports_are_private[env-archive]"]["evidence"][
+        "secret_exports"] == "3"
     rpo = run.checks["test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"]
     assert rpo["evidence"]["rpo"] == "1d"
     assert rpo["runbook"][:2] == ["PF-04", "PF-10"]
@@ -457,7 +486,19 @@ def test_flipped_byte_in_rdb_fails(run_checks: Run, profile_variant: Variant, se
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#1]"
     assert run.failed() == {test}
-    assert "CRC64" in run.message(test) or "crc64" in run.message(test).lower()
+    stored, computed = crc64_of(newest)
+    assert run.message(test) == (
+        f"backup {newest.name} of redis-rdb is not intact: CRC64 mismatch (stored 0x{stored:016x}, computed "
+        f"0x{computed:016x}): the RDB is corrupt ({newest})"
+    )
+
+
+def crc64_of(path: Path) -> tuple[int, int]:
+    """(the RDB's stored CRC64 trailer, the CRC64 of everything before it), computed here independently."""
+    import anycrc
+
+    data = path.read_bytes()
+    return int.from_bytes(data[-8:], "little"), anycrc.Model("CRC64-REDIS").calc(data[:-8])
 
 
 def newer_rdb_version(path: Path) -> None:
@@ -477,17 +518,35 @@ def test_rdb_from_a_newer_version_fails(run_checks: Run, profile_variant: Varian
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#1]"
     assert run.failed() == {test}
-    assert "99" in run.message(test)
-    assert "12" in run.message(test)
+    assert run.message(test) == (
+        f"backup {newest.name} of redis-rdb is not intact: RDB version 99 is newer than the restore target supports "
+        f"(max 12) ({newest})"
+    )
+
+
+def flip_gzip_crc(path: Path) -> tuple[int, int]:
+    """Flip one bit of the (single) gzip member's CRC32 trailer: (the CRC now stored, the CRC of the content)."""
+    data = bytearray(path.read_bytes())
+    computed = zlib.crc32(gzip.decompress(bytes(data)))
+    assert int.from_bytes(data[-8:-4], "little") == computed
+    data[-8] ^= 0x01
+    path.write_bytes(bytes(data))
+    return int.from_bytes(data[-8:-4], "little"), computed
 
 
 def test_corrupt_archive_member_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
     copy = series("models-archive")
     newest = copy.files[0]
-    keep_mtime(newest, flip_middle_byte)
+    crcs: list[int] = []
+    keep_mtime(newest, lambda p: crcs.extend(flip_gzip_crc(p)))
     run = run_checks(profile_variant(copy.only(offsite=None)), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[models-archive#1]"
     assert run.failed() == {test}
+    assert newest.stat().st_size < 1 << 20  # inflated whole on the first read: the damage shows at the first header
+    assert run.message(test) == (
+        f"backup {newest.name} of models-archive is not intact: corrupt tar.gz at the first header: CRC32 mismatch "
+        f"in gzip member 1 (stored 0x{crcs[0]:08x}, computed 0x{crcs[1]:08x}) ({newest})"
+    )
 
 
 # --- offsite copies, in a bucket of each test's own on the sandbox's S3 server ---------------------------
