@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,18 +97,48 @@ def age_by(path: Path, seconds: float) -> None:
     os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
 
 
-def test_healthy_sandbox_passes_every_backup_check(run_checks: Run, profile_variant: Variant) -> None:
+def expected_backup_checks(profile: Any) -> set[str]:
+    """Every check of checks/backup that must pass on the healthy sandbox, computed from its profile."""
+    per_source = (
+        "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo",
+        "test_backup_freshness.py::test_backups_follow_their_schedule",
+        "test_backup_integrity.py::test_every_backup_in_retention_is_intact",
+        "test_backup_retention.py::test_nothing_older_than_retention_remains",
+        "test_backup_size.py::test_newest_backup_is_not_empty",
+        "test_backup_size.py::test_newest_backup_has_not_shrunk",
+    )
+    expected = {f"{check}[{s.name}]" for check in per_source for s in profile.backups}
+    expected |= {
+        f"test_backup_integrity.py::test_recent_backup_is_intact[{s.name}#{n + 1}]"
+        for s in profile.backups for n in range(s.max_verify)
+    }
+    by_kind = {
+        "config": "test_backup_integrity.py::test_secret_exports_are_private",
+        "globals": "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs",
+    }
+    expected |= {f"{by_kind[s.kind]}[{s.name}]" for s in profile.backups if s.kind in by_kind}
+    offsite = "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies"
+    expected |= {f"{offsite}[{s.name}]" for s in profile.backups if s.offsite is not None}
+    expected |= {f"test_backup_jobs.py::test_fresh_dump_is_complete[{d.name}]" for d in profile.databases}
+    expected |= {f"test_backup_jobs.py::test_bgsave_completes_and_writes_a_valid_rdb[{r.name}]" for r in profile.redis}
+    return expected
+
+
+def test_healthy_sandbox_passes_every_backup_check(run_checks: Run, profile_variant: Variant, sandbox: Any) -> None:
     run = run_checks(profile_variant(), "backup")
     assert run.result.ret == 0, run.result.stdout.str()
     assert run.failed() == set()
-    passed = {t for t, c in run.checks.items() if c["outcome"] == "passed"}
-    assert "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[pf-postgres-daily]" in passed
-    assert "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#3]" in passed
-    assert "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies[qp-database-daily]" in passed
-    assert "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]" in passed
-    assert "test_backup_jobs.py::test_fresh_dump_is_complete[quantum_planner]" in passed
-    assert "test_backup_jobs.py::test_bgsave_completes_and_writes_a_valid_rdb[cache]" in passed
-    assert len(passed) >= 100
+    modules = {"test_backup_freshness.py", "test_backup_integrity.py", "test_backup_retention.py",
+               "test_backup_size.py", "test_backup_offsite.py", "test_backup_jobs.py"}  # others: no failure (above)
+    outcomes = {t: c["outcome"] for t, c in run.checks.items() if t.partition("::")[0] in modules}
+    passed = {t for t, outcome in outcomes.items() if outcome == "passed"}
+    assert passed == expected_backup_checks(sandbox)
+    assert len(passed) == 119  # 12 sources x 6 + 12 x 3 newest + 4 config + 1 globals + 3 offsite + 2 dumps + 1 BGSAVE
+    drilled = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[none]"
+    assert {t: o for t, o in outcomes.items() if t not in passed} == {drilled: "skipped"}
+    assert run.message(drilled) == "profile sandbox declares no database or Redis backups in S3"
+    assert run.checks["test_backup_integrity.py::test_secret_exports_are_private[env-archive]"]["evidence"][
+        "secret_exports"] == "3"
     rpo = run.checks["test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"]
     assert rpo["evidence"]["rpo"] == "1d"
     assert rpo["runbook"][:2] == ["PF-04", "PF-10"]
@@ -120,19 +151,45 @@ def test_truncated_gzip_dump_fails_integrity(run_checks: Run, profile_variant: V
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-daily#1]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(f"backup {newest.name} of pf-postgres-daily is not intact: ")
-    assert "truncated" in run.message(test)
-    assert run.message(test).endswith(f"({newest})")
+    assert run.message(test) == (
+        f"backup {newest.name} of pf-postgres-daily is not intact: gzip stream truncated after "
+        f"{newest.stat().st_size:,} compressed bytes (no trailer) ({newest})"
+    )
+
+
+def rot_a_byte(path: Path) -> tuple[int, int]:
+    """Flip a byte in the deflate data from the middle on, the first whose stream still inflates (silent bit rot
+    only the CRC catches): (the CRC32 stored in the trailer, the CRC32 of what now inflates), computed with zlib."""
+    data = bytes(path.read_bytes())
+    assert data[3] in (0, 8)  # gzip header flags: at most FNAME, as Python's GzipFile writes it
+    start = data.index(b"\0", 10) + 1 if data[3] else 10
+    stored = int.from_bytes(data[-8:-4], "little")
+    for at in range(len(data) // 2, len(data) - 8):
+        rotten = bytearray(data)
+        rotten[at] ^= 0xFF
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate: zlib itself must not check the CRC
+        try:
+            inflated = inflate.decompress(bytes(rotten[start:])) + inflate.flush()
+        except zlib.error:
+            continue
+        if inflate.eof and len(inflate.unused_data) == 8 and zlib.crc32(inflated) != stored:
+            path.write_bytes(bytes(rotten))
+            return stored, zlib.crc32(inflated)
+    raise AssertionError(f"no byte of {path} could be flipped without breaking the deflate stream")
 
 
 def test_flipped_byte_in_gzip_dump_fails_integrity(run_checks: Run, profile_variant: Variant, series: Any) -> None:
     copy = series("pf-postgres-daily")
     second = copy.files[1]
-    keep_mtime(second, flip_middle_byte)
+    crcs: list[int] = []
+    keep_mtime(second, lambda p: crcs.extend(rot_a_byte(p)))
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-daily#2]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(f"backup {second.name} of pf-postgres-daily is not intact: ")
+    assert run.message(test) == (
+        f"backup {second.name} of pf-postgres-daily is not intact: CRC32 mismatch in gzip member 1 "
+        f"(stored 0x{crcs[0]:08x}, computed 0x{crcs[1]:08x}) ({second})"
+    )
 
 
 def strip_marker(path: Path) -> None:
@@ -150,7 +207,10 @@ def test_dump_without_completion_marker_fails(run_checks: Run, profile_variant: 
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[qp-database-daily#1]"
     assert run.failed() == {test}
-    assert "marker" in run.message(test)
+    assert run.message(test) == (
+        f"backup {newest.name} of qp-database-daily is not intact: dump-complete marker missing: pg_dump did not "
+        f"finish ({newest})"
+    )
 
 
 def test_zero_byte_backup_fails_size_and_integrity(run_checks: Run, profile_variant: Variant, series: Any) -> None:
@@ -166,6 +226,19 @@ def test_zero_byte_backup_fails_size_and_integrity(run_checks: Run, profile_vari
     assert run.message("test_backup_size.py::test_newest_backup_is_not_empty[pf-postgres-daily]") == (
         f"newest backup of pf-postgres-daily is empty (0 bytes): {newest}"
     )
+    assert run.message("test_backup_size.py::test_newest_backup_has_not_shrunk[pf-postgres-daily]") == (
+        f"newest backup of pf-postgres-daily is 100% smaller than the median of the previous 7 (0 vs "
+        f"{median_size(copy.files[1:8])} bytes, limit 50%): {newest}"
+    )
+    assert run.message("test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-daily#1]") == (
+        f"backup {newest.name} of pf-postgres-daily is not intact: empty file (0 bytes) ({newest})"
+    )
+
+
+def median_size(files: list[Path]) -> int:
+    import statistics
+
+    return int(statistics.median(p.stat().st_size for p in files))
 
 
 def test_small_but_valid_newest_dump_fails_the_shrink_check(
@@ -182,7 +255,11 @@ def test_small_but_valid_newest_dump_fails_the_shrink_check(
     run = run_checks(profile_variant(copy.only(tables=[])), "backup/test_backup_size.py", RECENT)
     test = "test_backup_size.py::test_newest_backup_has_not_shrunk[pf-postgres-daily]"
     assert run.failed() == {test}, run.result.stdout.str()
-    assert run.message(test).startswith("newest backup of pf-postgres-daily is 100% smaller than the median")
+    size, median = newest.stat().st_size, median_size(copy.files[1:8])
+    assert run.message(test) == (
+        f"newest backup of pf-postgres-daily is {100 * (1 - size / median):.0f}% smaller than the median of the "
+        f"previous 7 ({size} vs {median} bytes, limit 50%): {newest}"
+    )
 
 
 def test_custom_dump_with_wrong_header_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
@@ -192,7 +269,10 @@ def test_custom_dump_with_wrong_header_fails(run_checks: Run, profile_variant: V
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[pf-postgres-custom#1]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(f"backup {newest.name} of pf-postgres-custom is not intact: ")
+    assert run.message(test) == (
+        f"backup {newest.name} of pf-postgres-custom is not intact: not a pg_dump custom-format archive: header is "
+        f"'NOTPG', not 'PGDMP' ({newest})"
+    )
 
 
 def test_backup_older_than_rpo_fails_freshness(run_checks: Run, profile_variant: Variant, series: Any) -> None:
@@ -226,10 +306,11 @@ def test_file_past_retention_fails(run_checks: Run, profile_variant: Variant, se
     run = run_checks(profile_variant(copy.only()), "backup/test_backup_retention.py")
     test = "test_backup_retention.py::test_nothing_older_than_retention_remains[qp-database-daily]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(
-        "1 backup(s) of qp-database-daily are past the 7d retention, oldest quantum_planner_20200101_020000.sql.gz ("
-    )
-    assert run.message(test).endswith("old): the cleanup step did not run")
+    assert re.fullmatch(
+        r"1 backup\(s\) of qp-database-daily are past the 7d retention, "
+        r"oldest quantum_planner_20200101_020000\.sql\.gz \((\d+[ydhms])+ old\): the cleanup step did not run",
+        run.message(test),
+    ), run.message(test)
 
 
 def test_missing_day_in_the_series_fails_the_schedule(run_checks: Run, profile_variant: Variant, series: Any) -> None:
@@ -258,6 +339,198 @@ def test_world_readable_secret_export_fails(run_checks: Run, profile_variant: Va
     )
 
 
+SECRETS = INTEGRITY + "::test_secret_exports_are_private"
+
+
+def test_unparseable_secret_export_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("k8s-secrets")
+    broken = copy.files[1]
+    keep_mtime(broken, lambda p: p.write_text("apiVersion: v1\nkind: List\nitems: [\n"))  # the export was cut short
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"cannot tell whether 1 backup(s) of k8s-secrets hold secrets, first {broken.name}: YAML does not parse: "
+        f"did not find expected node content at line 4, column 1 ({broken})"
+    )
+
+
+def test_env_tarball_readable_by_others_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("env-archive")
+    exposed = copy.files[0]
+    exposed.chmod(0o640)
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_secret_exports_are_private[env-archive]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 secret export(s) of env-archive are readable by group or others, first {exposed} (mode 0o640): "
+        "chmod 600 them"
+    )
+
+
+def test_tarball_without_an_env_file_holds_no_secrets(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    import tarfile
+
+    copy = series("env-archive")
+    for path in copy.files:
+        def repack(p: Path) -> None:
+            with tarfile.open(p) as old, tarfile.open(p.with_suffix(".new"), "w:gz") as new:
+                for member in old.getmembers():
+                    if member.name != ".env":
+                        new.addfile(member, old.extractfile(member))
+            p.with_suffix(".new").replace(p)
+
+        keep_mtime(path, repack)
+        path.chmod(0o644)
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_secret_exports_are_private[env-archive]"
+    assert run.outcome(test) == "passed"
+    assert run.checks[test]["evidence"]["secret_exports"] == "0"
+
+
+SECRETS_TEST = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+
+
+def test_private_s3_copies_of_secret_exports_pass(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    run = run_checks(profile_variant(uploaded(series("k8s-secrets"), bucket)), SECRETS)
+    assert run.outcome(SECRETS_TEST) == "passed"
+    assert run.checks[SECRETS_TEST]["evidence"]["s3_copies"] == "3"
+
+
+def test_public_acl_on_an_s3_copy_of_a_secret_export_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    copy = series("k8s-secrets")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    public = copy.files[2]
+    s3.put_object_acl(Bucket=offsite["url"].split("/")[2], Key=f"database/{public.name}", ACL="public-read")
+    run = run_checks(profile_variant(mutate), SECRETS)
+    assert run.failed() == {SECRETS_TEST}
+    assert run.message(SECRETS_TEST) == (
+        f"1 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
+        f"{public.name}: its ACL grants READ to AllUsers: make them private"
+    )
+
+
+def test_public_bucket_policy_over_s3_copies_of_secret_exports_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    import json
+
+    copy = series("k8s-secrets")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    name = offsite["url"].split("/")[2]
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"}
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    run = run_checks(profile_variant(mutate), SECRETS)
+    assert run.failed() == {SECRETS_TEST}
+    assert run.message(SECRETS_TEST) == (
+        f"3 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
+        f"{copy.files[0].name}: the policy of bucket {name} is public: make them private"
+    )
+
+
+# --- the roles/grants backup (pg_dumpall --globals-only) against the live database's owners and grantees ----
+
+ROLES = "backup/test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs"
+ROLES_TEST = "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs[pg-globals]"
+
+
+def drop_line(line: str) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        text = path.read_text()
+        assert f"\n{line}\n" in text
+        path.write_text(text.replace(f"\n{line}\n", "\n"))
+
+    return edit
+
+
+def test_globals_backup_without_a_role_of_the_database_fails(
+    run_checks: Run, profile_variant: Variant, series: Any
+) -> None:
+    copy = series("pg-globals")
+    newest = copy.files[0]
+    keep_mtime(newest, drop_line("CREATE ROLE postgres;"))  # the owner of every object of photonic_foundry
+    run = run_checks(profile_variant(copy.only()), ROLES, RECENT)
+    assert run.failed() == {ROLES_TEST}
+    assert run.message(ROLES_TEST) == (
+        "newest globals backup of pg-globals has no CREATE ROLE for 1 role(s) that own objects in or hold grants on "
+        "database photonic_foundry: postgres; a restore onto a new cluster would lock them out: include them in the "
+        f"pg_dumpall --globals-only job ({newest})"
+    )
+
+
+def test_no_globals_files_fail(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pg-globals")
+    for path in copy.files:
+        path.unlink()
+    run = run_checks(profile_variant(copy.only()), ROLES)
+    assert run.failed() == {ROLES_TEST}
+    assert run.message(ROLES_TEST) == f"no backup of pg-globals in {copy.directory} matches globals_*.sql"
+
+
+def test_globals_file_without_create_role_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pg-globals")
+    newest = copy.files[0]
+    keep_mtime(newest, lambda p: p.write_text(re.sub(r"(?m)^CREATE ROLE .*\n", "", p.read_text())))
+    run = run_checks(profile_variant(copy.only()), ROLES, RECENT)
+    intact = "test_backup_integrity.py::test_recent_backup_is_intact[pg-globals#1]"
+    assert run.failed() == {ROLES_TEST, intact}
+    detail = "holds no CREATE ROLE statement: not a pg_dumpall --globals-only file"
+    assert run.message(intact) == f"backup {newest.name} of pg-globals is not intact: {detail} ({newest})"
+    assert run.message(ROLES_TEST) == f"newest globals backup of pg-globals is not intact: {detail} ({newest})"
+
+
+@pytest.fixture
+def app_role_cluster(sandbox_profile: Path) -> Iterator[int]:
+    """A throwaway cluster whose photonic_foundry has an application role owning a table, and a reader granted on it."""
+    from opsverify.localserver.net import free_port
+    from opsverify.profile import load_profile
+    from opsverify.sandbox.postgres import Postgres
+
+    base = Path("/tmp") / f"opsverify-test-roles-{uuid.uuid4().hex[:8]}"
+    cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    cluster.init()
+    cluster.start()
+    try:
+        check = load_profile(sandbox_profile).databases[0].secret() or ""
+        cluster.create_role_and_databases(check, "unused-replication-secret")
+        with cluster.connect("photonic_foundry") as conn:
+            conn.execute("CREATE ROLE photonic LOGIN")
+            conn.execute("CREATE ROLE photonic_reader")
+            conn.execute("CREATE TABLE models (id int)")
+            conn.execute("ALTER TABLE models OWNER TO photonic")
+            conn.execute("GRANT SELECT ON models TO photonic_reader")
+        yield cluster.port
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+
+
+def test_globals_backup_of_a_cluster_without_the_app_role_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, app_role_cluster: int
+) -> None:
+    copy = series("pg-globals")  # real pg_dumpall --globals-only files of the sandbox, which has no such roles
+
+    def mutate(data: dict[str, Any]) -> None:
+        copy.only()(data)
+        data["databases"] = [{**data["databases"][0], "port": app_role_cluster}]
+
+    run = run_checks(profile_variant(mutate), ROLES)
+    assert run.failed() == {ROLES_TEST}
+    assert run.message(ROLES_TEST) == (
+        "newest globals backup of pg-globals has no CREATE ROLE for 2 role(s) that own objects in or hold grants on "
+        "database photonic_foundry: photonic, photonic_reader; a restore onto a new cluster would lock them out: "
+        f"include them in the pg_dumpall --globals-only job ({copy.files[0]})"
+    )
+    assert run.checks[ROLES_TEST]["evidence"]["roles_needed"] == "photonic,photonic_reader,postgres"
+
+
 def test_flipped_byte_in_rdb_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
     copy = series("redis-rdb")
     newest = copy.files[0]
@@ -265,7 +538,19 @@ def test_flipped_byte_in_rdb_fails(run_checks: Run, profile_variant: Variant, se
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#1]"
     assert run.failed() == {test}
-    assert "CRC64" in run.message(test) or "crc64" in run.message(test).lower()
+    stored, computed = crc64_of(newest)
+    assert run.message(test) == (
+        f"backup {newest.name} of redis-rdb is not intact: CRC64 mismatch (stored 0x{stored:016x}, computed "
+        f"0x{computed:016x}): the RDB is corrupt ({newest})"
+    )
+
+
+def crc64_of(path: Path) -> tuple[int, int]:
+    """(the RDB's stored CRC64 trailer, the CRC64 of everything before it), computed here independently."""
+    import anycrc
+
+    data = path.read_bytes()
+    return int.from_bytes(data[-8:], "little"), anycrc.Model("CRC64-REDIS").calc(data[:-8])
 
 
 def newer_rdb_version(path: Path) -> None:
@@ -285,17 +570,35 @@ def test_rdb_from_a_newer_version_fails(run_checks: Run, profile_variant: Varian
     run = run_checks(profile_variant(copy.only()), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[redis-rdb#1]"
     assert run.failed() == {test}
-    assert "99" in run.message(test)
-    assert "12" in run.message(test)
+    assert run.message(test) == (
+        f"backup {newest.name} of redis-rdb is not intact: RDB version 99 is newer than the restore target supports "
+        f"(max 12) ({newest})"
+    )
+
+
+def flip_gzip_crc(path: Path) -> tuple[int, int]:
+    """Flip one bit of the (single) gzip member's CRC32 trailer: (the CRC now stored, the CRC of the content)."""
+    data = bytearray(path.read_bytes())
+    computed = zlib.crc32(gzip.decompress(bytes(data)))
+    assert int.from_bytes(data[-8:-4], "little") == computed
+    data[-8] ^= 0x01
+    path.write_bytes(bytes(data))
+    return int.from_bytes(data[-8:-4], "little"), computed
 
 
 def test_corrupt_archive_member_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
     copy = series("models-archive")
     newest = copy.files[0]
-    keep_mtime(newest, flip_middle_byte)
+    crcs: list[int] = []
+    keep_mtime(newest, lambda p: crcs.extend(flip_gzip_crc(p)))
     run = run_checks(profile_variant(copy.only(offsite=None)), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[models-archive#1]"
     assert run.failed() == {test}
+    assert newest.stat().st_size < 1 << 20  # inflated whole on the first read: the damage shows at the first header
+    assert run.message(test) == (
+        f"backup {newest.name} of models-archive is not intact: corrupt tar.gz at the first header: CRC32 mismatch "
+        f"in gzip member 1 (stored 0x{crcs[0]:08x}, computed 0x{crcs[1]:08x}) ({newest})"
+    )
 
 
 # --- offsite copies, in a bucket of each test's own on the sandbox's S3 server ---------------------------
@@ -364,8 +667,10 @@ def test_offsite_object_of_other_size_fails(run_checks: Run, profile_variant: Va
     s3.put_object(Bucket=offsite["url"].split("/")[2], Key=f"database/{newest.name}", Body=b"partial upload")
     run = run_checks(profile_variant(mutate), OFFSITE)
     assert run.failed() == {OFFSITE_TEST}
-    assert run.message(OFFSITE_TEST).endswith(
-        f"first {newest.name}: offsite copy is 14 bytes, local {newest.stat().st_size}")
+    assert run.message(OFFSITE_TEST) == (
+        f"1 of 7 recent backups of qp-database-daily lack an equal copy in {offsite['url']}, first {newest.name}: "
+        f"offsite copy is 14 bytes, local {newest.stat().st_size}"
+    )
 
 
 def test_offsite_object_with_same_size_other_content_fails(
@@ -378,7 +683,58 @@ def test_offsite_object_with_same_size_other_content_fails(
     s3.put_object(Bucket=offsite["url"].split("/")[2], Key=f"database/{newest.name}",
                   Body=b"\0" * newest.stat().st_size)
     run = run_checks(profile_variant(mutate), OFFSITE)
-    assert run.message(OFFSITE_TEST).endswith(f"first {newest.name}: offsite copy has a different hash (ETag)")
+    assert run.failed() == {OFFSITE_TEST}
+    assert run.message(OFFSITE_TEST) == (
+        f"1 of 7 recent backups of qp-database-daily lack an equal copy in {offsite['url']}, first {newest.name}: "
+        "offsite copy has a different hash (ETag)"
+    )
+
+
+def test_offsite_copy_in_glacier_fails(run_checks: Run, profile_variant: Variant, series: Any, bucket: Any) -> None:
+    copy = series("qp-database-daily")
+    mutate = uploaded(copy, bucket)
+    s3, offsite = bucket
+    newest = copy.files[0]
+    s3.upload_file(str(newest), offsite["url"].split("/")[2], f"database/{newest.name}",
+                   ExtraArgs={"StorageClass": "GLACIER"})  # a lifecycle rule moved it: same bytes, cold
+    run = run_checks(profile_variant(mutate), OFFSITE)
+    assert run.failed() == {OFFSITE_TEST}
+    assert run.message(OFFSITE_TEST) == (
+        f"1 of 7 recent offsite copies of qp-database-daily in {offsite['url']} are in storage class GLACIER, "
+        f"first {newest.name}: a restore from them takes hours (an S3 restore request must thaw each object first): "
+        "keep recent copies in STANDARD or STANDARD_IA, or move them to GLACIER only after offsite.recent"
+    )
+
+
+DRILLED = "backup/test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill"
+DRILLED_TEST = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[qp-database-daily]"
+
+
+def s3_source(copy: SeriesCopy, bucket: tuple[Any, dict[str, Any]], drilled: bool) -> Mutation:
+    """The copy, uploaded, as the profile's only backup source, read from S3; with a drill of it or none."""
+    uploaded(copy, bucket)
+    offsite = bucket[1]
+    access = {k: offsite[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key_file")}
+    source = {**copy.source, "path": offsite["url"], "s3": access}
+    source.pop("offsite")
+    drills = [{"name": "qp-from-s3", "backup": copy.name, "database": "quantum_planner"}] if drilled else []
+    return lambda d: d.update(backups=[source], drills=drills)
+
+
+def test_backup_in_s3_that_no_drill_restores_fails(
+    run_checks: Run, profile_variant: Variant, series: Any, bucket: Any
+) -> None:
+    copy = series("qp-database-daily")
+    never = run_checks(profile_variant(s3_source(copy, bucket, drilled=False)), DRILLED)
+    assert never.failed() == {DRILLED_TEST}
+    url = bucket[1]["url"]
+    assert never.message(DRILLED_TEST) == (
+        f"backup source qp-database-daily in {url} is never drilled: add a drill (drills: - backup: "
+        "qp-database-daily) so a restore from S3 is proven, not assumed"
+    )
+    drilled = run_checks(profile_variant(s3_source(copy, bucket, drilled=True)), DRILLED)
+    assert drilled.outcome(DRILLED_TEST) == "passed"
+    assert drilled.checks[DRILLED_TEST]["evidence"]["drills"] == "qp-from-s3"
 
 
 def test_unreachable_s3_fails_within_the_timeout(run_checks: Run, profile_variant: Variant, series: Any) -> None:
@@ -390,7 +746,9 @@ def test_unreachable_s3_fails_within_the_timeout(run_checks: Run, profile_varian
     run = run_checks(profile_variant(lambda d: (mutate(d), d.update(timeouts={"connect": "1s", "request": "2s"}))),
                      OFFSITE)
     assert run.failed() == {OFFSITE_TEST}
-    assert run.message(OFFSITE_TEST).startswith(f"offsite copies of qp-database-daily: cannot list {offsite['url']}: ")
+    assert run.message(OFFSITE_TEST) == (
+        f"offsite copies of qp-database-daily: cannot list {offsite['url']}: connection refused"
+    )
     assert "Traceback" not in run.result.stdout.str()
 
 
@@ -436,12 +794,15 @@ def test_backups_on_an_ssh_host_pass_and_a_flipped_byte_there_fails(
     assert healthy.result.ret == 0, healthy.result.stdout.str()
     newest = healthy.checks["test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"]
     assert newest["evidence"]["newest"] == f"backup-host:{copy.files[0]}"
-    keep_mtime(copy.files[1], flip_middle_byte)
+    crcs: list[int] = []
+    keep_mtime(copy.files[1], lambda p: crcs.extend(rot_a_byte(p)))
     broken = run_checks(profile_variant(remote(copy, sshd)), RECENT)
     test = "test_backup_integrity.py::test_recent_backup_is_intact[qp-database-daily#2]"
     assert broken.failed() == {test}
-    assert broken.message(test).startswith(f"backup {copy.files[1].name} of qp-database-daily is not intact: ")
-    assert broken.message(test).endswith(f"(backup-host:{copy.files[1]})")
+    assert broken.message(test) == (
+        f"backup {copy.files[1].name} of qp-database-daily is not intact: CRC32 mismatch in gzip member 1 "
+        f"(stored 0x{crcs[0]:08x}, computed 0x{crcs[1]:08x}) (backup-host:{copy.files[1]})"
+    )
 
 
 def test_unreachable_backup_host_fails_with_the_reason(
@@ -452,8 +813,10 @@ def test_unreachable_backup_host_fails_with_the_reason(
     run = run_checks(profile_variant(remote(copy, sshd)), "backup/test_backup_freshness.py")
     test = "test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"
     assert run.outcome(test) == "failed"
-    assert run.message(test).startswith("cannot list backups of qp-database-daily: cannot reach ssh://")
-    assert run.message(test).endswith("connection refused")
+    user = os.environ.get("USER") or "root"
+    assert run.message(test) == (
+        f"cannot list backups of qp-database-daily: cannot reach ssh://{user}@127.0.0.1:{sshd.port}: connection refused"
+    )
 
 
 def test_monthly_run_finds_a_broken_old_backup_the_daily_run_does_not_reach(
@@ -465,4 +828,7 @@ def test_monthly_run_finds_a_broken_old_backup_the_daily_run_does_not_reach(
     run = run_checks(profile_variant(copy.only()), INTEGRITY, extra=("-m", "daily or monthly"))
     test = "test_backup_integrity.py::test_every_backup_in_retention_is_intact[pf-postgres-daily]"
     assert run.failed() == {test}
-    assert run.message(test).startswith(f"1 of 30 backups of pf-postgres-daily are not intact, first {old.name}: ")
+    assert run.message(test) == (
+        f"1 of 30 backups of pf-postgres-daily are not intact, first {old.name}: gzip stream truncated after "
+        f"{old.stat().st_size:,} compressed bytes (no trailer)"
+    )

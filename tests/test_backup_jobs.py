@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
 JOBS = "backup/test_backup_jobs.py"
 DUMP = "test_backup_jobs.py::test_fresh_dump_is_complete[photonic_foundry]"
 BGSAVE = "test_backup_jobs.py::test_bgsave_completes_and_writes_a_valid_rdb[cache]"
+BGSAVE_CHECK = JOBS + "::test_bgsave_completes_and_writes_a_valid_rdb"
 
 
 def scratch(tmp_path: Path, **changes: Any) -> Callable[[dict[str, Any]], None]:
@@ -32,6 +37,8 @@ def test_fresh_dump_and_bgsave_pass_and_leave_no_scratch_file(
     assert run.checks[BGSAVE]["evidence"]["status"] == "ok"
     saved = run.checks[BGSAVE]["evidence"]
     assert int(saved["lastsave_after"]) > int(saved["lastsave_before"])
+    assert (saved["rdb_from"], Path(saved["rdb_file"]).name) == ("CONFIG GET", "dump.rdb")  # no rdb_file declared
+    assert saved["detail"].startswith("intact: ")
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
@@ -72,6 +79,81 @@ def test_bgsave_on_a_stopped_redis_fails(run_checks: Run, profile_variant: Varia
 
     port = free_port()
     mutate = scratch(tmp_path, redis=[{"name": "cache", "port": port}])
-    run = run_checks(profile_variant(mutate), JOBS + "::test_bgsave_completes_and_writes_a_valid_rdb")
+    run = run_checks(profile_variant(mutate), BGSAVE_CHECK)
     assert run.failed() == {BGSAVE}
     assert run.message(BGSAVE) == f"BGSAVE on redis cache ended connection refused at 127.0.0.1:{port}"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A throwaway redis-server (no password) in tmp_path/redis, with one key; stopped after."""
+    import redis
+
+    from opsverify.localserver.net import free_port
+    from opsverify.localserver.redis import start_redis
+
+    server = start_redis(tmp_path / "redis", free_port())
+    redis.Redis(port=server.port, socket_timeout=5).set("k", "v")
+    yield server
+    server.stop(timeout=10)
+
+
+def own(port: int, tmp_path: Path, **redis: Any) -> Callable[[dict[str, Any]], None]:
+    return scratch(tmp_path, redis=[{"name": "cache", "port": port, **redis}])
+
+
+def test_bgsave_into_a_vanished_directory_fails(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, own_redis: Any
+) -> None:
+    shutil.rmtree(tmp_path / "redis")  # the server's dir is gone: it cannot write its snapshot
+    run = run_checks(profile_variant(own(own_redis.port, tmp_path)), BGSAVE_CHECK)
+    assert run.failed() == {BGSAVE}
+    assert run.message(BGSAVE) == (
+        "BGSAVE on redis cache ended err: see the redis log (its dir must be writable, with free space)"
+    )
+
+
+def test_bgsave_rdb_found_through_config_get_is_verified(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, own_redis: Any
+) -> None:
+    run = run_checks(profile_variant(own(own_redis.port, tmp_path)), BGSAVE_CHECK)
+    assert run.outcome(BGSAVE) == "passed"
+    assert run.checks[BGSAVE]["evidence"]["rdb_file"] == str(tmp_path / "redis" / "dump.rdb")
+    assert run.checks[BGSAVE]["evidence"]["detail"].startswith("intact: ")
+
+
+def test_bgsave_where_config_is_denied_fails_with_the_fix(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, own_redis: Any
+) -> None:
+    import redis
+
+    admin = redis.Redis(port=own_redis.port, socket_timeout=5)
+    admin.execute_command("ACL", "SETUSER", "checker", "on", ">checker-secret", "~*", "+@all", "-config")
+    (tmp_path / "checker.pass").write_text("checker-secret\n")
+    mutate = own(own_redis.port, tmp_path, username="checker", password_file=str(tmp_path / "checker.pass"))
+    run = run_checks(profile_variant(mutate), BGSAVE_CHECK)
+    assert run.failed() == {BGSAVE}
+    assert run.message(BGSAVE) == (
+        "cannot find the RDB of redis cache to verify after BGSAVE: CONFIG GET dir/dbfilename failed (this user has "
+        "no permissions to run the 'config|get' command): declare rdb_file in the profile with a path readable here, "
+        "or run the checks where the RDB is readable"
+    )
+
+
+def test_declared_rdb_file_of_another_machine_fails(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, own_redis: Any
+) -> None:
+    import redis
+
+    redis.Redis(port=own_redis.port, socket_timeout=5).save()
+    other = tmp_path / "elsewhere.rdb"  # a real RDB, but a day-old copy: not the file the server writes
+    shutil.copy2(tmp_path / "redis" / "dump.rdb", other)
+    os.utime(other, (other.stat().st_atime - 86400, other.stat().st_mtime - 86400))
+    run = run_checks(profile_variant(own(own_redis.port, tmp_path, rdb_file=str(other))),
+                     BGSAVE_CHECK)
+    assert run.failed() == {BGSAVE}
+    assert run.message(BGSAVE) == (
+        f"cannot verify the RDB of redis cache after BGSAVE: {other} here was last written before that BGSAVE (it is "
+        "another machine's file, or not the server's): declare rdb_file in the profile with a path readable here, or "
+        "run the checks where the RDB is readable"
+    )

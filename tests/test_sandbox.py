@@ -42,6 +42,7 @@ SERIES_COUNTS = {
     "pf-postgres-custom": 3,
     "pf-simulations-table": 3,
     "qp-database-daily": 7,
+    "pg-globals": 3,
     "redis-rdb": 3,
     "k8s-configmaps": 3,
     "k8s-deployments": 3,
@@ -207,9 +208,11 @@ def test_secret_files_are_private(running: SandboxStatus) -> None:
     private = [
         *(running.state_dir / "secrets").iterdir(),
         *(running.state_dir / "backups" / "config").glob("secrets_backup_*.yaml"),
+        *(running.state_dir / "backups" / "archives").glob("env_backup_*.tar.gz"),  # .env inside
+        *(running.state_dir / "backups" / "globals").glob("globals_*.sql"),  # role password hashes
         running.state_dir / "tls" / "server-key.pem",
     ]
-    assert len(private) >= 7
+    assert len(private) >= 13
     assert {oct(p.stat().st_mode & 0o777) for p in private} == {"0o600"}
 
 

@@ -120,7 +120,8 @@ def test_newest_full_dump_holds_every_live_table(newest_dump: NewestDump, eviden
              f"since shows in the next dump, one never dumped goes in exclude_tables): {dump.backup.location}")
 
 
-MANIFEST = {"postgres": ("PF-16", "QP-19"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ("PF-10",)}
+PF10 = ("PF-10",)
+MANIFEST = {"postgres": ("PF-16", "QP-19"), "redis": PF10, "config": PF10, "archive": PF10, "globals": PF10}
 REWRITE = "re-run the backup job, or write the manifest with opsverify.facts.manifest.write_manifest"
 
 

@@ -2,7 +2,8 @@
 
 Runbook, by the source's kind: PF-10 full system backup verification (every kind); PostgreSQL
 dumps PF-04 daily backup verification, PF-16 the daily backup script, QP-18 the backup cron;
-config exports PF-23/QP-20; model and results archives PF-24/QP-21. A Redis RDB series verifies
+config exports PF-23/QP-20; model and results archives PF-24/QP-21; roles and grants
+(``pg_dumpall --globals-only``, which no runbook job makes) PF-10 only. A Redis RDB series verifies
 PF-10 only (PF-21 is BGSAVE and the RDB's validity, checked by the integrity and job checks).
 """
 
@@ -26,12 +27,14 @@ FRESH = {  # runbook IDs by the source's kind
     "redis": ("PF-10",),
     "config": ("PF-10", "PF-23", "QP-20"),
     "archive": ("PF-10", "PF-24", "QP-21"),
+    "globals": ("PF-10",),
 }
 ON_SCHEDULE = {  # as FRESH without PF-04, which is about the newest backup only
     "postgres": ("PF-10", "PF-16", "QP-18"),
     "redis": ("PF-10",),
     "config": ("PF-10", "PF-23", "QP-20"),
     "archive": ("PF-10", "PF-24", "QP-21"),
+    "globals": ("PF-10",),
 }
 
 

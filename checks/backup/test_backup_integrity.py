@@ -3,19 +3,25 @@
 Runbook, by the source's kind: PF-10 every backup kind intact; PostgreSQL dumps PF-04 ``gunzip -t``,
 PF-16 integrity of each file, PF-17 plain/custom/single-table dumps, QP-19 ``pg_restore --list``;
 Redis PF-21 RDB magic/version/CRC64; config exports PF-23/QP-20; model and results archives
-PF-24/QP-21. Secret exports not world-readable: PF-23/QP-20.
+PF-24/QP-21; roles and grants (``pg_dumpall --globals-only``) PF-10. Backups holding secrets
+(Secret exports, ``.env`` tars) not readable by others, locally or in S3: PF-23/QP-20. The
+globals backup creates every role the live database needs: PF-10
+(a full system backup a recovery onto a new cluster can use).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
 
-from fixtures.backups import CatalogOf, VerdictOf, listed
+from fixtures.backups import CatalogOf, ExposureOf, VerdictOf, listed
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
-from opsverify.profile import BackupSource
+from opsverify.backups.roles import DatabaseRoles
+from opsverify.backups.verdict import listing
+from opsverify.profile import BackupSource, Database, Profile
 
 pytestmark = [pytest.mark.backup]
 INTACT = {  # runbook IDs by the source's kind
@@ -23,6 +29,7 @@ INTACT = {  # runbook IDs by the source's kind
     "redis": ("PF-10", "PF-21"),
     "config": ("PF-10", "PF-23", "QP-20"),
     "archive": ("PF-10", "PF-24", "QP-21"),
+    "globals": ("PF-10",),
 }
 
 
@@ -62,14 +69,66 @@ def test_every_backup_in_retention_is_intact(
 @pytest.mark.security
 @pytest.mark.runbook("PF-23", "QP-20")
 def test_secret_exports_are_private(
-    config_backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, evidence: Recorder
+    config_backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, exposure_of: ExposureOf,
+    evidence: Recorder,
 ) -> None:
-    """PF-23/QP-20: exports that hold Secrets (``kubectl get secrets -o yaml``) are readable by their owner only."""
-    files = [f for f in listed(config_backup_source, catalog_of).files if f.mode is not None]  # S3 has no modes
-    holding = [f for f in files if verdict_of(config_backup_source, f).facts.get("holds_secrets") == "yes"]
+    """PF-23/QP-20: backups that hold secrets (Kubernetes Secrets, ``.env`` files in a tar) are readable by their
+    owner only: no group/other bits on a file, no public ACL grant or public bucket policy on an S3 copy.
+
+    A backup that cannot be read through cannot be cleared: it fails as "cannot tell"."""
+    source = config_backup_source
+    files = listed(source, catalog_of).files
+    verdicts = [(f, verdict_of(source, f)) for f in files]
+    unknown = [(f, v) for f, v in verdicts if "holds_secrets" not in v.facts]
+    if unknown:
+        first, verdict = unknown[0]
+        fail(f"cannot tell whether {len(unknown)} backup(s) of {source.name} hold secrets, first {first.name}: "
+             f"{verdict.detail} ({first.location})")
+    holding = [f for f, v in verdicts if v.facts["holds_secrets"] == "yes"]
     exposed = [f for f in holding if f.readable_by_others]
+    copies = [(source.s3, f.location) for f in holding if f.location.startswith("s3://")]
+    if source.offsite is not None:
+        copies += [(source.offsite, f"{source.offsite.url.rstrip('/')}/{f.name}") for f in holding if f.is_local]
+    looked = [exposure_of(access, url) for access, url in copies]
     evidence.record(secret_exports=len(holding), readable_by_others=len(exposed))
+    evidence.record(s3_copies=sum(e.exists for e in looked))
     if exposed:
         first = exposed[0]
-        fail(f"{len(exposed)} secret export(s) of {config_backup_source.name} are readable by group or others, "
+        fail(f"{len(exposed)} secret export(s) of {source.name} are readable by group or others, "
              f"first {first.location} (mode {oct(first.mode or 0)}): chmod 600 them")
+    unclear = [e for e in looked if e.error is not None]
+    if unclear:
+        fail(f"cannot tell whether the S3 copy {unclear[0].url} of {source.name}'s secrets is public: "
+             f"{unclear[0].error}")
+    public = [e for e in looked if e.public is not None]
+    if public:
+        fail(f"{len(public)} S3 copies of secret-holding backups of {source.name} are publicly readable, first "
+             f"{public[0].url}: {public[0].public}: make them private")
+
+
+@pytest.mark.daily
+@pytest.mark.runbook("PF-10")
+def test_globals_backup_creates_every_role_the_database_needs(
+    globals_backup_source: BackupSource, profile: Profile, catalog_of: CatalogOf, verdict_of: VerdictOf,
+    roles_of: Callable[[Database], DatabaseRoles], evidence: Recorder,
+) -> None:
+    """PF-10: the newest ``pg_dumpall --globals-only`` file has a ``CREATE ROLE`` for every owner and grantee
+    of the declared live database: a dump restored onto a new cluster names them in ``OWNER TO`` and ``GRANT``."""
+    source = globals_backup_source
+    if source.database is None:
+        fail(f"globals backup {source.name} names no database: add `database:` with the profile database whose "
+             "roles it must create")
+    newest = listed(source, catalog_of).files[0]
+    verdict = verdict_of(source, newest)
+    expect(verdict.ok, f"newest globals backup of {source.name} is not intact: {verdict.detail} ({newest.location})")
+    database = profile.database(source.database)
+    live = roles_of(database)
+    expect(live.error is None, f"cannot read the roles of database {database.name} ({live.address}): {live.error}")
+    created = set(filter(None, verdict.facts.get("roles", "").split(",")))
+    missing = sorted(set(live.roles) - created)
+    evidence.record(newest=newest.location, database=database.name, roles_needed=",".join(sorted(live.roles)))
+    evidence.record(roles_created=len(created), roles_missing=",".join(missing))
+    if missing:
+        fail(f"newest globals backup of {source.name} has no CREATE ROLE for {len(missing)} role(s) that own "
+             f"objects in or hold grants on database {database.name}: {listing(missing)}; a restore onto a new "
+             f"cluster would lock them out: include them in the pg_dumpall --globals-only job ({newest.location})")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.expect import expect
+from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.actions.jobs import DumpJob
-from opsverify.backups.jobs import Bgsave
+from opsverify.backups.jobs import Bgsave, RdbLocation
 from opsverify.backups.verdict import Expectations
 from opsverify.profile import Database, RedisInstance
 
 pytestmark = [pytest.mark.backup, pytest.mark.maintenance, pytest.mark.weekly]
+MTIME_SLACK = 2  # seconds: LASTSAVE and the file's mtime come from two clocks of one second resolution
 
 
 @pytest.mark.runbook("PF-17")
@@ -32,17 +33,33 @@ def test_fresh_dump_is_complete(database: Database, fresh_pg_dump: DumpJob, evid
 
 @pytest.mark.runbook("PF-21")
 def test_bgsave_completes_and_writes_a_valid_rdb(
-    redis_instance: RedisInstance, redis_bgsave: Bgsave, evidence: Recorder
+    redis_instance: RedisInstance, redis_bgsave: Bgsave, bgsave_rdb: RdbLocation, evidence: Recorder
 ) -> None:
-    """PF-21: BGSAVE ends ok, LASTSAVE advances, and the server's RDB (when readable here) verifies."""
+    """PF-21: BGSAVE ends ok, LASTSAVE advances, and the RDB it wrote verifies: the profile's ``rdb_file``, else
+    the file the server names (``CONFIG GET dir`` + ``dbfilename``), read here; not readable here is a failure."""
     from opsverify.backups.formats import verify_backup
 
+    name = redis_instance.name
     evidence.record(status=redis_bgsave.status, lastsave_before=redis_bgsave.lastsave_before)
     evidence.record(lastsave_after=redis_bgsave.lastsave_after)
-    expect(redis_bgsave.status == "ok", f"BGSAVE on redis {redis_instance.name} ended {redis_bgsave.status}")
-    expect(redis_bgsave.advanced, f"BGSAVE on redis {redis_instance.name} did not advance LASTSAVE")
-    if redis_instance.rdb_file is None:
-        return
-    verdict = verify_backup(redis_instance.rdb_file, Expectations())
-    evidence.record(rdb_file=redis_instance.rdb_file, detail=verdict.detail)
-    expect(verdict.ok, f"RDB of redis {redis_instance.name} after BGSAVE is not valid: {verdict.detail}")
+    hint = ": see the redis log (its dir must be writable, with free space)" if redis_bgsave.status == "err" else ""
+    expect(redis_bgsave.status == "ok", f"BGSAVE on redis {name} ended {redis_bgsave.status}{hint}")
+    expect(redis_bgsave.advanced, f"BGSAVE on redis {name} did not advance LASTSAVE")
+    fix = "declare rdb_file in the profile with a path readable here, or run the checks where the RDB is readable"
+    if bgsave_rdb.path is None:
+        fail(f"cannot find the RDB of redis {name} to verify after BGSAVE: CONFIG GET dir/dbfilename failed "
+             f"({bgsave_rdb.error}): {fix}")
+    rdb = bgsave_rdb.path
+    evidence.record(rdb_file=rdb, rdb_from="profile rdb_file" if redis_instance.rdb_file else "CONFIG GET")
+    try:
+        written = rdb.stat().st_mtime
+        rdb.open("rb").close()
+    except OSError as exc:
+        fail(f"cannot verify the RDB of redis {name} after BGSAVE: {rdb} is not readable here "
+             f"({exc.strerror or exc}): {fix}")
+    if written < redis_bgsave.lastsave_after - MTIME_SLACK:
+        fail(f"cannot verify the RDB of redis {name} after BGSAVE: {rdb} here was last written before that BGSAVE "
+             f"(it is another machine's file, or not the server's): {fix}")
+    verdict = verify_backup(rdb, Expectations())
+    evidence.record(detail=verdict.detail)
+    expect(verdict.ok, f"RDB of redis {name} after BGSAVE is not valid: {verdict.detail}")

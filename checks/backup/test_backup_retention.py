@@ -2,7 +2,7 @@
 
 Runbook: PF-16 ``find $BACKUP_DIR -name "backup_*.sql.gz" -mtime +30 -delete`` (30 days),
 QP-18 ``find /backups/database -mtime +7 -delete`` (7 days locally). Both are PostgreSQL dump
-series; no runbook procedure keeps a retention of Redis, config or archive backups, so those
+series; no runbook procedure keeps a retention of Redis, config, archive or globals backups, so those
 sources are checked against their declared retention without a runbook ID.
 """
 
@@ -21,7 +21,7 @@ from opsverify.profile import BackupSource
 pytestmark = [pytest.mark.backup, pytest.mark.daily]
 
 
-@pytest.mark.runbook(by_kind={"postgres": ("PF-16", "QP-18"), "redis": (), "config": (), "archive": ()})
+@pytest.mark.runbook(by_kind={"postgres": ("PF-16", "QP-18"), "redis": (), "config": (), "archive": (), "globals": ()})
 def test_nothing_older_than_retention_remains(
     backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
 ) -> None:

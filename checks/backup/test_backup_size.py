@@ -19,8 +19,12 @@ from opsverify.profile import BackupSource
 pytestmark = [pytest.mark.backup, pytest.mark.daily]
 HISTORY = 7  # how many earlier backups the newest is compared with
 ARCHIVE = ("PF-10", "PF-24", "QP-21")
-NOT_EMPTY = {"postgres": ("PF-04", "PF-10"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ARCHIVE}
-NOT_SHRUNK = {"postgres": ("PF-10", "QP-19"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ARCHIVE}
+NOT_EMPTY = {
+    "postgres": ("PF-04", "PF-10"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ARCHIVE, "globals": ("PF-10",)
+}
+NOT_SHRUNK = {
+    "postgres": ("PF-10", "QP-19"), "redis": ("PF-10",), "config": ("PF-10",), "archive": ARCHIVE, "globals": ("PF-10",)
+}
 
 
 @pytest.mark.runbook(by_kind=NOT_EMPTY)

@@ -6,11 +6,16 @@ in stream mode (``r|``) reads each header and member once, in order; a header wi
 or cut short in the middle of the archive is an error here, where tarfile would quietly stop.
 A failure names the member (or header) being read when the damage showed: gzip CRC and ISIZE
 only show at the end of the gzip member, usually while the last tar member is read.
+``facts["holds_secrets"]`` is ``yes`` when a member is an environment file (``.env``, ``.env.*``,
+``*.env``, as the runbook's ``tar -czf env_backup.tar.gz .env* …`` packs them), ``no`` when the
+whole archive was read without one, and absent when it broke before one was seen.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import io
+import posixpath
 import tarfile
 from pathlib import Path
 from typing import IO
@@ -19,6 +24,13 @@ from opsverify.backups.gzipstream import READ_SIZE, GunzipReader
 from opsverify.backups.verdict import CorruptBackup, Expectations, Verdict, failed, passed
 
 TAR_BUFFER = 1 << 18
+SECRET_MEMBERS = (".env", ".env.*", "*.env")  # environment files: passwords, API keys
+
+
+def is_secret_member(name: str) -> bool:
+    """An environment file (``.env``, ``.env.production``, ``app.env``), by its base name."""
+    base = posixpath.basename(name.rstrip("/"))
+    return any(fnmatch.fnmatchcase(base, pattern) for pattern in SECRET_MEMBERS)
 
 
 class StrictTarInfo(tarfile.TarInfo):
@@ -41,6 +53,7 @@ class _Walk:
     def __init__(self) -> None:
         self.members = 0
         self.size = 0
+        self.secrets: list[str] = []
         self.last: str | None = None
         self.reading = False
         self.draining = False
@@ -58,6 +71,8 @@ class _Walk:
             while (member := tar.next()) is not None:
                 self.members += 1
                 self.last, self.reading = member.name, True
+                if member.isreg() and is_secret_member(member.name):
+                    self.secrets.append(member.name)
                 if member.isreg():
                     self._read(tar, member)
                 self.reading = False
@@ -74,15 +89,23 @@ class _Walk:
             self.size += len(chunk)
 
 
+def _facts(walk: _Walk, complete: bool) -> dict[str, str]:
+    facts = {"members": str(walk.members), "bytes": str(walk.size)}
+    if walk.secrets:
+        facts["holds_secrets"], facts["secret_members"] = "yes", ",".join(walk.secrets)
+    elif complete:
+        facts["holds_secrets"] = "no"
+    return facts
+
+
 def verify_tar_stream(raw: IO[bytes], fmt: str, name: str = "<stream>") -> Verdict:
     """Walk a tar stream (already decompressed) member by member."""
     walk = _Walk()
     try:
         walk.run(raw)
     except (CorruptBackup, tarfile.TarError, EOFError) as exc:
-        facts = {"members": str(walk.members), "bytes": str(walk.size)}
-        return failed(name, fmt, f"corrupt {fmt} at {walk.where}: {exc}", facts)
-    facts = {"members": str(walk.members), "bytes": str(walk.size)}
+        return failed(name, fmt, f"corrupt {fmt} at {walk.where}: {exc}", _facts(walk, complete=False))
+    facts = _facts(walk, complete=True)
     return passed(name, fmt, f"intact: {walk.members:,} members, {walk.size:,} bytes", facts)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from opsverify.errors import OpsverifyError
 from opsverify.pgtools import MissingTool, pg_env, pg_tool
-from opsverify.profile.model import Database
+from opsverify.profile.model import Database, RedisInstance
 
 if TYPE_CHECKING:
     import redis
@@ -82,3 +82,32 @@ def bgsave(conn: redis.Redis, timeout: timedelta) -> Bgsave:
         if time.monotonic() > deadline:
             return Bgsave(before, after, "timeout")
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class RdbLocation:
+    """Where a Redis server writes its snapshot (``CONFIG GET dir`` + ``dbfilename``), or why it would not say."""
+
+    path: Path | None = None
+    error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+
+
+def rdb_location(instance: RedisInstance, connect: timedelta, request: timedelta) -> RdbLocation:
+    """Ask the server where its RDB is: ``CONFIG GET dir`` and ``CONFIG GET dbfilename`` (read-only)."""
+    import redis
+
+    from opsverify.probes.redis import client, unreachable
+
+    conn = client(instance, connect, request)
+    try:
+        directory = conn.config_get("dir").get("dir")
+        name = conn.config_get("dbfilename").get("dbfilename")
+    except redis.RedisError as exc:
+        cause = unreachable(exc, connect, request)
+        return RdbLocation(error=cause or str(exc).splitlines()[0] or type(exc).__name__, unreachable=cause)
+    finally:
+        conn.close()
+    if not directory or not name:
+        return RdbLocation(error="CONFIG GET dir/dbfilename answered nothing")
+    return RdbLocation(Path(directory) / name)

@@ -2,16 +2,27 @@
 
 The hash compared is S3's ETag: the MD5 of a single-part upload, or the MD5 of the parts' MD5s
 for a multipart one (``-N`` suffix; parts of 8 MiB as ``aws s3 cp`` and boto3 upload them).
+Each copy's storage class is kept too: a copy in GLACIER or DEEP_ARCHIVE exists, but a restore
+from it waits hours for S3 to thaw it first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from opsverify.backups.catalog import BackupFile
-from opsverify.backups.s3 import MULTIPART_CHUNK, S3Object, client, describe_error, etag_of, list_objects, unreachable
+from opsverify.backups.s3 import (
+    COLD_CLASSES,
+    MULTIPART_CHUNK,
+    S3Object,
+    client,
+    describe_error,
+    etag_of,
+    list_objects,
+    unreachable,
+)
 from opsverify.profile.model import Offsite, Timeouts
 
 
@@ -23,6 +34,11 @@ class CopyCheck:
     local_size: int
     remote_size: int | None = None
     problem: str | None = None
+    storage_class: str | None = None  # of the offsite copy, when there is one
+
+    @property
+    def is_cold(self) -> bool:
+        return self.storage_class in COLD_CLASSES
 
 
 @dataclass(frozen=True)
@@ -38,8 +54,18 @@ class OffsiteParity:
     def problems(self) -> list[CopyCheck]:
         return [c for c in self.copies if c.problem is not None]
 
+    @property
+    def cold(self) -> list[CopyCheck]:
+        """Copies in GLACIER or DEEP_ARCHIVE: a restore from them takes hours."""
+        return [c for c in self.copies if c.is_cold]
+
 
 def _compare(local: BackupFile, remote: S3Object | None) -> CopyCheck:
+    check = _equal(local, remote)
+    return replace(check, storage_class=remote.storage_class) if remote is not None else check
+
+
+def _equal(local: BackupFile, remote: S3Object | None) -> CopyCheck:
     if remote is None:
         return CopyCheck(local.name, local.size, problem="no offsite copy")
     if remote.size != local.size:

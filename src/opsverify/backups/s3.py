@@ -19,6 +19,7 @@ from opsverify.profile.model import S3Access, Timeouts
 S3Client = Any  # botocore builds the client class at run time
 
 MULTIPART_CHUNK = 8 * 1024 * 1024  # the part size of `aws s3 cp` and boto3's upload_file
+COLD_CLASSES = ("GLACIER", "DEEP_ARCHIVE")  # objects that must be restored (hours) before they can be read
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class S3Object:
     size: int
     modified: datetime
     etag: str
+    storage_class: str = "STANDARD"
+
+    @property
+    def is_cold(self) -> bool:
+        """In GLACIER or DEEP_ARCHIVE: a ``restore-object`` request of hours comes before any download."""
+        return self.storage_class in COLD_CLASSES
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -67,7 +74,8 @@ def list_objects(s3: S3Client, url: str) -> Iterator[S3Object]:
     bucket, prefix = split_url(url)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         for item in page.get("Contents", []):
-            yield S3Object(item["Key"], int(item["Size"]), item["LastModified"], str(item["ETag"]).strip('"'))
+            etag, storage_class = str(item["ETag"]).strip('"'), str(item.get("StorageClass") or "STANDARD")
+            yield S3Object(item["Key"], int(item["Size"]), item["LastModified"], etag, storage_class)
 
 
 def endpoint_url(access: S3Access | None) -> str:
@@ -116,3 +124,58 @@ def etag_of(path: Path, parts: int = 1, chunk: int = 1 << 20) -> str:
     if in_part:
         part_digests.append(part.digest())
     return f"{hashlib.md5(b''.join(part_digests), usedforsecurity=False).hexdigest()}-{len(part_digests)}"
+
+
+PUBLIC_GROUPS = {
+    "http://acs.amazonaws.com/groups/global/AllUsers": "AllUsers",
+    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers": "AuthenticatedUsers",
+}
+READING = ("READ", "FULL_CONTROL")
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Whether one object can be read by anyone: the reason (ACL grant, bucket policy), or why it is unknown."""
+
+    url: str
+    public: str | None = None
+    error: str | None = None
+    exists: bool = True
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+
+
+def _public_policy(s3: S3Client, bucket: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        status = s3.get_bucket_policy_status(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucketPolicy":
+            return False
+        raise
+    return bool(status.get("PolicyStatus", {}).get("IsPublic"))
+
+
+def exposure(access: S3Access | None, url: str, timeouts: Timeouts) -> Exposure:
+    """Is the object at ``s3://bucket/key`` public: an ACL grant to AllUsers/AuthenticatedUsers, or a public policy?"""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_url(url)
+    key = key.rstrip("/")
+    try:
+        s3 = client(access, timeouts.connect, timeouts.request)
+        try:
+            grants = s3.get_object_acl(Bucket=bucket, Key=key).get("Grants", [])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return Exposure(url, exists=False)
+            raise
+        for grant in grants:
+            group = PUBLIC_GROUPS.get(str(grant.get("Grantee", {}).get("URI", "")))
+            if group is not None and grant.get("Permission") in READING:
+                return Exposure(url, public=f"its ACL grants {grant['Permission']} to {group}")
+        if _public_policy(s3, bucket):
+            return Exposure(url, public=f"the policy of bucket {bucket} is public")
+    except (BotoCoreError, ClientError) as exc:
+        return Exposure(url, error=describe_error(exc, timeouts), unreachable=unreachable(exc, timeouts))
+    return Exposure(url)

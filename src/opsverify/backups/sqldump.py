@@ -5,7 +5,9 @@ pg_dump writes ``-- PostgreSQL database dump complete`` last (newer releases add
 Only a small tail is kept to look for it. Expected tables are found as pg_dump's
 ``-- Name: <table>; Type: TABLE;`` comments (or ``-- Data for Name: …; Type: TABLE DATA;`` in a
 data-only dump), and the text is scanned for them only when some are expected. A ``.sql.gz``
-is inflated and checked in the same pass.
+is inflated and checked in the same pass. A roles file (``pg_dumpall --globals-only``, expected
+with ``Expectations.roles``) must be text (no NUL byte) and hold ``CREATE ROLE`` statements, whose
+role names land in ``facts["roles"]``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from opsverify.backups.verdict import (
 
 MARKER = re.compile(rb"^-- PostgreSQL database (?:cluster )?dump complete[ \t\r]*$", re.MULTILINE)
 TABLE_COMMENT = re.compile(rb"\n-- (?:Data for )?Name: ([^;\n]+); Type: TABLE(?: DATA)?; Schema: ([^;\n]+);")
+CREATE_ROLE = re.compile(rb'\nCREATE ROLE ("(?:[^"]|"")+"|[^\s;"]+);')
 TAIL_SIZE = 4096
 OVERLAP = 1024
 MISSING = "dump-complete marker missing: pg_dump did not finish"
@@ -41,24 +44,31 @@ def _after_marker_ok(line: bytes) -> bool:
 class SqlScanner:
     """Fed a dump's text chunk by chunk: keeps its tail for the marker and, when asked, its table names."""
 
-    def __init__(self, find_tables: bool) -> None:
+    def __init__(self, find_tables: bool, find_roles: bool = False) -> None:
         self.size = 0
         self.tables: set[str] = set()
+        self.roles: set[str] = set()
+        self.binary_at: int | None = None  # offset of the first NUL byte (not SQL text), when roles are read
         self._find_tables = find_tables
+        self._find_roles = find_roles
         self._tail = b""
         self._carry = b"\n"
 
     def feed(self, chunk: bytes) -> None:
+        if self._find_roles and self.binary_at is None and b"\0" in chunk:
+            self.binary_at = self.size + chunk.index(b"\0")
         self.size += len(chunk)
         self._tail = chunk[-TAIL_SIZE:] if len(chunk) >= TAIL_SIZE else (self._tail + chunk)[-TAIL_SIZE:]
-        if self._find_tables:
+        if self._find_tables or self._find_roles:
             self._scan(chunk)
 
     def _scan(self, chunk: bytes) -> None:
         buf = self._carry + chunk  # the overlap catches a comment split across two chunks
-        for match in TABLE_COMMENT.finditer(buf):
+        for match in TABLE_COMMENT.finditer(buf) if self._find_tables else ():
             name, schema = (part.decode(errors="replace") for part in match.groups())
             self.tables.add(f"{schema}.{name}")
+        for match in CREATE_ROLE.finditer(buf) if self._find_roles else ():
+            self.roles.add(role_name(match[1].decode(errors="replace")))
         self._carry = buf[-OVERLAP:]
 
     def completion_problem(self) -> str | None:
@@ -72,26 +82,40 @@ class SqlScanner:
         return None
 
 
+def role_name(written: str) -> str:
+    """A role name as pg_dumpall writes it (``app`` or ``"App-User"``), unquoted."""
+    if written.startswith('"') and written.endswith('"'):
+        return written[1:-1].replace('""', '"')
+    return written
+
+
 def sql_verdict(name: str, fmt: str, scanner: SqlScanner, expect: Expectations, facts: dict[str, str]) -> Verdict:
     """The verdict on a fully scanned dump: marker first, then the expected tables."""
     problem = scanner.completion_problem()
     facts["marker"] = "missing" if problem else "present"
     if expect.tables:
         facts["tables"] = ",".join(sorted(scanner.tables))
+    if expect.roles:
+        facts["roles"] = ",".join(sorted(scanner.roles))
+        if scanner.binary_at is not None:
+            return failed(name, fmt, f"not SQL text: a NUL byte at offset {scanner.binary_at:,}", facts)
     if problem:
         return failed(name, fmt, problem, facts)
     missing = expect.missing_tables(scanner.tables)
     if missing:
         return failed(name, fmt, missing_tables_detail(missing, scanner.tables), facts)
+    if expect.roles and not scanner.roles:
+        return failed(name, fmt, "holds no CREATE ROLE statement: not a pg_dumpall --globals-only file", facts)
     gzipped = "gzip verified, " if fmt == "sql.gz" else ""
     tables = f", {len(expect.tables)} expected table(s) present" if expect.tables else ""
-    detail = f"intact: {gzipped}{scanner.size:,} bytes of SQL, dump-complete marker present{tables}"
+    roles = f", {len(scanner.roles)} role(s) created" if expect.roles else ""
+    detail = f"intact: {gzipped}{scanner.size:,} bytes of SQL, dump-complete marker present{tables}{roles}"
     return passed(name, fmt, detail, facts)
 
 
 def verify_sql_stream(stream: ByteStream, expect: Expectations, name: str = "<stream>") -> Verdict:
     """Check a plain SQL dump read from ``stream`` (format ``sql``)."""
-    scanner = SqlScanner(bool(expect.tables))
+    scanner = SqlScanner(bool(expect.tables), expect.roles)
     while chunk := stream.read(READ_SIZE):
         scanner.feed(chunk)
     if scanner.size == 0:
@@ -102,7 +126,7 @@ def verify_sql_stream(stream: ByteStream, expect: Expectations, name: str = "<st
 def verify_sql_gz_stream(stream: ByteStream, expect: Expectations, name: str = "<stream>") -> Verdict:
     """Inflate a gzipped SQL dump, verifying every gzip member, and check the SQL in the same pass."""
     gz = GzipStream(stream)
-    scanner = SqlScanner(bool(expect.tables))
+    scanner = SqlScanner(bool(expect.tables), expect.roles)
     try:
         for chunk in gz:
             scanner.feed(chunk)

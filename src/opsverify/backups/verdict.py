@@ -34,6 +34,7 @@ class Expectations:
     kinds: tuple[str, ...] = ()
     rdb_max_version: int = 12
     timeout: float = 600.0
+    roles: bool = False  # a ``pg_dumpall --globals-only`` file: SQL text holding ``CREATE ROLE`` statements
 
     def missing_tables(self, found: Iterable[str]) -> tuple[str, ...]:
         """Expected tables not in ``found`` (``schema.table`` names); an unqualified name matches any schema."""

@@ -243,12 +243,16 @@ class Offsite(S3Access):
 class BackupSource(Named):
     """A location the runbooks' backup jobs write to (PF-04, PF-16, QP-18)."""
 
-    kind: Literal["postgres", "redis", "config", "archive"]
+    kind: Literal["postgres", "redis", "config", "archive", "globals"] = Field(
+        description="globals: files of `pg_dumpall --globals-only` (roles and grants) for the cluster of `database`"
+    )
     path: str = Field(description="directory holding the backups, or s3://bucket/prefix/")
     pattern: str = Field("*", description="glob of the backup file names")
     host: Name | None = Field(None, description="the profile host whose directory this is (ssh://); default: here")
     s3: S3Access | None = Field(None, description="S3 access when path is s3://")
-    database: str | None = Field(None, description="the profile database this backs up")
+    database: str | None = Field(
+        None, description="the profile database this backs up (globals: whose owners and grantees it must create)"
+    )
     rpo: Duration = timedelta(hours=24)
     retention: Duration = timedelta(days=30)
     schedule: Duration = Field(timedelta(days=1), description="how often the job runs; a bigger gap is a miss")

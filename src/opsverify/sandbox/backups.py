@@ -6,7 +6,7 @@ At creation ``make_backups`` names and ``os.utime``-s each to the time it stands
 half an hour ago, one a day before that, so the series looks like cron ran it for 30 (or 7, or 3)
 days. From then on the sandbox's scheduler (``scheduler.py``) runs each job at its cadence and
 applies the runbook's cleanup, through ``run_job``, ``finish_backup`` and ``cleanup`` below. A new
-series is one row of ``SERIES``.
+series is one row of ``SERIES``. Roles and grants are backed up by ``pg_dumpall --globals-only``.
 """
 
 from __future__ import annotations
@@ -130,6 +130,21 @@ class Dumper:
             raise SandboxError(f"pg_dump of {dbname} failed ({done.stderr.strip()}): see the PostgreSQL log")
         _finish(tmp, target, when)
 
+    def globals_only(self, target: Path, when: float) -> None:
+        """``pg_dumpall --globals-only -f target``: roles (with their password hashes, so 0600) and tablespaces."""
+        tmp = target.with_name(target.name + ".part")
+        args = [pg_tool("pg_dumpall", self.pg.major()), "-h", "127.0.0.1", "-p", str(self.pg.port), "-U", SUPERUSER]
+        try:
+            done = subprocess.run(
+                [*args, "--globals-only", "-f", str(tmp)], env=self.env, capture_output=True, text=True,
+                timeout=DUMP_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise SandboxError(f"pg_dumpall took over {DUMP_TIMEOUT:g}s: see the PostgreSQL log") from None
+        if done.returncode != 0:
+            raise SandboxError(f"pg_dumpall --globals-only failed ({done.stderr.strip()}): see the PostgreSQL log")
+        _finish(tmp, target, when, mode=0o600)
+
     def gzipped(self, target: Path, when: float, dbname: str) -> None:
         """``pg_dump | gzip > target``, streamed in chunks."""
         tmp = target.with_name(target.name + ".part")
@@ -165,12 +180,13 @@ def _write_yaml(target: Path, when: float, data: object, mode: int = 0o644) -> N
     _finish(tmp, target, when, mode)
 
 
-def _tar(target: Path, when: float, root: Path, members: list[str]) -> None:
+def _tar(target: Path, when: float, root: Path, members: list[str], mode: int = 0o644) -> None:
     tmp = target.with_name(target.name + ".part")
+    tmp.touch(mode=0o600)
     with tarfile.open(tmp, "w:gz") as tar:
         for member in members:
             tar.add(root / member, arcname=member)
-    _finish(tmp, target, when)
+    _finish(tmp, target, when, mode)
 
 
 class JobContext:
@@ -237,7 +253,11 @@ def _k8s_export(ctx: JobContext, series: Series, target: Path, when: float) -> N
 
 
 def _archive(ctx: JobContext, series: Series, target: Path, when: float) -> None:
-    _tar(target, when, ctx.layout.app / "photonic-foundry", list(series.members))
+    _tar(target, when, ctx.layout.app / "photonic-foundry", list(series.members), series.mode)
+
+
+def _globals(ctx: JobContext, series: Series, target: Path, when: float) -> None:
+    ctx.dump.globals_only(target, when)
 
 
 PF_TABLES = ("models", "simulations")
@@ -251,6 +271,7 @@ SERIES = (
            None, ("simulations",), job=_dump_tables, scope="tables"),
     Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
            QP_TABLES, offsite="s3://qp-backups/database/", job=_dump_gzip, timed=True, manifest=True),
+    Series("pg-globals", "globals", "globals", "globals_*.sql", 3, "photonic_foundry", job=_globals, timed=True),
     Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3, job=_rdb_copy, manifest=True),
     Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3, kinds=("ConfigMap",), job=_k8s_export),
     Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3, kinds=("Deployment",),
@@ -261,8 +282,8 @@ SERIES = (
            job=_archive, members=("models",)),
     Series("results-archive", "archive", "archives", "results_backup_*.tar.gz", 3, offsite="s3://pf-backups/results/",
            job=_archive, members=("results",)),
-    Series("env-archive", "archive", "archives", "env_backup_*.tar.gz", 3, job=_archive,
-           members=(".env", "docker-compose.yml", "Dockerfile")),
+    Series("env-archive", "config", "archives", "env_backup_*.tar.gz", 3, job=_archive,  # PF-23: tar of .env*
+           members=(".env", "docker-compose.yml", "Dockerfile"), mode=0o600),  # .env holds secrets: owner-only
 )
 
 

@@ -127,7 +127,7 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
                 "host": "127.0.0.1",
                 "port": ports["redis"],
                 "password_file": str(layout.secret_file("redis").resolve()),
-                "rdb_file": str((layout.redis / "dump.rdb").resolve()),
+                # no rdb_file: the BGSAVE check asks the server (CONFIG GET dir + dbfilename), as on a shipped profile
             }
         ],
         "dependencies": [{"name": "quantum-backend", "url": f"http://127.0.0.1:{ports['quantum-backend']}/health"}],
