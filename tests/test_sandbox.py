@@ -310,7 +310,7 @@ def test_one_tick_makes_one_verified_backup_per_stale_series_and_cleans_up(
             expired |= set(files[: len(files) + 1 - series.days])
         else:
             expired |= {p for p in files if now - p.stat().st_mtime >= (keep + 1) * DAY}
-    assert {p.parent.name for p in expired} == {"postgres", "database", "redis", "config", "archives"}
+    assert {p.parent.name for p in expired} == {"postgres", "database", "globals", "redis", "config", "archives"}
     uploader = scheduler.Uploader(layout, s3_port)
     report = scheduler.tick(layout, now, lambda: context, lambda: uploader)
     assert report.failures == []
@@ -345,14 +345,15 @@ def test_a_failed_job_is_logged_and_retried_at_the_next_tick(backup_copy: tuple[
     down = Postgres(context.pg.base, context.pg.as_postgres, closed, context.pg.password)
     broken = JobContext(layout, down, context.redis_server, context.ports)
     now = time.time()
-    dumps = {s.name for s in SERIES if s.kind == "postgres"}
+    dumps = {s.name for s in SERIES if s.kind in ("postgres", "globals")}  # pg_dump and pg_dumpall
     first = scheduler.tick(layout, now, lambda: broken)
     assert set(first.made) == {s.name for s in SERIES} - dumps
     assert {f.split(":", 1)[0] for f in first.failures} == dumps
     log = (layout.logs / "backup-jobs.log").read_text().splitlines()
     failed = [line.split(" ", 1)[1] for line in log if " FAILED " in line]
     assert len(failed) == len(dumps)
-    assert all("job failed: pg_dump of" in line and line.endswith("(retried at the next tick)") for line in failed)
+    refused = ("job failed: pg_dump of", "job failed: pg_dumpall --globals-only failed")
+    assert all(any(r in line for r in refused) and line.endswith("(retried at the next tick)") for line in failed)
     second = scheduler.tick(layout, now + scheduler.TICK, lambda: context)
     assert (set(second.made), second.failures) == (dumps, [])
 

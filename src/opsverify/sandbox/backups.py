@@ -40,6 +40,7 @@ from opsverify.sandbox.redis import bgsave
 from opsverify.sandbox.state import Layout
 
 DAY = 86400.0
+HOUR = 3600.0
 NEWEST_AGE = 1800.0  # the newest of each series is half an hour old: inside the 1h database RPO
 DUMP_TIMEOUT = 60.0
 MANIFEST_CHECKSUM_ROWS = 100_000
@@ -272,7 +273,9 @@ SERIES = (
     Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
            QP_TABLES, offsite="s3://qp-backups/database/", job=_dump_gzip, timed=True, manifest=True),
     Series("pg-globals", "globals", "globals", "globals_*.sql", 3, "photonic_foundry", job=_globals, timed=True),
-    Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3, job=_rdb_copy, manifest=True),
+    # BGSAVE + copy (PF-21) hourly: the cache drill is measured against the full-system RPO (4h, PF-47)
+    Series("redis-rdb", "redis", "redis", "redis_backup_*.rdb", 3, job=_rdb_copy, manifest=True, every=HOUR,
+           timed=True),
     Series("k8s-configmaps", "config", "config", "configmaps_backup_*.yaml", 3, kinds=("ConfigMap",), job=_k8s_export),
     Series("k8s-deployments", "config", "config", "deployments_backup_*.yaml", 3, kinds=("Deployment",),
            job=_k8s_export),

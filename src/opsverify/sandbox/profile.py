@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from opsverify.sandbox.backups import SERIES
+from opsverify.sandbox.backups import DAY, SERIES
 from opsverify.sandbox.offsite import s3_access
 from opsverify.sandbox.postgres import ARCHIVE_DIR, BASE_BACKUPS_DIR, REPLICATION_ROLE
 from opsverify.sandbox.state import Layout, load_state
@@ -103,6 +103,8 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         if series.database:
             entry["database"] = series.database
         entry["rpo"] = "24h"
+        if series.every != DAY:
+            entry["schedule"] = f"{series.every / 60:g}m"
         if series.retention:
             entry["retention"] = series.retention
         if series.tables:

@@ -40,6 +40,8 @@ EARLY = 600.0  # a job is due this long before a full cadence has passed since t
 NAME = "scheduler"
 MODULE = "opsverify.sandbox.scheduler"
 START_TIMEOUT = 300.0  # the first tick (a catch-up runs every job once) must end within this
+BASE_BACKUP_EVERY = 6 * 86400.0  # weekly less a day: inside the profile's base_backup_max_age (7d, PF-20)
+BASE_BACKUPS_KEPT = 2
 
 
 @dataclass
@@ -132,6 +134,10 @@ def tick(
             pending.pop(path)
         except Exception as exc:  # noqa: BLE001 - a failed upload is retried at the next tick
             report.failures.append(f"{series.name}: {exc}")
+    try:
+        ctx = base_backup(ctx or context(), now, report)
+    except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
+        report.failures.append(f"base backup: {exc}")
     for series in SERIES:
         try:
             deleted = cleanup(layout, series, now)
@@ -144,6 +150,26 @@ def tick(
     for failure in report.failures:
         log_line(layout, f"FAILED {failure} (retried at the next tick)")
     return report
+
+
+def base_backup(ctx: JobContext, now: float, report: TickReport) -> JobContext:
+    """PF-20's weekly ``pg_basebackup`` (what point-in-time recovery replays the WAL archive onto), when due;
+    the oldest beyond ``BASE_BACKUPS_KEPT`` are deleted."""
+    import shutil
+
+    from opsverify.probes.replication import list_base_backups
+
+    directory = ctx.pg.base_backups
+    newest = list_base_backups(directory).taken if directory.is_dir() else None
+    if newest is None or now - newest.timestamp() >= BASE_BACKUP_EVERY - EARLY:
+        made = ctx.pg.take_base_backup()
+        report.made["base-backup"] = made
+        log_line(ctx.layout, f"base backup: made {made.name}")
+        old = sorted(p for p in directory.iterdir() if p.is_dir())[:-BASE_BACKUPS_KEPT]
+        for path in old:
+            shutil.rmtree(path)
+            report.deleted.append(path)
+    return ctx
 
 
 def _context(layout: Layout) -> JobContext:
