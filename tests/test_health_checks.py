@@ -6,10 +6,12 @@ a Redis whose background save failed, limits below the measured use (a busy CPU:
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,9 @@ from typing import Any
 import pytest
 
 from opsverify.localserver.net import free_port
+from opsverify.localserver.postgres import Cluster
 from opsverify.localserver.redis import start_redis
+from opsverify.profile.environment import Profile
 from opsverify.sandbox.app import start_app, stop_process
 
 Run = Callable[..., Any]
@@ -179,16 +183,92 @@ def test_stale_metrics_fail_the_freshness_check(run_checks: Run, profile_variant
 
 
 def test_wrong_database_password_fails_the_session_check(
-    run_checks: Run, profile_variant: Variant, tmp_path: Path
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, sandbox: Profile
 ) -> None:
     wrong = tmp_path / "wrong.pass"
     wrong.write_text("not-the-password\n")
     run = run_checks(profile_variant(then(only("databases"), set_in("databases", password_file=str(wrong)))),
                      "health/test_postgres.py")
-    test = next(t for t in run.checks if t.startswith("test_postgres.py::test_database_accepts_read_only_session"))
-    assert run.outcome(test) == "failed"
-    assert 'password authentication failed for user "opsverify"' in run.message(test)
+    db = sandbox.databases[0]
+    where = f"{db.host}:{db.port}/{db.dbname}"
+    refused = (f'connection failed: connection to server at "{db.host}", port {db.port} failed: '
+               f'FATAL:  password authentication failed for user "{db.user}"')
+    assert run.failed() == {f"test_postgres.py::{t}[{db.name}]" for t in (
+        "test_database_accepts_a_session", "test_database_connects_within_budget", "test_database_role_cannot_write")}
+    assert run.message(f"test_postgres.py::test_database_accepts_a_session[{db.name}]") == (
+        f"database {db.name} at {where} refused a session: {refused}")
+    assert run.message(f"test_postgres.py::test_database_role_cannot_write[{db.name}]") == (
+        f"database {db.name} at {where}: cannot read the privileges of role {db.user}: {refused}")
     assert "not-the-password" not in run.result.stdout.str()
+
+
+@dataclass
+class ScratchServer:
+    """A throwaway PostgreSQL cluster of the test's own with one database and a role of a unique name."""
+
+    port: int
+    role: str
+    password_file: Path
+    superuser_password_file: Path
+
+
+@pytest.fixture
+def scratch_server(tmp_path: Path) -> Iterator[ScratchServer]:
+    """Its ``photonic_foundry`` holds ``simulations`` (the role may INSERT) and ``results`` (SELECT only)."""
+    from psycopg import sql
+
+    base = Path("/tmp") / f"opsverify-test-roles-{uuid.uuid4().hex[:8]}"
+    cluster = Cluster(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    role = f"opsverify_writer_{uuid.uuid4().hex[:8]}"
+    cluster.initdb({})
+    try:
+        cluster.start()
+        with cluster.connect() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'writer-secret'").format(sql.Identifier(role)))
+            conn.execute("CREATE DATABASE photonic_foundry")
+        with cluster.connect("photonic_foundry") as conn:
+            conn.execute("CREATE TABLE results (id int)")
+            conn.execute("CREATE TABLE simulations (id int)")
+            conn.execute(sql.SQL("GRANT SELECT ON results, simulations TO {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT INSERT ON simulations TO {}").format(sql.Identifier(role)))
+        (tmp_path / "writer.pass").write_text("writer-secret\n")
+        (tmp_path / "superuser.pass").write_text("superuser-secret\n")
+        yield ScratchServer(cluster.port, role, tmp_path / "writer.pass", tmp_path / "superuser.pass")
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+
+
+ROLE_CHECK = "test_postgres.py::test_database_role_cannot_write[photonic_foundry]"
+READ_ONLY = "opsverify needs a role that cannot write"
+
+
+def database_at(port: int, user: str, password_file: Path) -> Mutation:
+    return then(only("databases"), set_in("databases", port=port, user=user, password_file=str(password_file)))
+
+
+def test_role_granted_insert_fails_the_read_only_role_check(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    run = run_checks(profile_variant(database_at(port, role, scratch_server.password_file)), "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} holds INSERT on "
+        f"public.simulations; {READ_ONLY} (REVOKE INSERT ON public.simulations FROM {role})")
+
+
+def test_superuser_declared_as_the_database_user_fails_the_read_only_role_check(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    port = scratch_server.port
+    mutate = database_at(port, "postgres", scratch_server.superuser_password_file)
+    run = run_checks(profile_variant(mutate), "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role postgres is a superuser; "
+        f"{READ_ONLY} (declare one, or ALTER ROLE postgres NOSUPERUSER)")
 
 
 @pytest.fixture
