@@ -286,8 +286,8 @@ def test_stopped_redis_fails_its_checks(run_checks: Run, profile_variant: Varian
     own_redis.stop(timeout=10)
     run = run_checks(profile_variant(redis_at(own_redis.port)), "health/test_redis.py")
     test = "test_redis.py::test_redis_answers_ping_within_budget[cache]"
-    assert run.failed() == {test, "test_redis.py::test_redis_persistence_is_healthy[cache]"}
-    assert run.message(test).startswith(f"redis cache at 127.0.0.1:{own_redis.port} did not answer:")
+    assert run.failed() == {test, SWITCHED_ON, "test_redis.py::test_redis_persistence_is_healthy[cache]", UNSAVED}
+    assert run.message(test) == f"redis cache at 127.0.0.1:{own_redis.port} did not answer: connection refused"
 
 
 def test_failed_background_save_fails_the_persistence_check(
@@ -296,6 +296,8 @@ def test_failed_background_save_fails_the_persistence_check(
     import redis
 
     client = redis.Redis(port=own_redis.port, socket_timeout=5)
+    client.config_set("save", NEVER)  # persistence on: only the failed save is the fault …
+    client.config_set("stop-writes-on-bgsave-error", "no")  # … and Redis keeps answering PING (else: MISCONF)
     client.set("k", "v")
     shutil.rmtree(tmp_path / "redis")  # the server's working directory disappears under it
     client.bgsave()
@@ -308,6 +310,101 @@ def test_failed_background_save_fails_the_persistence_check(
     assert run.failed() == {test}
     assert run.message(test) == (
         f"redis cache last BGSAVE failed (rdb_last_bgsave_status:err): see the redis log on 127.0.0.1:{own_redis.port}")
+
+
+REDIS = "health/test_redis.py"
+SWITCHED_ON = "test_redis.py::test_redis_persistence_is_switched_on[cache]"
+UNSAVED = "test_redis.py::test_redis_unsaved_changes_are_younger_than_max_unsaved_age[cache]"
+NEVER = "1000000000 1000000000"  # save rules that are on, yet never fire in a test's lifetime
+PAST_TIME_C = r"""
+/* time() runs OPSVERIFY_TIME_OFFSET seconds off the real clock; gettimeofday and clock_gettime stay true. */
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+time_t time(time_t *out) {
+    struct timeval now;
+    const char *offset = getenv("OPSVERIFY_TIME_OFFSET");
+    gettimeofday(&now, NULL);
+    time_t t = now.tv_sec + (offset ? atol(offset) : 0);
+    if (out) *out = t;
+    return t;
+}
+"""
+
+
+def test_redis_without_persistence_fails_the_switched_on_check(
+    run_checks: Run, profile_variant: Variant, own_redis: Any
+) -> None:
+    run = run_checks(profile_variant(redis_at(own_redis.port)), REDIS)  # own_redis: save "", appendonly no
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{own_redis.port} persists nothing: RDB snapshots are off (save \"\") and AOF is off "
+        "(aof_enabled:0), so a restart loses every key; set save rules (e.g. save 3600 1 300 100) or appendonly yes, "
+        "or declare require_persistence: false")
+
+
+def test_redis_with_aof_only_passes_the_persistence_checks(
+    run_checks: Run, profile_variant: Variant, own_redis: Any
+) -> None:
+    own_redis.client().config_set("appendonly", "yes")
+    run = run_checks(profile_variant(redis_at(own_redis.port)), REDIS)
+    assert run.failed() == set()
+    assert run.outcome(SWITCHED_ON) == run.outcome(UNSAVED) == "passed"
+
+
+def test_redis_refusing_config_get_fails_naming_the_permission(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    server = start_redis(tmp_path / "redis", free_port(), save=NEVER)
+    try:
+        server.client().acl_setuser("checker", enabled=True, passwords=["+checker-secret"], keys=["*"],
+                                    channels=["*"], commands=["+@all", "-config"])
+        (tmp_path / "checker.pass").write_text("checker-secret\n")
+        mutate = then(redis_at(server.port), set_in("redis", username="checker",
+                                                   password_file=str(tmp_path / "checker.pass")))
+        run = run_checks(profile_variant(mutate), REDIS)
+    finally:
+        server.stop(timeout=10)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{server.port} refused CONFIG GET save (this user has no permissions to run the "
+        "'config|get' command) and AOF is off: cannot tell whether RDB snapshots are on; allow it (ACL SETUSER "
+        "checker +config|get)")
+
+
+@pytest.fixture
+def past_time(tmp_path: Path) -> Path:
+    """A preload library whose ``time()`` runs off the real clock (libfaketime hangs redis-server: jemalloc)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("no C compiler to build the clock-shifting preload: run `make setup` (gcc)")
+    source, library = tmp_path / "past_time.c", tmp_path / "past_time.so"
+    source.write_text(PAST_TIME_C)
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True, timeout=60)
+    return library
+
+
+def test_redis_with_changes_unsaved_for_days_fails_the_unsaved_age_check(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, past_time: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as started_in_the_past:  # its last save (its start) is 3d30m ago; its TIME is true
+        started_in_the_past.setenv("LD_PRELOAD", str(past_time))
+        started_in_the_past.setenv("OPSVERIFY_TIME_OFFSET", str(-(3 * 86400 + 30 * 60)))
+        server = start_redis(tmp_path / "redis", free_port(), save=NEVER)
+    try:
+        client = server.client()
+        client.set("pending", "not on disk")
+        info = client.info("persistence")
+        assert info["rdb_changes_since_last_save"] == 1
+        assert client.time()[0] - info["rdb_last_save_time"] >= 3 * 86400
+        run = run_checks(profile_variant(redis_at(server.port)), REDIS)
+    finally:
+        server.stop(timeout=10)
+    assert run.failed() == {UNSAVED}
+    assert run.message(UNSAVED) == (
+        f"redis cache at 127.0.0.1:{server.port} has 1 unsaved change(s) and its last successful save was 3d30m ago "
+        "(max_unsaved_age 4h): a crash now loses them; see why saves stopped (save rules, BGSAVE errors in its log)")
 
 
 def test_unreachable_dependency_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
