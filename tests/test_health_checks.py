@@ -407,14 +407,53 @@ def test_redis_with_changes_unsaved_for_days_fails_the_unsaved_age_check(
         "(max_unsaved_age 4h): a crash now loses them; see why saves stopped (save rules, BGSAVE errors in its log)")
 
 
+DEPENDENCIES = "health/test_dependencies.py"
+DEPENDENCY = "test_dependencies.py::test_dependency_is_reachable_within_budget[quantum-backend]"
+NOT_UP = ("check the URL and the dependency, or list the status in accept_status if it means up (e.g. 401 where the "
+          "URL needs authentication)")
+
+
+def dependency_at(url: str, **overrides: Any) -> Mutation:
+    return then(only("dependencies"), set_in("dependencies", url=url, **overrides))
+
+
 def test_unreachable_dependency_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
     gone = app()
     gone.stop()
-    run = run_checks(profile_variant(then(only("dependencies"), set_in("dependencies", url=gone.url + "/health"))),
-                     "health/test_dependencies.py")
-    test = "test_dependencies.py::test_dependency_is_reachable_within_budget[quantum-backend]"
-    assert run.failed() == {test}
-    assert run.message(test).startswith(f"dependency quantum-backend at {gone.url}/health unreachable: connection")
+    run = run_checks(profile_variant(dependency_at(gone.url + "/health")), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == f"dependency quantum-backend at {gone.url}/health unreachable: connection refused"
+
+
+def test_dependency_answering_404_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    backend = app()
+    url = backend.url + "/no-such-health"  # a wrong URL: the server answers, the thing is not there
+    run = run_checks(profile_variant(dependency_at(url)), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx: {NOT_UP}"
+
+
+def test_dependency_answering_401_fails_unless_the_profile_accepts_it(
+    run_checks: Run, profile_variant: Variant, app: Any
+) -> None:
+    backend = app("--health-status", "401")
+    url = backend.url + "/health"
+    run = run_checks(profile_variant(dependency_at(url)), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == f"dependency quantum-backend at {url} answered HTTP 401, not 2xx/3xx: {NOT_UP}"
+    accepted = run_checks(profile_variant(dependency_at(url, accept_status=[401])), DEPENDENCIES)
+    assert accepted.failed() == set()
+    assert accepted.outcome(DEPENDENCY) == "passed"
+    assert accepted.checks[DEPENDENCY]["evidence"]["status"] == "401"
+
+
+def test_dependency_accepting_401_still_fails_on_404(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    backend = app()
+    url = backend.url + "/no-such-health"
+    run = run_checks(profile_variant(dependency_at(url, accept_status=[401])), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == (
+        f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx or 401: {NOT_UP}")
 
 
 def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:

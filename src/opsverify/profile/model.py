@@ -178,6 +178,11 @@ class Dependency(Named):
 
     url: str
     budget: Duration = timedelta(seconds=2)
+    accept_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list,
+        description="http(s): statuses besides 2xx/3xx that count as reachable, e.g. [401] for a backend whose "
+        "health URL needs authentication; anything else (a 404, a 403) fails",
+    )
 
     @field_validator("url")
     @classmethod
