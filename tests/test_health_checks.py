@@ -96,11 +96,38 @@ def service_at(url: str, **overrides: Any) -> Mutation:
     return then(only("services", "photonic-foundry"), set_in("services", url=url, **overrides))
 
 
-def test_healthy_sandbox_passes_every_health_check(run_checks: Run, profile_variant: Variant) -> None:
+HEALTH_CHECKS = {  # module -> (checks, the profile's instances each runs over)
+    "test_http_health.py": (("test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
+                             "test_health_answers_within_latency_budget"), lambda p: [s.name for s in p.services]),
+    "test_metrics.py": (("test_metrics_expose_required_series", "test_metric_values_stay_under_maximum",
+                         "test_metrics_are_fresh"), lambda p: [s.name for s in p.services if s.metrics]),
+    "test_postgres.py": (("test_database_accepts_a_session", "test_database_connects_within_budget",
+                          "test_database_role_cannot_write"), lambda p: [d.name for d in p.databases]),
+    "test_redis.py": (("test_redis_answers_ping_within_budget", "test_redis_persistence_is_switched_on",
+                       "test_redis_persistence_is_healthy",
+                       "test_redis_unsaved_changes_are_younger_than_max_unsaved_age"),
+                      lambda p: [r.name for r in p.redis]),
+    "test_dependencies.py": (("test_dependency_is_reachable_within_budget",),
+                             lambda p: [d.name for d in p.dependencies]),
+    "test_host_resources.py": (("test_cpu_usage_is_under_limit", "test_memory_usage_is_under_limit"),
+                               lambda p: [h.name for h in p.hosts]),
+    "test_host_resources.py#disk": (("test_disk_usage_is_under_limit",),
+                                    lambda p: [f"{h.name}:{d}" for h in p.hosts for d in h.disk_paths]),
+}
+
+
+def every_health_check(profile: Profile) -> set[str]:
+    """The node ids of checks/health over the profile's components, computed from the profile itself."""
+    return {f"{module.split('#')[0]}::{check}[{name}]" for module, (checks, names) in HEALTH_CHECKS.items()
+            for check in checks for name in names(profile)}
+
+
+def test_healthy_sandbox_passes_every_health_check(run_checks: Run, profile_variant: Variant, sandbox: Profile) -> None:
     run = run_checks(profile_variant(), "health")
     assert run.result.ret == 0, run.result.stdout.str()
-    assert run.failed() == set()
-    assert sum(c["outcome"] == "passed" for c in run.checks.values()) >= 20
+    expected = every_health_check(sandbox)
+    assert len(expected) == 27  # two services with metrics, two databases, one Redis, one dependency, one host
+    assert {test: run.outcome(test) for test in run.checks} == dict.fromkeys(expected, "passed")
     evidence = run.checks["test_http_health.py::test_health_answers_within_latency_budget[quantum-planner]"]
     assert evidence["runbook"] == ["PF-01", "QP-01"]  # QP-29's health script has no latency budget
     assert evidence["evidence"]["budget"] == "500ms"
