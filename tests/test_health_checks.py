@@ -7,6 +7,7 @@ a Redis whose background save failed, limits below the measured use (a busy CPU:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -140,13 +141,15 @@ def test_stopped_service_fails_its_health_checks(run_checks: Run, profile_varian
     assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
         "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
         "test_health_answers_within_latency_budget")}
-    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").startswith(
+    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}") == (
         f"photonic-foundry health endpoint {stopped.url}/health did not answer: connection refused")
 
 
 def test_http_500_fails_the_status_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
     broken = app("--health-status", "500")
     run = run_checks(profile_variant(service_at(broken.url)), HTTP)
+    assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
+        "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy")}  # its body says "unhealthy"
     assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}") == (
         f"photonic-foundry health endpoint {broken.url}/health answered HTTP 500, not 2xx")
     assert run.outcome(f"test_http_health.py::test_health_answers_within_latency_budget{PF}") == "passed"
@@ -156,8 +159,8 @@ def test_degraded_body_fails_the_body_check(run_checks: Run, profile_variant: Va
     degraded = app("--health-body-status", "degraded")
     run = run_checks(profile_variant(service_at(degraded.url)), HTTP)
     assert run.failed() == {f"test_http_health.py::test_health_body_reports_healthy{PF}"}
-    assert run.message(f"test_http_health.py::test_health_body_reports_healthy{PF}").startswith(
-        f"photonic-foundry reports status 'degraded' at {degraded.url}/health, expected one of ok, healthy")
+    assert run.message(f"test_http_health.py::test_health_body_reports_healthy{PF}") == (
+        f"photonic-foundry reports status 'degraded' at {degraded.url}/health, expected one of ok, healthy, pass, up")
 
 
 def test_slow_endpoint_fails_only_the_latency_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
@@ -165,8 +168,10 @@ def test_slow_endpoint_fails_only_the_latency_check(run_checks: Run, profile_var
     run = run_checks(profile_variant(service_at(slow.url, latency_budget="500ms")), HTTP)
     test = f"test_http_health.py::test_health_answers_within_latency_budget{PF}"
     assert run.failed() == {test}
-    assert run.message(test).startswith("photonic-foundry health took 1.")
-    assert run.message(test).endswith(f"s (budget 500ms): {slow.url}/health")
+    latency = run.checks[test]["evidence"]["latency"]  # measured: at least the 1.5 s delay
+    assert re.fullmatch(r"\d+(\.\d)?s", latency), latency
+    assert float(latency[:-1]) >= 1.5, latency
+    assert run.message(test) == f"photonic-foundry health took {latency} (budget 500ms): {slow.url}/health"
 
 
 def test_endpoint_that_never_answers_fails_within_the_request_timeout(
@@ -180,8 +185,12 @@ def test_endpoint_that_never_answers_fails_within_the_request_timeout(
         started = time.monotonic()
         run = run_checks(profile_variant(mutate), HTTP)
     assert time.monotonic() - started < 30
-    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").endswith(
-        "did not answer: no answer within the 1s request timeout")
+    first = f"test_http_health.py::test_health_endpoint_answers_2xx{PF}"
+    assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
+        "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
+        "test_health_answers_within_latency_budget")}
+    assert run.message(first) == (
+        f"photonic-foundry health endpoint {url}/health did not answer: no answer within the 1s request timeout")
 
 
 def test_missing_metric_fails_the_required_series_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
@@ -205,8 +214,11 @@ def test_stale_metrics_fail_the_freshness_check(run_checks: Run, profile_variant
     run = run_checks(profile_variant(service_at(stale.url)), METRICS)
     test = f"test_metrics.py::test_metrics_are_fresh{PF}"
     assert run.failed() == {test}
-    assert run.message(test).startswith("photonic-foundry metrics are 1h")
-    assert "old (max 5m): photonic_last_update_timestamp_seconds" in run.message(test)
+    age = run.checks[test]["evidence"]["age"]  # measured: the 1h staleness plus the seconds the run took
+    assert re.fullmatch(r"1h(\d+s)?", age), age
+    assert run.message(test) == (
+        f"photonic-foundry metrics are {age} old (max 5m): photonic_last_update_timestamp_seconds at "
+        f"{stale.url}/metrics")
 
 
 def test_wrong_database_password_fails_the_session_check(
@@ -483,16 +495,22 @@ def test_dependency_accepting_401_still_fails_on_404(run_checks: Run, profile_va
         f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx or 401: {NOT_UP}")
 
 
-def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
+def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant, sandbox: Profile) -> None:
     run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", disk_max_percent=0.01))),
                      "health/test_host_resources.py")
-    assert {t for t in run.failed()} == {t for t in run.checks if "test_disk_usage" in t}
-    message = run.message("test_host_resources.py::test_disk_usage_is_under_limit[local:/]")
-    assert message.startswith("host local disk / usage is ")
-    assert message.endswith("% (limit 0.01%) on local://")
+    host = sandbox.hosts[0]
+    disks = {f"test_host_resources.py::test_disk_usage_is_under_limit[{host.name}:{path}]": path
+             for path in host.disk_paths}
+    assert run.failed() == set(disks)
+    for test, path in disks.items():
+        used = run.checks[test]["evidence"]["used_percent"]
+        assert run.message(test) == f"host {host.name} disk {path} usage is {used}% (limit 0.01%) on {host.uri}"
 
 
 def test_memory_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
     run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", memory_max_percent=0.01))),
                      "health/test_host_resources.py")
-    assert run.failed() == {"test_host_resources.py::test_memory_usage_is_under_limit[local]"}
+    test = "test_host_resources.py::test_memory_usage_is_under_limit[local]"
+    assert run.failed() == {test}
+    used = run.checks[test]["evidence"]["used_percent"]
+    assert run.message(test) == f"host local memory usage is {used}% (limit 0.01%) on local://"
