@@ -398,7 +398,7 @@ def test_redis_refusing_config_get_fails_naming_the_permission(
     server = start_redis(tmp_path / "redis", free_port(), save=NEVER)
     try:
         server.client().acl_setuser("checker", enabled=True, passwords=["+checker-secret"], keys=["*"],
-                                    channels=["*"], commands=["+@all", "-config"])
+                                    channels=["*"], commands=["+@all", "-config", "-time"])  # TIME: host clock
         (tmp_path / "checker.pass").write_text("checker-secret\n")
         mutate = then(redis_at(server.port), set_in("redis", username="checker",
                                                    password_file=str(tmp_path / "checker.pass")))

@@ -23,7 +23,7 @@ class RedisState:
     persistence: dict[str, Any] = field(default_factory=dict)
     save_rules: str | None = None  # CONFIG GET save ("" when RDB snapshots are off); None when it was refused
     config_refused: str | None = None  # why CONFIG GET save was refused (an ACL without +config|get, a renamed command)
-    server_time: float | None = None  # the server's clock (TIME), unix seconds
+    server_time: float | None = None  # the server's clock (TIME; this host's when refused), unix seconds
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
@@ -94,7 +94,7 @@ def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta,
             conn.ping()
             samples.append(time.perf_counter() - started)
         persistence = conn.info("persistence")
-        seconds, micros = conn.time()
+        now = server_clock(conn)
         save_rules, refused = save_config(conn)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
@@ -102,7 +102,18 @@ def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta,
     finally:
         conn.close()
     ping = timedelta(seconds=sorted(samples)[len(samples) // 2])
-    return RedisState(address, ping, dict(persistence), save_rules, refused, seconds + micros / 1e6)
+    return RedisState(address, ping, dict(persistence), save_rules, refused, now)
+
+
+def server_clock(conn: redis.Redis) -> float:
+    """The server's clock (``TIME``), unix seconds; this host's clock when an ACL refuses ``TIME``."""
+    import redis
+
+    try:
+        seconds, micros = conn.time()
+    except redis.ResponseError:  # NOPERM: a user allowed only PING and INFO still gets its other checks
+        return time.time()
+    return float(seconds) + micros / 1e6
 
 
 def save_config(conn: redis.Redis) -> tuple[str | None, str | None]:
