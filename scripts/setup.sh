@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what opsverify needs, only what is missing: Debian packages (redis-server,
-# PostgreSQL 15 server binaries, openssh-server, iproute2, procps, pigz for the gzip benchmark) and a virtualenv in .venv
+# PostgreSQL 15 server binaries, openssh-server, iproute2, procps, pigz for the gzip benchmark, gcc for a
+# self-test) and a virtualenv in .venv
 # with the project and its dev tools. Idempotent and quick when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ have redis-server || need_apt+=(redis-server)
 have ip || need_apt+=(iproute2)
 have ps || need_apt+=(procps)
 have pigz || need_apt+=(pigz)  # the gzip benchmark's peer (`pigz -t`)
+# a C compiler: the self-tests build a tiny preload that starts redis-server "days ago" (libfaketime hangs it: jemalloc)
+have cc || need_apt+=(gcc libc6-dev)
 # runuser (in /usr/sbin, outside a normal user's PATH) is needed only as root, to run PostgreSQL as postgres
 [ "$(id -u)" -ne 0 ] || have runuser || [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
 

@@ -18,7 +18,7 @@ from opsverify.profile.environment import Profile
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
 BUDGET = "test_postgres.py::test_database_connects_within_budget[photonic_foundry]"
-SESSION = "test_postgres.py::test_database_accepts_read_only_session[photonic_foundry]"
+SESSION = "test_postgres.py::test_database_accepts_a_session[photonic_foundry]"
 
 
 class SlowRelay:

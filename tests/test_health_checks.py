@@ -6,10 +6,13 @@ a Redis whose background save failed, limits below the measured use (a busy CPU:
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,9 @@ from typing import Any
 import pytest
 
 from opsverify.localserver.net import free_port
+from opsverify.localserver.postgres import Cluster
 from opsverify.localserver.redis import start_redis
+from opsverify.profile.environment import Profile
 from opsverify.sandbox.app import start_app, stop_process
 
 Run = Callable[..., Any]
@@ -92,11 +97,38 @@ def service_at(url: str, **overrides: Any) -> Mutation:
     return then(only("services", "photonic-foundry"), set_in("services", url=url, **overrides))
 
 
-def test_healthy_sandbox_passes_every_health_check(run_checks: Run, profile_variant: Variant) -> None:
+HEALTH_CHECKS = {  # module -> (checks, the profile's instances each runs over)
+    "test_http_health.py": (("test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
+                             "test_health_answers_within_latency_budget"), lambda p: [s.name for s in p.services]),
+    "test_metrics.py": (("test_metrics_expose_required_series", "test_metric_values_stay_under_maximum",
+                         "test_metrics_are_fresh"), lambda p: [s.name for s in p.services if s.metrics]),
+    "test_postgres.py": (("test_database_accepts_a_session", "test_database_connects_within_budget",
+                          "test_database_role_cannot_write"), lambda p: [d.name for d in p.databases]),
+    "test_redis.py": (("test_redis_answers_ping_within_budget", "test_redis_persistence_is_switched_on",
+                       "test_redis_persistence_is_healthy",
+                       "test_redis_unsaved_changes_are_younger_than_max_unsaved_age"),
+                      lambda p: [r.name for r in p.redis]),
+    "test_dependencies.py": (("test_dependency_is_reachable_within_budget",),
+                             lambda p: [d.name for d in p.dependencies]),
+    "test_host_resources.py": (("test_cpu_usage_is_under_limit", "test_memory_usage_is_under_limit"),
+                               lambda p: [h.name for h in p.hosts]),
+    "test_host_resources.py#disk": (("test_disk_usage_is_under_limit",),
+                                    lambda p: [f"{h.name}:{d}" for h in p.hosts for d in h.disk_paths]),
+}
+
+
+def every_health_check(profile: Profile) -> set[str]:
+    """The node ids of checks/health over the profile's components, computed from the profile itself."""
+    return {f"{module.split('#')[0]}::{check}[{name}]" for module, (checks, names) in HEALTH_CHECKS.items()
+            for check in checks for name in names(profile)}
+
+
+def test_healthy_sandbox_passes_every_health_check(run_checks: Run, profile_variant: Variant, sandbox: Profile) -> None:
     run = run_checks(profile_variant(), "health")
     assert run.result.ret == 0, run.result.stdout.str()
-    assert run.failed() == set()
-    assert sum(c["outcome"] == "passed" for c in run.checks.values()) >= 20
+    expected = every_health_check(sandbox)
+    assert len(expected) == 27  # two services with metrics, two databases, one Redis, one dependency, one host
+    assert {test: run.outcome(test) for test in run.checks} == dict.fromkeys(expected, "passed")
     evidence = run.checks["test_http_health.py::test_health_answers_within_latency_budget[quantum-planner]"]
     assert evidence["runbook"] == ["PF-01", "QP-01"]  # QP-29's health script has no latency budget
     assert evidence["evidence"]["budget"] == "500ms"
@@ -109,13 +141,15 @@ def test_stopped_service_fails_its_health_checks(run_checks: Run, profile_varian
     assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
         "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
         "test_health_answers_within_latency_budget")}
-    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").startswith(
+    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}") == (
         f"photonic-foundry health endpoint {stopped.url}/health did not answer: connection refused")
 
 
 def test_http_500_fails_the_status_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
     broken = app("--health-status", "500")
     run = run_checks(profile_variant(service_at(broken.url)), HTTP)
+    assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
+        "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy")}  # its body says "unhealthy"
     assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}") == (
         f"photonic-foundry health endpoint {broken.url}/health answered HTTP 500, not 2xx")
     assert run.outcome(f"test_http_health.py::test_health_answers_within_latency_budget{PF}") == "passed"
@@ -125,8 +159,8 @@ def test_degraded_body_fails_the_body_check(run_checks: Run, profile_variant: Va
     degraded = app("--health-body-status", "degraded")
     run = run_checks(profile_variant(service_at(degraded.url)), HTTP)
     assert run.failed() == {f"test_http_health.py::test_health_body_reports_healthy{PF}"}
-    assert run.message(f"test_http_health.py::test_health_body_reports_healthy{PF}").startswith(
-        f"photonic-foundry reports status 'degraded' at {degraded.url}/health, expected one of ok, healthy")
+    assert run.message(f"test_http_health.py::test_health_body_reports_healthy{PF}") == (
+        f"photonic-foundry reports status 'degraded' at {degraded.url}/health, expected one of ok, healthy, pass, up")
 
 
 def test_slow_endpoint_fails_only_the_latency_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
@@ -134,8 +168,10 @@ def test_slow_endpoint_fails_only_the_latency_check(run_checks: Run, profile_var
     run = run_checks(profile_variant(service_at(slow.url, latency_budget="500ms")), HTTP)
     test = f"test_http_health.py::test_health_answers_within_latency_budget{PF}"
     assert run.failed() == {test}
-    assert run.message(test).startswith("photonic-foundry health took 1.")
-    assert run.message(test).endswith(f"s (budget 500ms): {slow.url}/health")
+    latency = run.checks[test]["evidence"]["latency"]  # measured: at least the 1.5 s delay
+    assert re.fullmatch(r"\d+(\.\d)?s", latency), latency
+    assert float(latency[:-1]) >= 1.5, latency
+    assert run.message(test) == f"photonic-foundry health took {latency} (budget 500ms): {slow.url}/health"
 
 
 def test_endpoint_that_never_answers_fails_within_the_request_timeout(
@@ -149,8 +185,12 @@ def test_endpoint_that_never_answers_fails_within_the_request_timeout(
         started = time.monotonic()
         run = run_checks(profile_variant(mutate), HTTP)
     assert time.monotonic() - started < 30
-    assert run.message(f"test_http_health.py::test_health_endpoint_answers_2xx{PF}").endswith(
-        "did not answer: no answer within the 1s request timeout")
+    first = f"test_http_health.py::test_health_endpoint_answers_2xx{PF}"
+    assert run.failed() == {f"test_http_health.py::{t}{PF}" for t in (
+        "test_health_endpoint_answers_2xx", "test_health_body_reports_healthy",
+        "test_health_answers_within_latency_budget")}
+    assert run.message(first) == (
+        f"photonic-foundry health endpoint {url}/health did not answer: no answer within the 1s request timeout")
 
 
 def test_missing_metric_fails_the_required_series_check(run_checks: Run, profile_variant: Variant, app: Any) -> None:
@@ -174,21 +214,100 @@ def test_stale_metrics_fail_the_freshness_check(run_checks: Run, profile_variant
     run = run_checks(profile_variant(service_at(stale.url)), METRICS)
     test = f"test_metrics.py::test_metrics_are_fresh{PF}"
     assert run.failed() == {test}
-    assert run.message(test).startswith("photonic-foundry metrics are 1h")
-    assert "old (max 5m): photonic_last_update_timestamp_seconds" in run.message(test)
+    age = run.checks[test]["evidence"]["age"]  # measured: the 1h staleness plus the seconds the run took
+    assert re.fullmatch(r"1h(\d+s)?", age), age
+    assert run.message(test) == (
+        f"photonic-foundry metrics are {age} old (max 5m): photonic_last_update_timestamp_seconds at "
+        f"{stale.url}/metrics")
 
 
 def test_wrong_database_password_fails_the_session_check(
-    run_checks: Run, profile_variant: Variant, tmp_path: Path
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, sandbox: Profile
 ) -> None:
     wrong = tmp_path / "wrong.pass"
     wrong.write_text("not-the-password\n")
     run = run_checks(profile_variant(then(only("databases"), set_in("databases", password_file=str(wrong)))),
                      "health/test_postgres.py")
-    test = next(t for t in run.checks if t.startswith("test_postgres.py::test_database_accepts_read_only_session"))
-    assert run.outcome(test) == "failed"
-    assert 'password authentication failed for user "opsverify"' in run.message(test)
+    db = sandbox.databases[0]
+    where = f"{db.host}:{db.port}/{db.dbname}"
+    refused = (f'connection failed: connection to server at "{db.host}", port {db.port} failed: '
+               f'FATAL:  password authentication failed for user "{db.user}"')
+    assert run.failed() == {f"test_postgres.py::{t}[{db.name}]" for t in (
+        "test_database_accepts_a_session", "test_database_connects_within_budget", "test_database_role_cannot_write")}
+    assert run.message(f"test_postgres.py::test_database_accepts_a_session[{db.name}]") == (
+        f"database {db.name} at {where} refused a session: {refused}")
+    assert run.message(f"test_postgres.py::test_database_role_cannot_write[{db.name}]") == (
+        f"database {db.name} at {where}: cannot read the privileges of role {db.user}: {refused}")
     assert "not-the-password" not in run.result.stdout.str()
+
+
+@dataclass
+class ScratchServer:
+    """A throwaway PostgreSQL cluster of the test's own with one database and a role of a unique name."""
+
+    port: int
+    role: str
+    password_file: Path
+    superuser_password_file: Path
+
+
+@pytest.fixture
+def scratch_server(tmp_path: Path) -> Iterator[ScratchServer]:
+    """Its ``photonic_foundry`` holds ``simulations`` (the role may INSERT) and ``results`` (SELECT only)."""
+    from psycopg import sql
+
+    base = Path("/tmp") / f"opsverify-test-roles-{uuid.uuid4().hex[:8]}"
+    cluster = Cluster(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    role = f"opsverify_writer_{uuid.uuid4().hex[:8]}"
+    cluster.initdb({})
+    try:
+        cluster.start()
+        with cluster.connect() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'writer-secret'").format(sql.Identifier(role)))
+            conn.execute("CREATE DATABASE photonic_foundry")
+        with cluster.connect("photonic_foundry") as conn:
+            conn.execute("CREATE TABLE results (id int)")
+            conn.execute("CREATE TABLE simulations (id int)")
+            conn.execute(sql.SQL("GRANT SELECT ON results, simulations TO {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT INSERT ON simulations TO {}").format(sql.Identifier(role)))
+        (tmp_path / "writer.pass").write_text("writer-secret\n")
+        (tmp_path / "superuser.pass").write_text("superuser-secret\n")
+        yield ScratchServer(cluster.port, role, tmp_path / "writer.pass", tmp_path / "superuser.pass")
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+
+
+ROLE_CHECK = "test_postgres.py::test_database_role_cannot_write[photonic_foundry]"
+READ_ONLY = "opsverify needs a role that cannot write"
+
+
+def database_at(port: int, user: str, password_file: Path) -> Mutation:
+    return then(only("databases"), set_in("databases", port=port, user=user, password_file=str(password_file)))
+
+
+def test_role_granted_insert_fails_the_read_only_role_check(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    run = run_checks(profile_variant(database_at(port, role, scratch_server.password_file)), "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} holds INSERT on "
+        f"public.simulations; {READ_ONLY} (REVOKE INSERT ON public.simulations FROM {role})")
+
+
+def test_superuser_declared_as_the_database_user_fails_the_read_only_role_check(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    port = scratch_server.port
+    mutate = database_at(port, "postgres", scratch_server.superuser_password_file)
+    run = run_checks(profile_variant(mutate), "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role postgres is a superuser; "
+        f"{READ_ONLY} (declare one, or ALTER ROLE postgres NOSUPERUSER)")
 
 
 @pytest.fixture
@@ -206,8 +325,8 @@ def test_stopped_redis_fails_its_checks(run_checks: Run, profile_variant: Varian
     own_redis.stop(timeout=10)
     run = run_checks(profile_variant(redis_at(own_redis.port)), "health/test_redis.py")
     test = "test_redis.py::test_redis_answers_ping_within_budget[cache]"
-    assert run.failed() == {test, "test_redis.py::test_redis_persistence_is_healthy[cache]"}
-    assert run.message(test).startswith(f"redis cache at 127.0.0.1:{own_redis.port} did not answer:")
+    assert run.failed() == {test, SWITCHED_ON, "test_redis.py::test_redis_persistence_is_healthy[cache]", UNSAVED}
+    assert run.message(test) == f"redis cache at 127.0.0.1:{own_redis.port} did not answer: connection refused"
 
 
 def test_failed_background_save_fails_the_persistence_check(
@@ -216,6 +335,8 @@ def test_failed_background_save_fails_the_persistence_check(
     import redis
 
     client = redis.Redis(port=own_redis.port, socket_timeout=5)
+    client.config_set("save", NEVER)  # persistence on: only the failed save is the fault …
+    client.config_set("stop-writes-on-bgsave-error", "no")  # … and Redis keeps answering PING (else: MISCONF)
     client.set("k", "v")
     shutil.rmtree(tmp_path / "redis")  # the server's working directory disappears under it
     client.bgsave()
@@ -230,26 +351,166 @@ def test_failed_background_save_fails_the_persistence_check(
         f"redis cache last BGSAVE failed (rdb_last_bgsave_status:err): see the redis log on 127.0.0.1:{own_redis.port}")
 
 
+REDIS = "health/test_redis.py"
+SWITCHED_ON = "test_redis.py::test_redis_persistence_is_switched_on[cache]"
+UNSAVED = "test_redis.py::test_redis_unsaved_changes_are_younger_than_max_unsaved_age[cache]"
+NEVER = "1000000000 1000000000"  # save rules that are on, yet never fire in a test's lifetime
+PAST_TIME_C = r"""
+/* time() runs OPSVERIFY_TIME_OFFSET seconds off the real clock; gettimeofday and clock_gettime stay true. */
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+time_t time(time_t *out) {
+    struct timeval now;
+    const char *offset = getenv("OPSVERIFY_TIME_OFFSET");
+    gettimeofday(&now, NULL);
+    time_t t = now.tv_sec + (offset ? atol(offset) : 0);
+    if (out) *out = t;
+    return t;
+}
+"""
+
+
+def test_redis_without_persistence_fails_the_switched_on_check(
+    run_checks: Run, profile_variant: Variant, own_redis: Any
+) -> None:
+    run = run_checks(profile_variant(redis_at(own_redis.port)), REDIS)  # own_redis: save "", appendonly no
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{own_redis.port} persists nothing: RDB snapshots are off (save \"\") and AOF is off "
+        "(aof_enabled:0), so a restart loses every key; set save rules (e.g. save 3600 1 300 100) or appendonly yes, "
+        "or declare require_persistence: false")
+
+
+def test_redis_with_aof_only_passes_the_persistence_checks(
+    run_checks: Run, profile_variant: Variant, own_redis: Any
+) -> None:
+    own_redis.client().config_set("appendonly", "yes")
+    run = run_checks(profile_variant(redis_at(own_redis.port)), REDIS)
+    assert run.failed() == set()
+    assert run.outcome(SWITCHED_ON) == run.outcome(UNSAVED) == "passed"
+
+
+def test_redis_refusing_config_get_fails_naming_the_permission(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    server = start_redis(tmp_path / "redis", free_port(), save=NEVER)
+    try:
+        server.client().acl_setuser("checker", enabled=True, passwords=["+checker-secret"], keys=["*"],
+                                    channels=["*"], commands=["+@all", "-config", "-time"])  # TIME: host clock
+        (tmp_path / "checker.pass").write_text("checker-secret\n")
+        mutate = then(redis_at(server.port), set_in("redis", username="checker",
+                                                   password_file=str(tmp_path / "checker.pass")))
+        run = run_checks(profile_variant(mutate), REDIS)
+    finally:
+        server.stop(timeout=10)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{server.port} refused CONFIG GET save (this user has no permissions to run the "
+        "'config|get' command) and AOF is off: cannot tell whether RDB snapshots are on; allow it (ACL SETUSER "
+        "checker +config|get)")
+
+
+@pytest.fixture
+def past_time(tmp_path: Path) -> Path:
+    """A preload library whose ``time()`` runs off the real clock (libfaketime hangs redis-server: jemalloc)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("no C compiler to build the clock-shifting preload: run `make setup` (gcc)")
+    source, library = tmp_path / "past_time.c", tmp_path / "past_time.so"
+    source.write_text(PAST_TIME_C)
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True, timeout=60)
+    return library
+
+
+def test_redis_with_changes_unsaved_for_days_fails_the_unsaved_age_check(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, past_time: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as started_in_the_past:  # its last save (its start) is 3d30m ago; its TIME is true
+        started_in_the_past.setenv("LD_PRELOAD", str(past_time))
+        started_in_the_past.setenv("OPSVERIFY_TIME_OFFSET", str(-(3 * 86400 + 30 * 60)))
+        server = start_redis(tmp_path / "redis", free_port(), save=NEVER)
+    try:
+        client = server.client()
+        client.set("pending", "not on disk")
+        info = client.info("persistence")
+        assert info["rdb_changes_since_last_save"] == 1
+        assert client.time()[0] - info["rdb_last_save_time"] >= 3 * 86400
+        run = run_checks(profile_variant(redis_at(server.port)), REDIS)
+    finally:
+        server.stop(timeout=10)
+    assert run.failed() == {UNSAVED}
+    assert run.message(UNSAVED) == (
+        f"redis cache at 127.0.0.1:{server.port} has 1 unsaved change(s) and its last successful save was 3d30m ago "
+        "(max_unsaved_age 4h): a crash now loses them; see why saves stopped (save rules, BGSAVE errors in its log)")
+
+
+DEPENDENCIES = "health/test_dependencies.py"
+DEPENDENCY = "test_dependencies.py::test_dependency_is_reachable_within_budget[quantum-backend]"
+NOT_UP = ("check the URL and the dependency, or list the status in accept_status if it means up (e.g. 401 where the "
+          "URL needs authentication)")
+
+
+def dependency_at(url: str, **overrides: Any) -> Mutation:
+    return then(only("dependencies"), set_in("dependencies", url=url, **overrides))
+
+
 def test_unreachable_dependency_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
     gone = app()
     gone.stop()
-    run = run_checks(profile_variant(then(only("dependencies"), set_in("dependencies", url=gone.url + "/health"))),
-                     "health/test_dependencies.py")
-    test = "test_dependencies.py::test_dependency_is_reachable_within_budget[quantum-backend]"
-    assert run.failed() == {test}
-    assert run.message(test).startswith(f"dependency quantum-backend at {gone.url}/health unreachable: connection")
+    run = run_checks(profile_variant(dependency_at(gone.url + "/health")), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == f"dependency quantum-backend at {gone.url}/health unreachable: connection refused"
 
 
-def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
+def test_dependency_answering_404_fails(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    backend = app()
+    url = backend.url + "/no-such-health"  # a wrong URL: the server answers, the thing is not there
+    run = run_checks(profile_variant(dependency_at(url)), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx: {NOT_UP}"
+
+
+def test_dependency_answering_401_fails_unless_the_profile_accepts_it(
+    run_checks: Run, profile_variant: Variant, app: Any
+) -> None:
+    backend = app("--health-status", "401")
+    url = backend.url + "/health"
+    run = run_checks(profile_variant(dependency_at(url)), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == f"dependency quantum-backend at {url} answered HTTP 401, not 2xx/3xx: {NOT_UP}"
+    accepted = run_checks(profile_variant(dependency_at(url, accept_status=[401])), DEPENDENCIES)
+    assert accepted.failed() == set()
+    assert accepted.outcome(DEPENDENCY) == "passed"
+    assert accepted.checks[DEPENDENCY]["evidence"]["status"] == "401"
+
+
+def test_dependency_accepting_401_still_fails_on_404(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    backend = app()
+    url = backend.url + "/no-such-health"
+    run = run_checks(profile_variant(dependency_at(url, accept_status=[401])), DEPENDENCIES)
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == (
+        f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx or 401: {NOT_UP}")
+
+
+def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant, sandbox: Profile) -> None:
     run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", disk_max_percent=0.01))),
                      "health/test_host_resources.py")
-    assert {t for t in run.failed()} == {t for t in run.checks if "test_disk_usage" in t}
-    message = run.message("test_host_resources.py::test_disk_usage_is_under_limit[local:/]")
-    assert message.startswith("host local disk / usage is ")
-    assert message.endswith("% (limit 0.01%) on local://")
+    host = sandbox.hosts[0]
+    disks = {f"test_host_resources.py::test_disk_usage_is_under_limit[{host.name}:{path}]": path
+             for path in host.disk_paths}
+    assert run.failed() == set(disks)
+    for test, path in disks.items():
+        used = run.checks[test]["evidence"]["used_percent"]
+        assert run.message(test) == f"host {host.name} disk {path} usage is {used}% (limit 0.01%) on {host.uri}"
 
 
 def test_memory_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
     run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", memory_max_percent=0.01))),
                      "health/test_host_resources.py")
-    assert run.failed() == {"test_host_resources.py::test_memory_usage_is_under_limit[local]"}
+    test = "test_host_resources.py::test_memory_usage_is_under_limit[local]"
+    assert run.failed() == {test}
+    used = run.checks[test]["evidence"]["used_percent"]
+    assert run.message(test) == f"host local memory usage is {used}% (limit 0.01%) on local://"

@@ -172,7 +172,9 @@ def test_silent_redis_fails_within_one_timeout(run_checks: Run, profile_variant:
 
     run = run_checks(profile_variant(redis_at_silent_port), "health/test_redis.py")
     ping = "test_redis.py::test_redis_answers_ping_within_budget[cache]"
-    checks = {ping, "test_redis.py::test_redis_persistence_is_healthy[cache]"}
+    checks = {ping, "test_redis.py::test_redis_persistence_is_healthy[cache]",
+              "test_redis.py::test_redis_persistence_is_switched_on[cache]",
+              "test_redis.py::test_redis_unsaved_changes_are_younger_than_max_unsaved_age[cache]"}
     one_root_cause(run, checks, ping, f"did not answer: {TIMED_OUT}", skipped("cache", silent_port, TIMED_OUT))
     assert run.message(ping) == f"redis cache at 127.0.0.1:{silent_port} did not answer: {TIMED_OUT}"
     assert took(run, checks) < CONNECT + REQUEST + MARGIN

@@ -18,13 +18,26 @@ from opsverify.profile import Dependency
 pytestmark = [pytest.mark.health, pytest.mark.daily]
 
 
+def accepted(dependency: Dependency) -> str:
+    """`` or 401, 403`` when the profile accepts other statuses, else nothing."""
+    return f" or {', '.join(map(str, dependency.accept_status))}" if dependency.accept_status else ""
+
+
 @pytest.mark.runbook("QP-04", "QP-29")
 def test_dependency_is_reachable_within_budget(
     dependency: Dependency, reach: Callable[[Dependency], Reachability], evidence: Recorder
 ) -> None:
-    """QP-04/QP-29: a TCP connect (or HTTP GET below 500) succeeds within ``budget``."""
+    """QP-04/QP-29: a TCP connect, or an HTTP GET answering 2xx/3xx or an ``accept_status``, within ``budget``."""
     result = reach(dependency)
-    evidence.record(address=result.address, latency=format_duration(result.latency), budget=dependency.budget)
+    evidence.record(address=result.address, latency=format_duration(result.latency), budget=dependency.budget,
+                    status=result.status_code, accept_status=" ".join(map(str, dependency.accept_status)) or None)
+    if result.status_code is not None:
+        expect(
+            result.is_reachable,
+            f"dependency {dependency.name} at {dependency.url} answered HTTP {result.status_code}, not 2xx/3xx"
+            f"{accepted(dependency)}: check the URL and the dependency, or list the status in accept_status if it "
+            "means up (e.g. 401 where the URL needs authentication)",
+        )
     expect(result.is_reachable, f"dependency {dependency.name} at {dependency.url} unreachable: {result.error}")
     expect(
         result.latency <= dependency.budget,

@@ -1,31 +1,39 @@
-"""Databases accept a read-only session within the connect budget.
+"""Databases accept a session within the connect budget; the role opsverify connects with cannot write.
 
 Runbook: QP-29 health script, "Database connection healthy" (``pg_isready``/``psql -c 'SELECT 1'``).
+The read-only role is opsverify's own safety (it connects to production with the declared role):
+no runbook procedure verifies it, so that check names none.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
 
-from fixtures.expect import expect
+from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration
-from opsverify.probes.postgres import PgSession
+from opsverify.probes.postgres import PgSession, RoleWrites
 from opsverify.profile import Database
 
 pytestmark = [pytest.mark.health, pytest.mark.daily, pytest.mark.dr]
 SessionOf = Callable[[Database], PgSession]
+PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+def sql_name(name: str) -> str:
+    """``name`` as an SQL identifier (double-quoted when it is not a plain lower-case name)."""
+    return name if PLAIN_NAME.match(name) else '"' + name.replace('"', '""') + '"'
 
 
 @pytest.mark.runbook("QP-29")
-def test_database_accepts_read_only_session(database: Database, pg_session_of: SessionOf, evidence: Recorder) -> None:
-    """QP-29: a session opens, answers ``SELECT 1`` and is read-only."""
+def test_database_accepts_a_session(database: Database, pg_session_of: SessionOf, evidence: Recorder) -> None:
+    """QP-29: a session opens and the server answers ``SELECT 1``."""
     session = pg_session_of(database)
-    evidence.record(address=session.address, server_version=session.server_version, read_only=session.read_only)
+    evidence.record(address=session.address, server_version=session.server_version)
     expect(session.is_connected, f"database {database.name} at {session.address} refused a session: {session.error}")
-    expect(session.read_only, f"database {database.name} session is not read-only (default_transaction_read_only)")
 
 
 @pytest.mark.runbook("QP-29")
@@ -39,3 +47,36 @@ def test_database_connects_within_budget(database: Database, pg_session_of: Sess
         f"database {database.name} took {format_duration(session.latency)} to open a session "
         f"(budget {format_duration(database.connect_budget)}) at {session.address}",
     )
+
+
+@pytest.mark.security
+@pytest.mark.runbook(by_kind={"postgres": ()})
+def test_database_role_cannot_write(
+    database: Database, role_writes_of: Callable[[Database], RoleWrites], evidence: Recorder
+) -> None:
+    """The declared role is no superuser, not in pg_write_all_data, holds no INSERT/UPDATE/DELETE/TRUNCATE on a
+    table outside the system schemas and cannot CREATE in any schema: the server's answer, not the session's setting.
+    """
+    found = role_writes_of(database)
+    role, grantee = database.user, sql_name(database.user)
+    expect(found.is_read, f"database {database.name} at {found.address}: cannot read the privileges of role "
+           f"{role}: {found.error}")
+    evidence.record(
+        role=role, superuser=found.superuser, pg_write_all_data=found.writes_all_data,
+        table_writes=" ".join(found.table_writes[:5]), create_schemas=" ".join(found.create_schemas[:5]),
+    )
+    where = f"database {database.name} at {found.address}: role {role}"
+    if found.superuser:
+        fail(f"{where} is a superuser; opsverify needs a role that cannot write (declare one, or ALTER ROLE {grantee} "
+             "NOSUPERUSER)")
+    if found.writes_all_data:
+        fail(f"{where} is a member of pg_write_all_data; opsverify needs a role that cannot write "
+             f"(REVOKE pg_write_all_data FROM {grantee})")
+    if found.table_writes:
+        privilege, table = found.table_writes[0].split(" ", 1)
+        fail(f"{where} holds {privilege} on {table}; opsverify needs a role that cannot write "
+             f"(REVOKE {privilege} ON {table} FROM {grantee})")
+    if found.create_schemas:
+        schema = found.create_schemas[0]
+        fail(f"{where} can CREATE in schema {schema}; opsverify needs a role that cannot write "
+             f"(REVOKE CREATE ON SCHEMA {schema} FROM {grantee})")

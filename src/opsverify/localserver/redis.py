@@ -1,7 +1,7 @@
 """A ``redis-server`` run here: ``start_redis(dir, port, password)``, and stopping it for sure.
 
 The server daemonizes with a pidfile and a logfile in its dir, snapshots only on request
-(``save ""``) and reads its password from a mode-0600 config file, so it never shows in ``ps``.
+(``save ""``) unless given save rules, and reads its password from a mode-0600 config file, so it never shows in ``ps``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class RedisServer:
             raise LocalServerError(f"port {self.port} of redis-server is still open after stop: see `ss -ltnp`")
 
 
-def _config(directory: Path, port: int, password: str | None) -> Path:
+def _config(directory: Path, port: int, password: str | None, save: str = "") -> Path:
     lines = {
         "bind": LOOPBACK,
         "port": str(port),
@@ -80,7 +80,7 @@ def _config(directory: Path, port: int, password: str | None) -> Path:
         "logfile": json.dumps(str(directory / "redis.log")),
         "dir": json.dumps(str(directory)),
         "dbfilename": "dump.rdb",
-        "save": '""',
+        "save": json.dumps(save),
         "appendonly": "no",
     }
     if password is not None:
@@ -109,14 +109,19 @@ def read_pid(directory: Path) -> int | None:
     return pid if pid_alive(pid) and "redis-server" in cmdline(pid) else None
 
 
-def start_redis(directory: Path, port: int, password: str | None = None, timeout: float = 10) -> RedisServer:
-    """Start a daemonized redis-server on ``127.0.0.1:port`` and return once it answers PING."""
+def start_redis(
+    directory: Path, port: int, password: str | None = None, timeout: float = 10, save: str = ""
+) -> RedisServer:
+    """Start a daemonized redis-server on ``127.0.0.1:port`` and return once it answers PING.
+
+    ``save``: its RDB snapshot rules (``"3600 1 300 100"``); empty, the default, snapshots only on request.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise LocalServerError(INSTALL)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "redis.pid").unlink(missing_ok=True)
-    run([binary, str(_config(directory, port, password))], "starting redis-server", timeout=timeout)
+    run([binary, str(_config(directory, port, password, save))], "starting redis-server", timeout=timeout)
     deadline = time.monotonic() + timeout
     pid = read_pid(directory)
     while pid is None:

@@ -1,9 +1,14 @@
-"""Reachability of declared dependencies (QP-04) and of ssh hosts: a TCP connect or an HTTP GET, timed."""
+"""Reachability of declared dependencies (QP-04) and of ssh hosts: a TCP connect or an HTTP GET, timed.
+
+An HTTP dependency is reachable when it answers 2xx/3xx, or a status its profile accepts (a 401 where
+the health URL needs authentication): a 404 or a 403 is a wrong URL or a refusal, not \"up\".
+"""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -20,6 +25,7 @@ class Reachability:
     latency: timedelta
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    status_code: int | None = None  # an http(s) answer's status; it is the error when it was not accepted
 
     @property
     def is_reachable(self) -> bool:
@@ -60,14 +66,15 @@ def ssh_greeting(host: str, port: int, connect: timedelta, request: timedelta) -
     return Reachability(address(host, port), elapsed)
 
 
-def probe_reachability(url: str, timeout: timedelta) -> Reachability:
-    """``tcp://host:port`` connects; ``http(s)://`` must answer below HTTP 500."""
+def probe_reachability(url: str, timeout: timedelta, accept: Collection[int] = ()) -> Reachability:
+    """``tcp://host:port`` connects; ``http(s)://`` answers 2xx/3xx (redirects followed) or a status in ``accept``."""
     parts = urlsplit(url)
     if parts.scheme == "tcp":
         return tcp_connect(parts.hostname or "", parts.port or 0, timeout)
     reply = http_get(url, connect_timeout=timeout, read_timeout=timeout)
     if not reply.is_answered:
         return Reachability(url, reply.latency, reply.error, reply.unreachable)
-    if reply.status_code is not None and reply.status_code >= 500:
-        return Reachability(url, reply.latency, f"HTTP {reply.status_code}")
-    return Reachability(url, reply.latency)
+    code = reply.status_code
+    if code is not None and not 200 <= code < 400 and code not in accept:
+        return Reachability(url, reply.latency, f"HTTP {code}", status_code=code)
+    return Reachability(url, reply.latency, status_code=code)

@@ -96,3 +96,64 @@ def probe_session(db: Database, timeout: timedelta) -> PgSession:
         return PgSession(address, elapsed, error=cause or first_line(exc), unreachable=cause)
     latency = timedelta(seconds=time.perf_counter() - started)
     return PgSession(address, latency, read_only=bool(read_only and read_only[0] == "on"), server_version=version)
+
+
+WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+SYSTEM_SCHEMA = "n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname ~ '^pg_(toast|temp_)'"
+# One bounded query, decided by the server: the session role's superuser flag, its membership of
+# pg_write_all_data (PostgreSQL 14+), the first write privileges it holds on a relation outside the
+# system schemas, and the first schemas it may CREATE in (each list capped at ``limit``).
+ROLE_WRITES = f"""
+SELECT r.rolsuper,
+       CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_write_all_data')
+            THEN pg_has_role(current_user, 'pg_write_all_data', 'MEMBER') ELSE false END,
+       ARRAY(SELECT p.priv || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+                  unnest(%(privileges)s::text[]) WITH ORDINALITY AS p(priv, i)
+             WHERE c.relkind IN ('r', 'p', 'v', 'f') AND NOT ({SYSTEM_SCHEMA})
+               AND has_table_privilege(c.oid, p.priv)
+             ORDER BY n.nspname, c.relname, p.i LIMIT %(limit)s),
+       ARRAY(SELECT quote_ident(n.nspname) FROM pg_namespace n
+             WHERE NOT ({SYSTEM_SCHEMA}) AND has_schema_privilege(n.oid, 'CREATE')
+             ORDER BY n.nspname LIMIT %(limit)s)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+@dataclass(frozen=True)
+class RoleWrites:
+    """What the server says the session's role may change: superuser, pg_write_all_data, table and schema grants.
+
+    ``table_writes`` holds ``"INSERT schema.table"`` items (identifiers quoted as SQL needs them),
+    ``create_schemas`` the schemas it may CREATE in; both in name order, at most ``limit`` each.
+    """
+
+    address: str
+    role: str
+    superuser: bool = False
+    writes_all_data: bool = False
+    table_writes: tuple[str, ...] = ()
+    create_schemas: tuple[str, ...] = ()
+    error: str | None = None
+    unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+
+    @property
+    def is_read(self) -> bool:
+        return self.error is None
+
+
+def probe_role_writes(db: Database, timeout: timedelta, query_timeout: timedelta, limit: int = 20) -> RoleWrites:
+    """Ask the server what the declared role (``db.user``) may write: one query bounded by ``query_timeout``."""
+    import psycopg
+
+    address = f"{db.host}:{db.port}/{db.dbname}"
+    try:
+        with connect(db, timeout, statement_timeout=query_timeout) as conn:
+            row = conn.execute(ROLE_WRITES, {"privileges": list(WRITE_PRIVILEGES), "limit": limit}).fetchone()
+    except (psycopg.Error, OSError) as exc:
+        cause = unreachable(exc, timeout)
+        return RoleWrites(address, db.user, error=cause or first_line(exc), unreachable=cause)
+    if row is None:
+        return RoleWrites(address, db.user, error=f"role {db.user} is not in pg_roles")
+    superuser, writes_all, tables, schemas = row
+    return RoleWrites(address, db.user, bool(superuser), bool(writes_all), tuple(tables), tuple(schemas))

@@ -21,6 +21,9 @@ class RedisState:
     address: str
     ping_latency: timedelta | None = None
     persistence: dict[str, Any] = field(default_factory=dict)
+    save_rules: str | None = None  # CONFIG GET save ("" when RDB snapshots are off); None when it was refused
+    config_refused: str | None = None  # why CONFIG GET save was refused (an ACL without +config|get, a renamed command)
+    server_time: float | None = None  # the server's clock (TIME; this host's when refused), unix seconds
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
@@ -31,6 +34,18 @@ class RedisState:
     @property
     def last_bgsave_ok(self) -> bool:
         return self.persistence.get("rdb_last_bgsave_status") == "ok"
+
+    @property
+    def aof_enabled(self) -> bool:
+        return self.persistence.get("aof_enabled") == 1
+
+    @property
+    def unsaved_age(self) -> timedelta | None:
+        """How long the oldest unsaved change may be, by the server's clock: None when nothing is unsaved."""
+        changes, saved = self.persistence.get("rdb_changes_since_last_save"), self.persistence.get("rdb_last_save_time")
+        if not changes or saved is None or self.server_time is None:
+            return None
+        return timedelta(seconds=max(0.0, self.server_time - float(saved)))
 
     @property
     def aof_ok(self) -> bool:
@@ -66,7 +81,7 @@ def unreachable(exc: BaseException, connect: timedelta, request: timedelta) -> s
 
 
 def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta, pings: int = 5) -> RedisState:
-    """Median of a few PINGs over one connection, then ``INFO persistence``."""
+    """Median of a few PINGs over one connection, then ``INFO persistence``, ``TIME`` and ``CONFIG GET save``."""
     import redis
 
     address = f"{instance.host}:{instance.port}"
@@ -79,9 +94,36 @@ def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta,
             conn.ping()
             samples.append(time.perf_counter() - started)
         persistence = conn.info("persistence")
+        now = server_clock(conn)
+        save_rules, refused = save_config(conn)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
         return RedisState(address, error=cause or str(exc).splitlines()[0] or type(exc).__name__, unreachable=cause)
     finally:
         conn.close()
-    return RedisState(address, timedelta(seconds=sorted(samples)[len(samples) // 2]), dict(persistence))
+    ping = timedelta(seconds=sorted(samples)[len(samples) // 2])
+    return RedisState(address, ping, dict(persistence), save_rules, refused, now)
+
+
+def server_clock(conn: redis.Redis) -> float:
+    """The server's clock (``TIME``), unix seconds; this host's clock when an ACL refuses ``TIME``."""
+    import redis
+
+    try:
+        seconds, micros = conn.time()
+    except redis.ResponseError:  # NOPERM: a user allowed only PING and INFO still gets its other checks
+        return time.time()
+    return float(seconds) + micros / 1e6
+
+
+def save_config(conn: redis.Redis) -> tuple[str | None, str | None]:
+    """``CONFIG GET save`` (the RDB snapshot rules, "" when off), or None and why the server refused it."""
+    import redis
+
+    try:
+        reply = conn.config_get("save")
+    except redis.ResponseError as exc:  # NOPERM (ACL), or CONFIG renamed away: the connection itself is fine
+        return None, str(exc).splitlines()[0] or type(exc).__name__
+    if "save" not in reply:
+        return None, "CONFIG GET save returned no 'save' parameter"
+    return str(reply["save"]), None

@@ -159,8 +159,18 @@ class RedisInstance(SecretSource):
     db: int = Field(0, ge=0)
     username: str | None = None
     ping_budget: Duration = timedelta(milliseconds=50)
-    require_persistence: bool = Field(True, description="the last BGSAVE must have succeeded")
+    require_persistence: bool = Field(
+        True,
+        description="the server persists (RDB save rules or AOF on), its last BGSAVE succeeded and no change stays "
+        "unsaved longer than max_unsaved_age",
+    )
     rdb_file: Path | None = Field(None, description="the server's dump.rdb, when readable from here (PF-21)")
+    max_unsaved_age: Duration = Field(
+        timedelta(hours=4),
+        description="with RDB only (AOF off), how long a change may stay unsaved: the age of the last successful "
+        "save (rdb_last_save_time) while rdb_changes_since_last_save > 0. Default 4h, the runbooks' full-system RPO "
+        "(PF-47): Redis has no row of its own, a crash loses what is unsaved",
+    )
 
 
 class Dependency(Named):
@@ -168,6 +178,11 @@ class Dependency(Named):
 
     url: str
     budget: Duration = timedelta(seconds=2)
+    accept_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list,
+        description="http(s): statuses besides 2xx/3xx that count as reachable, e.g. [401] for a backend whose "
+        "health URL needs authentication; anything else (a 404, a 403) fails",
+    )
 
     @field_validator("url")
     @classmethod

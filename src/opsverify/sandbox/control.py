@@ -25,7 +25,7 @@ from opsverify.sandbox.backups import make_backups
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.profile import write_profile
-from opsverify.sandbox.redis import bgsave, seed_redis
+from opsverify.sandbox.redis import SAVE_RULES, bgsave, seed_redis
 from opsverify.sandbox.seed import seed_databases
 from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
@@ -90,7 +90,7 @@ def _create(layout: Layout) -> None:
         pg.start()
         pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"), ensure_secret(layout, "pg_replicator"))
         seed_databases(pg)
-        server = start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"))
+        server = start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES)
         seed_redis(server)
         rdb = bgsave(server)
         create_tls(layout.tls)
@@ -124,7 +124,7 @@ def _restart(layout: Layout, state: State) -> None:
     if pids["replica"] is None:
         _start_replica(layout, state)
     if pids["redis"] is None:
-        start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"))
+        start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES)
     for name in SPAWNED:
         if pids[name] is None:
             apps.spawn_app(layout, name, state.ports[name])

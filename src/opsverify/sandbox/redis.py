@@ -9,7 +9,8 @@ from pathlib import Path
 from opsverify.errors import SandboxError
 from opsverify.localserver.redis import RedisServer
 
-__all__ = ["bgsave", "seed_redis"]
+__all__ = ["SAVE_RULES", "bgsave", "seed_redis"]
+SAVE_RULES = "3600 1 300 100 60 10000"  # Redis 7's default snapshot rules: a careful team keeps persistence on
 
 
 def seed_redis(server: RedisServer, sessions: int = 1500) -> int:
