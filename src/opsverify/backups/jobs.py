@@ -71,7 +71,7 @@ def bgsave(conn: redis.Redis, timeout: timedelta) -> Bgsave:
     before = int(conn.lastsave().timestamp())
     if int(time.time()) == before:
         time.sleep(1.05)  # LASTSAVE has one-second resolution: make an advance visible
-    conn.bgsave()
+    conn.bgsave(schedule=True)  # BGSAVE SCHEDULE: one of the server's own saves may be running now
     deadline = time.monotonic() + timeout.total_seconds()
     while True:
         info = conn.info("persistence")
