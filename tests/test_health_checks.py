@@ -495,16 +495,36 @@ def test_dependency_accepting_401_still_fails_on_404(run_checks: Run, profile_va
         f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx or 401: {NOT_UP}")
 
 
-def test_disk_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant, sandbox: Profile) -> None:
-    run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", disk_max_percent=0.01))),
-                     "health/test_host_resources.py")
+@pytest.fixture
+def full_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs of the test's own, filled to about 94 %; unmounted (and proven gone) after."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill ({done.stderr.strip()}): run the self-tests as root")
+    try:
+        (mount / "ballast").write_bytes(b"\0" * (960 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, timeout=10, check=True)
+        assert not os.path.ismount(mount)
+
+
+def test_nearly_full_filesystem_fails_only_its_disk_check(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, full_filesystem: Path
+) -> None:
     host = sandbox.hosts[0]
-    disks = {f"test_host_resources.py::test_disk_usage_is_under_limit[{host.name}:{path}]": path
-             for path in host.disk_paths}
-    assert run.failed() == set(disks)
-    for test, path in disks.items():
-        used = run.checks[test]["evidence"]["used_percent"]
-        assert run.message(test) == f"host {host.name} disk {path} usage is {used}% (limit 0.01%) on {host.uri}"
+    run = run_checks(profile_variant(then(only("hosts"), set_in("hosts", disk_paths=["/", str(full_filesystem)]))),
+                     "health/test_host_resources.py")
+    test = f"test_host_resources.py::test_disk_usage_is_under_limit[{host.name}:{full_filesystem}]"
+    assert run.failed() == {test}
+    used = run.checks[test]["evidence"]["used_percent"]
+    assert float(used) > 90
+    assert run.message(test) == (
+        f"host {host.name} disk {full_filesystem} usage is {used}% (limit {host.disk_max_percent:g}%) on {host.uri}"
+    )
 
 
 def test_memory_limit_below_current_use_fails(run_checks: Run, profile_variant: Variant) -> None:
