@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,11 +39,21 @@ class PgSession:
         return self.error is None
 
 
+CONNECTION_NOISE = re.compile(  # psycopg 3 and libpq wrap the server's reason in where they tried
+    r'^(?:connection failed: )?connection to server (?:at "[^"]*"(?:, port \d+)?|on socket "[^"]*") failed: '
+    r"(?:(?:FATAL|ERROR):\s+)?"
+)
+
+
 def first_line(exc: BaseException) -> str:
-    """The first meaningful line of a driver error, without the connection-string noise."""
+    """The first meaningful line of a driver error, without the connection-string noise.
+
+    ``connection failed: connection to server at "h", port 5432 failed: FATAL:  password authentication
+    failed for user "x"`` becomes ``password authentication failed for user "x"`` (the caller names the server).
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
-    return text.split("failed: ", 1)[-1] if text.startswith("connection to server") else text
+    return CONNECTION_NOISE.sub("", text)
 
 
 def unreachable(exc: BaseException, timeout: timedelta) -> str | None:
