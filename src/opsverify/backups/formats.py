@@ -10,12 +10,13 @@ or unreadable backup: the ``Verdict`` says so.
 
 from __future__ import annotations
 
+import importlib
 import re
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from opsverify.backups import archive, gzipstream, k8s, pgdump, rdb, sqldump
+from opsverify.backups import magic
 from opsverify.backups.verdict import INTEGRITY_ONLY, CorruptBackup, Expectations, Verdict, failed
 
 FORMATS = ("sql", "sql.gz", "pg-custom", "pg-directory", "rdb", "tar", "tar.gz", "k8s-yaml", "gzip", "unknown")
@@ -38,17 +39,26 @@ SUFFIXES = (
     (".yml", "k8s-yaml"),
     (".gz", "gzip"),
 )
-VERIFIERS: Mapping[str, Callable[[Path, Expectations], Verdict]] = {
-    "sql": sqldump.verify_sql,
-    "sql.gz": sqldump.verify_sql_gz,
-    "pg-custom": pgdump.verify_custom,
-    "pg-directory": pgdump.verify_directory,
-    "rdb": rdb.verify_rdb,
-    "tar": archive.verify_tar,
-    "tar.gz": archive.verify_tar_gz,
-    "k8s-yaml": k8s.verify_k8s_export,
-    "gzip": gzipstream.verify_gzip,
+VERIFIERS: Mapping[str, tuple[str, str]] = {  # format -> (module of opsverify.backups, function), imported on use
+    "sql": ("sqldump", "verify_sql"),
+    "sql.gz": ("sqldump", "verify_sql_gz"),
+    "pg-custom": ("pgdump", "verify_custom"),
+    "pg-directory": ("pgdump", "verify_directory"),
+    "rdb": ("rdb", "verify_rdb"),
+    "tar": ("archive", "verify_tar"),
+    "tar.gz": ("archive", "verify_tar_gz"),
+    "k8s-yaml": ("k8s", "verify_k8s_export"),
+    "gzip": ("gzipstream", "verify_gzip"),
 }
+
+
+def verifier(fmt: str) -> Callable[[Path, Expectations], Verdict]:
+    """The verifier of a format; its module is imported only now (a run of gzip dumps never loads PyYAML)."""
+    module, function = VERIFIERS[fmt]
+    found: Callable[[Path, Expectations], Verdict] = getattr(
+        importlib.import_module(f"opsverify.backups.{module}"), function
+    )
+    return found
 
 
 def format_by_name(path: Path) -> str:
@@ -59,11 +69,11 @@ def format_by_name(path: Path) -> str:
 
 def format_by_content(head: bytes) -> str | None:
     """The format the first bytes of a file show, or None when they do not tell."""
-    if head.startswith(pgdump.MAGIC):
+    if head.startswith(magic.PG_CUSTOM):
         return "pg-custom"
-    if rdb.HEADER.match(head[: rdb.HEADER_SIZE]):
+    if magic.RDB_HEADER.match(head[: magic.RDB_HEADER_SIZE]):
         return "rdb"
-    if head.startswith(gzipstream.MAGIC):
+    if head.startswith(magic.GZIP):
         return _inside_gzip(head) or "gzip"
     if head[257:262] == b"ustar":
         return "tar"
@@ -80,7 +90,7 @@ def _inside_gzip(head: bytes) -> str | None:
         inflated = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, SNIFF_INFLATED)
     except zlib.error:
         return None
-    inner = format_by_content(inflated) if not inflated.startswith(gzipstream.MAGIC) else None
+    inner = format_by_content(inflated) if not inflated.startswith(magic.GZIP) else None
     return {"sql": "sql.gz", "tar": "tar.gz"}.get(inner or "")
 
 
@@ -132,7 +142,7 @@ def verify_backup(path: Path, expect: Expectations = INTEGRITY_ONLY) -> Verdict:
         problem = _precheck(path, fmt)
         if problem is not None:
             return failed(str(path), fmt, problem, {"bytes": "0"} if problem.startswith("empty") else {})
-        return VERIFIERS[fmt](path, expect)
+        return verifier(fmt)(path, expect)
     except CorruptBackup as exc:
         return failed(str(path), fmt, str(exc))
     except OSError as exc:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from opsverify.backups.magic import GZIP
 from opsverify.backups.verdict import ByteStream, CorruptBackup, Expectations, Verdict, failed, passed
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ READ_SIZE = 1 << 20
 FEED_SIZE = 1 << 18
 OUT_SIZE = 1 << 18
 MAX_HEADER = 1 << 20
-MAGIC = b"\x1f\x8b"
+MAGIC = GZIP
 DEFLATE = 8
 FHCRC, FEXTRA, FNAME, FCOMMENT, RESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
 HEADER, BODY, TRAILER = "header", "body", "trailer"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from opsverify.backups.gzipstream import READ_SIZE, GzipStream
+from opsverify.backups.magic import PG_CUSTOM
 from opsverify.backups.verdict import (
     CorruptBackup,
     Expectations,
@@ -30,7 +31,7 @@ from opsverify.backups.verdict import (
 )
 from opsverify.pgtools import MissingTool, first_error, pg_tool
 
-MAGIC = b"PGDMP"
+MAGIC = PG_CUSTOM
 TOC_ENTRY = re.compile(r"^(\d+); \d+ \d+ (.*)$")
 COMPRESSION = re.compile(r"^;\s+Compression: (\S+)", re.MULTILINE)
 DATA_SUFFIXES = (".dat.gz", ".dat", ".dat.lz4", ".dat.zst")

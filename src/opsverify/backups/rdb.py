@@ -9,19 +9,19 @@ read in 1 MiB chunks with only its last 9 bytes held back, so memory does not gr
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import anycrc
 
+from opsverify.backups.magic import RDB_HEADER, RDB_HEADER_SIZE
 from opsverify.backups.verdict import ByteStream, CorruptBackup, Expectations, Verdict, failed, passed, shown_bytes
 
 READ_SIZE = 1 << 20
-HEADER_SIZE = 9
+HEADER_SIZE = RDB_HEADER_SIZE
 TRAILER_SIZE = 9  # EOF opcode + CRC64
 EOF_OPCODE = 0xFF
 FIRST_CHECKSUMMED_VERSION = 5
-HEADER = re.compile(rb"^(?:(REDIS)(\d{4})|(VALKEY)(\d{3}))$")
+HEADER = RDB_HEADER
 
 
 def parse_header(head: bytes) -> tuple[str, int]:
