@@ -8,21 +8,14 @@ restored database can be compared on.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
 import re
-import signal
-import subprocess
-import threading
 from pathlib import Path
 
 from opsverify.backups.pgdump import list_toc
 from opsverify.backups.verdict import CorruptBackup, Expectations
-from opsverify.pgtools import MissingTool, pg_tool
 
 KINDS = ("MATERIALIZED VIEW", "TABLE", "SEQUENCE", "VIEW", "INDEX")
-_COPY = re.compile(rb"^COPY (\S+) (?:\([^)]*\) )?FROM stdin;$")
 _COMMENT = re.compile(rb"^-- Name: ([^;]+); Type: (" + "|".join(KINDS).encode() + rb"); Schema: ([^;]+);", re.M)
 
 
@@ -64,66 +57,16 @@ def _sql_objects(backup: Path, fmt: str) -> set[str]:
 def data_tables(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
     """The tables whose rows the dump carries, as ``public.models``; ``TocError`` when it cannot be read.
 
-    Plain SQL: the ``COPY … FROM stdin`` sections holding at least one row. Custom and directory
-    archives: the ``TABLE DATA`` entries of their TOC (pg_dump writes one for an empty table too)
-    whose data, read through ``pg_restore --data-only`` up to its first row, holds one.
+    Plain SQL: the ``COPY … FROM stdin`` sections (or ``INSERT``s) holding at least one row. Custom
+    and directory archives: the ``TABLE DATA`` entries whose data holds a first row (pg_dump writes
+    one for an empty table too). Read by ``backups.toc.dump_content``, as the backup content checks do.
     """
-    if fmt in ("pg-custom", "pg-directory"):
-        try:
-            toc = list_toc(backup, Expectations(timeout=timeout))
-        except CorruptBackup as err:
-            raise TocError(str(err)) from None
-        return {e.qualified for e in toc.data if _holds_a_row(backup, e.schema, e.name, timeout)}
-    if fmt not in ("sql", "sql.gz"):
+    from opsverify.backups.toc import UnreadFormat, dump_content
+
+    if fmt not in ("pg-custom", "pg-directory", "sql", "sql.gz"):
         raise TocError(f"a {fmt} backup has no PostgreSQL table of contents")
-    found: set[str] = set()
-    opener = gzip.GzipFile(backup, "rb") if fmt == "sql.gz" else backup.open("rb")
-    copying: str | None = None
     try:
-        with opener as source:
-            for line in source:
-                if copying is not None:
-                    if not line.startswith(b"\\."):
-                        found.add(copying)
-                    copying = None
-                    continue
-                if line.startswith(b"COPY ") and (match := _COPY.match(line.rstrip(b"\r\n"))):
-                    copying = match.group(1).decode().replace('"', "")
-    except (OSError, EOFError) as exc:
-        raise TocError(f"cannot read {backup}: {exc}") from None
-    return found
-
-
-def _holds_a_row(backup: Path, schema: str, table: str, timeout: float) -> bool:
-    """Whether the archive's data of ``schema.table`` has a first row (pg_restore stopped once it is seen)."""
-    try:
-        args = [pg_tool("pg_restore"), "--data-only", f"--schema={schema}", f"--table={table}", "-f", "-", str(backup)]
-    except MissingTool as err:
+        content = dump_content(backup)
+    except (CorruptBackup, UnreadFormat) as err:
         raise TocError(str(err)) from None
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    timer = threading.Timer(timeout, lambda: _kill(proc))
-    timer.start()
-    try:
-        assert proc.stdout is not None
-        copying = False
-        for line in proc.stdout:
-            if copying:
-                return not line.startswith(b"\\.")
-            copying = line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;")
-        return False
-    finally:
-        timer.cancel()
-        _stop(proc)
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    _kill(proc)
-    proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    return {table for table, rows in content.rows.items() if rows > 0}
