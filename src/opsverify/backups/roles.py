@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from opsverify.probes.postgres import connect, first_line, unreachable
+from opsverify.probes.postgres import Unread, read_only
 from opsverify.profile.model import Database, Timeouts
 
 MAX_ROLES = 10_000
@@ -54,13 +54,8 @@ class DatabaseRoles:
 
 def database_roles(db: Database, timeouts: Timeouts) -> DatabaseRoles:
     """Read the roles that own objects in ``db`` or hold privileges on them, in one read-only query."""
-    import psycopg
-
     address = f"{db.host}:{db.port}/{db.dbname}"
-    try:
-        with connect(db, timeouts.connect, statement_timeout=timeouts.request) as conn:
-            rows = conn.execute(ROLES_QUERY).fetchall()
-    except (psycopg.Error, OSError) as exc:
-        cause = unreachable(exc, timeouts.connect)
-        return DatabaseRoles(address, error=cause or first_line(exc), unreachable=cause)
+    rows = read_only(db, timeouts.connect, timeouts.request, lambda conn: conn.execute(ROLES_QUERY).fetchall())
+    if isinstance(rows, Unread):
+        return DatabaseRoles(address, error=rows.error, unreachable=rows.unreachable)
     return DatabaseRoles(address, {str(name): str(why) for name, why in rows})

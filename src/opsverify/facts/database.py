@@ -181,14 +181,10 @@ def live_tables(conn: psycopg.Connection) -> dict[str, int]:
 
 def probe_live_tables(db: Database, timeout: timedelta, query_timeout: timedelta) -> LiveTables:
     """``live_tables`` of a profile database, read-only (connect ``timeout``, each query ``query_timeout``)."""
-    import psycopg
-
-    from opsverify.probes.postgres import connect, first_line, unreachable
+    from opsverify.probes.postgres import Unread, read_only
 
     address = f"{db.host}:{db.port}/{db.dbname}"
-    try:
-        with connect(db, timeout, statement_timeout=query_timeout) as conn:
-            return LiveTables(address, live_tables(conn))
-    except (psycopg.Error, OSError) as exc:
-        cause = unreachable(exc, timeout)
-        return LiveTables(address, error=cause or first_line(exc), unreachable=cause)
+    tables = read_only(db, timeout, query_timeout, live_tables)
+    if isinstance(tables, Unread):
+        return LiveTables(address, error=tables.error, unreachable=tables.unreachable)
+    return LiveTables(address, tables)

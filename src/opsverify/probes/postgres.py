@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from opsverify.probes.outage import REFUSED, UNRESOLVED, UNROUTABLE, connect_timed_out, connection_failure
 from opsverify.profile.model import Database
@@ -14,6 +15,7 @@ from opsverify.profile.model import Database
 if TYPE_CHECKING:
     import psycopg
 
+T = TypeVar("T")
 LIBPQ_FAILURES = (  # libpq's own words for a connection-level failure (its errors carry no OS exception)
     ("Connection refused", REFUSED),
     ("No route to host", UNROUTABLE),
@@ -90,6 +92,28 @@ def connect(db: Database, timeout: timedelta, statement_timeout: timedelta | Non
     )
 
 
+@dataclass(frozen=True)
+class Unread:
+    """Why a read-only session gave no answer; ``unreachable`` is the connection-level cause of an outage."""
+
+    error: str
+    unreachable: str | None = None
+
+
+def read_only(
+    db: Database, timeout: timedelta, query_timeout: timedelta, read: Callable[[psycopg.Connection], T]
+) -> T | Unread:
+    """``read(conn)`` in a read-only session (connect ``timeout``, each query ``query_timeout``), or ``Unread``."""
+    import psycopg
+
+    try:
+        with connect(db, timeout, statement_timeout=query_timeout) as conn:
+            return read(conn)
+    except (psycopg.Error, OSError) as exc:
+        cause = unreachable(exc, timeout)
+        return Unread(cause or first_line(exc), cause)
+
+
 def probe_session(db: Database, timeout: timedelta) -> PgSession:
     """Open a session, confirm it is read-only and answers ``SELECT 1``."""
     import psycopg
@@ -155,15 +179,11 @@ class RoleWrites:
 
 def probe_role_writes(db: Database, timeout: timedelta, query_timeout: timedelta, limit: int = 20) -> RoleWrites:
     """Ask the server what the declared role (``db.user``) may write: one query bounded by ``query_timeout``."""
-    import psycopg
-
     address = f"{db.host}:{db.port}/{db.dbname}"
-    try:
-        with connect(db, timeout, statement_timeout=query_timeout) as conn:
-            row = conn.execute(ROLE_WRITES, {"privileges": list(WRITE_PRIVILEGES), "limit": limit}).fetchone()
-    except (psycopg.Error, OSError) as exc:
-        cause = unreachable(exc, timeout)
-        return RoleWrites(address, db.user, error=cause or first_line(exc), unreachable=cause)
+    params = {"privileges": list(WRITE_PRIVILEGES), "limit": limit}
+    row = read_only(db, timeout, query_timeout, lambda conn: conn.execute(ROLE_WRITES, params).fetchone())
+    if isinstance(row, Unread):
+        return RoleWrites(address, db.user, error=row.error, unreachable=row.unreachable)
     if row is None:
         return RoleWrites(address, db.user, error=f"role {db.user} is not in pg_roles")
     superuser, writes_all, tables, schemas = row

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from opsverify.probes.postgres import connect, first_line, unreachable
+from opsverify.probes.postgres import Unread, connect, first_line, read_only, unreachable
 from opsverify.profile import Database, Replica
 
 ARCHIVER = """
@@ -317,15 +317,11 @@ class SlotsState:
 
 def probe_slots(db: Database, timeout: timedelta) -> SlotsState:
     """Read ``pg_replication_slots`` (inactive ones) and ``max_wal_size`` through a read-only session."""
-    import psycopg
-
     address = f"{db.host}:{db.port}"
-    try:
-        with connect(db, timeout, statement_timeout=timeout) as conn:
-            rows = conn.execute(SLOTS).fetchall()
-            limit = conn.execute(MAX_WAL_SIZE).fetchone()
-    except (psycopg.Error, OSError) as exc:
-        cause = unreachable(exc, timeout)
-        return SlotsState(address, error=cause or first_line(exc), unreachable=cause)
+    read = read_only(db, timeout, timeout, lambda conn: (conn.execute(SLOTS).fetchall(),
+                                                         conn.execute(MAX_WAL_SIZE).fetchone()))
+    if isinstance(read, Unread):
+        return SlotsState(address, error=read.error, unreachable=read.unreachable)
+    rows, limit = read
     slots = tuple(InactiveSlot(str(n), str(k), str(w), int(r)) for n, k, w, r in rows)
     return SlotsState(address, slots, int(limit[0]) if limit else 0)
