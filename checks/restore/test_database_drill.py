@@ -66,6 +66,8 @@ def test_restored_row_counts_match_the_backup(
         fail(f"drill {outcome.drill.name}: cannot compare row counts: {drill_expectation.problem}")
     if expected is None:
         pytest.skip(f"drill {outcome.drill.name}: nothing to compare row counts with ({origin})")
+    if outcome.facts_problem is not None:
+        fail(f"drill {outcome.drill.name}: cannot compare row counts: {outcome.facts_problem}")
     assert outcome.restored is not None
     differences = compare_rows(expected, outcome.restored)
     evidence.record(compared_with=origin, tables=len(expected.tables), differing=len(differences))
@@ -94,6 +96,8 @@ def test_restored_tables_match_their_checksums(
     if expected is None or not expected.has_checksums:
         why = origin if expected is None else f"{origin} holds no {CHECKSUM_ALGORITHM} checksums; re-run the backup job"
         pytest.skip(f"drill {outcome.drill.name}: nothing to compare checksums with ({why})")
+    if outcome.facts_problem is not None:
+        fail(f"drill {drill.name}: cannot compare checksums: {outcome.facts_problem}")
     assert outcome.restored is not None
     differences, compared = compare_checksums(expected, outcome.restored)
     evidence.record(compared_with=origin, checksummed_tables=compared, differing=len(differences))
