@@ -590,6 +590,22 @@ def test_source_read_longer_than_the_compare_timeout_fails_the_comparisons_namin
     assert (readable.outcome(COUNTS), readable.outcome(CHECKSUMS)) == ("passed", "passed")
 
 
+def test_data_facts_of_a_copy_that_cannot_be_read_in_time_raise_facts_timeout(locked_source: tuple[int, Path]) -> None:
+    """The bound the drill puts on the restored copy's row counts and checksums (a locked table waits)."""
+    import psycopg
+
+    from opsverify.facts.database import FactsTimeout, data_facts
+
+    port, secret = locked_source
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=secret.read_text().strip(),
+                         dbname="photonic_foundry", connect_timeout=10, autocommit=True) as conn:
+        started = time.monotonic()
+        with pytest.raises(FactsTimeout, match=r"^did not finish within 1s$"):
+            data_facts(conn, 1000, timedelta(seconds=1))
+        assert 1 <= time.monotonic() - started < 10
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable after the bound
+
+
 @pytest.mark.parametrize(
     ("manifest", "defect"),
     [
