@@ -534,6 +534,78 @@ def test_unreadable_source_fails_the_comparisons_with_source(
     assert readable.checks[COUNTS]["evidence"]["compared_with"] == "source photonic_foundry (REPEATABLE READ snapshot)"
 
 
+@pytest.fixture
+def locked_source(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A throwaway cluster whose ``photonic_foundry.simulations`` a session holds ACCESS EXCLUSIVE (a migration)."""
+    import psycopg
+
+    from opsverify.localserver.net import free_port
+    from opsverify.localserver.postgres import Cluster
+
+    base = Path("/tmp") / f"opsverify-test-locked-{uuid.uuid4().hex[:8]}"
+    cluster = Cluster(base, os.geteuid() == 0, free_port(), "superuser-secret")
+    cluster.initdb({})
+    try:
+        cluster.start()
+        with cluster.connect() as conn:
+            conn.execute("CREATE DATABASE photonic_foundry")
+        with cluster.connect("photonic_foundry") as conn:
+            conn.execute("CREATE TABLE simulations AS SELECT g AS id FROM generate_series(1, 100) g")
+        (tmp_path / "superuser.pass").write_text("superuser-secret\n")
+        with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password="superuser-secret",
+                             dbname="photonic_foundry", connect_timeout=10) as holder:
+            holder.execute("LOCK TABLE simulations IN ACCESS EXCLUSIVE MODE")  # held until the test ends
+            yield cluster.port, tmp_path / "superuser.pass"
+            holder.rollback()
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not base.exists()
+
+
+def test_source_read_longer_than_the_compare_timeout_fails_the_comparisons_naming_the_field(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path, locked_source: tuple[int, Path]
+) -> None:
+    port, secret = locked_source
+    series = copied_newest(sandbox, tmp_path, manifest=None)
+
+    def mutate(data: dict[str, Any]) -> None:
+        only_drill(PF, source=series, compare_with_source=True, compare_timeout="2s")(data)
+        source = next(d for d in data["databases"] if d["name"] == "photonic_foundry")
+        source.update(port=port, user="postgres", password_file=str(secret))
+
+    started = time.monotonic()
+    run = run_checks(profile_variant(mutate), DRILL)
+    assert run.failed() == {COUNTS, CHECKSUMS}
+    cause = (
+        "reading the row counts and checksums of source photonic_foundry did not finish within 2s: raise the "
+        "drill's compare_timeout, or lower checksum_max_rows"
+    )
+    assert run.message(COUNTS) == f"drill {PF}: cannot compare row counts: {cause}"
+    assert run.message(CHECKSUMS) == f"drill {PF}: cannot compare checksums: {cause}"
+    assert time.monotonic() - started < 120  # the lock is held for the whole test: the bound ended the wait
+    bounded = only_drill(PF, source=series, compare_with_source=True, compare_timeout="2s")
+    readable = run_checks(profile_variant(bounded), DRILL)
+    assert readable.failed() == set()
+    assert (readable.outcome(COUNTS), readable.outcome(CHECKSUMS)) == ("passed", "passed")
+
+
+def test_data_facts_of_a_copy_that_cannot_be_read_in_time_raise_facts_timeout(locked_source: tuple[int, Path]) -> None:
+    """The bound the drill puts on the restored copy's row counts and checksums (a locked table waits)."""
+    import psycopg
+
+    from opsverify.facts.database import FactsTimeout, data_facts
+
+    port, secret = locked_source
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=secret.read_text().strip(),
+                         dbname="photonic_foundry", connect_timeout=10, autocommit=True) as conn:
+        started = time.monotonic()
+        with pytest.raises(FactsTimeout, match=r"^did not finish within 1s$"):
+            data_facts(conn, 1000, timedelta(seconds=1))
+        assert 1 <= time.monotonic() - started < 10
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable after the bound
+
+
 @pytest.mark.parametrize(
     ("manifest", "defect"),
     [
@@ -683,9 +755,8 @@ def test_amcheck_denied_to_the_restore_role_fails_unless_the_drill_opts_out(
     assert run.failed() == {AMCHECK}
     assert run.message(AMCHECK) == (
         f"drill {PF}: pg_amcheck may not check the restored copy as role {role} (query failed: ERROR:  permission "
-        'denied to create extension "amcheck"): as a superuser, in template1, CREATE EXTENSION amcheck and GRANT '
-        "EXECUTE ON FUNCTION bt_index_check(regclass, boolean), verify_heapam(regclass, boolean, boolean, text, "
-        f"bigint, bigint) TO {role}; or set amcheck: false on the drill"
+        'denied to create extension "amcheck"): amcheck is not a trusted extension and scratch databases are '
+        "created from template0, so use a superuser restore role, or set amcheck: false on the drill"
     )
     opted_out = run_checks(profile_variant(as_role(amcheck=False)), DRILL)
     assert opted_out.failed() == set()

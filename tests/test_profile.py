@@ -151,6 +151,17 @@ def test_drill_must_name_declared_backup_and_database(tmp_path: Path) -> None:
     ]
 
 
+def test_drill_of_a_table_scoped_series_is_refused(tmp_path: Path) -> None:
+    tables = BACKUPS.replace("pattern: 'x*'}", "pattern: 'x*', scope: tables}")
+    path = write(tmp_path, "name: x\n" + tables + "drills: [{name: d, backup: pf, database: pf}]\n")
+    assert problems(path) == [
+        "(top level) (line 1): drill d: backup 'pf' has scope: tables (a pg_dump -t series), whose tables cannot be "
+        "restored alone into an empty scratch database (their foreign keys and types name objects the dump lacks): "
+        "drill a scope: full series of the same database instead"
+    ]
+    assert load_profile(write(tmp_path, "name: x\n" + BACKUPS + "drills: [{name: d, backup: pf, database: pf}]\n"))
+
+
 def test_wal_archiving_without_a_database_objective_is_one_profile_problem(tmp_path: Path) -> None:
     text = "name: x\ndatabases: [{name: pf, dbname: pf, user: u, wal_archiving: true}]\n"
     path = write(tmp_path, text + "objectives: [{component: application, rto: 15m, rpo: 5m}]\n")

@@ -9,9 +9,12 @@ one sequential read of the table. Only tables up to a row bound get one.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from opsverify.durations import format_duration
 
 if TYPE_CHECKING:
     import psycopg
@@ -80,19 +83,49 @@ class DataFacts:
         return any(fact.checksum is not None for fact in self.tables.values())
 
 
-def data_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
-    """Row counts of every user table and checksums of those with at most ``checksum_max_rows`` rows."""
+class FactsTimeout(Exception):
+    """Reading the data facts took longer than the bound it was given."""
+
+
+def data_facts(conn: psycopg.Connection, checksum_max_rows: int, within: timedelta | None = None) -> DataFacts:
+    """Row counts of every user table and checksums of those with at most ``checksum_max_rows`` rows.
+
+    ``within``: a bound on the whole read (each statement gets the time left as its
+    ``statement_timeout``); ``FactsTimeout`` when it runs out.
+    """
+    import psycopg
     from psycopg import sql
+
+    deadline = None if within is None else time.monotonic() + within.total_seconds()
+
+    def bounded() -> None:
+        if deadline is None:
+            return
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0:
+            raise FactsTimeout(f"did not finish within {format_duration(within or timedelta(0))}")
+        conn.execute(f"SET statement_timeout = {left}")
 
     facts = DataFacts()
     for setting in PINNED:  # the text form of rows (the fallback hash) must not depend on the session
         conn.execute(setting)
-    for schema, table in conn.execute(TABLES).fetchall():
-        name = sql.Identifier(str(schema), str(table))
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()
-        rows = int(row[0]) if row else 0
-        checksum = _checksum(conn, name) if rows <= checksum_max_rows else None
-        facts.tables[f"{schema}.{table}"] = TableFact(rows, checksum)
+    try:
+        bounded()
+        tables = conn.execute(TABLES).fetchall()
+        for schema, table in tables:
+            name = sql.Identifier(str(schema), str(table))
+            bounded()
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()
+            rows = int(row[0]) if row else 0
+            checksum = None
+            if rows <= checksum_max_rows:
+                bounded()
+                checksum = _checksum(conn, name)
+            facts.tables[f"{schema}.{table}"] = TableFact(rows, checksum)
+    except psycopg.errors.QueryCanceled as exc:
+        if deadline is None or "statement timeout" not in str(exc):
+            raise
+        raise FactsTimeout(f"did not finish within {format_duration(within or timedelta(0))}") from exc
     return facts
 
 
@@ -111,11 +144,11 @@ def _checksum(conn: psycopg.Connection, name: Any) -> str | None:
     return None
 
 
-def source_facts(conn: psycopg.Connection, checksum_max_rows: int) -> DataFacts:
+def source_facts(conn: psycopg.Connection, checksum_max_rows: int, within: timedelta | None = None) -> DataFacts:
     """``data_facts`` of a source inside one REPEATABLE READ, READ ONLY transaction (a consistent snapshot)."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        return data_facts(conn, checksum_max_rows)
+        return data_facts(conn, checksum_max_rows, within)
     finally:
         conn.execute("ROLLBACK")
 

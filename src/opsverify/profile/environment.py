@@ -70,6 +70,12 @@ class Profile(Model):
                 value = getattr(drill, key)
                 if value is not None and value not in names:
                     raise ValueError(f"drill {drill.name}: {key} {value!r} is not declared (known: {sorted(names)})")
+            if drill.database is not None and self.backup(drill.backup).scope == "tables":
+                raise ValueError(
+                    f"drill {drill.name}: backup {drill.backup!r} has scope: tables (a pg_dump -t series), "
+                    "whose tables cannot be restored alone into an empty scratch database (their foreign keys "
+                    "and types name objects the dump lacks): drill a scope: full series of the same database instead"
+                )
         hosts = {h.name for h in self.hosts}
         for source in self.backups:
             if source.host is not None and source.host not in hosts:

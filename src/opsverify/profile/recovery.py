@@ -42,6 +42,11 @@ class Drill(Named):
     smoke_queries: list[str] = Field(default_factory=list, description="each must return at least one row")
     amcheck: bool = Field(True, description="run pg_amcheck --heapallindexed on the restored copy")
     restore_timeout: Duration = timedelta(hours=2)
+    compare_timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="bound on reading the row counts and checksums of the restored copy, and of the source with "
+        "compare_with_source (each read as a whole; a longer read fails the comparison)",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> Drill:

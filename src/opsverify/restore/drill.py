@@ -5,7 +5,8 @@ when the last smoke query has answered with a row: that span is the measured RTO
 ``smoke_queries`` smokes each table the backup holds rows for (``SELECT 1 FROM t LIMIT 1``, each
 bounded by the statement timeout), at most ``MAX_SMOKE_TABLES`` of them: the largest by the rows
 the manifest records, else by their size in the restored copy (a table missing from it first).
-A database that only answers ``SELECT 1`` is not recovered. Everything the checks compare is read
+A database that only answers ``SELECT 1`` is not recovered. The restored copy's row counts and
+checksums are read within the drill's ``compare_timeout``. Everything the checks compare is read
 while the scratch database exists; the database is dropped (and proven gone) before the outcome is
 handed back.
 """
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from opsverify.actions.base import performed
 from opsverify.actions.database import ScratchDatabase, connect
-from opsverify.facts.database import DataFacts, data_facts, schema_objects
+from opsverify.facts.database import DataFacts, FactsTimeout, data_facts, schema_objects
 from opsverify.pgtools import MissingTool, first_error, pg_env, pg_tool
 from opsverify.probes.postgres import first_line
 from opsverify.profile import Drill, RestoreTarget
@@ -76,6 +77,7 @@ class PgDrillOutcome:
     manifest: dict[str, Any] | None = None  # the backup's manifest, read while the backup is here
     manifest_name: str = ""
     manifest_problem: str | None = None  # the manifest exists but is malformed
+    facts_problem: str | None = None  # the restored copy's row counts and checksums could not be read in time
 
     @property
     def default_smoke(self) -> bool:
@@ -133,8 +135,14 @@ def _drill(
                 outcome.smoke = [_smoke(conn, *_select_one(conn, t.table), t.why) for t in _largest(conn, smoke_tables)]
             if all(s.ok for s in outcome.smoke):  # the clock stops when the last smoke query answered
                 outcome.rto = timedelta(seconds=time.monotonic() - started)
-            conn.execute("RESET statement_timeout")
-            outcome.restored = data_facts(conn, drill.checksum_max_rows)
+            try:
+                outcome.restored = data_facts(conn, drill.checksum_max_rows, drill.compare_timeout)
+            except FactsTimeout as err:
+                outcome.facts_problem = (
+                    f"reading the row counts and checksums of the restored copy {err}: raise the drill's "
+                    "compare_timeout, or lower checksum_max_rows"
+                )
+            conn.execute(f"SET statement_timeout = {max(1, int(drill.compare_timeout.total_seconds() * 1000))}")
             outcome.objects = schema_objects(conn)
         if drill.amcheck:
             outcome.amcheck = amcheck(target, scratch, connect_timeout, drill.restore_timeout)
