@@ -211,8 +211,9 @@ def test_schema_only_custom_dump_fails_only_the_rows_check(
     check = HOLDS_ROWS.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-custom holds no rows for 2 table(s) the live database fills, "
-        f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
+        f"newest dump {newest.name} of pf-postgres-custom holds no rows for any of the 2 table(s) the live database "
+        f"fills, first public.models (live ~{dumper.estimate('public.models')} rows; a schema-only dump or one of "
+        f"emptied tables): {newest}"
     )
 
 
@@ -226,8 +227,52 @@ def test_dump_of_emptied_tables_fails_only_the_rows_check(
     check = HOLDS_ROWS.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-daily holds no rows for 2 table(s) the live database fills, "
-        f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
+        f"newest dump {newest.name} of pf-postgres-daily holds no rows for any of the 2 table(s) the live database "
+        f"fills, first public.models (live ~{dumper.estimate('public.models')} rows; a schema-only dump or one of "
+        f"emptied tables): {newest}"
+    )
+
+
+def test_table_empty_at_dump_time_and_filled_since_passes(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper,
+    scratch_copy: Callable[..., str],
+) -> None:
+    """Without a manifest, one table empty in the dump (a queue emptied then, refilled now) is no failure."""
+    copy = series("pf-postgres-daily")
+    dumper.replace(copy.newest, scratch_copy("TRUNCATE simulations"))
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(HOLDS_ROWS.format(copy.name)) == "passed"
+    assert run.checks[HOLDS_ROWS.format(copy.name)]["evidence"]["dump_tables_with_rows"] == "1"
+
+
+def _rows_manifest(backup: Path, **rows: int) -> Path:
+    """A bound manifest recording ``rows`` (``models=3``) per public table, as the backup job writes it."""
+    from opsverify.facts.manifest import write_manifest
+
+    tables = {f"public.{t}": {"rows": n} for t, n in rows.items()}
+    return write_manifest(backup, {"checksum_algorithm": "sum-hash-64", "tables": tables})
+
+
+def test_manifest_decides_per_table_which_tables_must_hold_rows(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper,
+    scratch_copy: Callable[..., str],
+) -> None:
+    """With a manifest, a table it recorded rows for must hold rows in the dump; one it recorded empty need not."""
+    copy = series("pf-postgres-daily")
+    newest = copy.newest
+    dumper.replace(newest, scratch_copy("TRUNCATE simulations"))
+    _rows_manifest(newest, models=3, simulations=0)  # emptied at dump time, as the manifest says: passes
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(HOLDS_ROWS.format(copy.name)) == "passed"
+    _rows_manifest(newest, models=3, simulations=7)  # rows recorded at dump time, none in the dump: fails
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = HOLDS_ROWS.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-daily holds no rows for 1 table(s) its manifest recorded rows for "
+        f"at dump time, first public.simulations (7 rows recorded): {newest}"
     )
 
 
@@ -486,3 +531,36 @@ def test_source_without_database_is_skipped_with_the_reason(
         assert run.message(check.format(copy.name)) == (
             "pf-postgres-custom declares no database: its dumps are not compared with a live one"
         )
+
+
+def _block(dump_id: int, payload: bytes) -> bytes:
+    """One custom-archive data block as pg_dump writes it: type, dump id, then length-prefixed chunks ended by 0."""
+
+    def integer(value: int) -> bytes:
+        return b"\x00" + value.to_bytes(4, "little")
+
+    return b"\x01" + integer(dump_id) + integer(len(payload)) + payload + integer(0)
+
+
+def test_small_lz4_or_zstd_block_is_unknown_never_empty(tmp_path: Path) -> None:
+    """A one-row lz4 frame (~35 bytes) is not taken for an empty table; a small gzip block is inflated and read."""
+    import io
+    import zlib
+
+    from opsverify.backups.pgdump import _data_block, _data_file, _Reader
+    from opsverify.backups.toc import DumpContent
+
+    small = bytes(35)  # not inflated: only its size is looked at
+    for method in ("lz4", "zstd"):
+        block = _block(7, small)
+        assert _data_block(_Reader(io.BytesIO(block), len(block)), method, frozenset()) == (7, 35, None)
+        large = _block(7, bytes(200))
+        assert _data_block(_Reader(io.BytesIO(large), len(large)), method, frozenset()) == (7, 200, True)
+    for rows, expected in ((b"\\.\n", False), (b"1\tone\n\\.\n", True)):
+        block = _block(8, zlib.compress(rows))
+        assert _data_block(_Reader(io.BytesIO(block), len(block)), "gzip", frozenset())[2] is expected
+    (tmp_path / "3007.dat.lz4").write_bytes(small)
+    assert _data_file(tmp_path, "3007.dat", "public.jobs", False) == (35, None)
+    content = DumpContent("x.dump", "pg-custom", "db", frozenset({"public.jobs", "public.t"}), {"public.t": 0},
+                          frozenset({"public.jobs"}))
+    assert (content.holds_rows("public.jobs"), content.holds_rows("public.t")) == (None, False)

@@ -95,22 +95,61 @@ def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recor
 
 @pytest.mark.runbook("PF-04", "QP-19")
 def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, evidence: Recorder) -> None:
-    """PF-04/QP-19: every table the dump holds that the live database fills has at least one row in the dump.
+    """PF-04/QP-19: the dump holds the rows its tables had at dump time, as far as that can be known.
 
-    A schema-only dump (``pg_dump -s``) or a dump taken while the tables were empty fails; a table
-    the dump lacks altogether is the every-table check's finding, not this one's. Tables matching
-    ``exclude_tables`` (e.g. dumped with ``--exclude-table-data``) are left out.
+    With a manifest beside the backup (``tables``: rows at dump time), every table the manifest
+    recorded rows for must have rows in the dump. Without one, the dump must hold rows for at least
+    one of the tables the live database fills now: a schema-only dump (``pg_dump -s``) or a dump of
+    emptied tables fails; one table empty at dump time and filled since (a queue) does not. A small
+    lz4/zstd block counts as holding rows (unknown). A table the dump lacks altogether is the
+    every-table check's finding, not this one's; tables matching ``exclude_tables`` (e.g. dumped
+    with ``--exclude-table-data``) are left out.
     """
     dump = newest_dump
     _of_this_database(dump)
+    recorded = _manifest_rows(dump)
+    if recorded is not None:
+        had = {t: rows for t, rows in sorted(recorded.items())
+               if rows > 0 and t in dump.content.tables and not _excluded(t, dump.source.exclude_tables)}
+        empty = [t for t in had if dump.content.holds_rows(t) is False]
+        evidence.record(backup=dump.backup.location, manifest_filled_tables=len(had),
+                        dump_tables_without_rows=len(empty), unknown=",".join(sorted(dump.content.unknown)))
+        if empty:
+            first = empty[0]
+            fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) its "
+                 f"manifest recorded rows for at dump time, first {first} ({had[first]} rows recorded): "
+                 f"{dump.backup.location}")
+        return
     kept = {t: rows for t, rows in dump.live.rows.items() if not _excluded(t, dump.source.exclude_tables)}
     filled = {t: rows for t, rows in sorted(kept.items()) if rows > 0 and t in dump.content.tables}
-    empty = [t for t in filled if dump.content.rows_of(t) == 0]
-    evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_without_rows=len(empty))
-    if empty:
-        first = empty[0]
-        fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) the "
-             f"live database fills, first {first} (live ~{filled[first]} rows): {dump.backup.location}")
+    with_rows = [t for t in filled if dump.content.holds_rows(t) is not False]
+    evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_with_rows=len(with_rows),
+                    unknown=",".join(sorted(dump.content.unknown)))
+    if filled and not with_rows:
+        first = next(iter(filled))
+        fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for any of the {len(filled)} "
+             f"table(s) the live database fills, first {first} (live ~{filled[first]} rows; a schema-only dump or "
+             f"one of emptied tables): {dump.backup.location}")
+
+
+def _manifest_rows(dump: NewestDump) -> dict[str, int] | None:
+    """Rows per table the manifest beside a local backup recorded at dump time; None without a usable one.
+
+    An unreadable manifest is the manifest check's finding; here it is treated as absent.
+    """
+    if not dump.backup.is_local:
+        return None
+    try:
+        data = load_manifest(Path(dump.backup.location))
+    except ManifestError:
+        return None
+    tables = (data or {}).get("tables")
+    if not isinstance(tables, dict) or not tables:
+        return None
+    try:
+        return {str(t): int(f["rows"]) for t, f in tables.items()}
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 @pytest.mark.runbook("PF-04", "QP-19")
