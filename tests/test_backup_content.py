@@ -396,6 +396,25 @@ def test_backup_replaced_under_its_manifest_fails_only_the_manifest_check(
     )
 
 
+def test_newest_backup_without_a_manifest_fails_when_older_ones_have_one(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    copy = series("pf-postgres-custom", manifests=True)
+    newest = copy.newest
+    manifest = copy.directory / (newest.name + ".manifest.json")
+    manifest.unlink()
+    older = max((p for p in copy.directory.iterdir() if p.name.endswith(".dump") and p != newest),
+                key=lambda p: p.stat().st_mtime)
+    assert (copy.directory / (older.name + ".manifest.json")).is_file()
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = MANIFEST.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest backup {newest.name} of pf-postgres-custom has no manifest ({manifest.name}), though older backup "
+        f"{older.name} has one: the job stopped writing manifests or failed before it; {REWRITE} ({manifest})"
+    )
+
+
 def test_empty_manifest_without_binding_fails_only_the_manifest_check(
     run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
 ) -> None:

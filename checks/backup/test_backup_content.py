@@ -15,9 +15,9 @@ the right database, every live table and their rows) and QP-19 "backup verificat
 (``pg_restore --list``)" (the TOC of the newest dump is what the database holds).
 
 Manifests (``<backup>.manifest.json``, what the drill compares a restore with) are evidence too:
-the newest backup that has one must be the file the manifest was written for (size and sha256
-recorded by ``write_manifest``), and a database manifest must list the tables the live database
-has. By kind: PostgreSQL PF-16 (integrity of each file of the daily series) and QP-19 (backup
+when any backup of the series has one, the newest must have one too, and be the file it was
+written for (size and sha256 recorded by ``write_manifest``); a database manifest must list the
+tables the live database has. By kind: PostgreSQL PF-16 (integrity of each file of the daily series) and QP-19 (backup
 verification); Redis PF-10 (every backup kind intact). An unreadable manifest, or one without the
 binding, fails: evidence that cannot be read is not evidence.
 
@@ -196,7 +196,8 @@ def test_newest_manifest_matches_its_backup(
     live_tables_of: Callable[[Database], LiveTables],
     evidence: Recorder,
 ) -> None:
-    """PF-16/QP-19 (MANIFEST by kind): the newest backup with a manifest has the recorded size and sha256.
+    """PF-16/QP-19 (MANIFEST by kind): the newest backup has a manifest when any backup of the series has one,
+    and has the recorded size and sha256.
 
     A PostgreSQL manifest must also list at least one table when the live database holds tables.
     """
@@ -207,6 +208,10 @@ def test_newest_manifest_matches_its_backup(
     newest = next((f for f in local if manifest_path(Path(f.location)).exists()), None)
     if newest is None:
         pytest.skip(f"no backup of {source.name} has a manifest (<backup>.manifest.json)")
+    if newest is not local[0]:
+        latest = manifest_path(Path(local[0].location))
+        fail(f"newest backup {local[0].name} of {source.name} has no manifest ({latest.name}), though older backup "
+             f"{newest.name} has one: the job stopped writing manifests or failed before it; {REWRITE} ({latest})")
     backup = Path(newest.location)
     manifest = manifest_path(backup)
     try:
