@@ -583,3 +583,28 @@ def test_small_lz4_or_zstd_block_is_unknown_never_empty(tmp_path: Path) -> None:
     content = DumpContent("x.dump", "pg-custom", "db", frozenset({"public.jobs", "public.t"}), {"public.t": 0},
                           frozenset({"public.jobs"}))
     assert (content.holds_rows("public.jobs"), content.holds_rows("public.t")) == (None, False)
+
+
+def test_archive_database_may_be_the_live_sessions_current_database(sandbox: Profile) -> None:
+    """Through a pooler the profile's dbname is an alias: the header's name matches ``current_database()``."""
+    from typing import cast
+
+    from fixtures.backups import NewestDump
+    from opsverify.backups.toc import DumpContent
+    from opsverify.facts.database import probe_live_tables
+
+    db = sandbox.database("photonic_foundry")
+    live = probe_live_tables(db, sandbox.timeouts.connect, sandbox.timeouts.request)
+    assert live.error is None
+    assert live.current_database == "photonic_foundry"
+    assert set(live.oids) == {"public.models", "public.simulations"}
+    assert live.oids["public.models"] < live.oids["public.simulations"]  # created first: a smaller OID
+    alias = db.model_copy(update={"dbname": "pf_pooled"})
+
+    def dumped(dbname: str) -> NewestDump:
+        content = DumpContent("x.dump", "pg-custom", dbname, frozenset(live.tables), {})
+        return NewestDump(cast(Any, None), cast(Any, None), content, alias, live)
+
+    assert not dumped("photonic_foundry").of_another_database  # the live session's database
+    assert not dumped("pf_pooled").of_another_database  # the profile's dbname
+    assert dumped("quantum_planner").of_another_database

@@ -85,10 +85,13 @@ def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recor
     if dump.content.dbname is None:
         pytest.skip(f"newest dump {dump.backup.name} is plain SQL, which names no database: "
                     "its tables are compared with the live ones instead")
+    evidence.record(live_current_database=dump.live.current_database)
+    live = dump.live.current_database
+    session = f"; the live session's current_database() is {live}" if live and live != dump.database.dbname else ""
     expect(
         not dump.of_another_database,
         f"newest dump {dump.backup.name} of {dump.source.name} holds database {dump.content.dbname}, not "
-        f"{dump.database.dbname} (profile database {dump.database.name}): check the job's pg_dump -d "
+        f"{dump.database.dbname} (profile database {dump.database.name}{session}): check the job's pg_dump -d "
         f"({dump.backup.location})",
     )
 
