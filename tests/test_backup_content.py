@@ -137,6 +137,47 @@ def emptied_copy(dumper: Dumper) -> Iterator[str]:
         dumper.run("psql", "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def scratch_copy(dumper: Dumper) -> Iterator[Callable[..., str]]:
+    """``scratch_copy("TRUNCATE simulations")``: a copy of photonic_foundry, then those statements (dropped after)."""
+    made: list[str] = []
+
+    def make(*statements: str) -> str:
+        name = f"content_fault_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        dumper.run("psql", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"')
+        schema_and_data = dumper.run("pg_dump", "photonic_foundry").decode()
+        dumper.run("psql", name, "-q", "-v", "ON_ERROR_STOP=1", stdin=schema_and_data)
+        for statement in statements:
+            dumper.run("psql", name, "-v", "ON_ERROR_STOP=1", "-c", statement)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            dumper.run("psql", "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _live_database(dbname: str) -> Callable[[dict[str, Any]], None]:
+    """A profile mutation: database photonic_foundry is read from ``dbname`` (a scratch copy)."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        for db in data["databases"]:
+            if db["name"] == "photonic_foundry":
+                db["dbname"] = dbname
+
+    return mutate
+
+
+def _both(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        for mutation in mutations:
+            mutation(data)
+
+    return mutate
+
+
 def test_healthy_sandbox_passes_every_content_check(run_checks: Run, sandbox_profile: Path) -> None:
     run = run_checks(sandbox_profile, CONTENT)
     assert run.failed() == set(), run.result.stdout.str()
@@ -170,8 +211,9 @@ def test_schema_only_custom_dump_fails_only_the_rows_check(
     check = HOLDS_ROWS.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-custom holds no rows for 2 table(s) the live database fills, "
-        f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
+        f"newest dump {newest.name} of pf-postgres-custom holds no rows for any of the 2 table(s) the live database "
+        f"fills, first public.models (live ~{dumper.estimate('public.models')} rows; a schema-only dump or one of "
+        f"emptied tables): {newest}"
     )
 
 
@@ -185,8 +227,52 @@ def test_dump_of_emptied_tables_fails_only_the_rows_check(
     check = HOLDS_ROWS.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-daily holds no rows for 2 table(s) the live database fills, "
-        f"first public.models (live ~{dumper.estimate('public.models')} rows): {newest}"
+        f"newest dump {newest.name} of pf-postgres-daily holds no rows for any of the 2 table(s) the live database "
+        f"fills, first public.models (live ~{dumper.estimate('public.models')} rows; a schema-only dump or one of "
+        f"emptied tables): {newest}"
+    )
+
+
+def test_table_empty_at_dump_time_and_filled_since_passes(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper,
+    scratch_copy: Callable[..., str],
+) -> None:
+    """Without a manifest, one table empty in the dump (a queue emptied then, refilled now) is no failure."""
+    copy = series("pf-postgres-daily")
+    dumper.replace(copy.newest, scratch_copy("TRUNCATE simulations"))
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(HOLDS_ROWS.format(copy.name)) == "passed"
+    assert run.checks[HOLDS_ROWS.format(copy.name)]["evidence"]["dump_tables_with_rows"] == "1"
+
+
+def _rows_manifest(backup: Path, **rows: int) -> Path:
+    """A bound manifest recording ``rows`` (``models=3``) per public table, as the backup job writes it."""
+    from opsverify.facts.manifest import write_manifest
+
+    tables = {f"public.{t}": {"rows": n} for t, n in rows.items()}
+    return write_manifest(backup, {"checksum_algorithm": "sum-hash-64", "tables": tables})
+
+
+def test_manifest_decides_per_table_which_tables_must_hold_rows(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper,
+    scratch_copy: Callable[..., str],
+) -> None:
+    """With a manifest, a table it recorded rows for must hold rows in the dump; one it recorded empty need not."""
+    copy = series("pf-postgres-daily")
+    newest = copy.newest
+    dumper.replace(newest, scratch_copy("TRUNCATE simulations"))
+    _rows_manifest(newest, models=3, simulations=0)  # emptied at dump time, as the manifest says: passes
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(HOLDS_ROWS.format(copy.name)) == "passed"
+    _rows_manifest(newest, models=3, simulations=7)  # rows recorded at dump time, none in the dump: fails
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = HOLDS_ROWS.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest dump {newest.name} of pf-postgres-daily holds no rows for 1 table(s) its manifest recorded rows for "
+        f"at dump time, first public.simulations (7 rows recorded): {newest}"
     )
 
 
@@ -208,8 +294,8 @@ def test_dump_leaving_a_table_out_fails_only_the_every_table_check(
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
         f"newest dump {newest.name} of pf-postgres-custom lacks 1 of the 2 table(s) database photonic_foundry holds "
-        f"live, first public.models (dump taken {_taken(newest)}; a table created since shows in the next dump, one "
-        f"never dumped goes in exclude_tables): {newest}"
+        f"live, first public.models (dump taken {_taken(newest)}; older than the tables it holds, so not created "
+        f"since: add it to the job's dump, or to exclude_tables when it is never dumped): {newest}"
     )
 
 
@@ -223,6 +309,32 @@ def test_excluded_table_may_be_left_out(
     assert run.outcome(EVERY_TABLE.format(copy.name)) == "passed"
 
 
+def test_table_created_since_the_dump_passes_with_evidence(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper,
+    scratch_copy: Callable[..., str],
+) -> None:
+    """A table created after the newest dump (its OID above every dumped table's) passes, custom and plain alike."""
+    database = scratch_copy()
+    custom, plain = series("pf-postgres-custom"), series("pf-postgres-daily")
+    dumper.replace(custom.newest, database, "-Fc")
+    dumper.replace(plain.newest, database)
+    dumper.run("psql", database, "-v", "ON_ERROR_STOP=1", "-c", "CREATE TABLE queue_jobs (id int PRIMARY KEY)")
+
+    def both(data: dict[str, Any]) -> None:
+        plain.only()(data)
+        first = data["backups"][0]
+        custom.only()(data)
+        data["backups"].insert(0, first)
+
+    run = run_checks(profile_variant(_both(both, _live_database(database))), CONTENT)
+    assert run.failed() == set(), run.result.stdout.str()
+    for name in (custom.name, plain.name):
+        check = EVERY_TABLE.format(name)
+        assert run.outcome(check) == "passed"
+        assert run.checks[check]["evidence"]["created_since_dump"] == "public.queue_jobs"
+        assert run.checks[check]["evidence"]["missing"] == ""
+
+
 def test_plain_dump_of_the_other_database_fails_the_every_table_check(
     run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy], dumper: Dumper
 ) -> None:
@@ -234,8 +346,8 @@ def test_plain_dump_of_the_other_database_fails_the_every_table_check(
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
         f"newest dump {newest.name} of pf-postgres-daily lacks 2 of the 2 table(s) database photonic_foundry holds "
-        f"live, first public.models (dump taken {_taken(newest)}; a table created since shows in the next dump, one "
-        f"never dumped goes in exclude_tables): {newest}"
+        f"live, first public.models (dump taken {_taken(newest)}; it holds none of the live tables: check the job's "
+        f"pg_dump -d): {newest}"
     )
 
 
@@ -281,6 +393,25 @@ def test_backup_replaced_under_its_manifest_fails_only_the_manifest_check(
         f"{recorded_size:,} bytes sha256 {recorded_sha}, the file has {newest.stat().st_size:,} bytes sha256 "
         f"{_sha(newest)}: the backup was replaced after its manifest was written, or the manifest is another "
         f"backup's ({newest}.manifest.json)"
+    )
+
+
+def test_newest_backup_without_a_manifest_fails_when_older_ones_have_one(
+    run_checks: Run, profile_variant: Variant, series: Callable[..., SeriesCopy]
+) -> None:
+    copy = series("pf-postgres-custom", manifests=True)
+    newest = copy.newest
+    manifest = copy.directory / (newest.name + ".manifest.json")
+    manifest.unlink()
+    older = max((p for p in copy.directory.iterdir() if p.name.endswith(".dump") and p != newest),
+                key=lambda p: p.stat().st_mtime)
+    assert (copy.directory / (older.name + ".manifest.json")).is_file()
+    run = run_checks(profile_variant(copy.only()), CONTENT)
+    check = MANIFEST.format(copy.name)
+    assert run.failed() == {check}, run.result.stdout.str()
+    assert run.message(check) == (
+        f"newest backup {newest.name} of pf-postgres-custom has no manifest ({manifest.name}), though older backup "
+        f"{older.name} has one: the job stopped writing manifests or failed before it; {REWRITE} ({manifest})"
     )
 
 
@@ -419,3 +550,61 @@ def test_source_without_database_is_skipped_with_the_reason(
         assert run.message(check.format(copy.name)) == (
             "pf-postgres-custom declares no database: its dumps are not compared with a live one"
         )
+
+
+def _block(dump_id: int, payload: bytes) -> bytes:
+    """One custom-archive data block as pg_dump writes it: type, dump id, then length-prefixed chunks ended by 0."""
+
+    def integer(value: int) -> bytes:
+        return b"\x00" + value.to_bytes(4, "little")
+
+    return b"\x01" + integer(dump_id) + integer(len(payload)) + payload + integer(0)
+
+
+def test_small_lz4_or_zstd_block_is_unknown_never_empty(tmp_path: Path) -> None:
+    """A one-row lz4 frame (~35 bytes) is not taken for an empty table; a small gzip block is inflated and read."""
+    import io
+    import zlib
+
+    from opsverify.backups.pgdump import _data_block, _data_file, _Reader
+    from opsverify.backups.toc import DumpContent
+
+    small = bytes(35)  # not inflated: only its size is looked at
+    for method in ("lz4", "zstd"):
+        block = _block(7, small)
+        assert _data_block(_Reader(io.BytesIO(block), len(block)), method, frozenset()) == (7, 35, None)
+        large = _block(7, bytes(200))
+        assert _data_block(_Reader(io.BytesIO(large), len(large)), method, frozenset()) == (7, 200, True)
+    for rows, expected in ((b"\\.\n", False), (b"1\tone\n\\.\n", True)):
+        block = _block(8, zlib.compress(rows))
+        assert _data_block(_Reader(io.BytesIO(block), len(block)), "gzip", frozenset())[2] is expected
+    (tmp_path / "3007.dat.lz4").write_bytes(small)
+    assert _data_file(tmp_path, "3007.dat", "public.jobs", False) == (35, None)
+    content = DumpContent("x.dump", "pg-custom", "db", frozenset({"public.jobs", "public.t"}), {"public.t": 0},
+                          frozenset({"public.jobs"}))
+    assert (content.holds_rows("public.jobs"), content.holds_rows("public.t")) == (None, False)
+
+
+def test_archive_database_may_be_the_live_sessions_current_database(sandbox: Profile) -> None:
+    """Through a pooler the profile's dbname is an alias: the header's name matches ``current_database()``."""
+    from typing import cast
+
+    from fixtures.backups import NewestDump
+    from opsverify.backups.toc import DumpContent
+    from opsverify.facts.database import probe_live_tables
+
+    db = sandbox.database("photonic_foundry")
+    live = probe_live_tables(db, sandbox.timeouts.connect, sandbox.timeouts.request)
+    assert live.error is None
+    assert live.current_database == "photonic_foundry"
+    assert set(live.oids) == {"public.models", "public.simulations"}
+    assert live.oids["public.models"] < live.oids["public.simulations"]  # created first: a smaller OID
+    alias = db.model_copy(update={"dbname": "pf_pooled"})
+
+    def dumped(dbname: str) -> NewestDump:
+        content = DumpContent("x.dump", "pg-custom", dbname, frozenset(live.tables), {})
+        return NewestDump(cast(Any, None), cast(Any, None), content, alias, live)
+
+    assert not dumped("photonic_foundry").of_another_database  # the live session's database
+    assert not dumped("pf_pooled").of_another_database  # the profile's dbname
+    assert dumped("quantum_planner").of_another_database

@@ -15,17 +15,33 @@ the right database, every live table and their rows) and QP-19 "backup verificat
 (``pg_restore --list``)" (the TOC of the newest dump is what the database holds).
 
 Manifests (``<backup>.manifest.json``, what the drill compares a restore with) are evidence too:
-the newest backup that has one must be the file the manifest was written for (size and sha256
-recorded by ``write_manifest``), and a database manifest must list the tables the live database
-has. By kind: PostgreSQL PF-16 (integrity of each file of the daily series) and QP-19 (backup
+when any backup of the series has one, the newest must have one too, and be the file it was
+written for (size and sha256 recorded by ``write_manifest``); a database manifest must list the
+tables the live database has. By kind: PostgreSQL PF-16 (integrity of each file of the daily series) and QP-19 (backup
 verification); Redis PF-10 (every backup kind intact). An unreadable manifest, or one without the
 binding, fails: evidence that cannot be read is not evidence.
 
-A table created after the newest dump is missing from it until the next run of the job: the
-newest backup cannot restore it, so the check reports it (the message names the dump's time, so
-a table created since is recognisable); when a table is never meant to be dumped, list it in the
-source's ``exclude_tables``. Single-table series (``scope: tables``, ``pg_dump -t``) are compared
-only on the tables they hold.
+A table created after the newest dump is missing from it until the next run of the job, and is not
+a failure: a live table the dump lacks whose OID (``pg_class.oid``, assigned in creation order) is
+greater than the largest live OID of the tables the dump does hold is taken as created since the
+dump and recorded in the evidence (``created_since_dump``). A missing table with a smaller OID
+existed when the dump was taken and fails; so does every missing table when the dump holds none of
+the live ones (nothing to compare with). Caveats: OIDs restart after a wraparound (some 4 billion
+objects) and a table dropped and re-created gets a new, larger OID, so such a table passes until
+the next dump. When a table is never meant to be dumped, list it in the source's
+``exclude_tables``. Single-table series (``scope: tables``, ``pg_dump -t``) are compared only on
+the tables they hold.
+
+Rows are compared per table with the manifest beside the backup when there is one: a table the
+manifest recorded rows for at dump time must have rows in the dump. Without a manifest the live
+row counts are no evidence of what a table held at dump time (a queue emptied then, refilled now),
+so the check fails only when the dump holds rows for none of the tables the live database fills:
+a schema-only dump, or one of emptied tables. A small lz4/zstd data block (not inflated here) is
+taken as holding rows.
+
+The archive header names the database the backup job connected with; through a connection pooler
+that may be an alias, so the live session's ``current_database()`` is accepted as well as the
+profile's ``dbname``.
 """
 
 from __future__ import annotations
@@ -69,32 +85,74 @@ def test_newest_dump_is_of_its_database(newest_dump: NewestDump, evidence: Recor
     if dump.content.dbname is None:
         pytest.skip(f"newest dump {dump.backup.name} is plain SQL, which names no database: "
                     "its tables are compared with the live ones instead")
+    evidence.record(live_current_database=dump.live.current_database)
+    live = dump.live.current_database
+    session = f"; the live session's current_database() is {live}" if live and live != dump.database.dbname else ""
     expect(
         not dump.of_another_database,
         f"newest dump {dump.backup.name} of {dump.source.name} holds database {dump.content.dbname}, not "
-        f"{dump.database.dbname} (profile database {dump.database.name}): check the job's pg_dump -d "
+        f"{dump.database.dbname} (profile database {dump.database.name}{session}): check the job's pg_dump -d "
         f"({dump.backup.location})",
     )
 
 
 @pytest.mark.runbook("PF-04", "QP-19")
 def test_newest_dump_holds_rows_the_live_database_has(newest_dump: NewestDump, evidence: Recorder) -> None:
-    """PF-04/QP-19: every table the dump holds that the live database fills has at least one row in the dump.
+    """PF-04/QP-19: the dump holds the rows its tables had at dump time, as far as that can be known.
 
-    A schema-only dump (``pg_dump -s``) or a dump taken while the tables were empty fails; a table
-    the dump lacks altogether is the every-table check's finding, not this one's. Tables matching
-    ``exclude_tables`` (e.g. dumped with ``--exclude-table-data``) are left out.
+    With a manifest beside the backup (``tables``: rows at dump time), every table the manifest
+    recorded rows for must have rows in the dump. Without one, the dump must hold rows for at least
+    one of the tables the live database fills now: a schema-only dump (``pg_dump -s``) or a dump of
+    emptied tables fails; one table empty at dump time and filled since (a queue) does not. A small
+    lz4/zstd block counts as holding rows (unknown). A table the dump lacks altogether is the
+    every-table check's finding, not this one's; tables matching ``exclude_tables`` (e.g. dumped
+    with ``--exclude-table-data``) are left out.
     """
     dump = newest_dump
     _of_this_database(dump)
+    recorded = _manifest_rows(dump)
+    if recorded is not None:
+        had = {t: rows for t, rows in sorted(recorded.items())
+               if rows > 0 and t in dump.content.tables and not _excluded(t, dump.source.exclude_tables)}
+        empty = [t for t in had if dump.content.holds_rows(t) is False]
+        evidence.record(backup=dump.backup.location, manifest_filled_tables=len(had),
+                        dump_tables_without_rows=len(empty), unknown=",".join(sorted(dump.content.unknown)))
+        if empty:
+            first = empty[0]
+            fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) its "
+                 f"manifest recorded rows for at dump time, first {first} ({had[first]} rows recorded): "
+                 f"{dump.backup.location}")
+        return
     kept = {t: rows for t, rows in dump.live.rows.items() if not _excluded(t, dump.source.exclude_tables)}
     filled = {t: rows for t, rows in sorted(kept.items()) if rows > 0 and t in dump.content.tables}
-    empty = [t for t in filled if dump.content.rows_of(t) == 0]
-    evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_without_rows=len(empty))
-    if empty:
-        first = empty[0]
-        fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for {len(empty)} table(s) the "
-             f"live database fills, first {first} (live ~{filled[first]} rows): {dump.backup.location}")
+    with_rows = [t for t in filled if dump.content.holds_rows(t) is not False]
+    evidence.record(backup=dump.backup.location, live_filled_tables=len(filled), dump_tables_with_rows=len(with_rows),
+                    unknown=",".join(sorted(dump.content.unknown)))
+    if filled and not with_rows:
+        first = next(iter(filled))
+        fail(f"newest dump {dump.backup.name} of {dump.source.name} holds no rows for any of the {len(filled)} "
+             f"table(s) the live database fills, first {first} (live ~{filled[first]} rows; a schema-only dump or "
+             f"one of emptied tables): {dump.backup.location}")
+
+
+def _manifest_rows(dump: NewestDump) -> dict[str, int] | None:
+    """Rows per table the manifest beside a local backup recorded at dump time; None without a usable one.
+
+    An unreadable manifest is the manifest check's finding; here it is treated as absent.
+    """
+    if not dump.backup.is_local:
+        return None
+    try:
+        data = load_manifest(Path(dump.backup.location))
+    except ManifestError:
+        return None
+    tables = (data or {}).get("tables")
+    if not isinstance(tables, dict) or not tables:
+        return None
+    try:
+        return {str(t): int(f["rows"]) for t, f in tables.items()}
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 @pytest.mark.runbook("PF-04", "QP-19")
@@ -110,14 +168,22 @@ def test_newest_full_dump_holds_every_live_table(newest_dump: NewestDump, eviden
         pytest.skip(f"{dump.source.name} dumps selected tables (scope: {dump.source.scope}), not the whole database")
     _of_this_database(dump)
     live = sorted(t for t in dump.live.tables if not _excluded(t, dump.source.exclude_tables))
-    missing = [t for t in live if t not in dump.content.tables]
+    absent = [t for t in live if t not in dump.content.tables]
+    held = [dump.live.oids[t] for t in live if t in dump.content.tables and t in dump.live.oids]
+    newest_held = max(held, default=None)
+    since = [t for t in absent if newest_held is not None and dump.live.oids.get(t, 0) > newest_held]
+    missing = [t for t in absent if t not in since]
     evidence.record(backup=dump.backup.location, live_tables=len(live), dump_tables=len(dump.content.tables),
-                    missing=",".join(missing), excluded=",".join(dump.source.exclude_tables))
+                    missing=",".join(missing), created_since_dump=",".join(since),
+                    excluded=",".join(dump.source.exclude_tables))
     if missing:
         taken = dump.backup.taken.astimezone().strftime(TIME)
+        why = ("it holds none of the live tables: check the job's pg_dump -d" if newest_held is None else
+               "older than the tables it holds, so not created since: add it to the job's dump, or to "
+               "exclude_tables when it is never dumped")
         fail(f"newest dump {dump.backup.name} of {dump.source.name} lacks {len(missing)} of the {len(live)} table(s) "
-             f"database {dump.database.name} holds live, first {missing[0]} (dump taken {taken}; a table created "
-             f"since shows in the next dump, one never dumped goes in exclude_tables): {dump.backup.location}")
+             f"database {dump.database.name} holds live, first {missing[0]} (dump taken {taken}; {why}): "
+             f"{dump.backup.location}")
 
 
 PF10 = ("PF-10",)
@@ -133,7 +199,8 @@ def test_newest_manifest_matches_its_backup(
     live_tables_of: Callable[[Database], LiveTables],
     evidence: Recorder,
 ) -> None:
-    """PF-16/QP-19 (MANIFEST by kind): the newest backup with a manifest has the recorded size and sha256.
+    """PF-16/QP-19 (MANIFEST by kind): the newest backup has a manifest when any backup of the series has one,
+    and has the recorded size and sha256.
 
     A PostgreSQL manifest must also list at least one table when the live database holds tables.
     """
@@ -144,6 +211,10 @@ def test_newest_manifest_matches_its_backup(
     newest = next((f for f in local if manifest_path(Path(f.location)).exists()), None)
     if newest is None:
         pytest.skip(f"no backup of {source.name} has a manifest (<backup>.manifest.json)")
+    if newest is not local[0]:
+        latest = manifest_path(Path(local[0].location))
+        fail(f"newest backup {local[0].name} of {source.name} has no manifest ({latest.name}), though older backup "
+             f"{newest.name} has one: the job stopped writing manifests or failed before it; {REWRITE} ({latest})")
     backup = Path(newest.location)
     manifest = manifest_path(backup)
     try:

@@ -214,16 +214,26 @@ BLK_BLOBS = 3
 ARCHIVE_FORMATS = (1, 3, 5)  # the format byte pg_dump writes for custom and directory archives
 ZLIB = "gzip"
 GZIP_FILE = "gzip-file"  # a directory archive's *.dat.gz: gzip framing around the deflate stream
-FRAME_OVERHEAD = 64  # lz4/zstd data is not inflated here: an empty table's frame is smaller than this
+# lz4/zstd data is not inflated here: a block over this many bytes holds a row, but a smaller one may too (one
+# short row in an lz4 frame is ~35 bytes), so it is unknown, never taken for empty.
+FRAME_OVERHEAD = 64
+
+
+def _frame_has_rows(stored: int) -> bool | None:
+    """Whether an lz4/zstd block or file of ``stored`` bytes (not inflated) holds a row: True, or None (unknown)."""
+    return True if stored > FRAME_OVERHEAD else None
 
 
 @dataclass(frozen=True)
 class ArchiveTable:
-    """One ``TABLE DATA`` entry of a custom archive: its table and whether its data holds a row."""
+    """One ``TABLE DATA`` entry of a custom archive: its table and whether its data holds a row.
+
+    ``has_rows`` is None (unknown) for a small lz4/zstd block, whose frames are not inflated here.
+    """
 
     table: str
     data_bytes: int  # stored (maybe compressed) bytes of its data block
-    has_rows: bool
+    has_rows: bool | None
 
 
 @dataclass(frozen=True)
@@ -374,8 +384,9 @@ class _FirstRow:
         return self.answer
 
 
-def _data_block(reader: _Reader, compression: str, inserts: frozenset[int]) -> tuple[int, int, bool]:
-    """At a data block: (dump id, stored bytes, has a row); inflates its first chunks, skips over the rest."""
+def _data_block(reader: _Reader, compression: str, inserts: frozenset[int]) -> tuple[int, int, bool | None]:
+    """At a data block: (dump id, stored bytes, has a row or None: unknown); inflates its first chunks (none or
+    gzip), skips over the rest."""
     kind = reader.read_byte()
     if kind != BLK_DATA:
         raise CorruptBackup(f"data block of unknown type {kind} at byte {reader.stream.tell() - 1:,}")
@@ -388,19 +399,20 @@ def _data_block(reader: _Reader, compression: str, inserts: frozenset[int]) -> t
             first.feed(reader.take(length))
         else:
             reader.stream.seek(length, os.SEEK_CUR)
-    has_rows = first.result() if compression in ("none", ZLIB) else stored > FRAME_OVERHEAD
+    has_rows = first.result() if compression in ("none", ZLIB) else _frame_has_rows(stored)
     return dump_id, stored, has_rows
 
 
-def _data_file(directory: Path, name: str | None, table: str, inserts: bool) -> tuple[int, bool]:
-    """(stored bytes, has a row) of a directory archive's data file, read only until the first row shows."""
+def _data_file(directory: Path, name: str | None, table: str, inserts: bool) -> tuple[int, bool | None]:
+    """(stored bytes, has a row or None: unknown) of a directory archive's data file, read only until the first
+    row shows."""
     file = next((directory / f"{name}{s}" for s in ("", ".gz", ".lz4", ".zst") if (directory / f"{name}{s}").is_file()),
                 None) if name else None
     if file is None:
         raise CorruptBackup(f"data file {name} (table {table}) is missing from the directory dump")
     stored = file.stat().st_size
-    if file.suffix in (".lz4", ".zst"):  # not inflated here: a row needs more than a frame's overhead
-        return stored, stored > FRAME_OVERHEAD
+    if file.suffix in (".lz4", ".zst"):  # not inflated here: a small file is unknown, not empty
+        return stored, _frame_has_rows(stored)
     first = _FirstRow(GZIP_FILE if file.suffix == ".gz" else "none", inserts)
     with file.open("rb") as stream:
         while first.answer is None and (chunk := stream.read(READ_SIZE)):
@@ -418,9 +430,9 @@ def _skip_chunks(reader: _Reader) -> int:
 
 
 def _custom_data(reader: _Reader, entries: list[tuple[int, str, str, Any]], wanted: dict[int, str],
-                 compression: str) -> dict[int, tuple[int, bool]]:
+                 compression: str) -> dict[int, tuple[int, bool | None]]:
     """(stored bytes, has a row) by dump id: by each entry's offset, else walking the blocks in order."""
-    found: dict[int, tuple[int, bool]] = {}
+    found: dict[int, tuple[int, bool | None]] = {}
     inserts = frozenset(dump_id for dump_id, desc, _, _ in entries if desc == "TABLE DATA INSERTS")
     offsets = [where[1] for dump_id, _, _, where in entries if dump_id in wanted and where[0] == K_OFFSET_POS_SET]
     if len(offsets) == len(wanted):

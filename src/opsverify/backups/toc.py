@@ -30,7 +30,9 @@ class DumpContent:
     """A dump's database (custom archives only), its tables and the rows found for each.
 
     ``rows[t]`` is the number of COPY rows (plain SQL) or 1 when the archive's data block for ``t``
-    holds at least one row (custom; it is not read further), 0 when it holds none.
+    holds at least one row (custom; it is not read further), 0 when it holds none. ``unknown``: the
+    tables whose data is a small lz4/zstd block (not inflated here), so whether it holds a row is not
+    known; they are not in ``rows``.
     """
 
     path: str
@@ -38,9 +40,14 @@ class DumpContent:
     dbname: str | None
     tables: frozenset[str]
     rows: dict[str, int]
+    unknown: frozenset[str] = frozenset()
 
     def rows_of(self, table: str) -> int:
         return self.rows.get(table, 0)
+
+    def holds_rows(self, table: str) -> bool | None:
+        """Whether the dump holds a row of ``table``: True, False, or None when it is not known (``unknown``)."""
+        return None if table in self.unknown else self.rows_of(table) > 0
 
 
 def dump_format(path: Path) -> str:
@@ -58,8 +65,9 @@ def dump_content(path: Path) -> DumpContent:
         fmt = dump_format(path)
         if fmt in ("pg-custom", "pg-directory"):
             archive = read_archive(path)
-            rows = {t.table: int(t.has_rows) for t in archive.data}
-            return DumpContent(str(path), fmt, archive.dbname, archive.tables, rows)
+            rows = {t.table: int(t.has_rows) for t in archive.data if t.has_rows is not None}
+            unknown = frozenset(t.table for t in archive.data if t.has_rows is None)
+            return DumpContent(str(path), fmt, archive.dbname, archive.tables, rows, unknown)
         if fmt in ("sql", "sql.gz"):
             with path.open("rb") as stream:
                 content = sql_content(stream, fmt == "sql.gz")

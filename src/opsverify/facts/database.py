@@ -10,7 +10,7 @@ one sequential read of the table. Only tables up to a row bound get one.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -161,11 +161,13 @@ def schema_objects(conn: psycopg.Connection) -> set[str]:
 # The live schema a full dump is compared with: every ordinary or partitioned table outside the
 # system schemas and not an extension's own (pg_dump leaves those to CREATE EXTENSION; partitions
 # are dumped with their parent), its estimated rows (the planner's
-# reltuples, or the statistics' n_live_tup for a table never analyzed) and whether the role may read it.
+# reltuples, or the statistics' n_live_tup for a table never analyzed), whether the role may read it,
+# its OID (assigned in creation order: tells a table created after a dump) and the session's database
+# (through a pooler, the profile's dbname may be an alias of it).
 LIVE_TABLES = """
 SELECT n.nspname || '.' || c.relname, c.relkind,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE coalesce(s.n_live_tup, 0) END,
-       has_table_privilege(c.oid, 'SELECT')
+       has_table_privilege(c.oid, 'SELECT'), c.oid::bigint, current_database()
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -183,25 +185,33 @@ class LiveTables:
 
     A table estimated to hold rows is confirmed with one ``SELECT EXISTS`` (it stops at the first
     visible row), so a table emptied since the last ANALYZE reads 0; without SELECT on it the
-    estimate stands.
+    estimate stands. ``oids`` are the tables' ``pg_class.oid``; ``current_database`` is what the
+    session's ``current_database()`` answered (None when the database holds no table to read it with).
     """
 
     address: str
     rows: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    oids: dict[str, int] = field(default_factory=dict)
+    current_database: str | None = None
 
     @property
     def tables(self) -> frozenset[str]:
         return frozenset(self.rows)
 
 
-def live_tables(conn: psycopg.Connection) -> dict[str, int]:
-    """``schema.table`` -> estimated rows (0 when it holds none) of every user table (partitions aside)."""
+def live_tables(conn: psycopg.Connection) -> LiveTables:
+    """``schema.table`` -> estimated rows (0 when it holds none) of every user table (partitions aside), their
+    OIDs and the session's database (``address`` left empty: the caller knows it)."""
     from psycopg import sql
 
     found: dict[str, int] = {}
-    for name, kind, estimate, readable in conn.execute(LIVE_TABLES).fetchall():
+    oids: dict[str, int] = {}
+    current: str | None = None
+    for name, kind, estimate, readable, oid, database in conn.execute(LIVE_TABLES).fetchall():
+        oids[str(name)] = int(oid)
+        current = str(database)
         rows = int(estimate) if kind == "r" else 0  # a partitioned table's rows are its partitions'
         if rows > 0 and readable:
             schema, _, table = str(name).partition(".")
@@ -209,7 +219,10 @@ def live_tables(conn: psycopg.Connection) -> dict[str, int]:
             row = conn.execute(query).fetchone()
             rows = rows if row and row[0] else 0
         found[str(name)] = rows
-    return found
+    if current is None:  # no table: ask on its own, so an alias is still recognised
+        row = conn.execute("SELECT current_database()").fetchone()
+        current = str(row[0]) if row else None
+    return LiveTables("", found, oids=oids, current_database=current)
 
 
 def probe_live_tables(db: Database, timeout: timedelta, query_timeout: timedelta) -> LiveTables:
@@ -220,4 +233,4 @@ def probe_live_tables(db: Database, timeout: timedelta, query_timeout: timedelta
     tables = read_only(db, timeout, query_timeout, live_tables)
     if isinstance(tables, Unread):
         return LiveTables(address, error=tables.error, unreachable=tables.unreachable)
-    return LiveTables(address, tables)
+    return replace(tables, address=address)

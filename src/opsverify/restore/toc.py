@@ -59,7 +59,8 @@ def data_tables(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
 
     Plain SQL: the ``COPY … FROM stdin`` sections (or ``INSERT``s) holding at least one row. Custom
     and directory archives: the ``TABLE DATA`` entries whose data holds a first row (pg_dump writes
-    one for an empty table too). Read by ``backups.toc.dump_content``, as the backup content checks do.
+    one for an empty table too; a small lz4/zstd block, whose rows are unknown, is left out). Read by
+    ``backups.toc.dump_content``, as the backup content checks do.
     """
     from opsverify.backups.toc import UnreadFormat, dump_content
 
