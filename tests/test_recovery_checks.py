@@ -363,6 +363,50 @@ def test_archive_command_that_copies_nothing_fails_the_archive_check(
     )
 
 
+@pytest.fixture
+def gzipping_archiver(sandbox: Profile) -> Iterator[tuple[int, Path, str]]:
+    """A throwaway cluster whose archive_command gzips each segment under its plain name (the PostgreSQL docs' example).
+
+    Its port, its archive directory and the segment its archiver reports archived after ``pg_switch_wal()``.
+    """
+    with throwaway_cluster(sandbox) as cluster, cluster.connect() as conn:
+        command = f"test ! -f {cluster.archive}/%f && gzip < %p > {cluster.archive}/%f"
+        conn.execute(f"ALTER SYSTEM SET archive_command = '{command}'")
+        conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS n")
+        conn.execute("SELECT pg_switch_wal()")
+        wait_for(conn, "SELECT last_archived_wal IS NOT NULL FROM pg_stat_archiver")
+        row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+        assert row is not None
+        yield cluster.port, cluster.archive, str(row[0])
+
+
+def test_segments_gzipped_under_their_plain_name_pass_the_archive_check(
+    run_checks: Run, profile_variant: Variant, gzipping_archiver: tuple[int, Path, str]
+) -> None:
+    port, archive, segment = gzipping_archiver
+    copy = archive / segment
+    assert copy.read_bytes()[:2] == b"\x1f\x8b"  # really gzipped, under the plain name
+    assert copy.stat().st_size < 16 * 1024 * 1024
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"] = [{**data["databases"][0], "port": port, "wal_archive": str(archive)}]
+
+    run = run_checks(profile_variant(mutate), ARCHIVING)
+    test = "test_wal_archiving.py::test_last_archived_segment_is_in_the_archive[photonic_foundry]"
+    assert run.failed() == set()
+    assert run.checks[test]["evidence"]["found"] == str(copy)
+    truncated = copy.read_bytes()[:-4] + (1234).to_bytes(4, "little")  # a gzip trailer that says 1234 bytes
+    copy.write_bytes(truncated)
+    broken = run_checks(profile_variant(mutate), ARCHIVING)
+    assert broken.failed() == {test}
+    assert broken.message(test) == (
+        f"WAL segment {segment} that photonic_foundry (127.0.0.1:{port}) reports archived is not whole: {copy} "
+        f"inflates to 1234 bytes, not {16 * 1024 * 1024}: fix archive_command (PF-20) or the profile's wal_archive"
+    )
+
+
 def test_old_base_backup_fails_the_base_backup_check(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:

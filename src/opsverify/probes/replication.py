@@ -101,7 +101,9 @@ class ArchivedCopy:
 
     A plain copy of a segment must hold ``wal_segment_size`` bytes; a compressed one (``.gz``,
     ``.zst``, ``.lz4``, ``.bz2``, ``.xz``) must start with its format's magic bytes, and a gzip one
-    must say in its trailer (ISIZE) that it inflates to the segment size. History and ``.backup``
+    must say in its trailer (ISIZE) that it inflates to the segment size. A segment compressed under
+    its plain name (``gzip < %p > archive/%f``, the PostgreSQL docs' example) is known by its magic
+    bytes when its size is not the segment size, and the same rules apply. History and ``.backup``
     files only need to be non-empty. ``problem`` (what is wrong with the segment, a predicate: "is not
     in /archive") is None when the copy is good.
     """
@@ -126,21 +128,24 @@ def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> A
             size = path.stat().st_size
             with path.open("rb") as f:
                 head = f.read(8)
-                if suffix == ".gz" and size >= 18:
+                if size >= 18:
                     f.seek(-4, os.SEEK_END)
-                    inflated: int | None = int.from_bytes(f.read(4), "little")
+                    trailer: int | None = int.from_bytes(f.read(4), "little")
                 else:
-                    inflated = None
+                    trailer = None
         except FileNotFoundError:
             continue
         except OSError as exc:
             return ArchivedCopy(archive, name, path, problem=f"cannot be read: {path}: {exc.strerror}")
+        kind = suffix
+        if not suffix and whole and size != segment_size:  # compressed under the plain name (gzip < %p > %f)
+            kind = next((s for s, magic in COMPRESSED.items() if head.startswith(magic)), "")
         problem = None
         if suffix and not head.startswith(COMPRESSED[suffix]):
             problem = f"is damaged: {path} is not a {suffix[1:]} file"
-        elif suffix == ".gz" and whole and inflated != segment_size % 2**32:
-            problem = f"is not whole: {path} inflates to {inflated} bytes, not {segment_size}"
-        elif not suffix and whole and size != segment_size:
+        elif kind == ".gz" and whole and trailer != segment_size % 2**32:
+            problem = f"is not whole: {path} inflates to {trailer} bytes, not {segment_size}"
+        elif not kind and whole and size != segment_size:
             problem = f"is not whole: {path} holds {size} bytes, not {segment_size}"
         elif size == 0:
             problem = f"is not whole: {path} is empty"
