@@ -407,6 +407,76 @@ def test_segments_gzipped_under_their_plain_name_pass_the_archive_check(
     )
 
 
+LEAST = "opsverify_least"  # LOGIN and nothing else: no pg_monitor, no pg_read_all_stats
+
+
+@pytest.fixture
+def least_privileged(sandbox: Profile, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+    """A throwaway cluster (archiving) with a role of the test's own (LOGIN, no grants) and a streaming
+    standby of it: the cluster's port, the standby's port and the role's password file."""
+    from psycopg import sql
+
+    replica, primary = sandbox.replicas[0], sandbox.databases[0]
+    password = uuid.uuid4().hex
+    secret = tmp_path / "least.pass"
+    secret.touch(mode=0o600)
+    secret.write_text(password + "\n")
+    with throwaway_cluster(sandbox) as cluster:
+        with cluster.connect() as conn:
+            create = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(LEAST), sql.Literal(password))
+            conn.execute(create)
+        base = Path("/tmp") / f"{SCRATCH_PREFIX}test_{uuid.uuid4().hex[:8]}"
+        elsewhere = primary.model_copy(update={"port": cluster.port})
+        with performed(ScratchStandby(replica, elsewhere, base, T)) as standby:
+            with psycopg_connect(standby.port, cluster.password) as replica_conn:
+                wait_for(replica_conn, "SELECT status = 'streaming' FROM pg_stat_wal_receiver")
+            yield cluster.port, standby.port, secret
+        assert not base.exists()
+
+
+@contextmanager
+def psycopg_connect(port: int, password: str) -> Iterator[Any]:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres",
+                         autocommit=True) as conn:
+        yield conn
+
+
+def as_least(cluster: int, standby: int, secret: Path) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        role = {"user": LEAST, "password_file": str(secret)}
+        data["databases"] = [{**data["databases"][0], "port": cluster, **role}]
+        data["databases"][0].pop("wal_archive", None)
+        data["databases"][0].pop("base_backups", None)
+        data["replicas"][0].update(port=standby, **role)
+
+    return mutate
+
+
+def test_least_privileged_role_fails_only_where_it_lacks_a_grant(
+    run_checks: Run, profile_variant: Variant, least_privileged: tuple[int, int, Path]
+) -> None:
+    cluster, standby, secret = least_privileged
+    run = run_checks(profile_variant(as_least(cluster, standby, secret)), REPLICAS, ARCHIVING, extra=("-m", "daily"))
+    stream = "test_replicas.py::test_replica_streams_from_its_primary[pf-replica]"
+    follows = "test_replicas.py::test_replica_follows_its_declared_primary[pf-replica]"
+    lag = "test_wal_archiving.py::test_wal_archive_lag_is_within_rpo[photonic_foundry]"
+    assert run.failed() == {stream, follows, lag}  # the archiver's other checks and the replica lag work
+    grant = f"role {LEAST} may not read pg_stat_wal_receiver's status and timeline: GRANT pg_read_all_stats TO {LEAST}"
+    assert run.message(stream) == (
+        f"cannot tell whether replica pf-replica at 127.0.0.1:{standby} streams from photonic_foundry: {grant}"
+    )
+    assert run.message(follows) == (
+        f"cannot read the timeline replica pf-replica at 127.0.0.1:{standby} receives: {grant}"
+    )
+    assert run.message(lag) == (
+        f"cannot measure the WAL archive lag of photonic_foundry at 127.0.0.1:{cluster}: role {LEAST} may not call "
+        f"pg_ls_archive_statusdir() (the finished segments waiting): GRANT pg_monitor TO {LEAST}"
+    )
+    assert run.checks[stream]["evidence"]["receiver"] == "hidden"
+
+
 def test_old_base_backup_fails_the_base_backup_check(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:

@@ -42,6 +42,8 @@ def point_in_time(
     state = archiver_of(db)
     if state.error is not None or state.archive_mode == "off":
         return f"the archiver of {db.name} is unreadable or off"
+    if state.lag_error is not None:
+        return f"the WAL archive lag of {db.name} cannot be measured ({state.lag_error})"
     copy = archived_copy_of(db)
     if copy is None or copy.problem is not None or copy.name is None:
         return f"the WAL archive of {db.name} does not hold the last segment reported archived"

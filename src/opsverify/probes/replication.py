@@ -34,7 +34,8 @@ SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_
        now() - pg_last_xact_replay_timestamp(),
        (SELECT status FROM pg_stat_wal_receiver),
        (SELECT system_identifier FROM pg_control_system()),
-       COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
+       COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint())),
+       (SELECT status IS NULL FROM pg_stat_wal_receiver)  -- a row, its status hidden
 """
 CATCH_UP = timedelta(seconds=1)  # a streaming standby replays what the primary flushed within milliseconds
 
@@ -62,20 +63,29 @@ class ArchiverState:
     segment_size: int = 16 * 1024 * 1024  # wal_segment_size
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    lag_error: str | None = None  # the .ready listing (pg_ls_archive_statusdir) was refused: lag unknown
 
 
 def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
-    """Read the archiver's state through a read-only session (the role needs ``pg_monitor``)."""
+    """Read the archiver's state through a read-only session.
+
+    ``pg_stat_archiver`` is readable by any role; only the ``.ready`` listing
+    (``pg_ls_archive_statusdir()``, the lag) needs ``pg_monitor``: without it ``lag_error`` says so
+    and the rest is read.
+    """
     import psycopg
 
     address = f"{db.host}:{db.port}"
+    lag_error = None
     try:
         with connect(db, timeout, statement_timeout=timeout) as conn:
             row = conn.execute(ARCHIVER).fetchone()
-            ready = conn.execute(READY).fetchone()
-    except psycopg.errors.InsufficientPrivilege:
-        why = f"role {db.user} may not list archive_status: GRANT pg_monitor TO {db.user}"
-        return ArchiverState(address, error=why)
+            try:
+                ready = conn.execute(READY).fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                ready = (0, None)
+                lag_error = (f"role {db.user} may not call pg_ls_archive_statusdir() (the finished segments waiting): "
+                             f"GRANT pg_monitor TO {db.user}")
     except (psycopg.Error, OSError) as exc:
         cause = unreachable(exc, timeout)
         return ArchiverState(address, error=cause or first_line(exc), unreachable=cause)
@@ -85,7 +95,8 @@ def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
     waiting, oldest = int(ready[0]), ready[1]
     failing = (now - failed_time) if failed_time and (last_time is None or failed_time > last_time) else None
     lag = (now - oldest) if waiting and oldest else timedelta(0)
-    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal, int(segment_size))
+    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal, int(segment_size),
+                         lag_error=lag_error)
 
 
 COMPRESSED = {  # suffix an archive_command's compressor adds -> the magic bytes its files start with
@@ -214,7 +225,7 @@ class ReplicaState:
 
     address: str
     in_recovery: bool = False
-    receiver: str | None = None
+    receiver: str | None = None  # pg_stat_wal_receiver.status; None: no WAL receiver (or hidden, see below)
     system_identifier: int | None = None
     timeline: int | None = None
     behind_bytes: int | None = None
@@ -225,6 +236,7 @@ class ReplicaState:
     primary_error: str | None = None  # the primary's position could not be read: no lag can be measured
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    receiver_hidden: str | None = None  # a WAL receiver runs, but the role may not see its status: the grant
 
     @property
     def lag(self) -> timedelta | None:
@@ -279,14 +291,19 @@ def probe_replica(replica: Replica, primary: Database, timeout: timedelta) -> Re
     except (psycopg.Error, OSError) as exc:
         cause = unreachable(exc, timeout)
         return ReplicaState(address, error=cause or first_line(exc), unreachable=cause)
-    in_recovery, _received, _, age, receiver, system_identifier, timeline = row
+    in_recovery, _received, _, age, receiver, system_identifier, timeline, hidden = row
+    hidden_why = None
+    if hidden:  # without pg_read_all_stats, its row shows the pid only: status, received_tli NULL
+        hidden_why = (f"role {replica.user} may not read pg_stat_wal_receiver's status and timeline: "
+                      f"GRANT pg_read_all_stats TO {replica.user}")
+        timeline = None  # the checkpoint's timeline is no stand-in for the received one
     behind = None
     if source.lsn is not None and replayed is not None:
         behind = max(0, source.lsn - replayed)
     return ReplicaState(
         address, bool(in_recovery), receiver, int(system_identifier) if system_identifier is not None else None,
         int(timeline) if timeline is not None else None, behind, age, f"{primary.host}:{primary.port}",
-        source.system_identifier, source.timeline, source.error,
+        source.system_identifier, source.timeline, source.error, receiver_hidden=hidden_why,
     )
 
 
