@@ -501,6 +501,37 @@ def test_old_base_backup_fails_the_base_backup_check(
     )
 
 
+def test_killed_base_backup_does_not_count_as_the_newest(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    declared = sandbox.databases[0].base_backups
+    assert declared is not None
+    newest = max(declared.iterdir())
+    backups = tmp_path / "base-backups"
+    old = backups / "base_20261120T000000Z"
+    shutil.copytree(newest, old)  # a real, complete base backup, finished 9d5h ago
+    aged = time.time() - timedelta(days=9, hours=5).total_seconds()
+    os.utime(old / "backup_manifest", (aged, aged))
+    killed = backups / "base_20261129T000000Z"  # pg_basebackup killed halfway: half a tarball, no manifest
+    killed.mkdir()
+    tarball = (newest / "base.tar.gz").read_bytes()
+    (killed / "base.tar.gz").write_bytes(tarball[: len(tarball) // 2])
+
+    run = run_checks(profile_variant(only_pf_drill_from(old_series(sandbox, tmp_path), base_backups=str(backups))),
+                     "recovery/test_base_backups.py", OBJECTIVES)
+    test = "test_base_backups.py::test_newest_base_backup_is_recent[photonic_foundry]"
+    assert run.failed() == {test, RPO}
+    assert run.message(test) == (
+        f"the newest base backup of photonic_foundry ({old}) is 9d5h old (max 7d) ({killed.name} incomplete: no "
+        "backup_manifest): run pg_basebackup; point-in-time recovery replays every WAL segment since it"
+    )
+    assert run.checks[test]["evidence"]["incomplete"] == killed.name
+    assert run.message(RPO) == (
+        "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h; "
+        "no point-in-time recovery: the newest complete base backup of photonic_foundry is 9d5h old (max 7d))"
+    )
+
+
 def test_guards_refuse_foreign_names_and_the_source_server(sandbox: Profile) -> None:
     for name in ("photonic_foundry", "opsverify_scratch_x; DROP DATABASE photonic_foundry", "postgres"):
         with pytest.raises(ActionRefused, match="only opsverify_scratch_\\* names are scratch"):

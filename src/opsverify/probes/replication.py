@@ -164,41 +164,49 @@ def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> A
     return ArchivedCopy(archive, name, problem=f"is not in {archive}")
 
 
-BASE_BACKUP_FILES = ("backup_manifest", "backup_label", "base.tar", "base.tar.gz", "base.tar.zst", "base.tar.lz4")
+BASE_BACKUP_FILES = ("backup_label", "base.tar", "base.tar.gz", "base.tar.zst", "base.tar.lz4")  # a backup begun
 
 
 @dataclass(frozen=True)
 class BaseBackups:
-    """The base backups in a directory (one subdirectory each, as ``pg_basebackup -D DIR/NAME`` writes)."""
+    """The complete base backups in a directory (one subdirectory each, as ``pg_basebackup -D DIR/NAME`` writes).
+
+    A base backup is complete when its ``backup_manifest`` is there: pg_basebackup (PostgreSQL 13+)
+    writes it last, after the data and the WAL. A subdirectory holding ``backup_label`` or
+    ``base.tar*`` but no manifest is ``incomplete`` (killed, still running, or taken with
+    ``--no-manifest``, whose completeness nothing on disk shows) and is not counted.
+    """
 
     directory: Path
     newest: str | None = None
     taken: datetime | None = None  # when the newest finished: the mtime of its manifest (written last)
     count: int = 0
     error: str | None = None
+    incomplete: tuple[str, ...] = ()  # subdirectories with a begun base backup but no backup_manifest
 
 
 def list_base_backups(directory: Path) -> BaseBackups:
-    """Every subdirectory holding ``backup_manifest``, ``backup_label`` or ``base.tar*`` is a base backup.
+    """Every subdirectory holding ``backup_manifest`` is a base backup, dated by the manifest's mtime.
 
-    Its time is the mtime of the first of those it holds, in that order: the manifest is written last.
+    Subdirectories with ``backup_label`` or ``base.tar*`` but no manifest are listed as incomplete.
     """
     try:
         entries = [e for e in directory.iterdir() if e.is_dir()]
     except OSError as exc:
         return BaseBackups(directory, error=f"{directory} is not a readable directory ({exc.strerror})")
     found: list[tuple[float, str]] = []
+    incomplete: list[str] = []
     for entry in entries:
-        for marker in BASE_BACKUP_FILES:
-            try:
-                found.append(((entry / marker).stat().st_mtime, entry.name))
-                break
-            except OSError:
-                continue
+        try:
+            found.append(((entry / "backup_manifest").stat().st_mtime, entry.name))
+        except OSError:
+            if any((entry / marker).exists() for marker in BASE_BACKUP_FILES):
+                incomplete.append(entry.name)
+    begun = tuple(sorted(incomplete))
     if not found:
-        return BaseBackups(directory)
+        return BaseBackups(directory, incomplete=begun)
     mtime, name = max(found)
-    return BaseBackups(directory, name, datetime.fromtimestamp(mtime, UTC), len(found))
+    return BaseBackups(directory, name, datetime.fromtimestamp(mtime, UTC), len(found), incomplete=begun)
 
 
 @dataclass(frozen=True)
