@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -475,6 +477,54 @@ def test_least_privileged_role_fails_only_where_it_lacks_a_grant(
         f"pg_ls_archive_statusdir() (the finished segments waiting): GRANT pg_monitor TO {LEAST}"
     )
     assert run.checks[stream]["evidence"]["receiver"] == "hidden"
+
+
+UNREADABLE_ARCHIVE_PROBE = """
+import os, sys
+from pathlib import Path
+from opsverify.probes.replication import check_archived_copy
+os.setegid(65534)  # root reads anything: look as nobody, as opsverify run by a user the archive is closed to
+os.seteuid(65534)
+copy = check_archived_copy(Path(sys.argv[1]), sys.argv[2], 16 * 1024 * 1024)
+print(f"{copy.problem}: {copy.fix}")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to look as another user")
+def test_unreadable_wal_archive_names_the_path_and_the_read_permission(sandbox: Profile) -> None:
+    """The archive check's message is ``{what} {copy.problem}: {copy.fix}``: the unreadable path and read permission.
+
+    The checks run as root here, and root reads anything; so the probe looks as ``nobody`` at a real
+    archive (a copy of a sandbox segment) closed to it, as the postgres-owned 0700 archive of a real
+    server is closed to a monitoring user.
+    """
+    declared = sandbox.databases[0].wal_archive
+    assert declared is not None
+    segment = max(p for p in declared.iterdir() if re.fullmatch(r"[0-9A-F]{24}", p.name))
+    archive = Path("/tmp") / f"opsverify-test-closed-archive-{uuid.uuid4().hex[:8]}"
+    archive.mkdir(mode=0o700)
+    try:
+        shutil.copyfile(segment, archive / segment.name)
+
+        def look() -> str:
+            probe = subprocess.run([sys.executable, "-c", UNREADABLE_ARCHIVE_PROBE, str(archive), segment.name],
+                                   capture_output=True, text=True, timeout=30, check=True)
+            return probe.stdout.strip()
+
+        assert look() == (
+            f"cannot be read: {archive / segment.name}: Permission denied: give nobody, the user running opsverify, "
+            f"read permission on {archive}"
+        )
+        archive.chmod(0o755)  # the directory open, the segment itself not
+        (archive / segment.name).chmod(0o600)
+        assert look() == (
+            f"cannot be read: {archive / segment.name}: Permission denied: give nobody, the user running opsverify, "
+            f"read permission on {archive / segment.name}"
+        )
+        (archive / segment.name).chmod(0o644)
+        assert look() == "None: fix archive_command (PF-20) or the profile's wal_archive"  # readable and whole
+    finally:
+        shutil.rmtree(archive)
 
 
 def test_old_base_backup_fails_the_base_backup_check(

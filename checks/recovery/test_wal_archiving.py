@@ -83,6 +83,6 @@ def test_last_archived_segment_is_in_the_archive(
         f"the WAL archive of {db.name} ({state.address})")
     expect(
         copy.problem is None,
-        f"{what} {copy.problem}: fix archive_command (PF-20) or the profile's wal_archive",
+        f"{what} {copy.problem}: {copy.fix}",
     )
 

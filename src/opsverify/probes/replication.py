@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,11 +125,36 @@ class ArchivedCopy:
     path: Path | None = None
     size: int | None = None
     problem: str | None = None
+    unreadable: Path | None = None  # the archive or segment opsverify's user may not read (Permission denied)
+
+    @property
+    def fix(self) -> str:
+        """What to do about ``problem``: read permission when opsverify was refused, else the archiving itself."""
+        if self.unreadable is not None:
+            return f"give {running_user()}, the user running opsverify, read permission on {self.unreadable}"
+        return "fix archive_command (PF-20) or the profile's wal_archive"
+
+
+def running_user() -> str:
+    """The name of the effective user (its uid when it has no name)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> ArchivedCopy:
     """Look for ``name`` (or a compressed form of it) in ``archive`` and check its size or format."""
-    if not archive.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(archive.stat().st_mode)
+    except PermissionError:  # a directory above it is closed to this user
+        return ArchivedCopy(archive, name, problem=f"cannot be looked up: {archive}: Permission denied",
+                            unreadable=archive)
+    except OSError:
+        is_dir = False
+    if not is_dir:
         return ArchivedCopy(archive, name, problem=f"cannot be looked up: {archive} is not a readable directory")
     if name is None:
         return ArchivedCopy(archive, name)
@@ -146,6 +172,10 @@ def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> A
                     trailer = None
         except FileNotFoundError:
             continue
+        except PermissionError as exc:
+            closed = path if os.access(archive, os.X_OK, effective_ids=True) else archive  # the file, or its directory
+            return ArchivedCopy(archive, name, path, problem=f"cannot be read: {path}: {exc.strerror}",
+                                unreadable=closed)
         except OSError as exc:
             return ArchivedCopy(archive, name, path, problem=f"cannot be read: {path}: {exc.strerror}")
         kind = suffix
