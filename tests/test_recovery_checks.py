@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -363,6 +365,168 @@ def test_archive_command_that_copies_nothing_fails_the_archive_check(
     )
 
 
+@pytest.fixture
+def gzipping_archiver(sandbox: Profile) -> Iterator[tuple[int, Path, str]]:
+    """A throwaway cluster whose archive_command gzips each segment under its plain name (the PostgreSQL docs' example).
+
+    Its port, its archive directory and the segment its archiver reports archived after ``pg_switch_wal()``.
+    """
+    with throwaway_cluster(sandbox) as cluster, cluster.connect() as conn:
+        command = f"test ! -f {cluster.archive}/%f && gzip < %p > {cluster.archive}/%f"
+        conn.execute(f"ALTER SYSTEM SET archive_command = '{command}'")
+        conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS n")
+        conn.execute("SELECT pg_switch_wal()")
+        wait_for(conn, "SELECT last_archived_wal IS NOT NULL FROM pg_stat_archiver")
+        row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+        assert row is not None
+        yield cluster.port, cluster.archive, str(row[0])
+
+
+def test_segments_gzipped_under_their_plain_name_pass_the_archive_check(
+    run_checks: Run, profile_variant: Variant, gzipping_archiver: tuple[int, Path, str]
+) -> None:
+    port, archive, segment = gzipping_archiver
+    copy = archive / segment
+    assert copy.read_bytes()[:2] == b"\x1f\x8b"  # really gzipped, under the plain name
+    assert copy.stat().st_size < 16 * 1024 * 1024
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"] = [{**data["databases"][0], "port": port, "wal_archive": str(archive)}]
+
+    run = run_checks(profile_variant(mutate), ARCHIVING)
+    test = "test_wal_archiving.py::test_last_archived_segment_is_in_the_archive[photonic_foundry]"
+    assert run.failed() == set()
+    assert run.checks[test]["evidence"]["found"] == str(copy)
+    truncated = copy.read_bytes()[:-4] + (1234).to_bytes(4, "little")  # a gzip trailer that says 1234 bytes
+    copy.write_bytes(truncated)
+    broken = run_checks(profile_variant(mutate), ARCHIVING)
+    assert broken.failed() == {test}
+    assert broken.message(test) == (
+        f"WAL segment {segment} that photonic_foundry (127.0.0.1:{port}) reports archived is not whole: {copy} "
+        f"inflates to 1234 bytes, not {16 * 1024 * 1024}: fix archive_command (PF-20) or the profile's wal_archive"
+    )
+
+
+LEAST = "opsverify_least"  # LOGIN and nothing else: no pg_monitor, no pg_read_all_stats
+
+
+@pytest.fixture
+def least_privileged(sandbox: Profile, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+    """A throwaway cluster (archiving) with a role of the test's own (LOGIN, no grants) and a streaming
+    standby of it: the cluster's port, the standby's port and the role's password file."""
+    from psycopg import sql
+
+    replica, primary = sandbox.replicas[0], sandbox.databases[0]
+    password = uuid.uuid4().hex
+    secret = tmp_path / "least.pass"
+    secret.touch(mode=0o600)
+    secret.write_text(password + "\n")
+    with throwaway_cluster(sandbox) as cluster:
+        with cluster.connect() as conn:
+            create = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(LEAST), sql.Literal(password))
+            conn.execute(create)
+        base = Path("/tmp") / f"{SCRATCH_PREFIX}test_{uuid.uuid4().hex[:8]}"
+        elsewhere = primary.model_copy(update={"port": cluster.port})
+        with performed(ScratchStandby(replica, elsewhere, base, T)) as standby:
+            with psycopg_connect(standby.port, cluster.password) as replica_conn:
+                wait_for(replica_conn, "SELECT status = 'streaming' FROM pg_stat_wal_receiver")
+            yield cluster.port, standby.port, secret
+        assert not base.exists()
+
+
+@contextmanager
+def psycopg_connect(port: int, password: str) -> Iterator[Any]:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres",
+                         autocommit=True) as conn:
+        yield conn
+
+
+def as_least(cluster: int, standby: int, secret: Path) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        role = {"user": LEAST, "password_file": str(secret)}
+        data["databases"] = [{**data["databases"][0], "port": cluster, **role}]
+        data["databases"][0].pop("wal_archive", None)
+        data["databases"][0].pop("base_backups", None)
+        data["replicas"][0].update(port=standby, **role)
+
+    return mutate
+
+
+def test_least_privileged_role_fails_only_where_it_lacks_a_grant(
+    run_checks: Run, profile_variant: Variant, least_privileged: tuple[int, int, Path]
+) -> None:
+    cluster, standby, secret = least_privileged
+    run = run_checks(profile_variant(as_least(cluster, standby, secret)), REPLICAS, ARCHIVING, extra=("-m", "daily"))
+    stream = "test_replicas.py::test_replica_streams_from_its_primary[pf-replica]"
+    follows = "test_replicas.py::test_replica_follows_its_declared_primary[pf-replica]"
+    lag = "test_wal_archiving.py::test_wal_archive_lag_is_within_rpo[photonic_foundry]"
+    assert run.failed() == {stream, follows, lag}  # the archiver's other checks and the replica lag work
+    grant = f"role {LEAST} may not read pg_stat_wal_receiver's status and timeline: GRANT pg_read_all_stats TO {LEAST}"
+    assert run.message(stream) == (
+        f"cannot tell whether replica pf-replica at 127.0.0.1:{standby} streams from photonic_foundry: {grant}"
+    )
+    assert run.message(follows) == (
+        f"cannot read the timeline replica pf-replica at 127.0.0.1:{standby} receives: {grant}"
+    )
+    assert run.message(lag) == (
+        f"cannot measure the WAL archive lag of photonic_foundry at 127.0.0.1:{cluster}: role {LEAST} may not call "
+        f"pg_ls_archive_statusdir() (the finished segments waiting): GRANT pg_monitor TO {LEAST}"
+    )
+    assert run.checks[stream]["evidence"]["receiver"] == "hidden"
+
+
+UNREADABLE_ARCHIVE_PROBE = """
+import os, sys
+from pathlib import Path
+from opsverify.probes.replication import check_archived_copy
+os.setegid(65534)  # root reads anything: look as nobody, as opsverify run by a user the archive is closed to
+os.seteuid(65534)
+copy = check_archived_copy(Path(sys.argv[1]), sys.argv[2], 16 * 1024 * 1024)
+print(f"{copy.problem}: {copy.fix}")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to look as another user")
+def test_unreadable_wal_archive_names_the_path_and_the_read_permission(sandbox: Profile) -> None:
+    """The archive check's message is ``{what} {copy.problem}: {copy.fix}``: the unreadable path and read permission.
+
+    The checks run as root here, and root reads anything; so the probe looks as ``nobody`` at a real
+    archive (a copy of a sandbox segment) closed to it, as the postgres-owned 0700 archive of a real
+    server is closed to a monitoring user.
+    """
+    declared = sandbox.databases[0].wal_archive
+    assert declared is not None
+    segment = max(p for p in declared.iterdir() if re.fullmatch(r"[0-9A-F]{24}", p.name))
+    archive = Path("/tmp") / f"opsverify-test-closed-archive-{uuid.uuid4().hex[:8]}"
+    archive.mkdir(mode=0o700)
+    try:
+        shutil.copyfile(segment, archive / segment.name)
+
+        def look() -> str:
+            probe = subprocess.run([sys.executable, "-c", UNREADABLE_ARCHIVE_PROBE, str(archive), segment.name],
+                                   capture_output=True, text=True, timeout=30, check=True)
+            return probe.stdout.strip()
+
+        assert look() == (
+            f"cannot be read: {archive / segment.name}: Permission denied: give nobody, the user running opsverify, "
+            f"read permission on {archive}"
+        )
+        archive.chmod(0o755)  # the directory open, the segment itself not
+        (archive / segment.name).chmod(0o600)
+        assert look() == (
+            f"cannot be read: {archive / segment.name}: Permission denied: give nobody, the user running opsverify, "
+            f"read permission on {archive / segment.name}"
+        )
+        (archive / segment.name).chmod(0o644)
+        assert look() == "None: fix archive_command (PF-20) or the profile's wal_archive"  # readable and whole
+    finally:
+        shutil.rmtree(archive)
+
+
 def test_old_base_backup_fails_the_base_backup_check(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:
@@ -384,6 +548,37 @@ def test_old_base_backup_fails_the_base_backup_check(
     assert run.message(test) == (
         f"the newest base backup of photonic_foundry ({old}) is 9d5h old (max 7d): run pg_basebackup; "
         "point-in-time recovery replays every WAL segment since it"
+    )
+
+
+def test_killed_base_backup_does_not_count_as_the_newest(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    declared = sandbox.databases[0].base_backups
+    assert declared is not None
+    newest = max(declared.iterdir())
+    backups = tmp_path / "base-backups"
+    old = backups / "base_20261120T000000Z"
+    shutil.copytree(newest, old)  # a real, complete base backup, finished 9d5h ago
+    aged = time.time() - timedelta(days=9, hours=5).total_seconds()
+    os.utime(old / "backup_manifest", (aged, aged))
+    killed = backups / "base_20261129T000000Z"  # pg_basebackup killed halfway: half a tarball, no manifest
+    killed.mkdir()
+    tarball = (newest / "base.tar.gz").read_bytes()
+    (killed / "base.tar.gz").write_bytes(tarball[: len(tarball) // 2])
+
+    run = run_checks(profile_variant(only_pf_drill_from(old_series(sandbox, tmp_path), base_backups=str(backups))),
+                     "recovery/test_base_backups.py", OBJECTIVES)
+    test = "test_base_backups.py::test_newest_base_backup_is_recent[photonic_foundry]"
+    assert run.failed() == {test, RPO}
+    assert run.message(test) == (
+        f"the newest base backup of photonic_foundry ({old}) is 9d5h old (max 7d) ({killed.name} incomplete: no "
+        "backup_manifest): run pg_basebackup; point-in-time recovery replays every WAL segment since it"
+    )
+    assert run.checks[test]["evidence"]["incomplete"] == killed.name
+    assert run.message(RPO) == (
+        "drill pf-database-custom would lose 30d12h of data (best path: backup backup_a.dump; database RPO 1h; "
+        "no point-in-time recovery: the newest complete base backup of photonic_foundry is 9d5h old (max 7d))"
     )
 
 

@@ -28,16 +28,21 @@ def test_newest_base_backup_is_recent(
 ) -> None:
     """PF-20: the newest base backup in ``base_backups`` is younger than ``base_backup_max_age`` (default 7d).
 
-    It is found by its ``backup_manifest``, ``backup_label`` or ``base.tar*`` file; its contents are
-    not verified here.
+    Only a complete one counts: a subdirectory holding ``backup_manifest`` (pg_basebackup writes it
+    last), dated by it. One with ``backup_label`` or ``base.tar*`` but no manifest (a killed
+    pg_basebackup, or ``--no-manifest``) is recorded as incomplete and ignored. Contents are not
+    verified here.
     """
     db = base_backup_database
     found = base_backups_of(db)
     assert found is not None
     limit = db.base_backup_max_age
     expect(found.error is None, f"cannot list the base backups of {db.name}: {found.error}")
+    evidence.record(incomplete=", ".join(found.incomplete) or "none")
+    ignored = f" ({', '.join(found.incomplete)} incomplete: no backup_manifest)" if found.incomplete else ""
     expect(found.taken is not None,
-           f"no base backup of {db.name} in {found.directory}: run pg_basebackup -D {found.directory}/NAME (PF-20)")
+           f"no complete base backup of {db.name} in {found.directory}{ignored}: run pg_basebackup -D "
+           f"{found.directory}/NAME (PF-20)")
     assert found.taken is not None
     age = now - found.taken
     evidence.record(directory=str(found.directory), newest=found.newest, age=fmt(age), max_age=fmt(limit),
@@ -45,5 +50,5 @@ def test_newest_base_backup_is_recent(
     expect(
         age <= limit,
         f"the newest base backup of {db.name} ({found.directory}/{found.newest}) is {fmt(age)} old "
-        f"(max {fmt(limit)}): run pg_basebackup; point-in-time recovery replays every WAL segment since it",
+        f"(max {fmt(limit)}){ignored}: run pg_basebackup; point-in-time recovery replays every WAL segment since it",
     )

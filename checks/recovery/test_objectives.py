@@ -7,14 +7,15 @@ A streaming replica is no recovery path here: it replays a ``DROP TABLE`` or a b
 seconds, so what it holds is lost with the primary's data. The paths are the drill's newest backup
 (it loses what was written since it was taken) and, where the drill's database archives WAL into a
 declared ``wal_archive`` that holds the last segment the archiver reports archived and declares
-``base_backups`` holding at least one, point-in-time recovery: it loses the WAL not archived yet,
+``base_backups`` holding a complete one (with its ``backup_manifest``) younger than
+``base_backup_max_age``, point-in-time recovery: it loses the WAL not archived yet,
 the archive lag (the time since the oldest finished segment still waiting; 0 when none waits).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -42,12 +43,17 @@ def point_in_time(
     state = archiver_of(db)
     if state.error is not None or state.archive_mode == "off":
         return f"the archiver of {db.name} is unreadable or off"
+    if state.lag_error is not None:
+        return f"the WAL archive lag of {db.name} cannot be measured ({state.lag_error})"
     copy = archived_copy_of(db)
     if copy is None or copy.problem is not None or copy.name is None:
         return f"the WAL archive of {db.name} does not hold the last segment reported archived"
     base = base_backups_of(db)
-    if base is None or base.newest is None:
-        return f"no base backup of {db.name} in {db.base_backups}"
+    if base is None or base.newest is None or base.taken is None:
+        return f"no complete base backup of {db.name} in {db.base_backups}"
+    age = datetime.now(UTC) - base.taken
+    if age > db.base_backup_max_age:
+        return f"the newest complete base backup of {db.name} is {fmt(age)} old (max {fmt(db.base_backup_max_age)})"
     return f"point-in-time recovery (base backup {base.newest} + WAL archive)", state.lag
 
 

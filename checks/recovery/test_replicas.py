@@ -31,9 +31,19 @@ def _standby(replica: Replica, state_of: StateOf) -> ReplicaState:
 @pytest.mark.daily
 @pytest.mark.runbook("QP-15")
 def test_replica_streams_from_its_primary(replica: Replica, replica_state_of: StateOf, evidence: Recorder) -> None:
-    """QP-15: the standby is in recovery and its WAL receiver is streaming."""
+    """QP-15: the standby is in recovery and its WAL receiver is streaming.
+
+    A role without ``pg_read_all_stats`` sees a running WAL receiver's pid but not its status: that
+    fails naming the grant, never as "not streaming".
+    """
     state = _standby(replica, replica_state_of)
-    evidence.record(receiver=state.receiver or "none", in_recovery=state.in_recovery)
+    evidence.record(receiver=state.receiver or ("hidden" if state.receiver_hidden else "none"),
+                    in_recovery=state.in_recovery)
+    expect(
+        state.receiver_hidden is None,
+        f"cannot tell whether replica {replica.name} at {state.address} streams from {replica.primary}: "
+        f"{state.receiver_hidden}",
+    )
     expect(
         state.receiver == "streaming",
         f"replica {replica.name} at {state.address} is not streaming from {replica.primary} "
@@ -67,6 +77,10 @@ def test_replica_follows_its_declared_primary(replica: Replica, replica_state_of
         state.primary_error is None,
         f"cannot read the timeline of {replica.primary} ({state.primary_address}), primary of replica "
         f"{replica.name}: {state.primary_error}",
+    )
+    expect(
+        state.receiver_hidden is None,
+        f"cannot read the timeline replica {replica.name} at {state.address} receives: {state.receiver_hidden}",
     )
     expect(
         state.timeline == state.primary_timeline,

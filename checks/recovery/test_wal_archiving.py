@@ -33,6 +33,8 @@ def test_wal_archive_lag_is_within_rpo(
 ) -> None:
     """PF-20/PF-47: no finished WAL segment waits longer than the database RPO to be archived."""
     state = _read(archived_database, archiver_of)
+    expect(state.lag_error is None,
+           f"cannot measure the WAL archive lag of {archived_database.name} at {state.address}: {state.lag_error}")
     rpo = profile.objective("database").rpo
     evidence.record(last_archived_wal=state.last_archived_wal, archived_count=state.archived_count,
                     waiting_segments=state.waiting, lag=fmt(state.lag), rpo=fmt(rpo))
@@ -81,6 +83,6 @@ def test_last_archived_segment_is_in_the_archive(
         f"the WAL archive of {db.name} ({state.address})")
     expect(
         copy.problem is None,
-        f"{what} {copy.problem}: fix archive_command (PF-20) or the profile's wal_archive",
+        f"{what} {copy.problem}: {copy.fix}",
     )
 

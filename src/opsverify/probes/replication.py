@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,8 @@ SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_
        now() - pg_last_xact_replay_timestamp(),
        (SELECT status FROM pg_stat_wal_receiver),
        (SELECT system_identifier FROM pg_control_system()),
-       COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
+       COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint())),
+       (SELECT status IS NULL FROM pg_stat_wal_receiver)  -- a row, its status hidden
 """
 CATCH_UP = timedelta(seconds=1)  # a streaming standby replays what the primary flushed within milliseconds
 
@@ -62,20 +64,29 @@ class ArchiverState:
     segment_size: int = 16 * 1024 * 1024  # wal_segment_size
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    lag_error: str | None = None  # the .ready listing (pg_ls_archive_statusdir) was refused: lag unknown
 
 
 def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
-    """Read the archiver's state through a read-only session (the role needs ``pg_monitor``)."""
+    """Read the archiver's state through a read-only session.
+
+    ``pg_stat_archiver`` is readable by any role; only the ``.ready`` listing
+    (``pg_ls_archive_statusdir()``, the lag) needs ``pg_monitor``: without it ``lag_error`` says so
+    and the rest is read.
+    """
     import psycopg
 
     address = f"{db.host}:{db.port}"
+    lag_error = None
     try:
         with connect(db, timeout, statement_timeout=timeout) as conn:
             row = conn.execute(ARCHIVER).fetchone()
-            ready = conn.execute(READY).fetchone()
-    except psycopg.errors.InsufficientPrivilege:
-        why = f"role {db.user} may not list archive_status: GRANT pg_monitor TO {db.user}"
-        return ArchiverState(address, error=why)
+            try:
+                ready = conn.execute(READY).fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                ready = (0, None)
+                lag_error = (f"role {db.user} may not call pg_ls_archive_statusdir() (the finished segments waiting): "
+                             f"GRANT pg_monitor TO {db.user}")
     except (psycopg.Error, OSError) as exc:
         cause = unreachable(exc, timeout)
         return ArchiverState(address, error=cause or first_line(exc), unreachable=cause)
@@ -85,7 +96,8 @@ def probe_archiver(db: Database, timeout: timedelta) -> ArchiverState:
     waiting, oldest = int(ready[0]), ready[1]
     failing = (now - failed_time) if failed_time and (last_time is None or failed_time > last_time) else None
     lag = (now - oldest) if waiting and oldest else timedelta(0)
-    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal, int(segment_size))
+    return ArchiverState(address, str(mode), int(count), last_wal, waiting, lag, failing, failed_wal, int(segment_size),
+                         lag_error=lag_error)
 
 
 COMPRESSED = {  # suffix an archive_command's compressor adds -> the magic bytes its files start with
@@ -101,7 +113,9 @@ class ArchivedCopy:
 
     A plain copy of a segment must hold ``wal_segment_size`` bytes; a compressed one (``.gz``,
     ``.zst``, ``.lz4``, ``.bz2``, ``.xz``) must start with its format's magic bytes, and a gzip one
-    must say in its trailer (ISIZE) that it inflates to the segment size. History and ``.backup``
+    must say in its trailer (ISIZE) that it inflates to the segment size. A segment compressed under
+    its plain name (``gzip < %p > archive/%f``, the PostgreSQL docs' example) is known by its magic
+    bytes when its size is not the segment size, and the same rules apply. History and ``.backup``
     files only need to be non-empty. ``problem`` (what is wrong with the segment, a predicate: "is not
     in /archive") is None when the copy is good.
     """
@@ -111,11 +125,36 @@ class ArchivedCopy:
     path: Path | None = None
     size: int | None = None
     problem: str | None = None
+    unreadable: Path | None = None  # the archive or segment opsverify's user may not read (Permission denied)
+
+    @property
+    def fix(self) -> str:
+        """What to do about ``problem``: read permission when opsverify was refused, else the archiving itself."""
+        if self.unreadable is not None:
+            return f"give {running_user()}, the user running opsverify, read permission on {self.unreadable}"
+        return "fix archive_command (PF-20) or the profile's wal_archive"
+
+
+def running_user() -> str:
+    """The name of the effective user (its uid when it has no name)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> ArchivedCopy:
     """Look for ``name`` (or a compressed form of it) in ``archive`` and check its size or format."""
-    if not archive.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(archive.stat().st_mode)
+    except PermissionError:  # a directory above it is closed to this user
+        return ArchivedCopy(archive, name, problem=f"cannot be looked up: {archive}: Permission denied",
+                            unreadable=archive)
+    except OSError:
+        is_dir = False
+    if not is_dir:
         return ArchivedCopy(archive, name, problem=f"cannot be looked up: {archive} is not a readable directory")
     if name is None:
         return ArchivedCopy(archive, name)
@@ -126,21 +165,28 @@ def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> A
             size = path.stat().st_size
             with path.open("rb") as f:
                 head = f.read(8)
-                if suffix == ".gz" and size >= 18:
+                if size >= 18:
                     f.seek(-4, os.SEEK_END)
-                    inflated: int | None = int.from_bytes(f.read(4), "little")
+                    trailer: int | None = int.from_bytes(f.read(4), "little")
                 else:
-                    inflated = None
+                    trailer = None
         except FileNotFoundError:
             continue
+        except PermissionError as exc:
+            closed = path if os.access(archive, os.X_OK, effective_ids=True) else archive  # the file, or its directory
+            return ArchivedCopy(archive, name, path, problem=f"cannot be read: {path}: {exc.strerror}",
+                                unreadable=closed)
         except OSError as exc:
             return ArchivedCopy(archive, name, path, problem=f"cannot be read: {path}: {exc.strerror}")
+        kind = suffix
+        if not suffix and whole and size != segment_size:  # compressed under the plain name (gzip < %p > %f)
+            kind = next((s for s, magic in COMPRESSED.items() if head.startswith(magic)), "")
         problem = None
         if suffix and not head.startswith(COMPRESSED[suffix]):
             problem = f"is damaged: {path} is not a {suffix[1:]} file"
-        elif suffix == ".gz" and whole and inflated != segment_size % 2**32:
-            problem = f"is not whole: {path} inflates to {inflated} bytes, not {segment_size}"
-        elif not suffix and whole and size != segment_size:
+        elif kind == ".gz" and whole and trailer != segment_size % 2**32:
+            problem = f"is not whole: {path} inflates to {trailer} bytes, not {segment_size}"
+        elif not kind and whole and size != segment_size:
             problem = f"is not whole: {path} holds {size} bytes, not {segment_size}"
         elif size == 0:
             problem = f"is not whole: {path} is empty"
@@ -148,41 +194,49 @@ def check_archived_copy(archive: Path, name: str | None, segment_size: int) -> A
     return ArchivedCopy(archive, name, problem=f"is not in {archive}")
 
 
-BASE_BACKUP_FILES = ("backup_manifest", "backup_label", "base.tar", "base.tar.gz", "base.tar.zst", "base.tar.lz4")
+BASE_BACKUP_FILES = ("backup_label", "base.tar", "base.tar.gz", "base.tar.zst", "base.tar.lz4")  # a backup begun
 
 
 @dataclass(frozen=True)
 class BaseBackups:
-    """The base backups in a directory (one subdirectory each, as ``pg_basebackup -D DIR/NAME`` writes)."""
+    """The complete base backups in a directory (one subdirectory each, as ``pg_basebackup -D DIR/NAME`` writes).
+
+    A base backup is complete when its ``backup_manifest`` is there: pg_basebackup (PostgreSQL 13+)
+    writes it last, after the data and the WAL. A subdirectory holding ``backup_label`` or
+    ``base.tar*`` but no manifest is ``incomplete`` (killed, still running, or taken with
+    ``--no-manifest``, whose completeness nothing on disk shows) and is not counted.
+    """
 
     directory: Path
     newest: str | None = None
     taken: datetime | None = None  # when the newest finished: the mtime of its manifest (written last)
     count: int = 0
     error: str | None = None
+    incomplete: tuple[str, ...] = ()  # subdirectories with a begun base backup but no backup_manifest
 
 
 def list_base_backups(directory: Path) -> BaseBackups:
-    """Every subdirectory holding ``backup_manifest``, ``backup_label`` or ``base.tar*`` is a base backup.
+    """Every subdirectory holding ``backup_manifest`` is a base backup, dated by the manifest's mtime.
 
-    Its time is the mtime of the first of those it holds, in that order: the manifest is written last.
+    Subdirectories with ``backup_label`` or ``base.tar*`` but no manifest are listed as incomplete.
     """
     try:
         entries = [e for e in directory.iterdir() if e.is_dir()]
     except OSError as exc:
         return BaseBackups(directory, error=f"{directory} is not a readable directory ({exc.strerror})")
     found: list[tuple[float, str]] = []
+    incomplete: list[str] = []
     for entry in entries:
-        for marker in BASE_BACKUP_FILES:
-            try:
-                found.append(((entry / marker).stat().st_mtime, entry.name))
-                break
-            except OSError:
-                continue
+        try:
+            found.append(((entry / "backup_manifest").stat().st_mtime, entry.name))
+        except OSError:
+            if any((entry / marker).exists() for marker in BASE_BACKUP_FILES):
+                incomplete.append(entry.name)
+    begun = tuple(sorted(incomplete))
     if not found:
-        return BaseBackups(directory)
+        return BaseBackups(directory, incomplete=begun)
     mtime, name = max(found)
-    return BaseBackups(directory, name, datetime.fromtimestamp(mtime, UTC), len(found))
+    return BaseBackups(directory, name, datetime.fromtimestamp(mtime, UTC), len(found), incomplete=begun)
 
 
 @dataclass(frozen=True)
@@ -209,7 +263,7 @@ class ReplicaState:
 
     address: str
     in_recovery: bool = False
-    receiver: str | None = None
+    receiver: str | None = None  # pg_stat_wal_receiver.status; None: no WAL receiver (or hidden, see below)
     system_identifier: int | None = None
     timeline: int | None = None
     behind_bytes: int | None = None
@@ -220,6 +274,7 @@ class ReplicaState:
     primary_error: str | None = None  # the primary's position could not be read: no lag can be measured
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    receiver_hidden: str | None = None  # a WAL receiver runs, but the role may not see its status: the grant
 
     @property
     def lag(self) -> timedelta | None:
@@ -274,14 +329,19 @@ def probe_replica(replica: Replica, primary: Database, timeout: timedelta) -> Re
     except (psycopg.Error, OSError) as exc:
         cause = unreachable(exc, timeout)
         return ReplicaState(address, error=cause or first_line(exc), unreachable=cause)
-    in_recovery, _received, _, age, receiver, system_identifier, timeline = row
+    in_recovery, _received, _, age, receiver, system_identifier, timeline, hidden = row
+    hidden_why = None
+    if hidden:  # without pg_read_all_stats, its row shows the pid only: status, received_tli NULL
+        hidden_why = (f"role {replica.user} may not read pg_stat_wal_receiver's status and timeline: "
+                      f"GRANT pg_read_all_stats TO {replica.user}")
+        timeline = None  # the checkpoint's timeline is no stand-in for the received one
     behind = None
     if source.lsn is not None and replayed is not None:
         behind = max(0, source.lsn - replayed)
     return ReplicaState(
         address, bool(in_recovery), receiver, int(system_identifier) if system_identifier is not None else None,
         int(timeline) if timeline is not None else None, behind, age, f"{primary.host}:{primary.port}",
-        source.system_identifier, source.timeline, source.error,
+        source.system_identifier, source.timeline, source.error, receiver_hidden=hidden_why,
     )
 
 
