@@ -439,7 +439,7 @@ def test_public_acl_on_an_s3_copy_of_a_secret_export_fails(
     assert run.failed() == {SECRETS_TEST}
     assert run.message(SECRETS_TEST) == (
         f"1 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
-        f"{public.name}: its ACL grants READ to AllUsers: make them private"
+        f"{public.name}: an unsigned (anonymous) GET reads it (its ACL grants READ to AllUsers): make them private"
     )
 
 
@@ -458,7 +458,8 @@ def test_public_bucket_policy_over_s3_copies_of_secret_exports_fails(
     assert run.failed() == {SECRETS_TEST}
     assert run.message(SECRETS_TEST) == (
         f"3 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
-        f"{copy.files[0].name}: the policy of bucket {name} is public: make them private"
+        f"{copy.files[0].name}: an unsigned (anonymous) GET reads it (the policy of bucket {name} is public): "
+        "make them private"
     )
 
 
