@@ -761,6 +761,7 @@ def test_backup_in_s3_that_no_drill_restores_fails(
         f"backup source qp-database-daily in {url} is never drilled: add a drill (drills: - backup: "
         "qp-database-daily) so a restore from S3 is proven, not assumed"
     )
+    assert never.checks[DRILLED_TEST]["runbook"] == []  # it reads the profile: it verifies no procedure
     drilled = run_checks(profile_variant(s3_source(copy, bucket, drilled=True)), DRILLED)
     assert drilled.outcome(DRILLED_TEST) == "passed"
     assert drilled.checks[DRILLED_TEST]["evidence"]["drills"] == "qp-from-s3"
