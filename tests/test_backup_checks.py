@@ -112,11 +112,10 @@ def expected_backup_checks(profile: Any) -> set[str]:
         f"test_backup_integrity.py::test_recent_backup_is_intact[{s.name}#{n + 1}]"
         for s in profile.backups for n in range(s.max_verify)
     }
-    by_kind = {
-        "config": "test_backup_integrity.py::test_secret_exports_are_private",
-        "globals": "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs",
-    }
-    expected |= {f"{by_kind[s.kind]}[{s.name}]" for s in profile.backups if s.kind in by_kind}
+    secrets = "test_backup_integrity.py::test_backups_holding_secrets_are_private"
+    expected |= {f"{secrets}[{s.name}]" for s in profile.backups}
+    roles = "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs"
+    expected |= {f"{roles}[{s.name}]" for s in profile.backups if s.kind == "globals"}
     offsite = "test_backup_offsite.py::test_recent_backups_have_equal_offsite_copies"
     expected |= {f"{offsite}[{s.name}]" for s in profile.backups if s.offsite is not None}
     expected |= {f"test_backup_jobs.py::test_fresh_dump_is_complete[{d.name}]" for d in profile.databases}
@@ -133,11 +132,11 @@ def test_healthy_sandbox_passes_every_backup_check(run_checks: Run, profile_vari
     outcomes = {t: c["outcome"] for t, c in run.checks.items() if t.partition("::")[0] in modules}
     passed = {t for t, outcome in outcomes.items() if outcome == "passed"}
     assert passed == expected_backup_checks(sandbox)
-    assert len(passed) == 119  # 12 sources x 6 + 12 x 3 newest + 4 config + 1 globals + 3 offsite + 2 dumps + 1 BGSAVE
+    assert len(passed) == 127  # 12 sources x 7 + 12 x 3 newest + 1 globals + 3 offsite + 2 dumps + 1 BGSAVE
     drilled = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[none]"
     assert {t: o for t, o in outcomes.items() if t not in passed} == {drilled: "skipped"}
     assert run.message(drilled) == "profile sandbox declares no database or Redis backups in S3"
-    assert run.checks["test_backup_integrity.py::test_secret_exports_are_private[env-archive]"]["evidence"][
+    assert run.checks["test_backup_integrity.py::test_backups_holding_secrets_are_private[env-archive]"]["evidence"][
         "secret_exports"] == "3"
     rpo = run.checks["test_backup_freshness.py::test_newest_backup_is_younger_than_rpo[qp-database-daily]"]
     assert rpo["evidence"]["rpo"] == "1d"
@@ -330,16 +329,16 @@ def test_world_readable_secret_export_fails(run_checks: Run, profile_variant: Va
     copy = series("k8s-secrets")
     exposed = copy.files[1]
     exposed.chmod(0o644)
-    run = run_checks(profile_variant(copy.only()), INTEGRITY + "::test_secret_exports_are_private")
-    test = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+    run = run_checks(profile_variant(copy.only()), INTEGRITY + "::test_backups_holding_secrets_are_private")
+    test = "test_backup_integrity.py::test_backups_holding_secrets_are_private[k8s-secrets]"
     assert run.failed() == {test}
     assert run.message(test) == (
-        f"1 secret export(s) of k8s-secrets are readable by group or others, first {exposed} (mode 0o644): "
+        f"1 backup(s) of k8s-secrets holding secrets are readable by group or others, first {exposed} (mode 0o644): "
         "chmod 600 them"
     )
 
 
-SECRETS = INTEGRITY + "::test_secret_exports_are_private"
+SECRETS = INTEGRITY + "::test_backups_holding_secrets_are_private"
 
 
 def test_unparseable_secret_export_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
@@ -347,7 +346,7 @@ def test_unparseable_secret_export_fails(run_checks: Run, profile_variant: Varia
     broken = copy.files[1]
     keep_mtime(broken, lambda p: p.write_text("apiVersion: v1\nkind: List\nitems: [\n"))  # the export was cut short
     run = run_checks(profile_variant(copy.only()), SECRETS)
-    test = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+    test = "test_backup_integrity.py::test_backups_holding_secrets_are_private[k8s-secrets]"
     assert run.failed() == {test}
     assert run.message(test) == (
         f"cannot tell whether 1 backup(s) of k8s-secrets hold secrets, first {broken.name}: YAML does not parse: "
@@ -360,10 +359,39 @@ def test_env_tarball_readable_by_others_fails(run_checks: Run, profile_variant: 
     exposed = copy.files[0]
     exposed.chmod(0o640)
     run = run_checks(profile_variant(copy.only()), SECRETS)
-    test = "test_backup_integrity.py::test_secret_exports_are_private[env-archive]"
+    test = "test_backup_integrity.py::test_backups_holding_secrets_are_private[env-archive]"
     assert run.failed() == {test}
     assert run.message(test) == (
-        f"1 secret export(s) of env-archive are readable by group or others, first {exposed} (mode 0o640): "
+        f"1 backup(s) of env-archive holding secrets are readable by group or others, first {exposed} (mode 0o640): "
+        "chmod 600 them"
+    )
+
+
+def test_env_tarball_declared_as_archive_readable_by_others_fails(
+    run_checks: Run, profile_variant: Variant, series: Any
+) -> None:
+    copy = series("env-archive")
+    exposed = copy.files[0]
+    exposed.chmod(0o644)
+    run = run_checks(profile_variant(copy.only(kind="archive")), SECRETS)
+    test = "test_backup_integrity.py::test_backups_holding_secrets_are_private[env-archive]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 backup(s) of env-archive holding secrets are readable by group or others, first {exposed} (mode 0o644): "
+        "chmod 600 them"
+    )
+    assert run.checks[test]["runbook"] == []  # PF-23/QP-20 name config backups: an archive source verifies neither
+
+
+def test_globals_file_readable_by_others_fails(run_checks: Run, profile_variant: Variant, series: Any) -> None:
+    copy = series("pg-globals")  # pg_dumpall --globals-only: role password hashes, whatever the file says
+    exposed = copy.files[1]
+    exposed.chmod(0o644)
+    run = run_checks(profile_variant(copy.only()), SECRETS)
+    test = "test_backup_integrity.py::test_backups_holding_secrets_are_private[pg-globals]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 backup(s) of pg-globals holding secrets are readable by group or others, first {exposed} (mode 0o644): "
         "chmod 600 them"
     )
 
@@ -383,12 +411,12 @@ def test_tarball_without_an_env_file_holds_no_secrets(run_checks: Run, profile_v
         keep_mtime(path, repack)
         path.chmod(0o644)
     run = run_checks(profile_variant(copy.only()), SECRETS)
-    test = "test_backup_integrity.py::test_secret_exports_are_private[env-archive]"
+    test = "test_backup_integrity.py::test_backups_holding_secrets_are_private[env-archive]"
     assert run.outcome(test) == "passed"
     assert run.checks[test]["evidence"]["secret_exports"] == "0"
 
 
-SECRETS_TEST = "test_backup_integrity.py::test_secret_exports_are_private[k8s-secrets]"
+SECRETS_TEST = "test_backup_integrity.py::test_backups_holding_secrets_are_private[k8s-secrets]"
 
 
 def test_private_s3_copies_of_secret_exports_pass(
@@ -411,7 +439,7 @@ def test_public_acl_on_an_s3_copy_of_a_secret_export_fails(
     assert run.failed() == {SECRETS_TEST}
     assert run.message(SECRETS_TEST) == (
         f"1 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
-        f"{public.name}: its ACL grants READ to AllUsers: make them private"
+        f"{public.name}: an unsigned (anonymous) GET reads it (its ACL grants READ to AllUsers): make them private"
     )
 
 
@@ -430,7 +458,8 @@ def test_public_bucket_policy_over_s3_copies_of_secret_exports_fails(
     assert run.failed() == {SECRETS_TEST}
     assert run.message(SECRETS_TEST) == (
         f"3 S3 copies of secret-holding backups of k8s-secrets are publicly readable, first {offsite['url']}"
-        f"{copy.files[0].name}: the policy of bucket {name} is public: make them private"
+        f"{copy.files[0].name}: an unsigned (anonymous) GET reads it (the policy of bucket {name} is public): "
+        "make them private"
     )
 
 
@@ -732,6 +761,7 @@ def test_backup_in_s3_that_no_drill_restores_fails(
         f"backup source qp-database-daily in {url} is never drilled: add a drill (drills: - backup: "
         "qp-database-daily) so a restore from S3 is proven, not assumed"
     )
+    assert never.checks[DRILLED_TEST]["runbook"] == []  # it reads the profile: it verifies no procedure
     drilled = run_checks(profile_variant(s3_source(copy, bucket, drilled=True)), DRILLED)
     assert drilled.outcome(DRILLED_TEST) == "passed"
     assert drilled.checks[DRILLED_TEST]["evidence"]["drills"] == "qp-from-s3"

@@ -122,7 +122,7 @@ def test_bgsave_rdb_found_through_config_get_is_verified(
     assert run.checks[BGSAVE]["evidence"]["detail"].startswith("intact: ")
 
 
-def test_bgsave_where_config_is_denied_fails_with_the_fix(
+def test_bgsave_where_config_is_denied_verifies_the_rdb_fetched_over_replication(
     run_checks: Run, profile_variant: Variant, tmp_path: Path, own_redis: Any
 ) -> None:
     import redis
@@ -132,12 +132,83 @@ def test_bgsave_where_config_is_denied_fails_with_the_fix(
     (tmp_path / "checker.pass").write_text("checker-secret\n")
     mutate = own(own_redis.port, tmp_path, username="checker", password_file=str(tmp_path / "checker.pass"))
     run = run_checks(profile_variant(mutate), BGSAVE_CHECK)
+    assert run.outcome(BGSAVE) == "passed"
+    saved = run.checks[BGSAVE]["evidence"]
+    assert saved["rdb_from"] == "redis-cli --rdb"
+    assert saved["rdb_local"] == (
+        "CONFIG GET dir/dbfilename failed (this user has no permissions to run the 'config|get' command)"
+    )
+    assert saved["detail"].startswith("intact: ")
+    assert "checker-secret" not in run.result.stdout.str()
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+@pytest.fixture
+def walled_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A throwaway redis-server whose dir is a tmpfs of its own mount namespace: ``CONFIG GET dir`` names a path
+    that here is an empty directory, as for a Redis on another host. (port, that dir); stopped after."""
+    import subprocess
+    import time
+
+    import redis
+
+    from opsverify.localserver.net import free_port
+
+    port, directory = free_port(), tmp_path / "walled"
+    directory.mkdir()
+    script = (f"mount -t tmpfs tmpfs {directory} && exec redis-server --port {port} --bind 127.0.0.1 "
+              f"--dir {directory} --save '' --appendonly no")
+    server = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = redis.Redis(port=port, socket_timeout=5)
+    for _ in range(100):
+        try:
+            conn.set("k", "v")
+            break
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    else:
+        server.kill()
+        pytest.fail(f"redis-server in its own mount namespace did not start on port {port}")
+    yield port, directory
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_bgsave_rdb_not_readable_here_is_fetched_over_replication_and_verified(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, walled_redis: tuple[int, Path]
+) -> None:
+    port, directory = walled_redis
+    run = run_checks(profile_variant(own(port, tmp_path)), BGSAVE_CHECK)
+    assert run.outcome(BGSAVE) == "passed"
+    saved = run.checks[BGSAVE]["evidence"]
+    assert saved["rdb_from"] == "redis-cli --rdb"
+    assert saved["rdb_local"] == f"{directory / 'dump.rdb'} is not readable here (No such file or directory)"
+    assert saved["detail"].startswith("intact: ")
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_bgsave_rdb_not_readable_here_and_sync_denied_fails_naming_the_permission(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, walled_redis: tuple[int, Path]
+) -> None:
+    import redis
+
+    port, directory = walled_redis
+    admin = redis.Redis(port=port, socket_timeout=5)
+    admin.execute_command("ACL", "SETUSER", "checker", "on", ">checker-secret", "~*", "+@all", "-sync", "-psync")
+    (tmp_path / "checker.pass").write_text("checker-secret\n")
+    mutate = own(port, tmp_path, username="checker", password_file=str(tmp_path / "checker.pass"))
+    run = run_checks(profile_variant(mutate), BGSAVE_CHECK)
     assert run.failed() == {BGSAVE}
     assert run.message(BGSAVE) == (
-        "cannot find the RDB of redis cache to verify after BGSAVE: CONFIG GET dir/dbfilename failed (this user has "
-        "no permissions to run the 'config|get' command): declare rdb_file in the profile with a path readable here, "
-        "or run the checks where the RDB is readable"
+        f"cannot verify the RDB of redis cache after BGSAVE: {directory / 'dump.rdb'} is not readable here (No such "
+        "file or directory), and user checker may not fetch it over replication (redis-cli --rdb: SYNC with master "
+        "failed: -NOPERM this user has no permissions to run the 'sync' command): allow SYNC (ACL SETUSER checker "
+        "+sync +psync), or declare rdb_file in the profile with a path readable here, or run the checks where the "
+        "RDB is readable"
     )
+    assert "checker-secret" not in run.result.stdout.str()
+    assert list((tmp_path / "scratch").iterdir()) == []
 
 
 def test_declared_rdb_file_of_another_machine_fails(

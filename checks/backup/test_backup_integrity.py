@@ -4,7 +4,8 @@ Runbook, by the source's kind: PF-10 every backup kind intact; PostgreSQL dumps 
 PF-16 integrity of each file, PF-17 plain/custom/single-table dumps, QP-19 ``pg_restore --list``;
 Redis PF-21 RDB magic/version/CRC64; config exports PF-23/QP-20; model and results archives
 PF-24/QP-21; roles and grants (``pg_dumpall --globals-only``) PF-10. Backups holding secrets
-(Secret exports, ``.env`` tars) not readable by others, locally or in S3: PF-23/QP-20. The
+(Secret exports, ``.env`` tars of any kind, globals files) not readable by others, locally or in S3:
+PF-23/QP-20 for config sources (no procedure names the others' privacy). The
 globals backup creates every role the live database needs: PF-10
 (a full system backup a recovery onto a new cluster can use).
 """
@@ -20,7 +21,7 @@ from fixtures.backups import CatalogOf, ExposureOf, VerdictOf, listed
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.backups.roles import DatabaseRoles
-from opsverify.backups.verdict import listing
+from opsverify.backups.verdict import Verdict, listing
 from opsverify.profile import BackupSource, Database, Profile
 
 pytestmark = [pytest.mark.backup]
@@ -65,26 +66,37 @@ def test_every_backup_in_retention_is_intact(
              f"{verdict.detail}")
 
 
+SECRETS = {"postgres": (), "redis": (), "config": ("PF-23", "QP-20"), "archive": (), "globals": ()}
+TOLD = ("config", "archive")  # kinds whose verifiers read every member: an unread backup is not cleared
+
+
+def holds_secrets(source: BackupSource, verdict: Verdict) -> bool:
+    """A globals file always does (role password hashes); any other backup does when its verdict says so."""
+    return source.kind == "globals" or verdict.facts.get("holds_secrets") == "yes"
+
+
 @pytest.mark.daily
 @pytest.mark.security
-@pytest.mark.runbook("PF-23", "QP-20")
-def test_secret_exports_are_private(
-    config_backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, exposure_of: ExposureOf,
+@pytest.mark.runbook(by_kind=SECRETS)
+def test_backups_holding_secrets_are_private(
+    backup_source: BackupSource, catalog_of: CatalogOf, verdict_of: VerdictOf, exposure_of: ExposureOf,
     evidence: Recorder,
 ) -> None:
-    """PF-23/QP-20: backups that hold secrets (Kubernetes Secrets, ``.env`` files in a tar) are readable by their
-    owner only: no group/other bits on a file, no public ACL grant or public bucket policy on an S3 copy.
+    """PF-23/QP-20 (config sources): every backup that holds secrets (a Kubernetes Secret export, a tar with an
+    ``.env`` member, whatever the source's kind; every ``pg_dumpall --globals-only`` file, which holds role
+    password hashes) is readable by its owner only: no group/other bits on a file, and no anonymous read of
+    an S3 copy.
 
-    A backup that cannot be read through cannot be cleared: it fails as "cannot tell"."""
-    source = config_backup_source
+    A config or archive backup that cannot be read through cannot be cleared: it fails as "cannot tell"."""
+    source = backup_source
     files = listed(source, catalog_of).files
     verdicts = [(f, verdict_of(source, f)) for f in files]
-    unknown = [(f, v) for f, v in verdicts if "holds_secrets" not in v.facts]
+    unknown = [(f, v) for f, v in verdicts if source.kind in TOLD and "holds_secrets" not in v.facts]
     if unknown:
         first, verdict = unknown[0]
         fail(f"cannot tell whether {len(unknown)} backup(s) of {source.name} hold secrets, first {first.name}: "
              f"{verdict.detail} ({first.location})")
-    holding = [f for f, v in verdicts if v.facts["holds_secrets"] == "yes"]
+    holding = [f for f, v in verdicts if holds_secrets(source, v)]
     exposed = [f for f in holding if f.readable_by_others]
     copies = [(source.s3, f.location) for f in holding if f.location.startswith("s3://")]
     if source.offsite is not None:
@@ -94,7 +106,7 @@ def test_secret_exports_are_private(
     evidence.record(s3_copies=sum(e.exists for e in looked))
     if exposed:
         first = exposed[0]
-        fail(f"{len(exposed)} secret export(s) of {source.name} are readable by group or others, "
+        fail(f"{len(exposed)} backup(s) of {source.name} holding secrets are readable by group or others, "
              f"first {first.location} (mode {oct(first.mode or 0)}): chmod 600 them")
     unclear = [e for e in looked if e.error is not None]
     if unclear:

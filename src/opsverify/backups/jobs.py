@@ -5,6 +5,7 @@ They change state (a new file, a new snapshot), so only maintenance fixtures cal
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -111,3 +112,43 @@ def rdb_location(instance: RedisInstance, connect: timedelta, request: timedelta
     if not directory or not name:
         return RdbLocation(error="CONFIG GET dir/dbfilename answered nothing")
     return RdbLocation(Path(directory) / name)
+
+
+@dataclass(frozen=True)
+class FetchedRdb:
+    """The server's snapshot fetched over the replication protocol into ``path``, or why it was not."""
+
+    path: Path
+    error: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """The server's ACL refused SYNC/PSYNC to the profile's user."""
+        return self.error is not None and "NOPERM" in self.error
+
+
+def fetch_rdb(instance: RedisInstance, target: Path, timeout: timedelta) -> FetchedRdb:
+    """``redis-cli --rdb target``: the server sends its snapshot as to a replica (SYNC), bounded by ``timeout``.
+
+    The password goes through ``REDISCLI_AUTH`` (never argv); the reason of a failure is redis-cli's last line."""
+    args = ["redis-cli", "-h", instance.host, "-p", str(instance.port)]
+    if instance.username:
+        args += ["--user", instance.username]
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    password = instance.secret()
+    if password:
+        env["REDISCLI_AUTH"] = password
+    try:
+        done = subprocess.run(
+            [*args, "--rdb", str(target)], env=env, capture_output=True, text=True,
+            timeout=timeout.total_seconds(), check=False, stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        return FetchedRdb(target, "redis-cli is not installed here (apt install redis-tools)")
+    except subprocess.TimeoutExpired:
+        return FetchedRdb(target, f"redis-cli --rdb did not finish within {timeout.total_seconds():g}s")
+    if done.returncode != 0 or not target.is_file():
+        lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()]
+        lines = [line for line in lines if line and not line.startswith("sending ")]
+        return FetchedRdb(target, lines[-1] if lines else f"redis-cli exited {done.returncode}")
+    return FetchedRdb(target)

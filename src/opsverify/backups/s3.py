@@ -47,9 +47,12 @@ def split_url(url: str) -> tuple[str, str]:
     return parts.netloc, prefix
 
 
-def client(access: S3Access | None, connect: timedelta, read: timedelta) -> S3Client:
-    """A boto3 S3 client that gives up after ``connect``/``read``, in one attempt (no retries)."""
+def client(access: S3Access | None, connect: timedelta, read: timedelta, *, anonymous: bool = False) -> S3Client:
+    """A boto3 S3 client that gives up after ``connect``/``read``, in one attempt (no retries).
+
+    ``anonymous``: requests go unsigned, as anyone on the internet would send them (no credentials)."""
     import boto3
+    from botocore import UNSIGNED
     from botocore.config import Config
 
     access = access or S3Access.model_validate({})
@@ -58,7 +61,10 @@ def client(access: S3Access | None, connect: timedelta, read: timedelta) -> S3Cl
         read_timeout=read.total_seconds(),
         retries={"total_max_attempts": 1, "mode": "standard"},  # max_attempts counts retries: 1 would be two tries
         s3={"addressing_style": "path"},
+        **({"signature_version": UNSIGNED} if anonymous else {}),
     )
+    if anonymous:
+        return boto3.client("s3", endpoint_url=access.endpoint_url, region_name=access.region, config=config)
     return boto3.client(
         "s3",
         endpoint_url=access.endpoint_url,
@@ -131,11 +137,14 @@ PUBLIC_GROUPS = {
     "http://acs.amazonaws.com/groups/global/AuthenticatedUsers": "AuthenticatedUsers",
 }
 READING = ("READ", "FULL_CONTROL")
+MISSING = ("NoSuchKey", "404")
+DENIED = ("AccessDenied", "403", "401", "Unauthorized")
+READ_EMPTY = ("InvalidRange", "416")  # a zero-byte object answers a ranged GET so, after authorising it
 
 
 @dataclass(frozen=True)
 class Exposure:
-    """Whether one object can be read by anyone: the reason (ACL grant, bucket policy), or why it is unknown."""
+    """Whether one object can be read by anyone (how), or why that is unknown."""
 
     url: str
     public: str | None = None
@@ -144,20 +153,37 @@ class Exposure:
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
 
 
-def _public_policy(s3: S3Client, bucket: str) -> bool:
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _why_public(s3: S3Client, bucket: str, key: str) -> str | None:
+    """The ACL grant or bucket policy that makes the object public, where the credentials may read them.
+
+    Detail only: providers without GetObjectAcl/GetBucketPolicyStatus, and read-only credentials, answer
+    errors here, which leave the reason unnamed."""
     from botocore.exceptions import ClientError
 
     try:
-        status = s3.get_bucket_policy_status(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchBucketPolicy":
-            return False
-        raise
-    return bool(status.get("PolicyStatus", {}).get("IsPublic"))
+        for grant in s3.get_object_acl(Bucket=bucket, Key=key).get("Grants", []):
+            group = PUBLIC_GROUPS.get(str(grant.get("Grantee", {}).get("URI", "")))
+            if group is not None and grant.get("Permission") in READING:
+                return f"its ACL grants {grant['Permission']} to {group}"
+    except ClientError:
+        pass
+    try:
+        if s3.get_bucket_policy_status(Bucket=bucket).get("PolicyStatus", {}).get("IsPublic"):
+            return f"the policy of bucket {bucket} is public"
+    except ClientError:
+        pass
+    return None
 
 
 def exposure(access: S3Access | None, url: str, timeouts: Timeouts) -> Exposure:
-    """Is the object at ``s3://bucket/key`` public: an ACL grant to AllUsers/AuthenticatedUsers, or a public policy?"""
+    """Can anyone read the object at ``s3://bucket/key``: does an unsigned (anonymous) GET of its first byte
+    succeed? 200/206 = public, 401/403 = private. That is the definitive test whatever grants it (ACL, bucket
+    policy, access point); the credentials' HEAD only tells whether the object exists."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_url(url)
@@ -165,17 +191,22 @@ def exposure(access: S3Access | None, url: str, timeouts: Timeouts) -> Exposure:
     try:
         s3 = client(access, timeouts.connect, timeouts.request)
         try:
-            grants = s3.get_object_acl(Bucket=bucket, Key=key).get("Grants", [])
+            s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _code(exc) in MISSING:
+                return Exposure(url, exists=False)  # else (no HEAD allowed to these credentials) ask anonymously
+        anonymous = client(access, timeouts.connect, timeouts.request, anonymous=True)
+        try:
+            anonymous.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+        except ClientError as exc:
+            code = _code(exc)
+            if code in DENIED:
+                return Exposure(url)
+            if code in MISSING:
                 return Exposure(url, exists=False)
-            raise
-        for grant in grants:
-            group = PUBLIC_GROUPS.get(str(grant.get("Grantee", {}).get("URI", "")))
-            if group is not None and grant.get("Permission") in READING:
-                return Exposure(url, public=f"its ACL grants {grant['Permission']} to {group}")
-        if _public_policy(s3, bucket):
-            return Exposure(url, public=f"the policy of bucket {bucket} is public")
+            if code not in READ_EMPTY:
+                return Exposure(url, error=f"an unsigned GET answered {describe_error(exc, timeouts)}")
+        why = _why_public(s3, bucket, key)
+        return Exposure(url, public="an unsigned (anonymous) GET reads it" + (f" ({why})" if why else ""))
     except (BotoCoreError, ClientError) as exc:
         return Exposure(url, error=describe_error(exc, timeouts), unreachable=unreachable(exc, timeouts))
-    return Exposure(url)
