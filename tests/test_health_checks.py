@@ -494,6 +494,65 @@ def test_dependency_accepting_401_still_fails_on_404(run_checks: Run, profile_va
         f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx or 401: {NOT_UP}")
 
 
+SECRETS = ("s3cr3tTOKEN", "SECRETKEY")
+
+
+def assert_no_secret_shown(run: Any) -> None:
+    """Neither planted secret in the run's output nor in any file of its report directory."""
+    shown = {"stdout": run.result.stdout.str(), "stderr": run.result.stderr.str()}
+    shown |= {str(f): f.read_bytes().decode(errors="replace") for f in run.report_dir.rglob("*") if f.is_file()}
+    assert len(shown) > 3  # the report was written (evidence.json, junit, html, …)
+    leaked = {where for where, text in shown.items() for secret in SECRETS if secret in text}
+    assert not leaked, leaked
+
+
+@pytest.mark.parametrize(("path", "outcome"), [("/nope", "failed"), ("/health", "passed")])
+def test_dependency_url_secrets_never_reach_the_report(
+    run_checks: Run, profile_variant: Variant, app: Any, path: str, outcome: str
+) -> None:
+    backend = app()
+    host = backend.url.removeprefix("http://")
+    url = f"http://svc:s3cr3tTOKEN@{host}{path}?api_key=SECRETKEY"
+    run = run_checks(profile_variant(dependency_at(url)), DEPENDENCIES, extra=("-rA",))
+    assert run.outcome(DEPENDENCY) == outcome
+    assert run.checks[DEPENDENCY]["evidence"]["address"] == f"http://svc:***@{host}{path}?api_key=***"
+    if outcome == "failed":
+        assert run.message(DEPENDENCY) == (
+            f"dependency quantum-backend at http://svc:***@{host}/nope?api_key=*** answered HTTP 404, not 2xx/3xx: "
+            f"{NOT_UP}")
+    assert_no_secret_shown(run)
+
+
+def test_unreachable_dependency_url_secrets_never_reach_the_report(
+    run_checks: Run, profile_variant: Variant, app: Any
+) -> None:
+    gone = app()
+    gone.stop()
+    host = gone.url.removeprefix("http://")
+    run = run_checks(profile_variant(dependency_at(f"http://s3cr3tTOKEN@{host}/health?api_key=SECRETKEY&v=2")),
+                     DEPENDENCIES, extra=("-rA",))
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == (
+        f"dependency quantum-backend at http://***@{host}/health?api_key=***&v=*** unreachable: connection refused")
+    assert_no_secret_shown(run)
+
+
+def test_service_url_secrets_never_reach_the_report(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    backend = app("--health-status", "500")
+    host = backend.url.removeprefix("http://")
+    mutate = service_at(f"http://svc:s3cr3tTOKEN@{host}", health_path="/health?api_key=SECRETKEY")
+    run = run_checks(profile_variant(mutate), HTTP, METRICS, extra=("-rA",))
+    status, body = (f"test_http_health.py::{check}{PF}" for check in ("test_health_endpoint_answers_2xx",
+                                                                         "test_health_body_reports_healthy"))
+    assert run.failed() == {status, body}
+    shown = f"http://svc:***@{host}/health?api_key=***"
+    assert run.message(status) == f"photonic-foundry health endpoint {shown} answered HTTP 500, not 2xx"
+    assert run.message(body) == (
+        f"photonic-foundry reports status 'unhealthy' at {shown}, expected one of ok, healthy, pass, up")
+    assert run.checks[status]["evidence"]["url"] == shown
+    assert_no_secret_shown(run)
+
+
 @pytest.fixture
 def full_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs of the test's own, filled to about 94 %; unmounted (and proven gone) after."""
