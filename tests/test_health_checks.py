@@ -412,6 +412,77 @@ def test_redis_refusing_config_get_fails_naming_the_permission(
 
 
 @pytest.fixture
+def hardened_redis(tmp_path: Path) -> Iterator[Any]:
+    """A throwaway redis-server with CONFIG renamed away (hardening; a managed Redis blocks it too), AOF off."""
+    server = start_redis(tmp_path / "hardened", free_port(), save=NEVER,  # PING answers after a failed BGSAVE
+                         extra=('rename-command CONFIG ""', "stop-writes-on-bgsave-error no"))
+    yield server
+    server.stop(timeout=10)
+
+
+UNKNOWN_CONFIG = "unknown command 'CONFIG', with args beginning with: 'GET' 'save' "
+
+
+def test_redis_with_config_renamed_fails_naming_the_declaration_not_an_acl(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(redis_at(hardened_redis.port)), REDIS)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{hardened_redis.port} does not know CONFIG ({UNKNOWN_CONFIG}) and AOF is off: "
+        "cannot tell whether RDB snapshots are on; CONFIG is renamed or disabled (rename-command, a managed Redis) "
+        "and no ACL brings it back: declare persistence: rdb (or aof, none) for redis cache in the profile")
+
+
+def test_redis_with_config_renamed_passes_when_the_profile_declares_rdb(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="rdb"))), REDIS)
+    assert run.failed() == set()
+    assert run.outcome(SWITCHED_ON) == "passed"
+    assert run.checks[SWITCHED_ON]["evidence"]["declared"] == "rdb"
+
+
+def test_redis_with_config_renamed_declared_aof_fails_on_aof_off(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="aof"))), REDIS)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{hardened_redis.port}: the profile declares persistence: aof but INFO persistence "
+        "shows aof_enabled:0: set appendonly yes, or declare what the server does")
+
+
+def test_redis_declared_without_persistence_fails_the_switched_on_check(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="none"))), REDIS)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{hardened_redis.port}: the profile declares persistence: none, so a restart loses "
+        "every key; switch on save rules or appendonly and declare it, or declare require_persistence: false")
+
+
+def test_redis_with_config_renamed_declared_rdb_still_fails_a_failed_bgsave(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    client = hardened_redis.client()
+    client.set("k", "v")
+    shutil.rmtree(hardened_redis.directory)  # the server's working directory disappears under it
+    client.bgsave()
+    deadline = time.monotonic() + 10
+    while client.info("persistence")["rdb_bgsave_in_progress"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.info("persistence")["rdb_last_bgsave_status"] == "err"
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="rdb"))), REDIS)
+    test = "test_redis.py::test_redis_persistence_is_healthy[cache]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"redis cache last BGSAVE failed (rdb_last_bgsave_status:err): see the redis log on "
+        f"127.0.0.1:{hardened_redis.port}")
+
+
+@pytest.fixture
 def past_time(tmp_path: Path) -> Path:
     """A preload library whose ``time()`` runs off the real clock (libfaketime hangs redis-server: jemalloc)."""
     compiler = shutil.which("cc") or shutil.which("gcc")
