@@ -297,6 +297,67 @@ def test_role_granted_insert_fails_the_read_only_role_check(
         f"public.simulations; {READ_ONLY} (REVOKE INSERT ON public.simulations FROM {role})")
 
 
+def as_superuser(server: ScratchServer, *statements: str) -> None:
+    """Run ``statements`` in the scratch cluster's photonic_foundry as its superuser ({role}: the declared role)."""
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", password="superuser-secret",
+                         dbname="photonic_foundry", connect_timeout=10, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.replace("{role}", server.role))
+
+
+def test_create_granted_to_public_fails_naming_the_revoke_from_public(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    as_superuser(scratch_server, "REVOKE INSERT ON simulations FROM {role}",
+                 "GRANT CREATE ON SCHEMA public TO PUBLIC",  # the default up to PostgreSQL 14
+                 "REVOKE CREATE ON SCHEMA public FROM {role}")  # the old advice: it changes nothing
+    profile = profile_variant(database_at(port, role, scratch_server.password_file))
+    run = run_checks(profile, "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} can CREATE in schema public "
+        f"through PUBLIC; {READ_ONLY} (REVOKE CREATE ON SCHEMA public FROM PUBLIC)")
+    as_superuser(scratch_server, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # the advice given works
+    assert run_checks(profile, "health/test_postgres.py").failed() == set()
+
+
+def test_insert_held_through_a_group_role_fails_naming_the_group(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    group = f"writers_{uuid.uuid4().hex[:8]}"
+    as_superuser(scratch_server, "REVOKE INSERT ON simulations FROM {role}", f"CREATE ROLE {group}",
+                 f"GRANT INSERT ON simulations TO {group}", f"GRANT {group} TO {{role}}")
+    profile = profile_variant(database_at(port, role, scratch_server.password_file))
+    run = run_checks(profile, "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} holds INSERT on "
+        f"public.simulations through role {group}; {READ_ONLY} (REVOKE INSERT ON public.simulations FROM {group}, "
+        f"or take {role} out of {group})")
+    as_superuser(scratch_server, f"REVOKE {group} FROM {{role}}")  # the advice given works
+    assert run_checks(profile, "health/test_postgres.py").failed() == set()
+
+
+def test_pg_write_all_data_through_a_group_role_fails_naming_the_group(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    group = f"loaders_{uuid.uuid4().hex[:8]}"
+    as_superuser(scratch_server, "REVOKE INSERT ON simulations FROM {role}", f"CREATE ROLE {group}",
+                 f"GRANT pg_write_all_data TO {group}", f"GRANT {group} TO {{role}}")
+    profile = profile_variant(database_at(port, role, scratch_server.password_file))
+    run = run_checks(profile, "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} is a member of "
+        f"pg_write_all_data through role {group}; {READ_ONLY} (REVOKE pg_write_all_data FROM {group}, "
+        f"or take {role} out of {group})")
+
+
 def test_superuser_declared_as_the_database_user_fails_the_read_only_role_check(
     run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
 ) -> None:
