@@ -297,6 +297,67 @@ def test_role_granted_insert_fails_the_read_only_role_check(
         f"public.simulations; {READ_ONLY} (REVOKE INSERT ON public.simulations FROM {role})")
 
 
+def as_superuser(server: ScratchServer, *statements: str) -> None:
+    """Run ``statements`` in the scratch cluster's photonic_foundry as its superuser ({role}: the declared role)."""
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", password="superuser-secret",
+                         dbname="photonic_foundry", connect_timeout=10, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.replace("{role}", server.role))
+
+
+def test_create_granted_to_public_fails_naming_the_revoke_from_public(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    as_superuser(scratch_server, "REVOKE INSERT ON simulations FROM {role}",
+                 "GRANT CREATE ON SCHEMA public TO PUBLIC",  # the default up to PostgreSQL 14
+                 "REVOKE CREATE ON SCHEMA public FROM {role}")  # the old advice: it changes nothing
+    profile = profile_variant(database_at(port, role, scratch_server.password_file))
+    run = run_checks(profile, "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} can CREATE in schema public "
+        f"through PUBLIC; {READ_ONLY} (REVOKE CREATE ON SCHEMA public FROM PUBLIC)")
+    as_superuser(scratch_server, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # the advice given works
+    assert run_checks(profile, "health/test_postgres.py").failed() == set()
+
+
+def test_insert_held_through_a_group_role_fails_naming_the_group(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    group = f"writers_{uuid.uuid4().hex[:8]}"
+    as_superuser(scratch_server, "REVOKE INSERT ON simulations FROM {role}", f"CREATE ROLE {group}",
+                 f"GRANT INSERT ON simulations TO {group}", f"GRANT {group} TO {{role}}")
+    profile = profile_variant(database_at(port, role, scratch_server.password_file))
+    run = run_checks(profile, "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} holds INSERT on "
+        f"public.simulations through role {group}; {READ_ONLY} (REVOKE INSERT ON public.simulations FROM {group}, "
+        f"or take {role} out of {group})")
+    as_superuser(scratch_server, f"REVOKE {group} FROM {{role}}")  # the advice given works
+    assert run_checks(profile, "health/test_postgres.py").failed() == set()
+
+
+def test_pg_write_all_data_through_a_group_role_fails_naming_the_group(
+    run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
+) -> None:
+    role, port = scratch_server.role, scratch_server.port
+    group = f"loaders_{uuid.uuid4().hex[:8]}"
+    as_superuser(scratch_server, "REVOKE INSERT ON simulations FROM {role}", f"CREATE ROLE {group}",
+                 f"GRANT pg_write_all_data TO {group}", f"GRANT {group} TO {{role}}")
+    profile = profile_variant(database_at(port, role, scratch_server.password_file))
+    run = run_checks(profile, "health/test_postgres.py")
+    assert run.failed() == {ROLE_CHECK}
+    assert run.message(ROLE_CHECK) == (
+        f"database photonic_foundry at 127.0.0.1:{port}/photonic_foundry: role {role} is a member of "
+        f"pg_write_all_data through role {group}; {READ_ONLY} (REVOKE pg_write_all_data FROM {group}, "
+        f"or take {role} out of {group})")
+
+
 def test_superuser_declared_as_the_database_user_fails_the_read_only_role_check(
     run_checks: Run, profile_variant: Variant, scratch_server: ScratchServer
 ) -> None:
@@ -412,6 +473,77 @@ def test_redis_refusing_config_get_fails_naming_the_permission(
 
 
 @pytest.fixture
+def hardened_redis(tmp_path: Path) -> Iterator[Any]:
+    """A throwaway redis-server with CONFIG renamed away (hardening; a managed Redis blocks it too), AOF off."""
+    server = start_redis(tmp_path / "hardened", free_port(), save=NEVER,  # PING answers after a failed BGSAVE
+                         extra=('rename-command CONFIG ""', "stop-writes-on-bgsave-error no"))
+    yield server
+    server.stop(timeout=10)
+
+
+UNKNOWN_CONFIG = "unknown command 'CONFIG', with args beginning with: 'GET' 'save' "
+
+
+def test_redis_with_config_renamed_fails_naming_the_declaration_not_an_acl(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(redis_at(hardened_redis.port)), REDIS)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{hardened_redis.port} does not know CONFIG ({UNKNOWN_CONFIG}) and AOF is off: "
+        "cannot tell whether RDB snapshots are on; CONFIG is renamed or disabled (rename-command, a managed Redis) "
+        "and no ACL brings it back: declare persistence: rdb (or aof, none) for redis cache in the profile")
+
+
+def test_redis_with_config_renamed_passes_when_the_profile_declares_rdb(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="rdb"))), REDIS)
+    assert run.failed() == set()
+    assert run.outcome(SWITCHED_ON) == "passed"
+    assert run.checks[SWITCHED_ON]["evidence"]["declared"] == "rdb"
+
+
+def test_redis_with_config_renamed_declared_aof_fails_on_aof_off(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="aof"))), REDIS)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{hardened_redis.port}: the profile declares persistence: aof but INFO persistence "
+        "shows aof_enabled:0: set appendonly yes, or declare what the server does")
+
+
+def test_redis_declared_without_persistence_fails_the_switched_on_check(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="none"))), REDIS)
+    assert run.failed() == {SWITCHED_ON}
+    assert run.message(SWITCHED_ON) == (
+        f"redis cache at 127.0.0.1:{hardened_redis.port}: the profile declares persistence: none, so a restart loses "
+        "every key; switch on save rules or appendonly and declare it, or declare require_persistence: false")
+
+
+def test_redis_with_config_renamed_declared_rdb_still_fails_a_failed_bgsave(
+    run_checks: Run, profile_variant: Variant, hardened_redis: Any
+) -> None:
+    client = hardened_redis.client()
+    client.set("k", "v")
+    shutil.rmtree(hardened_redis.directory)  # the server's working directory disappears under it
+    client.bgsave()
+    deadline = time.monotonic() + 10
+    while client.info("persistence")["rdb_bgsave_in_progress"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.info("persistence")["rdb_last_bgsave_status"] == "err"
+    run = run_checks(profile_variant(then(redis_at(hardened_redis.port), set_in("redis", persistence="rdb"))), REDIS)
+    test = "test_redis.py::test_redis_persistence_is_healthy[cache]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"redis cache last BGSAVE failed (rdb_last_bgsave_status:err): see the redis log on "
+        f"127.0.0.1:{hardened_redis.port}")
+
+
+@pytest.fixture
 def past_time(tmp_path: Path) -> Path:
     """A preload library whose ``time()`` runs off the real clock (libfaketime hangs redis-server: jemalloc)."""
     compiler = shutil.which("cc") or shutil.which("gcc")
@@ -492,6 +624,65 @@ def test_dependency_accepting_401_still_fails_on_404(run_checks: Run, profile_va
     assert run.failed() == {DEPENDENCY}
     assert run.message(DEPENDENCY) == (
         f"dependency quantum-backend at {url} answered HTTP 404, not 2xx/3xx or 401: {NOT_UP}")
+
+
+SECRETS = ("s3cr3tTOKEN", "SECRETKEY")
+
+
+def assert_no_secret_shown(run: Any) -> None:
+    """Neither planted secret in the run's output nor in any file of its report directory."""
+    shown = {"stdout": run.result.stdout.str(), "stderr": run.result.stderr.str()}
+    shown |= {str(f): f.read_bytes().decode(errors="replace") for f in run.report_dir.rglob("*") if f.is_file()}
+    assert len(shown) > 3  # the report was written (evidence.json, junit, html, …)
+    leaked = {where for where, text in shown.items() for secret in SECRETS if secret in text}
+    assert not leaked, leaked
+
+
+@pytest.mark.parametrize(("path", "outcome"), [("/nope", "failed"), ("/health", "passed")])
+def test_dependency_url_secrets_never_reach_the_report(
+    run_checks: Run, profile_variant: Variant, app: Any, path: str, outcome: str
+) -> None:
+    backend = app()
+    host = backend.url.removeprefix("http://")
+    url = f"http://svc:s3cr3tTOKEN@{host}{path}?api_key=SECRETKEY"
+    run = run_checks(profile_variant(dependency_at(url)), DEPENDENCIES, extra=("-rA",))
+    assert run.outcome(DEPENDENCY) == outcome
+    assert run.checks[DEPENDENCY]["evidence"]["address"] == f"http://svc:***@{host}{path}?api_key=***"
+    if outcome == "failed":
+        assert run.message(DEPENDENCY) == (
+            f"dependency quantum-backend at http://svc:***@{host}/nope?api_key=*** answered HTTP 404, not 2xx/3xx: "
+            f"{NOT_UP}")
+    assert_no_secret_shown(run)
+
+
+def test_unreachable_dependency_url_secrets_never_reach_the_report(
+    run_checks: Run, profile_variant: Variant, app: Any
+) -> None:
+    gone = app()
+    gone.stop()
+    host = gone.url.removeprefix("http://")
+    run = run_checks(profile_variant(dependency_at(f"http://s3cr3tTOKEN@{host}/health?api_key=SECRETKEY&v=2")),
+                     DEPENDENCIES, extra=("-rA",))
+    assert run.failed() == {DEPENDENCY}
+    assert run.message(DEPENDENCY) == (
+        f"dependency quantum-backend at http://***@{host}/health?api_key=***&v=*** unreachable: connection refused")
+    assert_no_secret_shown(run)
+
+
+def test_service_url_secrets_never_reach_the_report(run_checks: Run, profile_variant: Variant, app: Any) -> None:
+    backend = app("--health-status", "500")
+    host = backend.url.removeprefix("http://")
+    mutate = service_at(f"http://svc:s3cr3tTOKEN@{host}", health_path="/health?api_key=SECRETKEY")
+    run = run_checks(profile_variant(mutate), HTTP, METRICS, extra=("-rA",))
+    status, body = (f"test_http_health.py::{check}{PF}" for check in ("test_health_endpoint_answers_2xx",
+                                                                         "test_health_body_reports_healthy"))
+    assert run.failed() == {status, body}
+    shown = f"http://svc:***@{host}/health?api_key=***"
+    assert run.message(status) == f"photonic-foundry health endpoint {shown} answered HTTP 500, not 2xx"
+    assert run.message(body) == (
+        f"photonic-foundry reports status 'unhealthy' at {shown}, expected one of ok, healthy, pass, up")
+    assert run.checks[status]["evidence"]["url"] == shown
+    assert_no_secret_shown(run)
 
 
 @pytest.fixture

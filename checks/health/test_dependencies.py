@@ -14,6 +14,7 @@ from fixtures.reporting import Recorder
 from opsverify.durations import format_duration
 from opsverify.probes.network import Reachability
 from opsverify.profile import Dependency
+from opsverify.redact import redact_url
 
 pytestmark = [pytest.mark.health, pytest.mark.daily]
 
@@ -29,18 +30,19 @@ def test_dependency_is_reachable_within_budget(
 ) -> None:
     """QP-04/QP-29: a TCP connect, or an HTTP GET answering 2xx/3xx or an ``accept_status``, within ``budget``."""
     result = reach(dependency)
+    shown = redact_url(dependency.url)  # a token in the URL never reaches a report
     evidence.record(address=result.address, latency=format_duration(result.latency), budget=dependency.budget,
                     status=result.status_code, accept_status=" ".join(map(str, dependency.accept_status)) or None)
     if result.status_code is not None:
         expect(
             result.is_reachable,
-            f"dependency {dependency.name} at {dependency.url} answered HTTP {result.status_code}, not 2xx/3xx"
+            f"dependency {dependency.name} at {shown} answered HTTP {result.status_code}, not 2xx/3xx"
             f"{accepted(dependency)}: check the URL and the dependency, or list the status in accept_status if it "
             "means up (e.g. 401 where the URL needs authentication)",
         )
-    expect(result.is_reachable, f"dependency {dependency.name} at {dependency.url} unreachable: {result.error}")
+    expect(result.is_reachable, f"dependency {dependency.name} at {shown} unreachable: {result.error}")
     expect(
         result.latency <= dependency.budget,
         f"dependency {dependency.name} took {format_duration(result.latency)} "
-        f"(budget {format_duration(dependency.budget)}) at {dependency.url}",
+        f"(budget {format_duration(dependency.budget)}) at {shown}",
     )

@@ -64,19 +64,33 @@ def test_database_role_cannot_write(
     evidence.record(
         role=role, superuser=found.superuser, pg_write_all_data=found.writes_all_data,
         table_writes=" ".join(found.table_writes[:5]), create_schemas=" ".join(found.create_schemas[:5]),
+        writes_through=" ".join(found.writes_all_through or found.table_write_through or found.create_through) or None,
     )
     where = f"database {database.name} at {found.address}: role {role}"
     if found.superuser:
         fail(f"{where} is a superuser; opsverify needs a role that cannot write (declare one, or ALTER ROLE {grantee} "
              "NOSUPERUSER)")
     if found.writes_all_data:
-        fail(f"{where} is a member of pg_write_all_data; opsverify needs a role that cannot write "
-             f"(REVOKE pg_write_all_data FROM {grantee})")
+        source, fix = revoke("pg_write_all_data", found.writes_all_through, grantee)
+        fail(f"{where} is a member of pg_write_all_data{source}; opsverify needs a role that cannot write ({fix})")
     if found.table_writes:
         privilege, table = found.table_writes[0].split(" ", 1)
-        fail(f"{where} holds {privilege} on {table}; opsverify needs a role that cannot write "
-             f"(REVOKE {privilege} ON {table} FROM {grantee})")
+        source, fix = revoke(f"{privilege} ON {table}", found.table_write_through, grantee)
+        fail(f"{where} holds {privilege} on {table}{source}; opsverify needs a role that cannot write ({fix})")
     if found.create_schemas:
         schema = found.create_schemas[0]
-        fail(f"{where} can CREATE in schema {schema}; opsverify needs a role that cannot write "
-             f"(REVOKE CREATE ON SCHEMA {schema} FROM {grantee})")
+        source, fix = revoke(f"CREATE ON SCHEMA {schema}", found.create_through, grantee)
+        fail(f"{where} can CREATE in schema {schema}{source}; opsverify needs a role that cannot write ({fix})")
+
+
+def revoke(what: str, through: tuple[str, ...], grantee: str) -> tuple[str, str]:
+    """Where a privilege comes from (`` through PUBLIC``, `` through role g``; nothing when granted to the role
+    itself) and the REVOKE that removes it: a REVOKE from the role leaves what PUBLIC or a group role holds."""
+    holders = list(through) or [grantee]
+    others = [h for h in holders if h != grantee]
+    if not others:
+        return "", f"REVOKE {what} FROM {grantee}"
+    named = [h if h == "PUBLIC" else f"role {h}" for h in others]
+    groups = [h for h in others if h != "PUBLIC"]
+    out_of = f", or take {grantee} out of {' and '.join(groups)}" if groups and "PUBLIC" not in others else ""
+    return f" through {' and '.join(named)}", f"REVOKE {what} FROM {', '.join(holders)}{out_of}"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fixtures.expect import expect
+from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration
 from opsverify.probes.redis import RedisState
@@ -50,21 +50,39 @@ def test_redis_answers_ping_within_budget(
 def test_redis_persistence_is_switched_on(
     redis_instance: RedisInstance, redis_state_of: StateOf, evidence: Recorder
 ) -> None:
-    """PF-47: RDB snapshots (``CONFIG GET save`` not empty) or AOF (``aof_enabled:1``) are on."""
+    """PF-47: RDB snapshots (``CONFIG GET save`` not empty) or AOF (``aof_enabled:1``) are on.
+
+    Where CONFIG cannot be read (renamed away, a managed Redis) the profile may declare ``persistence``;
+    INFO persistence still checks the declaration (``aof`` needs ``aof_enabled:1``; ``none`` fails).
+    """
     state = answering_state(redis_instance, redis_state_of)
+    name, declared = redis_instance.name, redis_instance.persistence
     evidence.record(save=state.save_rules, aof_enabled=state.persistence.get("aof_enabled"),
-                    config_refused=state.config_refused)
+                    rdb_saves=state.persistence.get("rdb_saves"), config_refused=state.config_refused,
+                    declared=declared)
+    if declared == "none":
+        fail(f"redis {name} at {state.address}: the profile declares persistence: none, so a restart loses every key; "
+             "switch on save rules or appendonly and declare it, or declare require_persistence: false")
+    if declared == "aof":
+        expect(state.aof_enabled, f"redis {name} at {state.address}: the profile declares persistence: aof but INFO "
+               "persistence shows aof_enabled:0: set appendonly yes, or declare what the server does")
     if state.aof_enabled:
         return
+    if state.save_rules is None and declared == "rdb":
+        return  # declared, and nothing readable contradicts it: the BGSAVE and unsaved-age checks read INFO
+    if state.config_unknown:
+        fail(f"redis {name} at {state.address} does not know CONFIG ({state.config_refused}) and AOF is off: cannot "
+             "tell whether RDB snapshots are on; CONFIG is renamed or disabled (rename-command, a managed Redis) and "
+             f"no ACL brings it back: declare persistence: rdb (or aof, none) for redis {name} in the profile")
     expect(
         state.save_rules is not None,
-        f"redis {redis_instance.name} at {state.address} refused CONFIG GET save ({state.config_refused}) and AOF is "
+        f"redis {name} at {state.address} refused CONFIG GET save ({state.config_refused}) and AOF is "
         f"off: cannot tell whether RDB snapshots are on; allow it (ACL SETUSER {redis_instance.username or 'default'} "
         "+config|get)",
     )
     expect(
         bool(state.save_rules),
-        f"redis {redis_instance.name} at {state.address} persists nothing: RDB snapshots are off (save \"\") and AOF "
+        f"redis {name} at {state.address} persists nothing: RDB snapshots are off (save \"\") and AOF "
         "is off (aof_enabled:0), so a restart loses every key; set save rules (e.g. save 3600 1 300 100) or "
         "appendonly yes, or declare require_persistence: false",
     )

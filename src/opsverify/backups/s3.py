@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
 from opsverify.profile.model import S3Access, Timeouts
+from opsverify.redact import redact_urls
 
 S3Client = Any  # botocore builds the client class at run time
 
@@ -100,7 +101,8 @@ def unreachable(exc: BaseException, timeouts: Timeouts | None = None) -> str | N
 
 
 def describe_error(exc: BaseException, timeouts: Timeouts | None = None) -> str:
-    """One phrase for a botocore/boto3 failure (no credentials or request ids); a timeout names its value."""
+    """One phrase for a botocore/boto3 failure (no credentials or request ids, URLs redacted); a timeout names its
+    value."""
     cause = unreachable(exc, timeouts)
     if cause is not None:
         return cause
@@ -108,7 +110,7 @@ def describe_error(exc: BaseException, timeouts: Timeouts | None = None) -> str:
     code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     if code:
         return f"S3 error {code}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return redact_urls(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__  # its endpoint URL
 
 
 def etag_of(path: Path, parts: int = 1, chunk: int = 1 << 20) -> str:

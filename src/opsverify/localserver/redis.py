@@ -70,7 +70,7 @@ class RedisServer:
             raise LocalServerError(f"port {self.port} of redis-server is still open after stop: see `ss -ltnp`")
 
 
-def _config(directory: Path, port: int, password: str | None, save: str = "") -> Path:
+def _config(directory: Path, port: int, password: str | None, save: str = "", extra: tuple[str, ...] = ()) -> Path:
     lines = {
         "bind": LOOPBACK,
         "port": str(port),
@@ -88,7 +88,7 @@ def _config(directory: Path, port: int, password: str | None, save: str = "") ->
     conf = directory / "redis.conf"
     conf.touch(mode=0o600, exist_ok=True)
     conf.chmod(0o600)
-    conf.write_text("".join(f"{key} {value}\n" for key, value in lines.items()))
+    conf.write_text("".join(f"{key} {value}\n" for key, value in lines.items()) + "".join(f"{x}\n" for x in extra))
     return conf
 
 
@@ -110,18 +110,20 @@ def read_pid(directory: Path) -> int | None:
 
 
 def start_redis(
-    directory: Path, port: int, password: str | None = None, timeout: float = 10, save: str = ""
+    directory: Path, port: int, password: str | None = None, timeout: float = 10, save: str = "",
+    extra: tuple[str, ...] = (),
 ) -> RedisServer:
     """Start a daemonized redis-server on ``127.0.0.1:port`` and return once it answers PING.
 
     ``save``: its RDB snapshot rules (``"3600 1 300 100"``); empty, the default, snapshots only on request.
+    ``extra``: more redis.conf lines (``'rename-command CONFIG ""'``).
     """
     binary = shutil.which("redis-server")
     if binary is None:
         raise LocalServerError(INSTALL)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "redis.pid").unlink(missing_ok=True)
-    run([binary, str(_config(directory, port, password, save))], "starting redis-server", timeout=timeout)
+    run([binary, str(_config(directory, port, password, save, extra))], "starting redis-server", timeout=timeout)
     deadline = time.monotonic() + timeout
     pid = read_pid(directory)
     while pid is None:

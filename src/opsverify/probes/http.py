@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
 from opsverify.profile.model import HttpService
+from opsverify.redact import redact_in, redact_url, redact_urls
 
 if TYPE_CHECKING:
     import requests
@@ -106,6 +107,8 @@ def http_get(
 ) -> HttpReply:
     """GET ``url`` once, timing it; never raises for network trouble.
 
+    The reply shows ``url`` redacted (its password and query values masked), in its error too.
+
     No retries (requests' default adapter makes none), and the whole exchange, body included, ends
     by ``connect_timeout + read_timeout``.
     """
@@ -129,8 +132,9 @@ def http_get(
     except _Overdue:
         error = cause = request_timed_out(read_timeout)
     else:
-        return HttpReply(url, response.status_code, timedelta(seconds=time.perf_counter() - started), text)
-    return HttpReply(url, None, timedelta(seconds=time.perf_counter() - started), error=error, unreachable=cause)
+        return HttpReply(redact_url(url), response.status_code, timedelta(seconds=time.perf_counter() - started), text)
+    return HttpReply(redact_url(url), None, timedelta(seconds=time.perf_counter() - started),
+                     error=redact_urls(redact_in(error, url)), unreachable=cause)
 
 
 def tls_verify(service: HttpService) -> bool | str:

@@ -67,14 +67,17 @@ def ssh_greeting(host: str, port: int, connect: timedelta, request: timedelta) -
 
 
 def probe_reachability(url: str, timeout: timedelta, accept: Collection[int] = ()) -> Reachability:
-    """``tcp://host:port`` connects; ``http(s)://`` answers 2xx/3xx (redirects followed) or a status in ``accept``."""
+    """``tcp://host:port`` connects; ``http(s)://`` answers 2xx/3xx (redirects followed) or a status in ``accept``.
+
+    The result shows the URL redacted (``redact_url``): a token in it never reaches a report.
+    """
     parts = urlsplit(url)
     if parts.scheme == "tcp":
         return tcp_connect(parts.hostname or "", parts.port or 0, timeout)
     reply = http_get(url, connect_timeout=timeout, read_timeout=timeout)
     if not reply.is_answered:
-        return Reachability(url, reply.latency, reply.error, reply.unreachable)
+        return Reachability(reply.url, reply.latency, reply.error, reply.unreachable)
     code = reply.status_code
     if code is not None and not 200 <= code < 400 and code not in accept:
-        return Reachability(url, reply.latency, f"HTTP {code}", status_code=code)
-    return Reachability(url, reply.latency, status_code=code)
+        return Reachability(reply.url, reply.latency, f"HTTP {code}", status_code=code)
+    return Reachability(reply.url, reply.latency, status_code=code)

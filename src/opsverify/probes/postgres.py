@@ -155,12 +155,39 @@ FROM pg_roles r WHERE r.rolname = current_user
 """
 
 
+# Where the role's first write privilege comes from: the grantees of the ACL entries (the default ACL
+# when none was set: the owner's) that give it and that the role holds: itself, PUBLIC, or a role it
+# inherits from (pg_has_role … USAGE). A REVOKE from the role itself does not touch the other two.
+GRANTEES = """
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+FROM aclexplode(%(acl)s) a
+WHERE a.privilege_type = %(privilege)s AND (a.grantee = 0 OR pg_has_role(current_user, a.grantee, 'USAGE'))
+ORDER BY a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = current_user), a.grantee <> 0, 1
+"""
+TABLE_ACL = "(SELECT coalesce(relacl, acldefault('r', relowner)) FROM pg_class WHERE oid = %(name)s::regclass)"
+SCHEMA_ACL = "(SELECT coalesce(nspacl, acldefault('n', nspowner)) FROM pg_namespace WHERE oid = %(name)s::regnamespace)"
+# The roles the session role is a member of through which it is in pg_write_all_data (itself when directly).
+WRITE_ALL_THROUGH = """
+SELECT m.member::regrole::text FROM pg_auth_members m
+WHERE m.roleid = 'pg_write_all_data'::regrole AND pg_has_role(current_user, m.member, 'MEMBER')
+ORDER BY m.member <> (SELECT oid FROM pg_roles WHERE rolname = current_user), 1
+"""
+
+
+def grantees(conn: psycopg.Connection, acl: str, name: str, privilege: str) -> tuple[str, ...]:
+    """Who holds ``privilege`` on ``name`` for the session role: itself, ``PUBLIC``, or roles it is a member of."""
+    query = GRANTEES.replace("%(acl)s", acl)
+    rows = conn.execute(query, {"name": name, "privilege": privilege}).fetchall()
+    return tuple(dict.fromkeys(r[0] for r in rows))  # one entry per grantee, whoever granted it
+
+
 @dataclass(frozen=True)
 class RoleWrites:
     """What the server says the session's role may change: superuser, pg_write_all_data, table and schema grants.
 
     ``table_writes`` holds ``"INSERT schema.table"`` items (identifiers quoted as SQL needs them),
     ``create_schemas`` the schemas it may CREATE in; both in name order, at most ``limit`` each.
+    ``*_through``: who holds the first of each (the role itself, ``PUBLIC``, a role it is a member of).
     """
 
     address: str
@@ -171,6 +198,9 @@ class RoleWrites:
     create_schemas: tuple[str, ...] = ()
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
+    writes_all_through: tuple[str, ...] = ()
+    table_write_through: tuple[str, ...] = ()
+    create_through: tuple[str, ...] = ()
 
     @property
     def is_read(self) -> bool:
@@ -181,10 +211,23 @@ def probe_role_writes(db: Database, timeout: timedelta, query_timeout: timedelta
     """Ask the server what the declared role (``db.user``) may write: one query bounded by ``query_timeout``."""
     address = f"{db.host}:{db.port}/{db.dbname}"
     params = {"privileges": list(WRITE_PRIVILEGES), "limit": limit}
-    row = read_only(db, timeout, query_timeout, lambda conn: conn.execute(ROLE_WRITES, params).fetchone())
-    if isinstance(row, Unread):
-        return RoleWrites(address, db.user, error=row.error, unreachable=row.unreachable)
-    if row is None:
+
+    def read(conn: psycopg.Connection) -> RoleWrites | None:
+        row = conn.execute(ROLE_WRITES, params).fetchone()
+        if row is None:
+            return None
+        superuser, writes_all, tables, schemas = row
+        through_all = tuple(dict.fromkeys(r[0] for r in conn.execute(WRITE_ALL_THROUGH))) if writes_all else ()
+        privilege, table = tables[0].split(" ", 1) if tables else ("", "")
+        through_table = grantees(conn, TABLE_ACL, table, privilege) if tables else ()
+        through_create = grantees(conn, SCHEMA_ACL, schemas[0], "CREATE") if schemas else ()
+        return RoleWrites(address, db.user, bool(superuser), bool(writes_all), tuple(tables), tuple(schemas),
+                          writes_all_through=through_all, table_write_through=through_table,
+                          create_through=through_create)
+
+    found = read_only(db, timeout, query_timeout, read)
+    if isinstance(found, Unread):
+        return RoleWrites(address, db.user, error=found.error, unreachable=found.unreachable)
+    if found is None:
         return RoleWrites(address, db.user, error=f"role {db.user} is not in pg_roles")
-    superuser, writes_all, tables, schemas = row
-    return RoleWrites(address, db.user, bool(superuser), bool(writes_all), tuple(tables), tuple(schemas))
+    return found

@@ -23,6 +23,7 @@ class RedisState:
     persistence: dict[str, Any] = field(default_factory=dict)
     save_rules: str | None = None  # CONFIG GET save ("" when RDB snapshots are off); None when it was refused
     config_refused: str | None = None  # why CONFIG GET save was refused (an ACL without +config|get, a renamed command)
+    config_unknown: bool = False  # refused as an unknown command (renamed or disabled), not by an ACL (NOPERM)
     server_time: float | None = None  # the server's clock (TIME; this host's when refused), unix seconds
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
@@ -95,14 +96,14 @@ def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta,
             samples.append(time.perf_counter() - started)
         persistence = conn.info("persistence")
         now = server_clock(conn)
-        save_rules, refused = save_config(conn)
+        save_rules, refused, unknown = save_config(conn)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
         return RedisState(address, error=cause or str(exc).splitlines()[0] or type(exc).__name__, unreachable=cause)
     finally:
         conn.close()
     ping = timedelta(seconds=sorted(samples)[len(samples) // 2])
-    return RedisState(address, ping, dict(persistence), save_rules, refused, now)
+    return RedisState(address, ping, dict(persistence), save_rules, refused, unknown, now)
 
 
 def server_clock(conn: redis.Redis) -> float:
@@ -116,14 +117,17 @@ def server_clock(conn: redis.Redis) -> float:
     return float(seconds) + micros / 1e6
 
 
-def save_config(conn: redis.Redis) -> tuple[str | None, str | None]:
-    """``CONFIG GET save`` (the RDB snapshot rules, "" when off), or None and why the server refused it."""
+def save_config(conn: redis.Redis) -> tuple[str | None, str | None, bool]:
+    """``CONFIG GET save`` (the RDB snapshot rules, "" when off), or None, why the server refused it, and whether
+    it refused it as an unknown command (``rename-command CONFIG ""``, a managed Redis) rather than by an ACL."""
     import redis
 
     try:
         reply = conn.config_get("save")
     except redis.ResponseError as exc:  # NOPERM (ACL), or CONFIG renamed away: the connection itself is fine
-        return None, str(exc).splitlines()[0] or type(exc).__name__
+        text = str(exc).splitlines()[0] or type(exc).__name__
+        unknown = not isinstance(exc, redis.exceptions.NoPermissionError) and text.lower().startswith("unknown command")
+        return None, text, unknown
     if "save" not in reply:
-        return None, "CONFIG GET save returned no 'save' parameter"
-    return str(reply["save"]), None
+        return None, "CONFIG GET save returned no 'save' parameter", False
+    return str(reply["save"]), None, False

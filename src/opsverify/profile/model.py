@@ -165,6 +165,13 @@ class RedisInstance(SecretSource):
         "unsaved longer than max_unsaved_age",
     )
     rdb_file: Path | None = Field(None, description="the server's dump.rdb, when readable from here (PF-21)")
+    persistence: Literal["rdb", "aof", "none"] | None = Field(
+        None,
+        description="what the server persists with, for a server whose CONFIG cannot be read (renamed away by "
+        "hardening, blocked on a managed Redis): rdb (save rules), aof (appendonly), none. Unset: ask the server "
+        "(CONFIG GET save). Declared, INFO persistence still checks it: aof needs aof_enabled:1; a readable CONFIG "
+        "GET save must agree",
+    )
     max_unsaved_age: Duration = Field(
         timedelta(hours=4),
         description="with RDB only (AOF off), how long a change may stay unsaved: the age of the last successful "
