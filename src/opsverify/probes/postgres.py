@@ -27,11 +27,10 @@ LIBPQ_FAILURES = (  # libpq's own words for a connection-level failure (its erro
 
 @dataclass(frozen=True)
 class PgSession:
-    """What opening a session told: latency, read-only state, server version, or the error."""
+    """What opening a session told: latency, server version, or the error."""
 
     address: str
     latency: timedelta
-    read_only: bool = False
     server_version: str | None = None
     error: str | None = None
     unreachable: str | None = None  # the connection-level cause (refused, timed out, …): an outage
@@ -115,14 +114,13 @@ def read_only(
 
 
 def probe_session(db: Database, timeout: timedelta) -> PgSession:
-    """Open a session, confirm it is read-only and answers ``SELECT 1``."""
+    """Open a (read-only) session and have it answer ``SELECT 1``."""
     import psycopg
 
     address = f"{db.host}:{db.port}/{db.dbname}"
     started = time.perf_counter()
     try:
         with connect(db, timeout, statement_timeout=timeout) as conn:
-            read_only = conn.execute("SHOW transaction_read_only").fetchone()
             conn.execute("SELECT 1").fetchone()
             version = conn.info.parameter_status("server_version")
     except (psycopg.Error, OSError) as exc:
@@ -130,7 +128,7 @@ def probe_session(db: Database, timeout: timedelta) -> PgSession:
         cause = unreachable(exc, timeout)
         return PgSession(address, elapsed, error=cause or first_line(exc), unreachable=cause)
     latency = timedelta(seconds=time.perf_counter() - started)
-    return PgSession(address, latency, read_only=bool(read_only and read_only[0] == "on"), server_version=version)
+    return PgSession(address, latency, server_version=version)
 
 
 WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
