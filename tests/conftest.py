@@ -193,3 +193,29 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
     yield server
     server.stop()
     assert not port_is_open("127.0.0.1", port), f"sshd still listens on {port}"
+
+
+@pytest.fixture
+def bucket(sandbox_profile: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(client, S3 settings: the sandbox S3's access and ``url`` s3://BUCKET/database/) for a fresh bucket.
+
+    The settings serve as a source's ``offsite`` or, without ``url``, its ``s3``. The bucket is emptied and
+    deleted after, and proven gone.
+    """
+    import uuid
+
+    import boto3
+
+    sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
+    offsite = dict(next(s["offsite"] for s in sources if s.get("offsite")))
+    secret = Path(offsite["secret_access_key_file"]).read_text().strip()
+    s3 = boto3.client("s3", endpoint_url=offsite["endpoint_url"], region_name=offsite["region"],
+                      aws_access_key_id=offsite["access_key_id"], aws_secret_access_key=secret)
+    name = f"opsverify-test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    access = {k: offsite[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key_file")}
+    yield s3, {**access, "url": f"s3://{name}/database/"}
+    for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
+        s3.delete_object(Bucket=name, Key=item["Key"])
+    s3.delete_bucket(Bucket=name)
+    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -633,26 +633,6 @@ def test_corrupt_archive_member_fails(run_checks: Run, profile_variant: Variant,
 # --- offsite copies, in a bucket of each test's own on the sandbox's S3 server ---------------------------
 
 
-@pytest.fixture
-def bucket(sandbox_profile: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """(client, offsite settings) for a fresh bucket on the sandbox S3; emptied and deleted after."""
-    import boto3
-
-    sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
-    offsite = dict(next(s["offsite"] for s in sources if s.get("offsite")))
-    secret = Path(offsite["secret_access_key_file"]).read_text().strip()
-    s3 = boto3.client("s3", endpoint_url=offsite["endpoint_url"], region_name=offsite["region"],
-                      aws_access_key_id=offsite["access_key_id"], aws_secret_access_key=secret)
-    name = f"opsverify-test-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    offsite["url"] = f"s3://{name}/database/"
-    yield s3, offsite
-    for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
-        s3.delete_object(Bucket=name, Key=item["Key"])
-    s3.delete_bucket(Bucket=name)
-    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
-
-
 def uploaded(copy: SeriesCopy, bucket: tuple[Any, dict[str, Any]]) -> Mutation:
     s3, offsite = bucket
     name = offsite["url"].split("/")[2]

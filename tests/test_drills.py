@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from opsverify.actions.base import performed
 from opsverify.actions.database import ScratchDatabase, connect, drop_database
@@ -642,26 +641,6 @@ def test_missing_manifest_without_compare_with_source_skips_the_comparisons(
     assert (run.outcome(COUNTS), run.outcome(CHECKSUMS)) == ("skipped", "skipped")
     assert run.message(COUNTS) == f"drill {PF}: nothing to compare row counts with ({why})"
     assert run.message(CHECKSUMS) == f"drill {PF}: nothing to compare checksums with ({why})"
-
-
-@pytest.fixture
-def bucket(sandbox_profile: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """(client, S3 access settings with ``url``) for a fresh bucket on the sandbox S3; emptied and deleted after."""
-    import boto3
-
-    sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
-    offsite = dict(next(s["offsite"] for s in sources if s.get("offsite")))
-    secret = Path(offsite["secret_access_key_file"]).read_text().strip()
-    s3 = boto3.client("s3", endpoint_url=offsite["endpoint_url"], region_name=offsite["region"],
-                      aws_access_key_id=offsite["access_key_id"], aws_secret_access_key=secret)
-    name = f"opsverify-drill-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    access = {k: offsite[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key_file")}
-    yield s3, {**access, "url": f"s3://{name}/database/"}
-    for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
-        s3.delete_object(Bucket=name, Key=item["Key"])
-    s3.delete_bucket(Bucket=name)
-    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
 
 def s3_series(bucket: tuple[Any, dict[str, Any]], dump: bytes, name: str, manifest: Path) -> dict[str, Any]:
