@@ -103,6 +103,7 @@ def test_a_profile_built_in_python_is_cross_checked_too() -> None:
         ("'20'", "20 is a bare number: a duration needs a unit, so write 20s or 20ms (or 15m, 1h, 30d)"),
         ("2.5", "2.5 is a bare number: a duration needs a unit, so write 2.5s or 2.5ms (or 15m, 1h, 30d)"),
         ("-86400", f"-86400 is a bare negative number: a duration is positive and has a unit, as {FORMS}"),
+        ("0", f"0 is a bare number: a duration is positive and has a unit, as {FORMS}"),
         ("-5m", f"'-5m' is not a duration: write it as {FORMS}"),
         ("0s", f"'0s' is not a positive duration: write it as {FORMS}"),
         ("0ms", f"'0ms' is not a positive duration: write it as {FORMS}"),

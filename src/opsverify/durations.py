@@ -42,8 +42,9 @@ def _bare(number: object) -> str:
     shown = str(number)
     if isinstance(number, float) and not math.isfinite(number):
         return f"{shown} is not a duration: write it with a unit, as {FORMS}"
-    if shown.startswith("-"):
-        return f"{shown} is a bare negative number: a duration is positive and has a unit, as {FORMS}"
+    if shown.startswith("-") or float(shown) == 0:
+        sign = "negative " if shown.startswith("-") else ""
+        return f"{shown} is a bare {sign}number: a duration is positive and has a unit, as {FORMS}"
     return f"{shown} is a bare number: a duration needs a unit, so write {shown}s or {shown}ms (or 15m, 1h, 30d)"
 
 
