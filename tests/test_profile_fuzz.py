@@ -159,7 +159,7 @@ def test_profile_check_of_the_nastiest_inputs_is_one_line_and_quick(tmp_path: Pa
 @pytest.mark.timeout(300)
 def test_bad_profiles_through_pytest_are_usage_errors(pytester: pytest.Pytester, tmp_path: Path) -> None:
     nasty = _nasty_inputs(tmp_path)
-    for what in ("anchor bomb", "FIFO", "/dev/zero", "huge max_verify", "duplicate section", "non-UTF-8"):
+    for what in ("anchor bomb", "FIFO", "huge max_verify", "duplicate section"):
         result = pytester.runpytest_subprocess(
             str(ROOT / "checks"), "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
             f"--profile={nasty[what]}", "--no-reports", "-p", "no:randomly", timeout=60,

@@ -366,3 +366,23 @@ def test_unset_password_variable_suggests_setting_it_or_a_file(tmp_path: Path) -
         "backups[0].offsite.secret_access_key (line 3): environment variable S3_KEY is not set: set S3_KEY, or use "
         "secret_access_key_file",
     ]
+
+
+# 8. a 20,000-source profile loads (its time is a benchmark, bench/bench_profile.py, not asserted here) ----------
+
+
+def test_a_20000_source_profile_loads(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_profile import big_profile
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    path = write(tmp_path, big_profile(20_000))
+    assert path.stat().st_size < MAX_BYTES
+    loaded = load_profile(path, {})
+    assert (len(loaded.backups), len(loaded.drills)) == (20_000, 2_000)
+    broken = write(tmp_path, big_profile(20_000).replace("backup: src-19990,", "backup: nope,"), "broken.yaml")
+    first = ", ".join(f"'src-{i:05d}'" for i in range(10))
+    assert problems(broken) == [
+        f"drills[1999].backup (line 202006): backup 'nope' is not declared (known: [{first}, … (20000 declared)])"
+    ]

@@ -7,6 +7,7 @@ A duration is always a string with a unit: a bare number (``20``, ``"20"``) is r
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import timedelta
@@ -26,6 +27,11 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
         raise ValueError(_bare(text))
     if not isinstance(text, str):
         raise ValueError(f"expected a duration such as {FORMS}, got {text!r}")
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(text: str) -> timedelta:  # a big profile repeats `24h`, `30d`
     compact = text.replace(" ", "")
     if re.fullmatch(r"[+-]?\d+(\.\d+)?", compact):
         raise ValueError(_bare(compact))

@@ -118,6 +118,14 @@ def _true(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in {"1", "on", "t", "true", "y", "yes"})
 
 
+def _known(names: set[str], shown: int = 10) -> str:
+    """``['a', 'b']``; a long list is cut: ``['a', …, 'j', … (20000 declared)]``."""
+    ordered = sorted(names)
+    if len(ordered) <= shown:
+        return str(ordered)
+    return str(ordered[:shown])[:-1] + f", … ({len(ordered)} declared)]"
+
+
 def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
     """Every problem between sections (unique names, names a drill, backup or replica refers to, the objectives the
     checks need), each with its path; ``data`` is the raw interpolated profile (a mapping) or a ``Profile``.
@@ -151,7 +159,7 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
             value = _text(_get(drill, key, "database" if key == "objective" else None))
             if value is not None and value not in declared:
                 problems.append(
-                    (("drills", index, key), f"{key} {value!r} is not declared (known: {sorted(declared)})")
+                    (("drills", index, key), f"{key} {value!r} is not declared (known: {_known(declared)})")
                 )
         backup = _text(_get(drill, "backup"))
         if _get(drill, "database") is not None and backup in names["backups"] and scopes.get(backup) == "tables":
@@ -164,7 +172,7 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
         host = _text(_get(source, "host"))
         if host is not None and host not in names["hosts"]:
             problems.append((("backups", index, "host"),
-                             f"host {host!r} is not declared (known: {sorted(names['hosts'])})"))
+                             f"host {host!r} is not declared (known: {_known(names['hosts'])})"))
         database = _text(_get(source, "database"))
         if database is not None and database not in names["databases"]:
             problems.append((("backups", index, "database"), f"database {database!r} is not a declared database"))

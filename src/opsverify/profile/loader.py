@@ -48,6 +48,7 @@ _PATH_KEYS = {
     *("secret_access_key_file", "rdb_file", "scratch_dir", "replication_password_file"),
 }
 _TAG = "tag:yaml.org,2002:"
+_STR = f"{_TAG}str"
 _SCALAR_TAGS = {f"{_TAG}{t}" for t in ("null", "bool", "int", "float", "str", "timestamp")}
 
 
@@ -114,88 +115,114 @@ def _too_big(size: int) -> str:
     return f"the file is {size:,} bytes or more, over the {MAX_BYTES // (1024 * 1024)} MiB a profile may have"
 
 
+Lines = dict[str | int, tuple[int, "Lines | None"]]  # key or index -> (line, the lines of what is under it)
+
+
 class _Frame:
-    __slots__ = ("anchor", "container", "key", "key_line", "key_lines", "line", "merges", "path", "size")
+    __slots__ = ("anchor", "container", "is_map", "key", "key_line", "line", "merges", "path", "size", "table")
 
     def __init__(self, container: dict[Any, Any] | list[Any], path: PathKey, line: int, anchor: str | None) -> None:
         self.container = container
+        self.is_map = isinstance(container, dict)
         self.path = path
         self.line = line
         self.anchor = anchor
         self.size = 1
         self.key: Any = _Frame  # _Frame: no key pending
         self.key_line = 0
-        self.key_lines: dict[Any, int] = {}
-        self.merges: list[Any] = []
+        self.table: Lines = {}
+        self.merges: list[tuple[Any, int]] = []
 
 
 class _Builder:
-    """Python data and a line map from libyaml's events, with explicit bounds (see the module docstring)."""
+    """Python data and a tree of lines from libyaml's events, with explicit bounds (see the module docstring).
+
+    One pass over the events, no recursion; a scalar in a collection (most events) takes the inlined path."""
 
     def __init__(self, text: str) -> None:
         self.loader = yaml.CSafeLoader(text)
-        self.lines: dict[PathKey, int] = {}
         self.problems: list[tuple[PathKey, str]] = []
-        self.anchors: dict[str, tuple[Any, int] | None] = {}  # None: still being read
+        self.anchors: dict[str, tuple[Any, int, Lines | None] | None] = {}  # None: still being read
         self.nodes = 0
         self.alias_nodes = 0
         self.stack: list[_Frame] = []
         self.root: Any = None
+        self.root_line = 0
+        self.tree: Lines | None = None
+        self._resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = yaml.CSafeLoader.yaml_implicit_resolvers
 
     def build(self) -> Any:
-        loader = self.loader
+        get_event = self.loader.get_event
+        stack = self.stack
+        scalar_event = yaml.ScalarEvent
+        documents = 0
         try:
-            documents = 0
-            while loader.check_event():
-                event = loader.get_event()
-                if event is None or isinstance(
-                    event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)
-                ):
-                    continue
-                if isinstance(event, yaml.DocumentStartEvent):
+            while (event := get_event()) is not None:
+                kind = type(event)
+                if kind is scalar_event and stack and event.anchor is None:  # type: ignore[attr-defined]
+                    assert isinstance(event, yaml.ScalarEvent)  # the common case, inlined
+                    self.nodes += 1
+                    line = event.start_mark.line + 1 if event.start_mark is not None else 0
+                    if self.nodes > MAX_NODES:
+                        self._count(0, line)
+                    value = event.value if event.tag is None and not event.implicit[0] else self._scalar(event, line)
+                    top = stack[-1]
+                    top.size += 1
+                    if not top.is_map:
+                        top.table[len(top.container)] = (line, None)
+                        top.container.append(value)  # type: ignore[union-attr]
+                    elif top.key is _Frame:
+                        top.key, top.key_line = value, line
+                    else:
+                        self._put(top, value, None)
+                elif kind is yaml.DocumentStartEvent:
                     documents += 1
                     if documents > 1:
                         raise _Refused(_line_of(event), "a profile is one YAML document: drop the `---`")
-                else:
+                elif kind not in (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent):
                     self._event(event)
         finally:
-            loader.dispose()
+            self.loader.dispose()
         return self.root
 
     def _event(self, event: yaml.Event) -> None:
         line = _line_of(event)
-        if isinstance(event, yaml.ScalarEvent):
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            assert isinstance(event, yaml.ScalarEvent)
             self._count(1, line)
-            self._add(self._scalar(event, line), 1, line, event.anchor)
-        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            self._add(self._scalar(event, line), 1, line, event.anchor, None)
+        elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+            assert isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
             self._count(1, line)
             if len(self.stack) >= MAX_DEPTH:
                 raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels: a profile is a few levels deep")
             tag = event.tag
-            is_map = isinstance(event, yaml.MappingStartEvent)
+            is_map = kind is yaml.MappingStartEvent
             if tag not in (None, "!", f"{_TAG}{'map' if is_map else 'seq'}"):
                 raise _Refused(line, f"the tag {tag} is not supported in a profile: drop it")
             if event.anchor is not None:
                 self.anchors[event.anchor] = None
             self.stack.append(_Frame({} if is_map else [], self._child_path(), line, event.anchor))
-        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+        elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
             frame = self.stack.pop()
-            if isinstance(frame.container, dict) and frame.merges:
+            if frame.merges:
                 self._merge(frame)
-            self._add(frame.container, frame.size, frame.line, frame.anchor)
-        elif isinstance(event, yaml.AliasEvent):
-            name = event.anchor
+            self._add(frame.container, frame.size, frame.line, frame.anchor, frame.table)
+        elif kind is yaml.AliasEvent:
+            assert isinstance(event, yaml.AliasEvent)
+            name = str(event.anchor)
             if name not in self.anchors:
                 raise _Refused(line, f"the alias *{name} names no anchor &{name} before it")
             found = self.anchors[name]
             if found is None:
                 raise _Refused(line, f"the alias *{name} is inside its own anchor &{name} (a loop)")
-            value, size = found
+            value, size, table = found
             self.alias_nodes += size
             if self.alias_nodes > MAX_ALIAS_NODES:
                 raise _Refused(line, f"aliases expand to more than {MAX_ALIAS_NODES:,} values (an anchor bomb?)")
             self._count(size, line)
-            self._add(value, size, line, None)
+            self._add(value, size, line, None, table)
 
     def _count(self, size: int, line: int) -> None:
         self.nodes += size
@@ -206,65 +233,77 @@ class _Builder:
         if not self.stack:
             return ()
         top = self.stack[-1]
-        if isinstance(top.container, list):
+        if not top.is_map:
             return (*top.path, len(top.container))
         return (*top.path, str(top.key)) if top.key is not _Frame else top.path
 
     def _scalar(self, event: yaml.ScalarEvent, line: int) -> Any:
-        tag = event.tag
+        tag, value = event.tag, event.value
         if tag is None:
-            tag = str(self.loader.resolve(yaml.ScalarNode, event.value, event.implicit))  # type: ignore[no-untyped-call]
+            if not event.implicit[0]:  # quoted or block text: a string
+                return value
+            tag = _STR
+            for candidate, pattern in self._resolvers.get(value[:1], ()):  # Resolver.resolve, without its overhead
+                if pattern.match(value):
+                    tag = candidate
+                    break
+            if tag == _STR:
+                return value
         elif tag == "!":
-            tag = f"{_TAG}str"
+            return value
         if tag == f"{_TAG}merge":
             return _Merge
         if tag not in _SCALAR_TAGS:
             raise _Refused(line, f"the tag {tag} is not supported in a profile: drop it")
         if tag == f"{_TAG}int":
-            digits = sum(c.isdigit() for c in event.value)
+            digits = sum(c.isdigit() for c in value)
             if digits > MAX_INT_DIGITS:
                 self.problems.append((self._child_path(), f"a {digits}-digit integer is out of range"))
                 return None
-        node = yaml.ScalarNode(tag, event.value, style=event.style)
+        node = yaml.ScalarNode(tag, value, style=event.style)
         try:
-            value = self.loader.construct_object(node)
+            constructed = self.loader.yaml_constructors[tag](self.loader, node)
         except (ValueError, OverflowError, yaml.YAMLError):
-            self.problems.append((self._child_path(), f"{event.value[:40]!r} is not a valid {tag.removeprefix(_TAG)}"))
+            self.problems.append((self._child_path(), f"{value[:40]!r} is not a valid {tag.removeprefix(_TAG)}"))
             return None
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**MAX_INT_DIGITS:
+        if type(constructed) is int and abs(constructed) >= 10**MAX_INT_DIGITS:
             self.problems.append((self._child_path(), "the integer is out of range"))
             return None
-        return value
+        return constructed
 
-    def _add(self, value: Any, size: int, line: int, anchor: str | None) -> None:
+    def _add(self, value: Any, size: int, line: int, anchor: str | None, table: Lines | None) -> None:
         if anchor is not None:
-            self.anchors[anchor] = (value, size)
+            self.anchors[anchor] = (value, size, table)
         if not self.stack:
-            self.root = value
-            self.lines[()] = line
+            self.root, self.root_line, self.tree = value, line, table
             return
         top = self.stack[-1]
         top.size += size
-        if isinstance(top.container, list):
-            self.lines[(*top.path, len(top.container))] = line
-            top.container.append(value)
+        if not top.is_map:
+            top.table[len(top.container)] = (line, table)
+            top.container.append(value)  # type: ignore[union-attr]
         elif top.key is _Frame:  # a key
             if isinstance(value, (dict, list)):
                 raise _Refused(line, "a mapping key must be a plain value, not a list or mapping")
             top.key, top.key_line = value, line
         else:
-            key, top.key = top.key, _Frame
-            if key is _Merge:
-                top.merges.append((value, line))
-                return
-            path = (*top.path, str(key))
-            if key in top.key_lines:
-                self.problems.append((path, f"the key {key} appears twice (lines {top.key_lines[key]} and "
-                                      f"{top.key_line}): keep one"))
-                return
-            top.key_lines[key] = top.key_line
-            self.lines[path] = top.key_line
-            top.container[key] = value
+            self._put(top, value, table)
+
+    def _put(self, top: _Frame, value: Any, table: Lines | None) -> None:
+        key, top.key = top.key, _Frame
+        if key is _Merge:
+            top.merges.append((value, top.key_line))
+            return
+        name = key if type(key) is str else str(key)
+        container = top.container
+        assert isinstance(container, dict)
+        if key in container:
+            first = top.table[name][0]
+            self.problems.append(((*top.path, name), f"the key {key} appears twice (lines {first} and "
+                                  f"{top.key_line}): keep one"))
+            return
+        top.table[name] = (top.key_line, table)
+        container[key] = value
 
     def _merge(self, frame: _Frame) -> None:
         assert isinstance(frame.container, dict)
@@ -286,7 +325,23 @@ class _Merge:
     """The ``<<`` merge key."""
 
 
-def _parse_yaml(source: Path, text: str) -> tuple[Any, dict[PathKey, int], list[tuple[PathKey, str]]]:
+class _LineMap:
+    """The line of a YAML path: of the deepest part of it that is in the file."""
+
+    def __init__(self, root_line: int, tree: Lines | None) -> None:
+        self.root_line = root_line
+        self.tree = tree
+
+    def line(self, path: PathKey) -> int:
+        line, table = self.root_line, self.tree
+        for part in path:
+            if table is None or part not in table:
+                break
+            line, table = table[part]
+        return line
+
+
+def _parse_yaml(source: Path, text: str) -> tuple[Any, _LineMap, list[tuple[PathKey, str]]]:
     builder = _Builder(text)
     try:
         raw = builder.build()
@@ -302,7 +357,7 @@ def _parse_yaml(source: Path, text: str) -> tuple[Any, dict[PathKey, int], list[
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         raise ProfileError(str(source), [f"{where}not valid YAML ({problem})"]) from None
-    return raw, builder.lines, builder.problems
+    return raw, _LineMap(builder.root_line, builder.tree), builder.problems
 
 
 class _Interpolator:
@@ -385,11 +440,11 @@ def load_profile(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     return profile
 
 
-def _line(path: PathKey, lines: dict[PathKey, int]) -> int:
-    return next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), 0)
+def _line(path: PathKey, lines: _LineMap) -> int:
+    return lines.line(path)
 
 
-def _describe(path: PathKey, message: str, lines: dict[PathKey, int]) -> str:
+def _describe(path: PathKey, message: str, lines: _LineMap) -> str:
     line = _line(path, lines)
     return f"{dotted(path)}{f' (line {line})' if line else ''}: {message}"
 
