@@ -203,6 +203,11 @@ def test_device_and_directory_are_refused() -> None:
     assert problems(ROOT / "environments") == ["this is a directory, not a file: name the profile's YAML file in it"]
 
 
+def test_odd_paths_are_one_problem(tmp_path: Path) -> None:
+    assert problems(tmp_path / "a\0b.yaml") == ["cannot read the file: its path holds a NUL byte"]
+    assert problems(tmp_path / ("x" * 300)) == ["cannot read the file: File name too long"]
+
+
 def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     with path.open("wb") as out:

@@ -65,6 +65,8 @@ def _read_text(source: Path) -> str:
         info = os.stat(source)
     except OSError as exc:
         raise ProfileError(str(source), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except ValueError:  # a NUL byte in the path
+        raise ProfileError(repr(str(source)), ["cannot read the file: its path holds a NUL byte"]) from None
     kind = _not_regular(info.st_mode)
     if kind:
         raise ProfileError(str(source), [kind])
