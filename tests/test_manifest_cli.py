@@ -284,3 +284,16 @@ def test_rdb_manifest_from_the_live_source_reads_the_sandbox_redis(
     assert "Traceback" not in done.stderr
     assert re.fullmatch(rf"opsverify: cannot read Redis cache \(127\.0\.0\.1:{port}\): [^:\n]*refused[^\n]*: "
                         r"check that it is up and the profile's address and credentials\n", done.stderr), done.stderr
+
+
+def test_rdb_without_a_manifest_skips_naming_the_command_that_writes_one(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)
+    run = run_checks(profile_variant(pointing_at(dump, rdb)), "restore/test_cache_drill.py")
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(KEYS) == "skipped"
+    assert run.message(KEYS) == (
+        f"drill cache-rdb: no manifest beside {rdb} to compare keys with: write one after each RDB copy with "
+        f"`opsverify manifest write {rdb}`"
+    )
