@@ -227,11 +227,14 @@ def test_written_manifests_follow_the_published_schema(sandbox: Profile, tmp_pat
         (("show", "{tmp}/notes.txt"),
          "no manifest beside {tmp}/notes.txt (notes.txt.manifest.json): write one with "
          "`opsverify manifest write {tmp}/notes.txt`"),
+        (("show", "{tmp}/backup_missing.sql.gz"),
+         "{tmp}/backup_missing.sql.gz does not exist: give the path of the backup the manifest describes"),
         (("write", "--from-source", "{tmp}/notes.txt"),
          "--from-source reads the live source: also pass --profile FILE and --source NAME (the backup source in "
          "the profile)"),
     ],
-    ids=["missing", "not-a-backup", "unfinished-dump", "show-without-manifest", "from-source-without-profile"],
+    ids=["missing", "not-a-backup", "unfinished-dump", "show-without-manifest", "show-missing",
+         "from-source-without-profile"],
 )
 def test_bad_input_is_one_sentence_and_exit_1(sandbox: Profile, tmp_path: Path, args: tuple[str, ...],
                                               message: str) -> None:
@@ -241,6 +244,16 @@ def test_bad_input_is_one_sentence_and_exit_1(sandbox: Profile, tmp_path: Path, 
     done = opsverify("manifest", *(a.format(tmp=tmp_path) for a in args))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"opsverify: {message.format(tmp=tmp_path)}\n"
+
+
+def test_from_source_with_a_profile_that_cannot_be_read_names_the_profile(sandbox: Profile, tmp_path: Path) -> None:
+    dump, _ = runbook_series(sandbox, tmp_path)
+    done = opsverify("manifest", "write", str(dump), "--from-source", "--profile", str(tmp_path / "missing.yaml"),
+                     "--source", "pf-postgres-daily")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith(f"opsverify: profile {tmp_path / 'missing.yaml'} ")  # the loader's own words
+    assert "Traceback" not in done.stderr
+    assert not manifest_path(dump).exists()
 
 
 def test_newer_manifest_version_is_refused_naming_the_upgrade(sandbox: Profile, tmp_path: Path) -> None:
@@ -297,3 +310,43 @@ def test_rdb_without_a_manifest_skips_naming_the_command_that_writes_one(
         f"drill cache-rdb: no manifest beside {rdb} to compare keys with: write one after each RDB copy with "
         f"`opsverify manifest write {rdb}`"
     )
+
+
+def test_dump_manifest_from_the_live_source_records_checksums_the_drill_compares(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)  # the sandbox's databases take no writes: quiescent
+    profile = profile_variant(pointing_at(dump, rdb))
+    done = opsverify("manifest", "write", str(dump), "--from-source", "--profile", str(profile),
+                     "--source", "pf-runbook-sql")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(manifest_path(dump).read_text())
+    assert (data["facts_from"], data["source"], data["checksum_algorithm"]) == ("source", "pf-runbook-sql",
+                                                                                "sum-hash-64")
+    assert all(re.fullmatch(r"r:-?\d+", fact["checksum"]) for fact in data["tables"].values())
+    run = run_checks(profile, "restore/test_database_drill.py")
+    assert run.failed() == set(), run.result.stdout.str()
+    assert run.outcome(ROWS) == "passed"
+    assert run.outcome(CHECKSUMS) == "passed"
+    assert run.checks[CHECKSUMS]["evidence"]["checksummed_tables"] == str(len(data["tables"]))
+
+
+def test_unreachable_database_source_is_one_sentence(
+    profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)
+    port = free_port()
+
+    def down(data: dict[str, Any]) -> None:
+        pointing_at(dump, rdb)(data)
+        next(d for d in data["databases"] if d["name"] == "photonic_foundry")["port"] = port
+
+    done = opsverify("manifest", "write", str(dump), "--from-source", "--profile", str(profile_variant(down)),
+                     "--source", "pf-runbook-sql")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert re.fullmatch(
+        rf"opsverify: cannot read database photonic_foundry \(127\.0\.0\.1:{port}/photonic_foundry, role opsverify\): "
+        r"[^\n]*refused[^\n]*: check that it is up and the profile's connection and credentials\n",
+        done.stderr,
+    ), done.stderr
+    assert not manifest_path(dump).exists()

@@ -20,7 +20,7 @@ import os
 import secrets
 import subprocess
 import tempfile
-import time
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsverify import __version__
+from opsverify.durations import format_duration
 from opsverify.errors import CleanupError, OpsverifyError
 from opsverify.facts.manifest import (
     ManifestError,
@@ -125,7 +126,7 @@ def _plain_content(backup: Path, gzipped: bool) -> Any:
 
 
 def _stream_pg_restore(backup: Path, content: Any, timeout: timedelta) -> None:
-    """Feed ``pg_restore --data-only -f -`` of an archive to ``content`` (COPY sections), killed past ``timeout``."""
+    """Feed ``pg_restore --data-only -f -`` of an archive to ``content`` (COPY sections); killed past ``timeout``."""
     from opsverify.backups.verdict import CorruptBackup
     from opsverify.pgtools import MissingTool, clean_env, first_error, pg_tool
 
@@ -133,22 +134,28 @@ def _stream_pg_restore(backup: Path, content: Any, timeout: timedelta) -> None:
         binary = pg_tool("pg_restore")
     except MissingTool as err:
         raise OpsverifyError(str(err)) from None
-    deadline = time.monotonic() + timeout.total_seconds()
-    with tempfile.TemporaryFile() as errors, subprocess.Popen(  # stderr to a file: a full pipe would block
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(  # stderr to a file: a full pipe would block it
         [binary, "--data-only", "-f", "-", str(backup.absolute())],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=clean_env(),
     ) as proc:
-        assert proc.stdout is not None
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout.total_seconds(), kill)  # also when it stalls without output
+        watchdog.start()
         try:
+            assert proc.stdout is not None
             while chunk := proc.stdout.read(1 << 20):
                 content.feed(chunk)
-                if time.monotonic() > deadline:
-                    raise CorruptBackup(f"pg_restore did not finish within {timeout}: the dump is too large for it")
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except (CorruptBackup, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-            raise CorruptBackup(f"pg_restore did not finish within {timeout}: the dump is too large for it") from None
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+        if killed.is_set():
+            raise CorruptBackup(f"pg_restore did not finish within {format_duration(timeout)}: the archive is too "
+                                "large for that, or its disk stalls")
         if code != 0:
             errors.seek(0)
             log = errors.read().decode(errors="replace")

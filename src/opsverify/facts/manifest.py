@@ -62,7 +62,7 @@ def write_manifest(
     backup: Path,
     facts: Facts | dict[str, Any],
     *,
-    written_by: str = "opsverify",
+    written_by: str = "a backup job (opsverify.facts.manifest.write_manifest)",
     facts_from: str = "source",
     source: str | None = None,
 ) -> Path:
