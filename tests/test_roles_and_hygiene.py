@@ -8,6 +8,7 @@ sandbox backup series in ``tmp_path`` with a stray file added.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -156,3 +157,78 @@ def test_backup_password_written_in_clear_is_refused(tmp_path: Path) -> None:
     loaded = load_profile(profile, environ={"PF_BACKUP_PASSWORD": "s3cret"})
     assert loaded.databases[0].backup_secret() == "s3cret"
     assert "s3cret" not in repr(loaded.databases[0]) + str(loaded.model_dump())
+
+
+DIRECTORY_CHECK = "backup/test_backup_directory.py"
+STRAY = "test_backup_directory.py::test_backup_directory_holds_no_old_stray[{}]"
+DAY = 86400
+
+
+@pytest.fixture
+def series_copy(sandbox_profile: Path, tmp_path: Path) -> tuple[Path, Callable[[dict[str, Any]], None]]:
+    """A copy of the sandbox's qp-database-daily series (dumps and manifests, mtimes kept) in ``tmp_path``, with a
+    declared ``wal_archive`` nested inside it holding a 40-day-old segment; the profile change that points at it."""
+    import yaml
+
+    source = next(s for s in yaml.safe_load(sandbox_profile.read_text())["backups"] if s["name"] == "qp-database-daily")
+    copy = tmp_path / "database"
+    shutil.copytree(source["path"], copy)
+    archive = copy / "wal_archive"  # a directory of another kind inside: never reported file by file
+    archive.mkdir()
+    segment = archive / "000000010000000000000001"
+    segment.write_bytes(b"\0" * 1024)
+    os.utime(segment, (segment.stat().st_atime, segment.stat().st_mtime - 40 * DAY))
+
+    def mutate(data: dict[str, Any]) -> None:
+        kept = {**next(s for s in data["backups"] if s["name"] == "qp-database-daily"), "path": str(copy)}
+        kept.pop("offsite", None)
+        data["backups"] = [kept]
+        data["drills"] = []
+        quantum = next(d for d in data["databases"] if d["name"] == "quantum_planner")
+        quantum["wal_archive"] = str(archive)
+
+    return copy, mutate
+
+
+def test_a_stray_dump_40_days_old_fails_naming_it_its_size_and_age(
+    run_checks: Run, profile_variant: Variant, series_copy: tuple[Path, Callable[[dict[str, Any]], None]]
+) -> None:
+    copy, mutate = series_copy
+    stray = copy / "backup_20261020.sql"  # a manual uncompressed dump beside the series: no pattern matches it
+    stray.write_bytes(b"-- PostgreSQL database dump\n" * 2000)
+    os.utime(stray, (stray.stat().st_atime, stray.stat().st_mtime - 40 * DAY))
+    run = run_checks(profile_variant(mutate), DIRECTORY_CHECK)
+    test = STRAY.format(copy)
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"backup directory {copy} holds 1 file(s) no backup source's pattern matches older than stray_max_age 7d; "
+        "the oldest, backup_20261020.sql, is 54.7 KiB and 40d old: declare a backup source whose pattern matches "
+        "it, or delete it"
+    )
+    evidence = run.checks[test]["evidence"]
+    assert evidence["strays"] == "backup_20261020.sql (54.7 KiB, 40d old)"  # the nested wal_archive is not listed
+    assert int(evidence["total_bytes"]) == sum(p.stat().st_size for p in copy.iterdir() if p.is_file())
+
+
+def test_a_fresh_stray_passes_and_is_in_the_evidence(
+    run_checks: Run, profile_variant: Variant, series_copy: tuple[Path, Callable[[dict[str, Any]], None]]
+) -> None:
+    copy, mutate = series_copy
+    (copy / "backup_20261129.sql").write_bytes(b"x" * 300)
+    orphan = next(copy.glob("*.manifest.json"))  # a manifest whose backup is gone is a stray too
+    orphan.with_name(orphan.name.removesuffix(".manifest.json")).unlink()
+    run = run_checks(profile_variant(mutate), DIRECTORY_CHECK)
+    test = STRAY.format(copy)
+    assert run.failed() == set()
+    assert run.outcome(test) == "passed"
+    strays = run.checks[test]["evidence"]["strays"]
+    assert f"{orphan.name} (" in strays
+    assert re.search(r"; backup_20261129\.sql \(300 bytes, \d+s old\)$", strays), strays
+
+
+def test_the_healthy_sandbox_has_no_stray(run_checks: Run, sandbox_profile: Path, sandbox: Any) -> None:
+    run = run_checks(sandbox_profile, DIRECTORY_CHECK)
+    assert run.failed() == set()
+    directories = {str(Path(s.path)) for s in sandbox.backups}
+    assert {STRAY.format(d) for d in directories} == set(run.checks)
+    assert all(c["evidence"]["strays"] == "" and int(c["evidence"]["total_bytes"]) > 0 for c in run.checks.values())

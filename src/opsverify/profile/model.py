@@ -311,6 +311,13 @@ class BackupSource(Named):
         description="globs of live tables (schema.table or table) a dump may leave out, or leave the rows of out",
     )
 
+    stray_max_age: Duration = Field(
+        timedelta(days=7),
+        description="a file in this source's directory that matches no source's pattern (a stray: a manual dump, "
+        "a renamed copy) fails the directory check once older than this; a directory shared by several sources "
+        "takes the smallest of theirs. Default 7d",
+    )
+
     @property
     def is_s3(self) -> bool:
         return self.path.startswith("s3://")
