@@ -232,3 +232,63 @@ def test_the_healthy_sandbox_has_no_stray(run_checks: Run, sandbox_profile: Path
     directories = {str(Path(s.path)) for s in sandbox.backups}
     assert {STRAY.format(d) for d in directories} == set(run.checks)
     assert all(c["evidence"]["strays"] == "" and int(c["evidence"]["total_bytes"]) > 0 for c in run.checks.values())
+
+
+def test_a_stray_on_an_ssh_host_is_found_through_find(
+    run_checks: Run, profile_variant: Variant, series_copy: tuple[Path, Callable[[dict[str, Any]], None]], sshd: Any
+) -> None:
+    copy, local = series_copy
+    shutil.rmtree(copy / "wal_archive")  # a database's wal_archive is a path here: not one on the ssh host
+    stray = copy / "backup_20261020.sql"
+    stray.write_bytes(b"x" * 3 * 1024 * 1024)
+    os.utime(stray, (stray.stat().st_atime, stray.stat().st_mtime - 40 * DAY))
+    (copy / "old_dumps").mkdir()  # an undeclared subdirectory: one entry, its total size, its newest time
+    (copy / "old_dumps" / "a.sql").write_bytes(b"y" * 2048)
+
+    def mutate(data: dict[str, Any]) -> None:
+        local(data)
+        user = os.environ.get("USER") or "root"
+        data["hosts"] = [{
+            "name": "backup-host", "uri": f"ssh://{user}@127.0.0.1:{sshd.port}", "ssh_config": str(sshd.ssh_config),
+            "ssh_identity_file": str(sshd.identity),
+        }]
+        data["backups"][0]["host"] = "backup-host"
+
+    run = run_checks(profile_variant(mutate), DIRECTORY_CHECK)
+    test = STRAY.format(f"backup-host:{copy}")
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"backup directory backup-host:{copy} holds 1 file(s) no backup source's pattern matches older than "
+        "stray_max_age 7d; the oldest, backup_20261020.sql, is 3.0 MiB and 40d old: declare a backup source whose "
+        "pattern matches it, or delete it"
+    )
+    strays = run.checks[test]["evidence"]["strays"]
+    assert strays.startswith("backup_20261020.sql (3.0 MiB, 40d old); old_dumps/ (2.0 KiB, "), strays
+
+
+def test_a_stray_in_an_s3_prefix_is_in_the_evidence(
+    run_checks: Run, profile_variant: Variant, series_copy: tuple[Path, Callable[[dict[str, Any]], None]],
+    bucket: tuple[Any, dict[str, Any]],
+) -> None:
+    copy, local = series_copy
+    s3, settings = bucket
+    url = settings["url"]
+    prefix = url.removeprefix("s3://").partition("/")[2]
+    bucket_name = url.removeprefix("s3://").partition("/")[0]
+    dumps = sorted(copy.glob("quantum_planner_*.sql.gz"))[-2:]
+    for path in [*dumps, copy / "notes.txt"]:
+        body = path.read_bytes() if path.exists() else b"left by hand\n"
+        s3.put_object(Bucket=bucket_name, Key=prefix + path.name, Body=body)
+    s3.put_object(Bucket=bucket_name, Key=prefix + "deeper/x.sql", Body=b"a deeper folder is not listed")
+
+    def mutate(data: dict[str, Any]) -> None:
+        local(data)
+        access = {k: settings[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key_file")}
+        data["backups"][0].update(path=url, s3=access)
+
+    run = run_checks(profile_variant(mutate), DIRECTORY_CHECK)
+    test = STRAY.format(url)
+    assert run.failed() == set()
+    evidence = run.checks[test]["evidence"]
+    assert re.fullmatch(r"notes\.txt \(13 bytes, \d+s old\)", evidence["strays"]), evidence["strays"]
+    assert int(evidence["total_bytes"]) == sum(p.stat().st_size for p in dumps) + 13
