@@ -26,6 +26,7 @@ Variant = Callable[..., Path]
 DUMP_CHECK = "backup/test_backup_jobs.py::test_fresh_dump_is_complete"
 DUMP = "test_backup_jobs.py::test_fresh_dump_is_complete[photonic_foundry]"
 MONITOR, BACKUP = "photonic_monitor", "photonic_backup"
+OUTSIDER = "photonic_outsider"  # may log in, but not CONNECT to photonic_foundry
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,18 @@ def roles_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolesServ
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)))
             conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(BACKUP)))
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'outsider-secret'").format(sql.Identifier(OUTSIDER)))
             conn.execute("CREATE DATABASE photonic_foundry")
+            conn.execute("REVOKE CONNECT ON DATABASE photonic_foundry FROM PUBLIC")
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE photonic_foundry TO {}, {}").format(
+                sql.Identifier(MONITOR), sql.Identifier(BACKUP)))
         with cluster.connect("photonic_foundry") as conn:
             conn.execute("CREATE TABLE simulations (id serial PRIMARY KEY, status text)")
             conn.execute("INSERT INTO simulations (status) SELECT 'completed' FROM generate_series(1, 50)")
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(MONITOR)))
         (secrets / "monitor.pass").write_text("monitor-secret\n")
         (secrets / "backup.pass").write_text("backup-secret\n")
+        (secrets / "outsider.pass").write_text("outsider-secret\n")
         yield RolesServer(cluster.port, secrets / "monitor.pass", secrets / "backup.pass")
     finally:
         cluster.stop()
@@ -119,6 +125,28 @@ def test_backup_role_with_a_wrong_password_fails_naming_that_role(
         f'refused: password authentication failed for user "{BACKUP}"'
     )
     assert "not-the-password" not in run.result.stdout.str()
+
+
+ROLES_CHECK = "backup/test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs"
+ROLES = "test_backup_integrity.py::test_globals_backup_creates_every_role_the_database_needs[pg-globals]"
+
+
+def test_a_read_refused_to_the_monitoring_role_names_it(
+    run_checks: Run, profile_variant: Variant, roles_server: RolesServer, tmp_path: Path
+) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        on_roles_server(roles_server, tmp_path, backup_user=BACKUP,
+                        backup_password_file=str(roles_server.backup_password))(data)
+        data["databases"][0].update(user=OUTSIDER, password_file=str(roles_server.monitor_password.parent /
+                                                                     "outsider.pass"))
+        data["backups"] = [s for s in data["backups"] if s["name"] == "pg-globals"]
+
+    run = run_checks(profile_variant(mutate), ROLES_CHECK)
+    assert run.failed() == {ROLES}
+    assert run.message(ROLES) == (
+        f"cannot read the roles of database photonic_foundry (127.0.0.1:{roles_server.port}/photonic_foundry): "
+        f'permission denied for database "photonic_foundry" (as role {OUTSIDER}, the monitoring user)'
+    )
 
 
 def test_sandbox_declares_its_backup_role_and_dumps_with_it(
