@@ -174,6 +174,24 @@ def test_rpo_shorter_than_the_fastest_declared_path_warns_without_changing_the_e
     ]
 
 
+def test_a_pytest_run_shows_the_rpo_warning_at_its_start_and_end(
+    run_checks: Callable[..., Any], profile_variant: Variant
+) -> None:
+    def no_pitr(data: dict[str, Any]) -> None:
+        for key in ("wal_archiving", "wal_archive", "base_backups"):
+            data["databases"][1].pop(key, None)
+
+    run = run_checks(profile_variant(no_pitr), "recovery/test_objectives.py")
+    warning = (
+        "opsverify warning: objective database: RPO 1h, but the fastest declared recovery path of database "
+        "quantum_planner (drill qp-database-gzip) is backup qp-database-daily every 1d (declare wal_archiving with "
+        "wal_archive and base_backups (point-in-time recovery), a more frequent backup, or relax the RPO)"
+    )
+    lines = run.result.stdout.lines
+    assert lines.count(warning) == 2
+    assert lines.index(warning) < next(i for i, line in enumerate(lines) if "test_objectives.py" in line)
+
+
 def test_point_in_time_recovery_or_a_frequent_backup_silences_the_warning(sandbox: Profile) -> None:
     assert rpo_warnings(sandbox) == []  # WAL archive + base backups for the databases, hourly RDB copies
 
