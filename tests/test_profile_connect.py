@@ -208,3 +208,16 @@ def test_shipped_profiles_warn_where_their_runbook_cannot_meet_its_rpo() -> None
         "objective full-system: RPO 4h, but the fastest declared recovery path of redis cache (drill cache-rdb) is "
         "backup redis-rdb every 7d (declare a more frequent backup, or relax the RPO)"
     ]
+
+
+def test_shipped_profile_switches_point_in_time_recovery_off_by_variables_and_then_warns() -> None:
+    off = {"PF_WAL_ARCHIVING": "false", "PF_WAL_ARCHIVE": "", "PF_BASE_BACKUPS": ""}
+    pf = load_profile(ROOT / "environments" / "photonic-foundry.yaml", off)
+    db = pf.database("photonic_foundry")
+    assert (db.wal_archiving, db.wal_archive, db.base_backups) == (False, None, None)
+    assert [w.split(" (drill ")[1].split(")")[0] for w in rpo_warnings(pf)] == [
+        "database-daily", "database-custom", "cache-rdb"]
+    qp = load_profile(ROOT / "environments" / "quantum-planner.yaml", {"QP_S3_ENDPOINT": "http://minio:9000"})
+    assert {b.offsite.endpoint_url for b in qp.backups if b.offsite} == {"http://minio:9000"}
+    qp_aws = load_profile(ROOT / "environments" / "quantum-planner.yaml", {})
+    assert {b.offsite.endpoint_url for b in qp_aws.backups if b.offsite} == {None}
