@@ -1,22 +1,27 @@
 """End to end: the shipped environments/photonic-foundry.yaml, pointed at the test sandbox by its variables only.
 
-The environment is the one a team builds with the runbook's own scripts: the backup tree holds the
-runbook's files and no manifests for the database dumps (copied, with their times, into a directory
-of this test), the drills restore as a staging role that is NOT a superuser (``LOGIN CREATEDB``,
-created here and dropped after, verified), and the source takes live writes after the backups (rows
-inserted into ``simulations``, deleted after, verified). ``pytest -m "daily or dr"`` over it must be
+The environment is the one a team builds with the runbook's own scripts: a photonic_foundry database
+as the runbook describes it (a copy of the sandbox's without its pg_stat_statements extension, which
+only a superuser may create; made here, dropped after, verified), its daily ``pg_dump | gzip``,
+``pg_dump -Fc`` and ``pg_dump -t simulations`` series made here with those commands and no manifests,
+back-dated a day apart, the sandbox's Redis, config and archive backups copied with their times, the
+drills restoring as a staging role that is NOT a superuser (``LOGIN CREATEDB``, created here and
+dropped after, verified), and live writes to the source after the backups (rows inserted into
+``simulations``, deleted after, verified). ``pytest -m "daily or dr"`` over it must be
 green; the only skips allowed are ones an SRE accepts. ``profile check --connect`` must reach every
 component, and a variant with one wrong port must fail exactly that row.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +31,15 @@ import pytest
 import yaml
 
 from opsverify.localserver.net import free_port
+from opsverify.pgtools import clean_env, pg_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 PF = ROOT / "environments" / "photonic-foundry.yaml"
 LIVE_ROWS = 12
-# what the runbook's scripts leave, per backup directory (no manifest beside a database dump: the runbook
-# writes none; the Redis copies keep theirs, as a runbook script calling `opsverify manifest write` would)
+# what the runbook's scripts leave, per backup directory, copied from the sandbox (the Redis copies keep their
+# manifests, as a runbook script calling `opsverify manifest write` would); the database dumps are made here
+DUMP_AGES = (1800, 86400 + 1800, 2 * 86400 + 1800)  # a daily series, the newest half an hour old
 RUNBOOK_FILES = {
-    "postgres": ("backup_*.sql.gz", "backup_*.dump", "simulations_backup*.sql"),
     "redis": ("redis_backup_*.rdb", "redis_backup_*.rdb.manifest.json"),
     "config": ("*_backup*.yaml",),
     "archives": ("*_backup_*.tar.gz",),
@@ -74,9 +80,37 @@ def box(sandbox_profile: Path) -> Sandbox:
     return Sandbox(yaml.safe_load(sandbox_profile.read_text()), sandbox_profile.parent)
 
 
+def run_tool(args: list[str], box: Sandbox, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    env = clean_env(PGPASSWORD=box.admin()["password"], PGCONNECT_TIMEOUT="10")
+    return subprocess.run(args, env=env, capture_output=True, timeout=120, check=True, **kwargs)
+
+
 @pytest.fixture
-def runbook_backups(box: Sandbox, tmp_path: Path) -> Path:
-    """The sandbox's backup tree as the runbook's scripts leave it, copied with the files' times."""
+def runbook_database(box: Sandbox) -> Iterator[str]:
+    """A copy of photonic_foundry without the sandbox's pg_stat_statements extension, which only a superuser
+    creates (a drill on a non-superuser staging role fails on it, naming that): the database the runbook
+    describes. Dropped after, verified."""
+    import psycopg
+
+    name = f"opsverify_test_pf_{os.getpid()}"
+    db = box.pg()
+    conn_args = ["-h", str(db["host"]), "-p", str(db["port"]), "-U", "postgres"]
+    with psycopg.connect(**box.admin()) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dump = run_tool([pg_tool("pg_dump"), *conn_args, "-d", db["dbname"]], box).stdout
+    schema = b"\n".join(line for line in dump.split(b"\n") if b"pg_stat_statements" not in line)
+    run_tool([pg_tool("psql"), *conn_args, "-d", name, "-q", "-v", "ON_ERROR_STOP=1"], box, input=schema)
+    yield name
+    with psycopg.connect(**box.admin()) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone() == (0,)
+
+
+@pytest.fixture
+def runbook_backups(box: Sandbox, runbook_database: str, tmp_path: Path) -> Path:
+    """The backup tree the runbook's scripts leave: its pg_dump series of the runbook database (no manifests),
+    back-dated a day apart, and the sandbox's other backups copied with their times."""
     root = tmp_path / "backups"
     for subdir, patterns in RUNBOOK_FILES.items():
         (root / subdir).mkdir(parents=True)
@@ -84,6 +118,26 @@ def runbook_backups(box: Sandbox, tmp_path: Path) -> Path:
             for path in (box.state / "backups" / subdir).glob(pattern):
                 if not path.name.endswith(".part"):
                     shutil.copy2(path, root / subdir / path.name)
+    pg = root / "postgres"
+    pg.mkdir()
+    db = box.pg()
+    dump = [pg_tool("pg_dump"), "-h", str(db["host"]), "-p", str(db["port"]), "-U", "postgres", "-d", runbook_database]
+    now = time.time()
+    for age in DUMP_AGES:
+        when = time.localtime(now - age)
+        made = [
+            (pg / time.strftime("backup_%Y%m%d_%H%M%S.sql.gz", when), None),  # the daily script: pg_dump | gzip
+            (pg / time.strftime("backup_%Y%m%d.dump", when), "-Fc"),  # manual: custom format
+            (pg / time.strftime("simulations_backup_%Y%m%d.sql", when), "-t"),  # manual: one table
+        ]
+        for target, flag in made:
+            if flag is None:
+                target.write_bytes(gzip.compress(run_tool(dump, box).stdout))
+            elif flag == "-t":
+                run_tool([*dump, "-t", "simulations", "-f", str(target)], box)
+            else:
+                run_tool([*dump, "-Fc", "-f", str(target)], box)
+            os.utime(target, (now - age, now - age))
     return root
 
 
@@ -110,31 +164,31 @@ def staging_role(box: Sandbox, tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.fixture
-def live_writes(box: Sandbox, runbook_backups: Path) -> Iterator[int]:
+def live_writes(box: Sandbox, runbook_database: str, runbook_backups: Path) -> Iterator[int]:
     """Rows written to the source after its backups were taken (deleted after, verified)."""
     import psycopg
 
     marker = f"opsverify_test_live_{os.getpid()}_%"
-    with psycopg.connect(**box.admin(box.pg()["dbname"])) as conn:
+    with psycopg.connect(**box.admin(runbook_database)) as conn:
         conn.execute(
             "INSERT INTO simulations (name, model_id, status, wavelength_nm, created_at) "
             "SELECT %s || n, (SELECT min(id) FROM models), 'queued', 1550, now() FROM generate_series(1, %s) n",
             (marker.rstrip("%"), LIVE_ROWS),
         )
     yield LIVE_ROWS
-    with psycopg.connect(**box.admin(box.pg()["dbname"])) as conn:
+    with psycopg.connect(**box.admin(runbook_database)) as conn:
         conn.execute("DELETE FROM simulations WHERE name LIKE %s", (marker,))
         assert conn.execute("SELECT count(*) FROM simulations WHERE name LIKE %s", (marker,)).fetchone() == (0,)
 
 
-def pf_variables(box: Sandbox, backups: Path, role: str, role_password: Path) -> dict[str, str]:
+def pf_variables(box: Sandbox, backups: Path, role: str, role_password: Path, dbname: str) -> dict[str, str]:
     """Every variable environments/photonic-foundry.yaml names, set for the test sandbox."""
     db = box.pg()
     redis = box.data["redis"][0]
     service = next(s for s in box.data["services"] if s["name"] == "photonic-foundry")
     return {
         "PF_API_URL": service["url"],
-        "PF_DB_HOST": str(db["host"]), "PF_DB_PORT": str(db["port"]), "PF_DB_NAME": db["dbname"],
+        "PF_DB_HOST": str(db["host"]), "PF_DB_PORT": str(db["port"]), "PF_DB_NAME": dbname,
         "PF_DB_USER": db["user"], "PF_DB_PASSWORD_FILE": db["password_file"], "PF_DB_SSLMODE": db["sslmode"],
         "PF_WAL_ARCHIVE": db["wal_archive"], "PF_BASE_BACKUPS": db["base_backups"],
         "PF_REDIS_HOST": str(redis["host"]), "PF_REDIS_PORT": str(redis["port"]),
@@ -172,9 +226,10 @@ def failed_rows(stdout: str) -> dict[str, str]:
 
 
 def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_environment(
-    box: Sandbox, runbook_backups: Path, staging_role: tuple[str, Path], live_writes: int, tmp_path: Path
+    box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path], live_writes: int,
+    tmp_path: Path,
 ) -> None:
-    variables = pf_variables(box, runbook_backups, *staging_role)
+    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database)
     report = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "daily or dr", f"--profile={PF}", f"--report-dir={report}",
@@ -201,9 +256,9 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
 
 
 def test_profile_check_connect_reaches_every_component_and_fails_exactly_a_wrong_port(
-    box: Sandbox, runbook_backups: Path, staging_role: tuple[str, Path]
+    box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path]
 ) -> None:
-    variables = pf_variables(box, runbook_backups, *staging_role)
+    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database)
     done = profile_check(variables, "--connect")
     assert done.returncode == 0, done.stdout + done.stderr
     assert failed_rows(done.stdout) == {}
