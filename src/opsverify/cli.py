@@ -30,8 +30,20 @@ def _parser() -> argparse.ArgumentParser:
 
     profile = commands.add_parser("profile", help="validate a profile or print its JSON Schema")
     profile_commands = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
-    check = profile_commands.add_parser("check", help="validate FILE; print every problem with its YAML path")
+    check = profile_commands.add_parser(
+        "check",
+        help="validate FILE; print every problem with its YAML path",
+        description="Validate FILE and print every problem with its YAML path (exit 1 if any). Warns (exit status "
+        "unchanged) where an objective's RPO is shorter than the fastest recovery path the profile declares.",
+    )
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="after validating, try every declared component once (databases, replicas, restore target, Redis, "
+        "HTTP services, dependencies, hosts, backup directories, offsite buckets: connect, authenticate, read one "
+        "fact), in parallel and bounded by the profile's timeouts, and print a table; exit 1 unless all are ok",
+    )
     profile_commands.add_parser("schema", help="print the profile's JSON Schema (for editors)")
 
     _manifest_parser(commands)
@@ -109,6 +121,18 @@ def _profile(args: argparse.Namespace) -> int:
         f"{len(getattr(loaded, s))} {s}" for s in ("services", "databases", "redis", "dependencies", "hosts", "backups")
     )
     print(f"{args.file}: profile {loaded.name} ({loaded.role}) is valid: {counts}")
+    from opsverify.profile.advice import rpo_warnings
+
+    for warning in rpo_warnings(loaded):
+        print(f"warning: {warning}", file=sys.stderr)
+    if getattr(args, "connect", False):
+        from opsverify.connect import reach_all, render
+
+        rows = reach_all(loaded)
+        print(render(rows))
+        failed = sum(not r.ok for r in rows)
+        print(f"{len(rows) - failed} of {len(rows)} components answered" + (f", {failed} failed" if failed else ""))
+        return 1 if failed else 0
     return 0
 
 

@@ -163,6 +163,11 @@ class Database(SecretSource):
             raise ValueError("backup_password is the backup role's password: declare backup_user (the role) too")
         return self
 
+    @field_validator("wal_archive", "base_backups", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        return value or None  # `${PF_WAL_ARCHIVE:-}` left empty: none declared
+
     @model_validator(mode="after")
     def _archive_needs_archiving(self) -> Database:
         if self.wal_archive is not None and not self.wal_archiving:
@@ -260,6 +265,11 @@ class S3Access(Model):
     def secret(self) -> str | None:
         """The secret key, read from the file when one is named (first line, stripped)."""
         return read_secret(self.secret_access_key, self.secret_access_key_file)
+
+    @field_validator("endpoint_url", mode="before")
+    @classmethod
+    def _blank_endpoint_is_aws(cls, value: object) -> object:
+        return value or None  # `${S3_ENDPOINT:-}` left empty: AWS for the region
 
 
 def _s3_url(value: str) -> str:
