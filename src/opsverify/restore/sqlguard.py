@@ -60,8 +60,8 @@ _E_STRING_END = re.compile(rb"\\.|'", re.DOTALL)
 _SPECIAL_START = re.compile(rb"^\s*(\\|COPY|CREATE|DROP|ALTER|SET|GRANT|REVOKE)", re.IGNORECASE)
 # a line that is one whole statement (no quote, comment or parenthesis left open): nothing to follow
 _SIMPLE = re.compile(
-    rb"(?:(?<![\w$\x80-\xff])[eE]'(?:[^'\\\n]|\\[^\n]|'')*+'|(?!(?<![\w$\x80-\xff])[eE]')[^'\"$\\;/\-\n]|'[^'\n]*'|\"[^\"\n]*\"|-(?!-)|/(?!\*))*+"
-    rb";[ \t\r]*\n?\Z"
+    rb"(?:[^'\"$\\;/\-\neE]++|(?<![\w$\x80-\xff])[eE]'(?:[^'\\\n]++|\\[^\n]|'')*+'|[eE](?!')|(?<=[\w$\x80-\xff])[eE]"
+    rb"|'[^'\n]*+'|\"[^\"\n]*+\"|-(?!-)|/(?!\*))*+;[ \t\r]*\n?\Z"
 )
 _COMMENT_TOKEN = re.compile(rb"/\*|\*/")
 _PARENTHESIZED = re.compile(rb"\([^()]*\)")
