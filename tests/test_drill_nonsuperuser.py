@@ -144,6 +144,7 @@ def test_a_backslash_in_a_dollar_body_or_string_is_no_command(chunk: int) -> Non
 SOURCE_SQL = """
 CREATE EXTENSION pg_trgm;
 ALTER SCHEMA public OWNER TO {owner};
+COMMENT ON SCHEMA public IS 'owned by the application role';
 SET ROLE {owner};
 CREATE SCHEMA app;
 CREATE TABLE app.models (id serial PRIMARY KEY, name text NOT NULL, "GRANT" text);
@@ -267,7 +268,8 @@ def owned_backups(sandbox: Profile, tmp_path: Path, roles: Roles) -> Backups:
             drop_database(conn, source)
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(reader)))
     for statement in (f"ALTER TABLE app.models OWNER TO {roles.owner};", f"GRANT USAGE ON SCHEMA app TO {reader};",
-                      f"ALTER SCHEMA public OWNER TO {roles.owner};", "ALTER DEFAULT PRIVILEGES FOR ROLE"):
+                      f"ALTER SCHEMA public OWNER TO {roles.owner};", "ALTER DEFAULT PRIVILEGES FOR ROLE",
+                      "COMMENT ON SCHEMA public IS", "COMMENT ON EXTENSION pg_trgm IS"):
         assert statement.encode() in dumped  # what a non-superuser could not restore is in the dump
     return Backups(plain, custom)
 
