@@ -111,6 +111,12 @@ def test_statements_pg_restore_keeps_are_kept(statement: bytes, chunk: int) -> N
     assert run(dump, chunk) == dump
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_dollar_quotes_end_at_their_own_tag(chunk: int) -> None:
+    dump = b"SELECT $a$b$a$, $1, x$y$;\nSELECT $$\nGRANT$$;\nGRANT ALL ON t TO x;\nSELECT 1;\n"
+    assert run(dump, chunk) == dump.replace(b"GRANT ALL ON t TO x;", b"")
+
+
 def test_a_statement_after_a_dropped_one_on_its_line_is_kept() -> None:
     dump = b"GRANT ALL ON t TO x; CREATE INDEX i ON t (a);\nSELECT 1;\n"
     assert run(dump, 3) == b" CREATE INDEX i ON t (a);\nSELECT 1;\n"

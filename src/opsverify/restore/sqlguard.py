@@ -54,7 +54,7 @@ _OWNER = re.compile(
 )
 _STD_STRINGS = re.compile(rb"^\s*SET\s+standard_conforming_strings\s*(=|TO)\s*'?(?P<value>on|off)'?", re.IGNORECASE)
 # what can change the lexer's state outside quotes and comments
-_SPECIAL = re.compile(rb"""[;'"\\()]|--|/\*|(?<![\w$\x80-\xff])\$([A-Za-z_\x80-\xff][\w$\x80-\xff]*)?\$""")
+_SPECIAL = re.compile(rb"""[;'"\\()]|--|/\*|(?<![\w$\x80-\xff])\$([A-Za-z_\x80-\xff][\w\x80-\xff]*)?\$""")
 _IDENT = re.compile(rb"[\w$\x80-\xff]")
 _E_STRING_END = re.compile(rb"\\.|'", re.DOTALL)
 _SPECIAL_START = re.compile(rb"^\s*(\\|COPY|CREATE|DROP|ALTER|SET|GRANT|REVOKE)", re.IGNORECASE)
