@@ -30,7 +30,10 @@ class RestoreTarget(SecretSource):
     name: Name = "restore-target"
     host: str = "127.0.0.1"
     port: int = Field(5432, ge=1, le=65535)
-    user: str = Field(description="a role with CREATEDB; it owns the scratch databases")
+    user: str = Field(
+        description="a role with LOGIN CREATEDB (no superuser needed, except for pg_amcheck and untrusted "
+        "extensions: README, The staging role); it owns the scratch databases"
+    )
     dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
