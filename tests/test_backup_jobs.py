@@ -64,12 +64,14 @@ def test_dump_with_wrong_password_fails_with_pg_dumps_reason(
 
     def mutate(data: dict[str, Any]) -> None:
         scratch(tmp_path)(data)
-        data["databases"][0]["password_file"] = str(wrong)
+        data["databases"][0]["backup_password_file"] = str(wrong)  # pg_dump runs as the backup role
 
     run = run_checks(profile_variant(mutate), JOBS + "::test_fresh_dump_is_complete")
     assert run.failed() == {DUMP}
-    assert run.message(DUMP).startswith("pg_dump of photonic_foundry failed: ")
-    assert 'password authentication failed for user "opsverify"' in run.message(DUMP)
+    assert run.message(DUMP).startswith("pg_dump of photonic_foundry at 127.0.0.1:")
+    assert run.message(DUMP).endswith(
+        ' as role opsverify_backup (the backup user) was refused: password authentication failed for user '
+        '"opsverify_backup"')
     assert "not-the-password" not in run.result.stdout.str()
     assert list((tmp_path / "scratch").iterdir()) == []
 

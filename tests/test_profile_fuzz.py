@@ -23,7 +23,7 @@ from opsverify.profile import Profile, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_ENV = {"DB_HOST": "db", "DB_PASSWORD": "x", "PF_DB_PASSWORD": "y"}
-PER_EXAMPLE = 5.0  # seconds (generous: the machine is shared): a profile loads in milliseconds; a bomb must be refused, not expanded
+PER_EXAMPLE = 5.0  # seconds, generous (a shared machine): a profile loads in milliseconds, a bomb is refused
 EXAMPLES = 300
 
 NASTY_VALUES = [

@@ -25,6 +25,7 @@ from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
 from opsverify.probes.replication import ArchivedCopy, ArchiverState, BaseBackups
 from opsverify.profile import Database, Drill, Profile
+from opsverify.profile.advice import pitr_undeclared
 
 pytestmark = [pytest.mark.recovery, pytest.mark.dr, pytest.mark.daily]
 
@@ -36,10 +37,9 @@ def point_in_time(
     base_backups_of: Callable[[Database], BaseBackups | None],
 ) -> tuple[str, timedelta] | str:
     """The point-in-time recovery path of ``db`` and its loss (the archive lag), or why there is none."""
-    if not db.wal_archiving or db.wal_archive is None:
-        return f"{db.name} declares no wal_archive"
-    if db.base_backups is None:
-        return f"{db.name} declares no base_backups"
+    undeclared = pitr_undeclared(db)
+    if undeclared is not None:
+        return undeclared
     state = archiver_of(db)
     if state.error is not None or state.archive_mode == "off":
         return f"the archiver of {db.name} is unreadable or off"

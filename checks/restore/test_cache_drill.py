@@ -46,7 +46,8 @@ def test_restored_keys_match_the_backup(
         fail(f"drill {redis_drill.name}: cannot compare keys: {redis_drill_outcome.manifest_problem}")
     manifest = redis_drill_outcome.manifest
     if manifest is None:
-        pytest.skip(f"drill {redis_drill.name}: no manifest beside {redis_drill_outcome.backup} to compare keys with")
+        pytest.skip(f"drill {redis_drill.name}: no manifest beside {redis_drill_outcome.backup} to compare keys with: "
+                    f"write one after each RDB copy with `opsverify manifest write {redis_drill_outcome.backup}`")
     try:
         expected = RedisFacts.from_json(manifest)
     except (KeyError, TypeError, ValueError, AttributeError):

@@ -17,7 +17,7 @@ from opsverify.durations import format_duration as fmt
 from opsverify.facts.database import CHECKSUM_ALGORITHM
 from opsverify.profile import Profile, RestoreTarget
 from opsverify.restore.drill import PgDrillOutcome
-from opsverify.restore.fidelity import compare_checksums, compare_rows
+from opsverify.restore.fidelity import compare_checksums, compare_rows, matches
 
 pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly]
 
@@ -57,8 +57,11 @@ def test_restored_row_counts_match_the_backup(
 ) -> None:
     """QP-14: every table has the row count the backup recorded (or the source holds in one snapshot).
 
-    A malformed manifest, or an unreadable source with ``compare_with_source``, fails; no manifest
-    with ``compare_with_source`` off skips.
+    Against a manifest or a ``source_quiescent`` source exactly (an ``append_only`` table: at least
+    the manifest's rows); against a live source within the drill's ``row_tolerance`` (an
+    ``append_only`` table: at most the source's rows, and not none). A table missing from the
+    restored copy fails. A malformed manifest, or an unreadable source with ``compare_with_source``,
+    fails; no manifest with ``compare_with_source`` off skips.
     """
     outcome = restored(pg_drill_outcome)
     expected, origin = drill_expectation.facts, drill_expectation.origin
@@ -69,8 +72,13 @@ def test_restored_row_counts_match_the_backup(
     if outcome.facts_problem is not None:
         fail(f"drill {outcome.drill.name}: cannot compare row counts: {outcome.facts_problem}")
     assert outcome.restored is not None
-    differences = compare_rows(expected, outcome.restored)
-    evidence.record(compared_with=origin, tables=len(expected.tables), differing=len(differences))
+    drill = outcome.drill
+    basis = drill_expectation.basis
+    differences = compare_rows(expected, outcome.restored, basis, drill.row_tolerance, drill.append_only)
+    evidence.record(compared_with=origin, tables=len(expected.tables), differing=len(differences), comparison=basis)
+    if basis == "live":
+        evidence.record(row_tolerance=f"{drill.row_tolerance.percent:g}% (at least {drill.row_tolerance.min_rows} "
+                                      "rows)", append_only=" ".join(drill.append_only) or "none")
     if differences:
         first = differences[0]
         fail(f"drill {outcome.drill.name}: {len(differences)} table(s) differ from {origin}, first {first.table}: "
@@ -83,8 +91,13 @@ def test_restored_tables_match_their_checksums(
 ) -> None:
     """QP-14: tables up to ``checksum_max_rows`` rows have the content checksum the backup recorded.
 
-    ``checksum_max_rows: 0`` turns checksums off (skip); a bound below every table's size fails, as
-    do a malformed manifest and an unreadable source with ``compare_with_source``.
+    Against a manifest or a ``source_quiescent`` source every checksum must match (an
+    ``append_only`` table restored with more rows than the manifest is not compared). A live source
+    (``compare_with_source`` without ``source_quiescent``) passes only where every checksum matches;
+    where one differs the check skips, saying so: writes made since the backup change a checksum
+    as a damaged restore does. ``checksum_max_rows: 0`` turns checksums off (skip); a bound below
+    every table's size fails, as do a malformed manifest and an unreadable source with
+    ``compare_with_source``.
     """
     outcome = restored(pg_drill_outcome)
     drill = outcome.drill
@@ -99,8 +112,12 @@ def test_restored_tables_match_their_checksums(
     if outcome.facts_problem is not None:
         fail(f"drill {drill.name}: cannot compare checksums: {outcome.facts_problem}")
     assert outcome.restored is not None
-    differences, compared = compare_checksums(expected, outcome.restored)
-    evidence.record(compared_with=origin, checksummed_tables=compared, differing=len(differences))
+    grown = frozenset(name for name, fact in outcome.restored.tables.items()  # append-only rows since the manifest
+                      if drill_expectation.basis == "manifest" and matches(name, drill.append_only)
+                      and name in expected.tables and fact.rows != expected.tables[name].rows)
+    differences, compared = compare_checksums(expected, outcome.restored, grown)
+    evidence.record(compared_with=origin, checksummed_tables=compared, differing=len(differences),
+                    comparison=drill_expectation.basis)
     if compared == 0 and outcome.restored.tables:
         smallest, fact = min(outcome.restored.tables.items(), key=lambda item: (item[1].rows, item[0]))
         if fact.rows > drill.checksum_max_rows:
@@ -109,6 +126,14 @@ def test_restored_tables_match_their_checksums(
                  "or set it to 0 to turn checksums off")
     if compared == 0:
         pytest.skip(f"drill {drill.name}: no table with a checksum in both {origin} and the restored copy")
+    if differences and drill_expectation.basis == "live":
+        pytest.skip(
+            f"drill {drill.name}: cannot compare checksums with a live source: {len(differences)} of {compared} "
+            f"checksummed table(s) differ from {origin} (first {differences[0].table}), and writes made since the "
+            "backup change a checksum as a damaged restore does: write a manifest beside each backup at backup "
+            "time (opsverify manifest write BACKUP --from-source), or declare source_quiescent: true if nothing "
+            f"writes to {drill_expectation.source}"
+        )
     if differences:
         first = differences[0]
         fail(f"drill {outcome.drill.name}: {first.table} {first.problem} ({origin})")

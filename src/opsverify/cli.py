@@ -1,4 +1,4 @@
-"""``opsverify``: profile validation and schema, and the embedded sandbox.
+"""``opsverify``: profile validation and schema, backup manifests, and the embedded sandbox.
 
 Every error reaches the user as one sentence with the fix, and a non-zero exit; never a traceback.
 """
@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from opsverify import __version__
 from opsverify.errors import OpsverifyError, ProfileError
@@ -33,20 +34,82 @@ def _parser() -> argparse.ArgumentParser:
     check = profile_commands.add_parser(
         "check",
         help="validate FILE (a regular UTF-8 YAML file of at most 8 MiB); print every problem with its YAML path "
-        "and line, exit 1 if there is one",
+        "and line",
+        description="Validate FILE and print every problem with its YAML path and line (exit 1 if any). Warns (exit "
+        "status unchanged) where an objective's RPO is shorter than the fastest recovery path the profile declares.",
     )
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="after validating, try every declared component once (databases, replicas, restore target, Redis, "
+        "HTTP services, dependencies, hosts, backup directories, offsite buckets: connect, authenticate, read one "
+        "fact), in parallel and bounded by the profile's timeouts, and print a table; exit 1 unless all are ok",
+    )
     profile_commands.add_parser(
         "schema",
         help="print the profile's JSON Schema (for editors; defaults in the profile's own syntax, e.g. 1d); "
         "exits 141 quietly when the reader closes the pipe (`| head`)",
     )
 
+    _manifest_parser(commands)
+
     sandbox = commands.add_parser("sandbox", help="the embedded sandbox: real servers on loopback")
     sandbox.add_argument("action", choices=["up", "down", "status"], help="start, stop, or show what runs where")
     sandbox.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="where it keeps data (./.sandbox)")
     sandbox.add_argument("--purge", action="store_true", help="with down: also delete the state dir")
     return parser
+
+
+def _manifest_parser(commands: Any) -> None:
+    manifest = commands.add_parser(
+        "manifest", help="write or show <backup>.manifest.json, what a drill compares a restore with",
+        description="A manifest records what a backup held (table rows, or Redis keys), bound to the backup's "
+        "size and SHA-256; the restore drills compare the restored copy with it. Format: docs/manifest.md.",
+    )
+    actions = manifest.add_subparsers(dest="action", required=True, metavar="ACTION")
+    write = actions.add_parser(
+        "write", help="write BACKUP.manifest.json beside BACKUP (call it right after the backup job)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write BACKUP.manifest.json atomically (a temporary file renamed into place).\n\n"
+        "Without --from-source the facts are read from the backup itself: a plain or gzipped SQL dump is streamed\n"
+        "and the rows of each table's COPY section counted; a pg_dump -Fc/-Fd archive is streamed through\n"
+        "`pg_restore --data-only -f -` and counted the same way (constant memory; no checksums: those need a\n"
+        "server); an RDB is loaded by a throwaway redis-server on a free loopback port (as the Redis drill does)\n"
+        "and its persistent keys counted per database and sampled with their types; the server is gone after.\n\n"
+        "With --from-source the facts are read from the live source of backup source NAME in the profile: its\n"
+        "`database` in one REPEATABLE READ, READ ONLY snapshot (row counts and checksums) as the profile's\n"
+        "monitoring role, or its Redis; with the profile's timeouts. Run it right after the dump, on a\n"
+        "quiescent source: a write made in between is recorded but not in the backup, and the drill fails.\n\n"
+        "An existing manifest bound to another file (or unreadable) is not replaced without --force.",
+    )
+    write.add_argument("backup", type=Path, metavar="BACKUP", help="the backup file, or a pg_dump -Fd directory")
+    write.add_argument("--from-source", action="store_true", help="read the facts from the live source (see above)")
+    write.add_argument("--profile", type=Path, metavar="FILE", help="with --from-source: the profile")
+    write.add_argument("--source", metavar="NAME", help="with --from-source: the backup source's name in the profile")
+    write.add_argument("--force", action="store_true", help="replace a manifest that describes another file")
+    show = actions.add_parser(
+        "show", help="print BACKUP's manifest and whether it still matches the file (exit 1 when not)"
+    )
+    show.add_argument("backup", type=Path, metavar="BACKUP")
+    actions.add_parser("schema", help="print the manifest format's JSON Schema")
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from opsverify import manifests
+    from opsverify.facts.manifest import SCHEMA
+
+    if args.action == "schema":
+        print(json.dumps(SCHEMA, indent=2))
+        return 0
+    if args.action == "write":
+        written = manifests.write(args.backup, from_source=args.from_source, profile_file=args.profile,
+                                  source=args.source, force=args.force)
+        print(written.summary)
+        return 0
+    text, matches = manifests.show(args.backup)
+    print(text)
+    return 0 if matches else 1
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -66,6 +129,18 @@ def _profile(args: argparse.Namespace) -> int:
         f"{len(getattr(loaded, s))} {s}" for s in ("services", "databases", "redis", "dependencies", "hosts", "backups")
     )
     print(f"{args.file}: profile {loaded.name} ({loaded.role}) is valid: {counts}")
+    from opsverify.profile.advice import rpo_warnings
+
+    for warning in rpo_warnings(loaded):
+        print(f"warning: {warning}", file=sys.stderr)
+    if getattr(args, "connect", False):
+        from opsverify.connect import reach_all, render
+
+        rows = reach_all(loaded)
+        print(render(rows))
+        failed = sum(not r.ok for r in rows)
+        print(f"{len(rows) - failed} of {len(rows)} components answered" + (f", {failed} failed" if failed else ""))
+        return 1 if failed else 0
     return 0
 
 
@@ -89,7 +164,10 @@ BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a C tool whose read
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        code = _profile(args) if args.command == "profile" else _sandbox(args)
+        if args.command == "manifest":
+            code = _manifest(args)
+        else:
+            code = _profile(args) if args.command == "profile" else _sandbox(args)
         sys.stdout.flush()
         return code
     except BrokenPipeError:

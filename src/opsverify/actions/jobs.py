@@ -14,7 +14,7 @@ from pathlib import Path
 
 from opsverify.actions.base import Action
 from opsverify.actions.directory import ScratchDirectory
-from opsverify.backups.jobs import BackupJobError, Bgsave, bgsave, pg_dump
+from opsverify.backups.jobs import BackupJobError, BackupRole, Bgsave, bgsave, pg_dump
 from opsverify.probes.outage import OutageRegister, address
 from opsverify.probes.redis import client, unreachable
 from opsverify.profile import Database, RedisInstance, Timeouts
@@ -26,10 +26,12 @@ class DumpJob:
 
     path: Path
     error: str | None = None
+    role: str = ""  # the role it ran as, described: ``role X (the backup user)``
 
 
 class ScratchDump(ScratchDirectory[DumpJob]):
-    """``pg_dump -Fc`` of ``database`` into ``directory/<name>.dump``, now."""
+    """``pg_dump -Fc`` of ``database`` into ``directory/<name>.dump``, now, as its backup role (``backup_user``;
+    the monitoring ``user`` when none is declared); a refusal names the role."""
 
     kind = "scratch dump"
     touches_production = True  # it reads the whole live database
@@ -42,10 +44,11 @@ class ScratchDump(ScratchDirectory[DumpJob]):
         self.make_dir()
         target = self.directory / f"{self.database.name}.dump"
         target.touch(mode=0o600)  # pg_dump keeps the mode of the file it overwrites: the dump stays private
+        role = BackupRole(self.database).described
         try:
-            return DumpJob(pg_dump(self.database, target, self.timeouts.connect, self.timeout))
+            return DumpJob(pg_dump(self.database, target, self.timeouts.connect, self.timeout), role=role)
         except BackupJobError as err:
-            return DumpJob(target, str(err))
+            return DumpJob(target, str(err), role)
 
 
 class RedisBgsave(Action[Bgsave]):

@@ -25,8 +25,53 @@ class BackupJobError(OpsverifyError):
     """A backup job did not produce its backup."""
 
 
+@dataclass(frozen=True)
+class BackupRole:
+    """Who a backup job logs in as: the database's ``backup_user``, else (none declared) its monitoring ``user``.
+
+    An ``Endpoint`` for libpq (``pg_env``); the password is read only when asked for, never kept.
+    """
+
+    db: Database
+
+    @property
+    def declared(self) -> bool:
+        """The profile declares a backup role for this database."""
+        return self.db.backup_user is not None
+
+    @property
+    def host(self) -> str:
+        return self.db.host
+
+    @property
+    def port(self) -> int:
+        return self.db.port
+
+    @property
+    def sslmode(self) -> str:
+        return self.db.sslmode
+
+    @property
+    def user(self) -> str:
+        return self.db.backup_user or self.db.user
+
+    def secret(self) -> str | None:
+        return self.db.backup_secret() if self.declared else self.db.secret()
+
+    @property
+    def described(self) -> str:
+        """``role X (the backup user)``, or ``role X (the monitoring user; declare backup_user)``."""
+        which = "the backup user" if self.declared else "the monitoring user; declare backup_user"
+        return f"role {self.user} ({which})"
+
+
+REFUSALS = ("permission denied", "authentication failed", "no pg_hba.conf entry", "must be ", "does not exist")
+
+
 def pg_dump(db: Database, target: Path, connect: timedelta, timeout: timedelta, fmt: str = "custom") -> Path:
-    """``pg_dump -F<fmt> -f target`` of ``db``; raise ``BackupJobError`` with pg_dump's first error line."""
+    """``pg_dump -F<fmt> -f target`` of ``db`` as its backup role (``BackupRole``); raise ``BackupJobError`` naming
+    that role and pg_dump's first error line."""
+    role, where = BackupRole(db), f"{db.host}:{db.port}"
     try:
         args = [pg_tool("pg_dump"), f"--format={fmt}", "-f", str(target)]
     except MissingTool as err:
@@ -34,7 +79,7 @@ def pg_dump(db: Database, target: Path, connect: timedelta, timeout: timedelta, 
     try:
         done = subprocess.run(
             args,
-            env=pg_env(db, db.dbname, connect),
+            env=pg_env(role, db.dbname, connect),
             capture_output=True,
             text=True,
             timeout=timeout.total_seconds(),
@@ -42,16 +87,29 @@ def pg_dump(db: Database, target: Path, connect: timedelta, timeout: timedelta, 
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        raise BackupJobError(f"pg_dump of {db.name} did not finish within {timeout}: is the server busy?") from None
+        raise BackupJobError(f"pg_dump of {db.name} at {where} as {role.described} did not finish within {timeout}: "
+                             "is the server busy?") from None
     if done.returncode != 0:
-        raise BackupJobError(f"pg_dump of {db.name} failed: {_last_error(done.stderr)}")
+        reason = _last_error(done.stderr)
+        if not any(marker in reason for marker in REFUSALS):
+            raise BackupJobError(f"pg_dump of {db.name} at {where} as {role.described} failed: {reason}")
+        fix = ""
+        if role.declared and "permission denied" in reason:
+            fix = f": let it read every table and sequence (GRANT pg_read_all_data TO {role.user})"
+        raise BackupJobError(f"pg_dump of {db.name} at {where} as {role.described} was refused: {reason}{fix}")
     return target
 
 
 def _last_error(stderr: str) -> str:
+    """pg_dump's first error line; a server's refusal (``ERROR:``/``FATAL:``) without libpq's wrapping."""
     lines = [line.removeprefix("pg_dump: ").removeprefix("error: ") for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line or "failed" in line] or lines
-    return errors[0] if errors else "no output"
+    first = errors[0] if errors else "no output"
+    for level in ("ERROR:", "FATAL:"):
+        _, found, said = first.partition(level)
+        if found and any(marker in said for marker in REFUSALS):
+            return said.strip()
+    return first
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,30 @@ class Database(SecretSource):
         "nothing reads, checkpoints cannot recycle it, and it grows until the disk is full",
     )
 
+    backup_user: str | None = Field(
+        None,
+        description="the role the backup jobs (pg_dump) log in as, e.g. one granted pg_read_all_data: it reads every "
+        "table and sequence. Default: none declared, so backup jobs run as `user`, the read-only monitoring role, "
+        "and a refusal says so. Checks that only read use `user`",
+    )
+    backup_password: SecretStr | None = Field(None, description="the backup role's password: ${VAR} only")
+    backup_password_file: ExistingFile | None = Field(None, description="a file holding the backup role's password")
+
+    def backup_secret(self) -> str | None:
+        """The backup role's password, from the environment or its file."""
+        return read_secret(self.backup_password, self.backup_password_file)
+
+    @model_validator(mode="after")
+    def _backup_password_needs_backup_user(self) -> Database:
+        if self.backup_user is None and (self.backup_password is not None or self.backup_password_file is not None):
+            raise ValueError("backup_password is the backup role's password: declare backup_user (the role) too")
+        return self
+
+    @field_validator("wal_archive", "base_backups", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        return value or None  # `${PF_WAL_ARCHIVE:-}` left empty: none declared
+
     @model_validator(mode="after")
     def _archive_needs_archiving(self) -> Database:
         if self.wal_archive is not None and not self.wal_archiving:
@@ -247,6 +271,11 @@ class S3Access(Model):
         """The secret key, read from the file when one is named (first line, stripped)."""
         return read_secret(self.secret_access_key, self.secret_access_key_file)
 
+    @field_validator("endpoint_url", mode="before")
+    @classmethod
+    def _blank_endpoint_is_aws(cls, value: object) -> object:
+        return value or None  # `${S3_ENDPOINT:-}` left empty: AWS for the region
+
 
 def _s3_url(value: str) -> str:
     parts = urlsplit(value)
@@ -297,6 +326,13 @@ class BackupSource(Named):
     exclude_tables: list[str] = Field(
         default_factory=list,
         description="globs of live tables (schema.table or table) a dump may leave out, or leave the rows of out",
+    )
+
+    stray_max_age: Duration = Field(
+        timedelta(days=7),
+        description="a file in this source's directory that matches no source's pattern (a stray: a manual dump, "
+        "a renamed copy) fails the directory check once older than this; a directory shared by several sources "
+        "takes the smallest of theirs. Default 7d",
     )
 
     @property

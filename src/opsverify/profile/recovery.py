@@ -7,11 +7,21 @@ PF-46 full system recovery, PF-47 RTO/RPO objectives, QP-15 failover.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from opsverify.profile.model import Database, Duration, ExistingFile, Name, Named, SecretSource, read_secret
+from opsverify.profile.model import (
+    Database,
+    Duration,
+    ExistingFile,
+    Model,
+    Name,
+    Named,
+    Percent,
+    SecretSource,
+    read_secret,
+)
 
 
 class RestoreTarget(SecretSource):
@@ -20,12 +30,37 @@ class RestoreTarget(SecretSource):
     name: Name = "restore-target"
     host: str = "127.0.0.1"
     port: int = Field(5432, ge=1, le=65535)
-    user: str = Field(description="a role with CREATEDB; it owns the scratch databases")
+    user: str = Field(
+        description="a role with LOGIN CREATEDB (no superuser needed, except for pg_amcheck and untrusted "
+        "extensions: README, The staging role); it owns the scratch databases"
+    )
     dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
     jobs: int | None = Field(None, ge=1, le=1024, description="pg_restore -j; default: the number of cores")
     max_scratch_age: Duration = Field(timedelta(hours=6), description="the janitor drops older scratch databases")
+
+
+class RowTolerance(Model):
+    """How far a restored table's row count may lie from a live source's (``compare_with_source``)."""
+
+    percent: Percent = Field(
+        default=5,
+        description="rows a table may have gained or lost since the backup, in percent of the source's rows now: "
+        "a daily dump is a day older than the source, and 5% covers a table that grows or churns up to 5% a day, "
+        "while a table lost, emptied or restored with most of its rows missing still fails",
+    )
+    min_rows: int = Field(
+        default=10,
+        ge=0,
+        le=1_000_000_000_000,
+        description="the tolerance is never below this many rows, so a table of a few rows (a lookup or "
+        "configuration table) does not fail on one insert; an emptied table of more rows still fails",
+    )
+
+    def allowed(self, source_rows: int) -> int:
+        """The rows a table of ``source_rows`` may differ by: ``percent`` of them, rounded up, at least ``min_rows``."""
+        return max(self.min_rows, -(-source_rows * round(self.percent * 1000) // 100_000))
 
 
 class Drill(Named):
@@ -37,6 +72,26 @@ class Drill(Named):
     objective: Name = Field("database", description="the component whose RTO/RPO the drill is measured against")
     compare_with_source: bool = Field(
         False, description="without a manifest, read the source in a REPEATABLE READ snapshot to compare"
+    )
+    row_tolerance: RowTolerance = Field(
+        default=RowTolerance(),
+        description="with compare_with_source and no manifest, a table's restored rows may differ from the live "
+        "source's by this much (writes made since the backup); never applied to a manifest (the state at backup "
+        "time: compared exactly) nor to a source declared source_quiescent",
+    )
+    append_only: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="globs of tables only ever appended to (schema.table or table: logs, events, audit trails): "
+        "against a live source the restored copy may hold fewer rows than the source but never more (nor none "
+        "where the source holds more than row_tolerance.min_rows); against a manifest at least the manifest's rows",
+    )
+    source_quiescent: bool = Field(
+        False,
+        description="nothing writes to the source (a frozen or read-only database): with compare_with_source its "
+        "row counts and content checksums must equal the restored copy's exactly. Otherwise the "
+        "source is live: row counts compare within row_tolerance, and the checksum check passes only when every "
+        "checksum matches and skips, saying why, when one differs (writes made since the backup change a checksum "
+        "as a damaged restore does)",
     )
     checksum_max_rows: int = Field(
         100_000, ge=0, le=10**12, description="tables up to this many rows get a content checksum"

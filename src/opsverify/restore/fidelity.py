@@ -1,13 +1,25 @@
 """Data fidelity of a restored copy: its facts compared with what the backup held (a manifest, or
 the source read in one snapshot). Every difference is named, table by table or key by key.
+
+What "equal" means depends on where the expectation comes from (``Basis``): a manifest records the
+state at backup time and a quiescent source has not changed since, so both compare exactly; a live
+source has taken writes since the backup, so its row counts compare within the drill's
+``row_tolerance``. Tables declared ``append_only`` only grow: the restored copy may hold fewer rows
+than a live source, never more, and at least a manifest's rows.
 """
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from opsverify.facts.database import DataFacts
 from opsverify.facts.redis import RedisFacts
+from opsverify.profile.recovery import RowTolerance
+
+Basis = Literal["manifest", "quiescent", "live"]
 
 
 @dataclass(frozen=True)
@@ -18,24 +30,66 @@ class Difference:
     problem: str
 
 
-def compare_rows(expected: DataFacts, restored: DataFacts) -> list[Difference]:
-    """Tables missing from the restore or with another row count."""
+def matches(table: str, globs: Sequence[str]) -> bool:
+    """Table globs match ``schema.table`` or, without a dot, the bare table name."""
+    bare = table.partition(".")[2]
+    return any(fnmatch.fnmatchcase(table if "." in glob else bare, glob) for glob in globs)
+
+
+def compare_rows(
+    expected: DataFacts,
+    restored: DataFacts,
+    basis: Basis = "manifest",
+    tolerance: RowTolerance | None = None,
+    append_only: Sequence[str] = (),
+) -> list[Difference]:
+    """Tables missing from the restore, or whose row count is not what ``basis`` allows.
+
+    ``manifest``: exactly the manifest's rows (an ``append_only`` table: at least them). ``quiescent``:
+    exactly the source's. ``live``: within ``tolerance`` of the source's (an ``append_only`` table: at
+    most the source's, and not none where the source holds more than ``tolerance.min_rows``).
+    """
+    tolerance = tolerance or RowTolerance()
     out = []
     for name, want in expected.tables.items():
         got = restored.tables.get(name)
         if got is None:
             out.append(Difference(name, "missing from the restored copy"))
-        elif got.rows != want.rows:
-            out.append(Difference(name, f"{got.rows} rows restored, {want.rows} expected"))
+            continue
+        problem = _row_problem(got.rows, want.rows, basis, tolerance, matches(name, append_only))
+        if problem is not None:
+            out.append(Difference(name, problem))
     return out
 
 
-def compare_checksums(expected: DataFacts, restored: DataFacts) -> tuple[list[Difference], int]:
-    """Tables whose content checksum differs; and how many tables were compared."""
+def _row_problem(got: int, want: int, basis: Basis, tolerance: RowTolerance, append_only: bool) -> str | None:
+    if basis == "manifest" and append_only:
+        return None if got >= want else f"{got} rows restored, fewer than the {want} recorded (append_only)"
+    if basis != "live":
+        return None if got == want else f"{got} rows restored, {want} expected"
+    if append_only:
+        if got > want:
+            return (f"{got} rows restored, more than the {want} the source holds now (append_only: the table "
+                    "cannot have shrunk since the backup)")
+        if got == 0 and want > tolerance.min_rows:
+            return (f"0 rows restored, {want} in the source (append_only: empty, and the source holds more than "
+                    f"row_tolerance.min_rows {tolerance.min_rows})")
+        return None
+    allowed = tolerance.allowed(want)
+    if abs(got - want) <= allowed:
+        return None
+    return (f"{got} rows restored, {want} in the source, off by {abs(got - want)}: beyond the row_tolerance of "
+            f"{allowed} rows ({tolerance.percent:g}% of {want}, at least {tolerance.min_rows})")
+
+
+def compare_checksums(
+    expected: DataFacts, restored: DataFacts, exclude: frozenset[str] = frozenset()
+) -> tuple[list[Difference], int]:
+    """Tables whose content checksum differs; and how many tables were compared (``exclude`` aside)."""
     out, compared = [], 0
     for name, want in expected.tables.items():
         got = restored.tables.get(name)
-        if want.checksum is None or got is None or got.checksum is None:
+        if want.checksum is None or got is None or got.checksum is None or name in exclude:
             continue
         if got.checksum.partition(":")[0] != want.checksum.partition(":")[0]:
             continue  # hashed by another method (a column type hashable on one server only): not comparable

@@ -1,5 +1,7 @@
 """Restore strategies: plain and gzip SQL streamed through ``psql -v ON_ERROR_STOP=1`` (no temp copy),
-custom and directory archives through ``pg_restore -j N --exit-on-error``.
+custom and directory archives through ``pg_restore -j N --exit-on-error``, both without owner and
+privilege statements (``--no-owner --no-privileges``; the SQL guard drops them from plain dumps), so a
+restore role with CREATEDB only can restore dumps of objects other roles own.
 
 A failed restore is reported with the first error line of the tool's log; a restore that outlives
 its timeout is killed. Only the scratch database named by the caller is written to.
@@ -11,6 +13,7 @@ import contextlib
 import gzip
 import io
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -29,6 +32,7 @@ from opsverify.pgtools import Endpoint, MissingTool, first_error, pg_env, pg_too
 from opsverify.restore.sqlguard import guarded
 
 CHUNK = 1 << 20
+_UNTRUSTED = re.compile(r'permission denied to create extension "([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,19 @@ def _run(
         log.seek(0)
         text = log.read().decode(errors="replace")
     if code != 0:
-        return first_error(text, tool)
-    return first_error(text, tool) if "ERROR:" in text else None
+        return _explained(first_error(text, tool))
+    return _explained(first_error(text, tool)) if "ERROR:" in text else None
+
+
+def _explained(error: str) -> str:
+    """The tool's error, with the fix when it is a privilege only a superuser has (an untrusted extension)."""
+    found = _UNTRUSTED.search(error)
+    if found is None:
+        return error
+    return (
+        f"{error}: {found.group(1)} is not a trusted extension, so only a superuser may create it: restore as a "
+        "superuser role, or drill a backup of a database without it"
+    )
 
 
 def _pump(feed: Iterator[bytes], sink: IO[bytes]) -> None:

@@ -89,6 +89,7 @@ def _create(layout: Layout) -> None:
         pg.init()
         pg.start()
         pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"), ensure_secret(layout, "pg_replicator"))
+        pg.create_backup_role(ensure_secret(layout, "pg_backup"))
         seed_databases(pg)
         server = start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES)
         seed_redis(server)

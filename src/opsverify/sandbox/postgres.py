@@ -20,6 +20,7 @@ from opsverify.sandbox.state import Layout
 
 CHECK_ROLE = "opsverify"
 REPLICATION_ROLE = "opsverify_replicator"
+BACKUP_ROLE = "opsverify_backup"  # the backup jobs' role (Database.backup_user): reads every table and sequence
 DATABASES = ("photonic_foundry", "quantum_planner")
 ARCHIVE_DIR, BASE_BACKUPS_DIR = "wal-archive", "base-backups"  # under the cluster's base (PF-20)
 INSTALL = "PostgreSQL is not installed: run `sudo apt-get install postgresql-15` (or `make setup`)"
@@ -106,6 +107,17 @@ class Postgres(Cluster):
             )
             for name in DATABASES:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def create_backup_role(self, password: str) -> None:
+        """The ``opsverify_backup`` role the backup jobs run as: LOGIN with ``pg_read_all_data`` (pg_dump reads every
+        table and sequence), nothing else."""
+        from psycopg import sql
+
+        with self.connect() as conn:
+            conn.execute("SET pg_stat_statements.track_utility = off")  # keeps the password out of its table
+            role = sql.Identifier(BACKUP_ROLE)
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+            conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(role))
 
 
 def remove_base(base: Path) -> None:

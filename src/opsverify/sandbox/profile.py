@@ -9,7 +9,7 @@ import yaml
 
 from opsverify.sandbox.backups import DAY, SERIES
 from opsverify.sandbox.offsite import s3_access
-from opsverify.sandbox.postgres import ARCHIVE_DIR, BASE_BACKUPS_DIR, REPLICATION_ROLE
+from opsverify.sandbox.postgres import ARCHIVE_DIR, BACKUP_ROLE, BASE_BACKUPS_DIR, REPLICATION_ROLE
 from opsverify.sandbox.state import Layout, load_state
 from opsverify.sandbox.tls import TlsFiles
 
@@ -87,9 +87,15 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         }
         for name in ("photonic_foundry", "quantum_planner")
     ]
+    backup_pass = layout.secret_file("pg_backup")
+    if backup_pass.is_file():  # a sandbox created before the backup role runs its backup jobs as the monitoring role
+        for database in databases:
+            database.update(backup_user=BACKUP_ROLE, backup_password_file=str(backup_pass.resolve()))
     replicas = [{**databases[0], "name": "pf-replica", "port": ports["replica"], "primary": "photonic_foundry"}]
     for key in ("wal_archiving", "wal_archive", "base_backups"):
         replicas[0].pop(key)
+    for key in ("backup_user", "backup_password_file"):  # no backup job runs against the replica
+        replicas[0].pop(key, None)
     replicas[0]["replication_user"] = REPLICATION_ROLE
     replicas[0]["replication_password_file"] = str(layout.secret_file("pg_replicator").resolve())
     backups = []
