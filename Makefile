@@ -32,6 +32,7 @@ bench: setup  ## benchmarks against the peer tools (gzip -t, redis-check-rdb); p
 	@$(BIN)/python bench/bench_gzip.py
 	@$(BIN)/python bench/bench_rdb.py
 	@$(BIN)/python bench/bench_parallel.py
+	@$(BIN)/python bench/bench_profile.py
 
 sandbox-down:
 	$(BIN)/opsverify sandbox down

@@ -28,13 +28,13 @@ def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("90s", 90), ("15m", 900), ("1h", 3600), ("30d", 2592000), ("1h30m", 5400), (45, 45)],
+    [("500ms", 0.5), ("90s", 90), ("15m", 900), ("1h", 3600), ("30d", 2592000), ("1h30m", 5400)],
 )
 def test_durations_parse(text: str | int, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5", "10 parsecs", "h1", "1y", "-5m"])
+@pytest.mark.parametrize("text", ["", "10 parsecs", "h1", "1y", "-5m"])
 def test_bad_durations_are_refused_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(ValueError, match="500ms, 90s, 15m, 1h or 30d"):
         parse_duration(text)
@@ -109,7 +109,7 @@ def test_unset_variable_names_the_variable(tmp_path: Path) -> None:
 
 def test_duplicate_names_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nhosts: [{name: a}, {name: a}]\n")
-    assert problems(path) == ["(top level) (line 1): hosts: name 'a' is used more than once"]
+    assert problems(path) == ["hosts[1].name (line 2): name 'a' is used more than once (first at hosts[0])"]
 
 
 @pytest.mark.parametrize(
@@ -146,16 +146,14 @@ BACKUPS = (
 
 def test_drill_must_name_declared_backup_and_database(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\n" + BACKUPS + "drills: [{name: d, backup: nope, database: pf}]\n")
-    assert problems(path) == [
-        "(top level) (line 1): drill d: backup 'nope' is not declared (known: ['pf'])"
-    ]
+    assert problems(path) == ["drills[0].backup (line 4): backup 'nope' is not declared (known: ['pf'])"]
 
 
 def test_drill_of_a_table_scoped_series_is_refused(tmp_path: Path) -> None:
     tables = BACKUPS.replace("pattern: 'x*'}", "pattern: 'x*', scope: tables}")
     path = write(tmp_path, "name: x\n" + tables + "drills: [{name: d, backup: pf, database: pf}]\n")
     assert problems(path) == [
-        "(top level) (line 1): drill d: backup 'pf' has scope: tables (a pg_dump -t series), whose tables cannot be "
+        "drills[0].backup (line 4): backup 'pf' has scope: tables (a pg_dump -t series), whose tables cannot be "
         "restored alone into an empty scratch database (their foreign keys and types name objects the dump lacks): "
         "drill a scope: full series of the same database instead"
     ]
@@ -166,7 +164,7 @@ def test_wal_archiving_without_a_database_objective_is_one_profile_problem(tmp_p
     text = "name: x\ndatabases: [{name: pf, dbname: pf, user: u, wal_archiving: true}]\n"
     path = write(tmp_path, text + "objectives: [{component: application, rto: 15m, rpo: 5m}]\n")
     assert problems(path) == [
-        "(top level) (line 1): objectives: database pf declares wal_archiving, so a `database` objective "
+        "objectives (line 3): database pf declares wal_archiving (databases[0]), so a `database` objective "
         "(its RPO) is needed: add one"
     ]
 
@@ -182,7 +180,7 @@ def test_lookups_return_what_the_profile_declares(tmp_path: Path) -> None:
 
 def test_backup_names_a_declared_database(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nbackups: [{name: pf, kind: postgres, path: /b, database: nope}]\n")
-    assert problems(path) == ["(top level) (line 1): backup pf: database 'nope' is not a declared database"]
+    assert problems(path) == ["backups[0].database (line 2): database 'nope' is not a declared database"]
 
 
 def test_drill_restores_either_a_database_or_redis(tmp_path: Path) -> None:

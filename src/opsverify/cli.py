@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     profile_commands = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
     check = profile_commands.add_parser(
         "check",
-        help="validate FILE; print every problem with its YAML path",
-        description="Validate FILE and print every problem with its YAML path (exit 1 if any). Warns (exit status "
-        "unchanged) where an objective's RPO is shorter than the fastest recovery path the profile declares.",
+        help="validate FILE (a regular UTF-8 YAML file of at most 8 MiB); print every problem with its YAML path "
+        "and line",
+        description="Validate FILE and print every problem with its YAML path and line (exit 1 if any). Warns (exit "
+        "status unchanged) where an objective's RPO is shorter than the fastest recovery path the profile declares.",
     )
     check.add_argument("file", type=Path)
     check.add_argument(
@@ -44,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         "HTTP services, dependencies, hosts, backup directories, offsite buckets: connect, authenticate, read one "
         "fact), in parallel and bounded by the profile's timeouts, and print a table; exit 1 unless all are ok",
     )
-    profile_commands.add_parser("schema", help="print the profile's JSON Schema (for editors)")
+    profile_commands.add_parser(
+        "schema",
+        help="print the profile's JSON Schema (for editors; defaults in the profile's own syntax, e.g. 1d); "
+        "exits 141 quietly when the reader closes the pipe (`| head`)",
+    )
 
     _manifest_parser(commands)
 
@@ -115,7 +121,9 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         loaded = load_profile(args.file)
     except ProfileError as err:
-        print(err, file=sys.stderr)
+        # one problem: one line (`opsverify: profile F is not valid: PROBLEM`); several: one line each
+        one = f"opsverify: profile {err.source} is not valid: {err.problems[0]}" if len(err.problems) == 1 else None
+        print(one or err, file=sys.stderr)
         return 1
     counts = ", ".join(
         f"{len(getattr(loaded, s))} {s}" for s in ("services", "databases", "redis", "dependencies", "hosts", "backups")
@@ -150,12 +158,24 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a C tool whose reader went away (`yes | head -1`)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "manifest":
-            return _manifest(args)
-        return _profile(args) if args.command == "profile" else _sandbox(args)
+            code = _manifest(args)
+        else:
+            code = _profile(args) if args.command == "profile" else _sandbox(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader closed the pipe (`opsverify profile schema | head -1`): stop quietly. Python docs, "Note on
+        # SIGPIPE": point stdout at devnull so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
     except OpsverifyError as err:
         print(f"opsverify: {err}", file=sys.stderr)
         return 1

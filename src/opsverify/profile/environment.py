@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from opsverify.errors import OpsverifyError
 from opsverify.profile.model import (
@@ -49,51 +49,11 @@ class Profile(Model):
     replicas: list[Replica] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Profile:
-        for section in SECTIONS:
-            names = [item.name for item in getattr(self, section)]
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise ValueError(f"{section}: name {twice[0]!r} is used more than once")
-        return self
-
-    @model_validator(mode="after")
-    def _drills_name_what_exists(self) -> Profile:
-        known = {
-            "backup": {b.name for b in self.backups},
-            "database": {d.name for d in self.databases},
-            "redis": {r.name for r in self.redis},
-            "objective": {o.component for o in self.objectives},
-        }
-        for drill in self.drills:
-            for key, names in known.items():
-                value = getattr(drill, key)
-                if value is not None and value not in names:
-                    raise ValueError(f"drill {drill.name}: {key} {value!r} is not declared (known: {sorted(names)})")
-            if drill.database is not None and self.backup(drill.backup).scope == "tables":
-                raise ValueError(
-                    f"drill {drill.name}: backup {drill.backup!r} has scope: tables (a pg_dump -t series), "
-                    "whose tables cannot be restored alone into an empty scratch database (their foreign keys "
-                    "and types name objects the dump lacks): drill a scope: full series of the same database instead"
-                )
-        hosts = {h.name for h in self.hosts}
-        for source in self.backups:
-            if source.host is not None and source.host not in hosts:
-                raise ValueError(f"backup {source.name}: host {source.host!r} is not declared (known: {sorted(hosts)})")
-        for replica in self.replicas:
-            if replica.primary not in known["database"]:
-                raise ValueError(f"replica {replica.name}: primary {replica.primary!r} is not a declared database")
-        for source in self.backups:
-            if source.database is not None and source.database not in known["database"]:
-                raise ValueError(f"backup {source.name}: database {source.database!r} is not a declared database")
-        return self
-
-    @model_validator(mode="after")
-    def _objectives_that_checks_need(self) -> Profile:
-        needs = [f"database {d.name} declares wal_archiving" for d in self.databases if d.wal_archiving]
-        needs += [f"replica {r.name} declares no max_lag" for r in self.replicas if r.max_lag is None]
-        if needs and "database" not in {o.component for o in self.objectives}:
-            raise ValueError(f"objectives: {needs[0]}, so a `database` objective (its RPO) is needed: add one")
+    def _cross_references(self, info: ValidationInfo) -> Profile:
+        if not (info.context or {}).get("cross_referenced"):  # the loader checked them, with paths, beforehand
+            problems = cross_reference_problems(self)
+            if problems:
+                raise ValueError("; ".join(f"{dotted(path)}: {message}" for path, message in problems))
         return self
 
     def database(self, name: str) -> Database:
@@ -125,3 +85,111 @@ def _by_name(items: Sequence[N], name: str, what: str) -> N:
         if item.name == name:
             return item
     raise ProfileLookupError(f"no {what} named {name!r} is declared (known: {sorted(i.name for i in items)})")
+
+
+PathKey = tuple[str | int, ...]
+
+
+def dotted(path: PathKey) -> str:
+    """``("databases", 0, "port")`` -> ``databases[0].port``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _get(item: object, key: str, default: Any = None) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(key, default)
+    return getattr(item, key, default) if isinstance(item, Model) else default
+
+
+def _items(data: object, section: str) -> Iterator[tuple[int, object]]:
+    items = _get(data, section)
+    if isinstance(items, (list, tuple)):
+        yield from ((i, item) for i, item in enumerate(items) if isinstance(item, (Mapping, Model)))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _true(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() in {"1", "on", "t", "true", "y", "yes"})
+
+
+def _known(names: set[str], shown: int = 10) -> str:
+    """``['a', 'b']``; a long list is cut: ``['a', …, 'j', … (20000 declared)]``."""
+    ordered = sorted(names)
+    if len(ordered) <= shown:
+        return str(ordered)
+    return str(ordered[:shown])[:-1] + f", … ({len(ordered)} declared)]"
+
+
+def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
+    """Every problem between sections (unique names, names a drill, backup or replica refers to, the objectives the
+    checks need), each with its path; ``data`` is the raw interpolated profile (a mapping) or a ``Profile``.
+
+    Malformed entries are skipped (field validation reports them), so this runs before field validation and every
+    problem of a profile is reported in one pass."""
+    problems: list[tuple[PathKey, str]] = []
+    names: dict[str, set[str]] = {}
+    for section in SECTIONS:
+        first: dict[str, int] = {}
+        for index, item in _items(data, section):
+            name = _text(_get(item, "name"))
+            if name is None:
+                continue
+            if name in first:
+                problems.append(((section, index, "name"), f"name {name!r} is used more than once "
+                                 f"(first at {section}[{first[name]}])"))
+            else:
+                first[name] = index
+        names[section] = set(first)
+    objectives = _get(data, "objectives")
+    components = (
+        {c for _, o in _items(data, "objectives") if (c := _text(_get(o, "component"))) is not None}
+        if objectives is not None else {o.component for o in runbook_objectives()}
+    )
+    known = {"backup": names["backups"], "database": names["databases"], "redis": names["redis"],
+             "objective": components}
+    scopes = {_text(_get(b, "name")): _get(b, "scope", "full") for _, b in _items(data, "backups")}
+    for index, drill in _items(data, "drills"):
+        for key, declared in known.items():
+            value = _text(_get(drill, key, "database" if key == "objective" else None))
+            if value is not None and value not in declared:
+                problems.append(
+                    (("drills", index, key), f"{key} {value!r} is not declared (known: {_known(declared)})")
+                )
+        backup = _text(_get(drill, "backup"))
+        if _get(drill, "database") is not None and backup in names["backups"] and scopes.get(backup) == "tables":
+            problems.append((("drills", index, "backup"),
+                             f"backup {backup!r} has scope: tables (a pg_dump -t series), "
+                             "whose tables cannot be restored alone into an empty scratch database (their foreign keys "
+                             "and types name objects the dump lacks): drill a scope: full series of the same database "
+                             "instead"))
+    for index, source in _items(data, "backups"):
+        host = _text(_get(source, "host"))
+        if host is not None and host not in names["hosts"]:
+            problems.append((("backups", index, "host"),
+                             f"host {host!r} is not declared (known: {_known(names['hosts'])})"))
+        database = _text(_get(source, "database"))
+        if database is not None and database not in names["databases"]:
+            problems.append((("backups", index, "database"), f"database {database!r} is not a declared database"))
+    for index, replica in _items(data, "replicas"):
+        primary = _text(_get(replica, "primary"))
+        if primary is not None and primary not in names["databases"]:
+            problems.append((("replicas", index, "primary"), f"primary {primary!r} is not a declared database"))
+    if "database" not in components:
+        for index, db in _items(data, "databases"):
+            if _true(_get(db, "wal_archiving")):
+                problems.append((("objectives",), f"database {_get(db, 'name')} declares wal_archiving (databases"
+                                 f"[{index}]), so a `database` objective (its RPO) is needed: add one"))
+                break
+        else:
+            for index, replica in _items(data, "replicas"):
+                if _get(replica, "max_lag") is None:
+                    problems.append((("objectives",), f"replica {_get(replica, 'name')} declares no max_lag "
+                                     f"(replicas[{index}]), so a `database` objective (its RPO) is needed: add one"))
+                    break
+    return problems

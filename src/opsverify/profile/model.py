@@ -18,17 +18,21 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from opsverify.durations import DURATION_PATTERN, parse_duration
+from opsverify.durations import DURATION_PATTERN, duration_text, parse_duration
 
+# A string with a unit (a bare number is refused), positive and at most 3650d; shown (JSON, schema
+# defaults) in the profile's own syntax, so a default copied from the schema parses back equal.
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
+    PlainSerializer(duration_text, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "15m", "1h", "30d"]}),
 ]
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -45,9 +49,9 @@ Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class Model(BaseModel):
-    """Base of every profile section: frozen, unknown keys are errors."""
+    """Base of every profile section: frozen, unknown keys are errors, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Named(Model):
@@ -139,6 +143,7 @@ class Database(SecretSource):
 
     max_inactive_slot_wal: ByteSize | None = Field(
         None,
+        le=2**60,
         description="most WAL an inactive replication slot may hold back on this server (1GB, 512MiB). Default: "
         "the server's max_wal_size, the most WAL it keeps for itself: beyond it, WAL exists only for a slot "
         "nothing reads, checkpoints cannot recycle it, and it grows until the disk is full",
@@ -180,7 +185,7 @@ class RedisInstance(SecretSource):
 
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
-    db: int = Field(0, ge=0)
+    db: int = Field(0, ge=0, le=100_000)
     username: str | None = None
     ping_budget: Duration = timedelta(milliseconds=50)
     require_persistence: bool = Field(
@@ -307,11 +312,13 @@ class BackupSource(Named):
     rpo: Duration = timedelta(hours=24)
     retention: Duration = timedelta(days=30)
     schedule: Duration = Field(timedelta(days=1), description="how often the job runs; a bigger gap is a miss")
-    max_verify: int = Field(3, ge=1, description="newest backups fully verified by the daily run (monthly: all)")
+    max_verify: int = Field(
+        3, ge=1, le=10_000, description="newest backups fully verified by the daily run (monthly: all)"
+    )
     max_shrink_percent: Percent = Field(50, description="newest may be at most this much smaller than the median")
     tables: list[str] = Field(default_factory=list, description="tables every dump must hold")
     kinds: list[str] = Field(default_factory=list, description="Kubernetes kinds every config export must hold")
-    rdb_max_version: int = Field(12, ge=1, description="newest RDB version the restore target loads")
+    rdb_max_version: int = Field(12, ge=1, le=1000, description="newest RDB version the restore target loads")
     offsite: Offsite | None = None
     scope: Literal["full", "tables"] = Field(
         "full", description="full: a whole-database dump, compared with every live table; tables: selected tables (-t)"

@@ -37,7 +37,7 @@ class RestoreTarget(SecretSource):
     dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
-    jobs: int | None = Field(None, ge=1, description="pg_restore -j; default: the number of cores")
+    jobs: int | None = Field(None, ge=1, le=1024, description="pg_restore -j; default: the number of cores")
     max_scratch_age: Duration = Field(timedelta(hours=6), description="the janitor drops older scratch databases")
 
 
@@ -93,7 +93,9 @@ class Drill(Named):
         "checksum matches and skips, saying why, when one differs (writes made since the backup change a checksum "
         "as a damaged restore does)",
     )
-    checksum_max_rows: int = Field(100_000, ge=0, description="tables up to this many rows get a content checksum")
+    checksum_max_rows: int = Field(
+        100_000, ge=0, le=10**12, description="tables up to this many rows get a content checksum"
+    )
     smoke_queries: list[str] = Field(default_factory=list, description="each must return at least one row")
     amcheck: bool = Field(True, description="run pg_amcheck --heapallindexed on the restored copy")
     restore_timeout: Duration = timedelta(hours=2)
