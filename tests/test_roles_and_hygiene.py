@@ -371,3 +371,26 @@ def test_reads_refused_to_the_monitoring_role_name_it_in_session_archiver_slots_
     for test in compare:
         what = "row counts" if "row_counts" in test else "checksums"
         assert run.message(test) == f"drill pf-database-custom: cannot compare {what}: {cause}"
+
+
+def test_a_part_file_older_than_stray_max_age_is_a_stray_and_a_fresh_one_is_not(
+    run_checks: Run, profile_variant: Variant, series_copy: tuple[Path, Callable[[dict[str, Any]], None]]
+) -> None:
+    copy, mutate = series_copy
+    newest = max(copy.glob("quantum_planner_*.sql.gz"), key=lambda p: p.stat().st_mtime)
+    killed = copy / "quantum_planner_20261119_020000.sql.gz.part"  # a job killed 10 days ago while writing it
+    killed.write_bytes(b"\x1f\x8b" + b"\0" * (2 * 1024 * 1024 - 2))
+    os.utime(killed, (killed.stat().st_atime, killed.stat().st_mtime - 10 * DAY))
+    writing = copy / (newest.name.replace(".sql.gz", "_next.sql.gz") + ".part")  # a job writing right now
+    writing.write_bytes(b"\x1f\x8b" + b"\0" * 1000)
+    run = run_checks(profile_variant(mutate), DIRECTORY_CHECK)
+    test = STRAY.format(copy)
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"backup directory {copy} holds 1 file(s) no backup source's pattern matches older than stray_max_age 7d; "
+        f"the oldest, {killed.name}, is 2.0 MiB and 10d old: declare a backup source whose pattern matches it, or "
+        "delete it"
+    )
+    assert run.checks[test]["evidence"]["strays"] == f"{killed.name} (2.0 MiB, 10d old)"  # the fresh .part is exempt
+    killed.unlink()
+    assert run_checks(profile_variant(mutate), DIRECTORY_CHECK).failed() == set()
