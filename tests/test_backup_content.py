@@ -358,7 +358,11 @@ def test_single_table_series_is_not_compared_with_the_whole_schema(run_checks: R
     assert run.outcome(HOLDS_ROWS.format("pf-simulations-table")) == "passed"
 
 
-REWRITE = "re-run the backup job, or write the manifest with opsverify.facts.manifest.write_manifest"
+
+
+def rewrite(manifest: Path) -> str:
+    backup = manifest.with_name(manifest.name.removesuffix(".manifest.json"))
+    return f"re-run the backup job, or write the manifest with `opsverify manifest write {backup}`"
 
 
 def test_sandbox_manifests_are_bound_to_their_backups(run_checks: Run, sandbox_profile: Path) -> None:
@@ -411,7 +415,7 @@ def test_newest_backup_without_a_manifest_fails_when_older_ones_have_one(
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
         f"newest backup {newest.name} of pf-postgres-custom has no manifest ({manifest.name}), though older backup "
-        f"{older.name} has one: the job stopped writing manifests or failed before it; {REWRITE} ({manifest})"
+        f"{older.name} has one: the job stopped writing manifests or failed before it; {rewrite(manifest)} ({manifest})"
     )
 
 
@@ -426,7 +430,7 @@ def test_empty_manifest_without_binding_fails_only_the_manifest_check(
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
         f"manifest {manifest.name} of pf-postgres-custom records no size and sha256 of its backup (backup.size, "
-        f"backup.sha256): {REWRITE} ({manifest})"
+        f"backup.sha256): {rewrite(manifest)} ({manifest})"
     )
 
 
@@ -442,7 +446,7 @@ def test_bound_manifest_with_no_table_fails_only_the_manifest_check(
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
         f"manifest {manifest.name} of pf-postgres-custom lists no table, but database photonic_foundry holds 2 "
-        f"live: {REWRITE} ({manifest})"
+        f"live: {rewrite(manifest)} ({manifest})"
     )
 
 
@@ -461,7 +465,7 @@ def test_truncated_manifest_fails_only_the_manifest_check(
     check = MANIFEST.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"manifest {manifest.name} of qp-database-daily is not valid JSON ({where}): {REWRITE} ({manifest})"
+        f"manifest {manifest.name} of qp-database-daily is not valid JSON ({where}): {rewrite(manifest)} ({manifest})"
     )
 
 

@@ -625,7 +625,8 @@ def test_malformed_manifest_fails_the_comparisons_naming_the_file(
     run = run_checks(profile_variant(only_drill(PF, source=series)), DRILL)
     assert run.failed() == {COUNTS, CHECKSUMS}
     dump = Path(series["path"]) / newest(sandbox, "pf-postgres-custom").name
-    problem = f"the manifest {dump}.manifest.json {defect}: re-run the backup job that writes it"
+    problem = (f"the manifest {dump}.manifest.json {defect}: re-run the backup job that writes it, or write it with "
+               f"`opsverify manifest write {dump}`")
     assert run.message(COUNTS) == f"drill {PF}: cannot compare row counts: {problem}"
     assert run.message(CHECKSUMS) == f"drill {PF}: cannot compare checksums: {problem}"
 
@@ -799,7 +800,8 @@ def test_malformed_rdb_manifest_fails_the_key_comparison(
     assert run.failed() == {KEYS}
     assert run.message(KEYS) == (
         f"drill cache-rdb: cannot compare keys: the manifest {tmp_path / original.name}.manifest.json is not valid "
-        "JSON (line 1 column 1): re-run the backup job that writes it"
+        f"JSON (line 1 column 1): re-run the backup job that writes it, or write it with `opsverify manifest write "
+        f"{tmp_path / original.name}`"
     )
 
 

@@ -320,3 +320,77 @@ def test_a_stray_in_an_s3_prefix_is_in_the_evidence(
     evidence = run.checks[test]["evidence"]
     assert re.fullmatch(r"notes\.txt \(13 bytes, \d+s old\)", evidence["strays"]), evidence["strays"]
     assert int(evidence["total_bytes"]) == sum(p.stat().st_size for p in dumps) + 13
+
+
+def test_reads_refused_to_the_monitoring_role_name_it_in_session_archiver_slots_and_source_compare(
+    run_checks: Run, profile_variant: Variant, roles_server: RolesServer, sandbox_profile: Path, tmp_path: Path
+) -> None:
+    """A monitoring role that may log in but not CONNECT to the database: the session, pg_stat_archiver,
+    pg_replication_slots and a drill's compare_with_source each name the role the server refused."""
+    import yaml
+
+    sources = yaml.safe_load(sandbox_profile.read_text())["backups"]
+    custom = next(s for s in sources if s["name"] == "pf-postgres-custom")
+    newest = max(Path(custom["path"]).glob(custom["pattern"]), key=lambda p: p.stat().st_mtime)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copy2(newest, copied / newest.name)  # no manifest: the drill compares with the source
+    source = {"name": "pf-copied", "kind": "postgres", "path": str(copied), "pattern": "backup_*.dump"}
+
+    def mutate(data: dict[str, Any]) -> None:
+        on_roles_server(roles_server, tmp_path)(data)
+        data["databases"][0].update(user=OUTSIDER, wal_archiving=True,
+                                    password_file=str(roles_server.monitor_password.parent / "outsider.pass"))
+        drill = next(d for d in data["drills"] if d["name"] == "pf-database-custom")
+        data["backups"] = [source]
+        data["drills"] = [{**drill, "backup": "pf-copied", "compare_with_source": True}]
+
+    run = run_checks(profile_variant(mutate), "health/test_postgres.py", "recovery/test_wal_archiving.py",
+                     "recovery/test_replication_slots.py", "restore/test_database_drill.py")
+    where = f"127.0.0.1:{roles_server.port}"
+    refused = f'permission denied for database "photonic_foundry" (as role {OUTSIDER}, the monitoring user)'
+    db = "[photonic_foundry]"
+    drill = "[pf-database-custom]"
+    session = {f"test_postgres.py::{t}{db}" for t in ("test_database_accepts_a_session",
+                                                       "test_database_connects_within_budget")}
+    archiver = {f"test_wal_archiving.py::{t}{db}" for t in ("test_wal_archive_lag_is_within_rpo",
+                                                             "test_wal_archiving_is_not_failing")}
+    slots = f"test_replication_slots.py::test_no_inactive_slot_retains_wal{db}"
+    compare = {f"test_database_drill.py::{t}{drill}" for t in ("test_restored_row_counts_match_the_backup",
+                                                              "test_restored_tables_match_their_checksums")}
+    writes = f"test_postgres.py::test_database_role_cannot_write{db}"
+    assert run.failed() == session | archiver | compare | {slots, writes}, run.result.stdout.str()
+    for test in session:
+        assert run.message(test) == (
+            f"database photonic_foundry at {where}/photonic_foundry refused a session: {refused}")
+    for test in archiver:
+        assert run.message(test) == f"cannot read pg_stat_archiver of photonic_foundry at {where}: {refused}"
+    assert run.message(slots) == f"cannot read pg_replication_slots of photonic_foundry at {where}: {refused}"
+    cause = (f"source photonic_foundry is unreadable ({refused}); compare_with_source is on and no manifest is beside "
+             "the backup")
+    for test in compare:
+        what = "row counts" if "row_counts" in test else "checksums"
+        assert run.message(test) == f"drill pf-database-custom: cannot compare {what}: {cause}"
+
+
+def test_a_part_file_older_than_stray_max_age_is_a_stray_and_a_fresh_one_is_not(
+    run_checks: Run, profile_variant: Variant, series_copy: tuple[Path, Callable[[dict[str, Any]], None]]
+) -> None:
+    copy, mutate = series_copy
+    newest = max(copy.glob("quantum_planner_*.sql.gz"), key=lambda p: p.stat().st_mtime)
+    killed = copy / "quantum_planner_20261119_020000.sql.gz.part"  # a job killed 10 days ago while writing it
+    killed.write_bytes(b"\x1f\x8b" + b"\0" * (2 * 1024 * 1024 - 2))
+    os.utime(killed, (killed.stat().st_atime, killed.stat().st_mtime - 10 * DAY))
+    writing = copy / (newest.name.replace(".sql.gz", "_next.sql.gz") + ".part")  # a job writing right now
+    writing.write_bytes(b"\x1f\x8b" + b"\0" * 1000)
+    run = run_checks(profile_variant(mutate), DIRECTORY_CHECK)
+    test = STRAY.format(copy)
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"backup directory {copy} holds 1 file(s) no backup source's pattern matches older than stray_max_age 7d; "
+        f"the oldest, {killed.name}, is 2.0 MiB and 10d old: declare a backup source whose pattern matches it, or "
+        "delete it"
+    )
+    assert run.checks[test]["evidence"]["strays"] == f"{killed.name} (2.0 MiB, 10d old)"  # the fresh .part is exempt
+    killed.unlink()
+    assert run_checks(profile_variant(mutate), DIRECTORY_CHECK).failed() == set()

@@ -188,7 +188,14 @@ def test_newest_full_dump_holds_every_live_table(newest_dump: NewestDump, eviden
 
 PF10 = ("PF-10",)
 MANIFEST = {"postgres": ("PF-16", "QP-19"), "redis": PF10, "config": PF10, "archive": PF10, "globals": PF10}
-REWRITE = "re-run the backup job, or write the manifest with opsverify.facts.manifest.write_manifest"
+
+
+def rewrite(source: BackupSource, backup: Path | str) -> str:
+    """The fix for a missing or unusable manifest: the job that writes it, or the command that writes one
+    (`opsverify manifest write` describes database dumps and RDBs)."""
+    if source.kind not in ("postgres", "redis"):
+        return "re-run the backup job that writes it"
+    return f"re-run the backup job, or write the manifest with `opsverify manifest write {backup}`"
 
 
 @pytest.mark.runbook(by_kind=MANIFEST)
@@ -214,14 +221,17 @@ def test_newest_manifest_matches_its_backup(
     if newest is not local[0]:
         latest = manifest_path(Path(local[0].location))
         fail(f"newest backup {local[0].name} of {source.name} has no manifest ({latest.name}), though older backup "
-             f"{newest.name} has one: the job stopped writing manifests or failed before it; {REWRITE} ({latest})")
+             f"{newest.name} has one: the job stopped writing manifests or failed before it; "
+             f"{rewrite(source, local[0].location)} ({latest})")
     backup = Path(newest.location)
     manifest = manifest_path(backup)
     try:
         data = load_manifest(backup)
         size, sha = recorded_binding(data or {})  # None: deleted since it was listed
     except ManifestError as exc:
-        fail(f"manifest {manifest.name} of {source.name} {exc}: {REWRITE} ({manifest})")
+        newer = str(exc).endswith(": upgrade opsverify")  # a newer format: the manifest is fine, this reader old
+        fix = "" if newer else f": {rewrite(source, backup)}"
+        fail(f"manifest {manifest.name} of {source.name} {exc}{fix} ({manifest})")
     try:
         actual = binding(backup)
     except OSError as exc:
@@ -239,7 +249,8 @@ def test_newest_manifest_matches_its_backup(
         return
     tables = data.get("tables")
     if not isinstance(tables, dict):
-        fail(f"manifest {manifest.name} of {source.name} holds no table map ('tables'): {REWRITE} ({manifest})")
+        fail(f"manifest {manifest.name} of {source.name} holds no table map ('tables'): {rewrite(source, backup)} "
+             f"({manifest})")
     evidence.record(manifest_tables=len(tables))
     if tables or source.database is None:
         return
@@ -250,5 +261,5 @@ def test_newest_manifest_matches_its_backup(
     expect(
         not live.tables,
         f"manifest {manifest.name} of {source.name} lists no table, but database {database.name} holds "
-        f"{len(live.tables)} live: {REWRITE} ({manifest})",
+        f"{len(live.tables)} live: {rewrite(source, backup)} ({manifest})",
     )

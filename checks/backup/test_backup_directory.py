@@ -35,15 +35,16 @@ def test_backup_directory_holds_no_old_stray(
     backup_directory: BackupDirectory, directory_listing_of: ListingOf, now: datetime, evidence: Recorder
 ) -> None:
     """Every entry of the directory matches a source's pattern, or is a known backup's manifest
-    (``<backup>.manifest.json``) or a ``<backup>.part`` being written; any other (a stray) is recorded with its
+    (``<backup>.manifest.json``) or a ``<backup>.part`` being written (one older than ``stray_max_age`` is a killed
+    job's leftover: a stray); any other (a stray) is recorded with its
     size and age, and fails once older than ``stray_max_age`` (default 7d; a directory shared by several
     sources takes the smallest of theirs). Declared directories of other kinds inside it (another source's
     path, a database's ``wal_archive`` or ``base_backups``, the ``scratch_dir``) are left out; any other
     subdirectory is one entry. The directory's total size is recorded."""
     listing = directory_listing_of(backup_directory)
     expect(listing.error is None, f"cannot list backup directory {backup_directory.name}: {listing.error}")
-    found = strays(listing.entries, backup_directory.patterns)
     limit = backup_directory.stray_max_age
+    found = strays(listing.entries, backup_directory.patterns, now, limit)
     evidence.record(total_bytes=listing.total_size, entries=len(listing.entries), stray_max_age=fmt(limit))
     evidence.record(strays="; ".join(f"{e.shown} ({human_size(e.size)}, {age(e.age(now))} old)" for e in found))
     old = [e for e in found if e.age(now) > limit]

@@ -15,13 +15,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--profile",
         metavar="PATH",
-        help="environment profile (YAML); default: $OPSVERIFY_PROFILE, else the sandbox's .sandbox/profile.yaml",
+        help="environment profile (YAML); default: $OPSVERIFY_PROFILE, else the sandbox's .sandbox/profile.yaml. "
+        "Write it in one word, --profile=PATH: as two words, a PATH outside the checkout makes pytest take that "
+        "path's folder for the project (its rootdir), and the run stops, finding no opsverify configuration",
     )
     group.addoption(
         "--allow-maintenance",
         action="store_true",
         help="let state-changing fixtures run against a profile with role: production",
     )
-    group.addoption("--report-dir", metavar="DIR", help="write this run's reports into DIR (default: reports/<UTC>)")
-    group.addoption("--reports-root", metavar="DIR", help="parent of the per-run report folders (default: reports/)")
+    group.addoption("--report-dir", metavar="DIR",
+                    help="write this run's reports into DIR (default: reports/<UTC>); one word, --report-dir=DIR")
+    group.addoption("--reports-root", metavar="DIR",
+                    help="parent of the per-run report folders (default: reports/); one word, --reports-root=DIR")
     group.addoption("--no-reports", action="store_true", help="write no report files (the suite's own tests)")

@@ -102,7 +102,7 @@ def _local(source: BackupSource) -> Catalog:
     try:
         for entry in directory.iterdir():
             if not fnmatch.fnmatch(entry.name, source.pattern) or entry.name.endswith(".part"):
-                continue
+                continue  # a `.part` is no backup (yet); an old one is a stray of the directory check
             try:
                 info = entry.stat()
             except FileNotFoundError:  # removed by the cleanup meanwhile, or a dangling link

@@ -1,13 +1,14 @@
 """Backup directories as a whole: every entry in a directory the profile's backup sources write to, and the
 strays among them (entries no source's pattern matches).
 
-A directory is the distinct ``path`` of one or more backup sources on one host (here, an ssh:// profile
-host, or an S3 prefix). An entry is known when a source's pattern matches it, when it is the manifest
-(``<backup>.manifest.json``) of a known backup beside it, or a ``<backup>.part`` a job is writing (the
-catalog skips those too). Directories of other kinds declared inside (another source's path, a database's
-``wal_archive`` or ``base_backups``, the ``scratch_dir``) are left out entirely; any other subdirectory is
-one entry (its total size, its newest time). S3: the objects directly under the prefix (deeper "folders"
-are not listed, as for the catalog).
+A directory is the distinct ``path`` of one or more backup sources on one host (here, an ssh:// profile host,
+or an S3 prefix). An entry is known when a source's pattern matches it, when it is the manifest
+(``<backup>.manifest.json``) of a known backup beside it, or a ``<backup>.part`` a job is writing (the catalog
+skips those too) while it is younger than ``stray_max_age``: an older one is a killed job's leftover (often as
+big as the backup), a stray like any other file. Directories of other kinds declared inside (another source's
+path, a database's ``wal_archive`` or ``base_backups``, the ``scratch_dir``) are left out entirely; any other
+subdirectory is one entry (its total size, its newest time). S3: the objects directly under the prefix (deeper
+"folders" are not listed, as for the catalog).
 """
 
 from __future__ import annotations
@@ -106,22 +107,27 @@ class DirectoryListing:
         return sum(e.size for e in self.entries)
 
 
-def strays(entries: tuple[Entry, ...], patterns: tuple[str, ...]) -> list[Entry]:
-    """The entries no pattern accounts for, oldest first (manifests of known backups and ``.part`` files aside)."""
+def strays(
+    entries: tuple[Entry, ...], patterns: tuple[str, ...], now: datetime | None = None, max_age: timedelta | None = None
+) -> list[Entry]:
+    """The entries no pattern accounts for, oldest first (manifests of known backups aside, and a ``<backup>.part``
+    while it is being written: not older than ``max_age`` at ``now``; without them, every ``.part`` is exempt)."""
     names = {e.name for e in entries}
 
     def matches(name: str) -> bool:
         return any(fnmatch.fnmatch(name, p) for p in patterns)
 
-    def known(name: str) -> bool:
+    def known(entry: Entry) -> bool:
+        name = entry.name
         if matches(name):
             return True
         if name.endswith(PART) and matches(name.removesuffix(PART)):
-            return True  # a backup being written: the catalog skips it
+            # a backup being written (the catalog skips it); an old one is a killed job's leftover
+            return now is None or max_age is None or entry.age(now) <= max_age
         backup = name.removesuffix(MANIFEST)
         return name.endswith(MANIFEST) and backup in names and matches(backup)
 
-    return sorted((e for e in entries if not known(e.name)), key=lambda e: e.modified)
+    return sorted((e for e in entries if not known(e)), key=lambda e: e.modified)
 
 
 def _stamp(seconds: float) -> datetime:

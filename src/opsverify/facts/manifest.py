@@ -5,7 +5,8 @@ compares the restored copy with them. Database facts and Redis key facts share t
 ``write_manifest`` also binds the manifest to its backup: ``"backup": {"name", "size", "sha256"}``
 of the file (of ``toc.dat`` for a ``pg_dump -Fd`` directory), hashed while streaming, so a backup
 replaced after its manifest was written, or a manifest copied from another backup, is found out
-(``binding_problem``).
+(``recorded_binding`` against ``binding``: checks/backup/test_backup_content.py's
+``test_newest_manifest_matches_its_backup``).
 
 The format is versioned (``"format": "opsverify-manifest", "version": 1``) and documented in
 docs/manifest.md; ``SCHEMA`` is its JSON Schema (``opsverify manifest schema``). Version 1 is what

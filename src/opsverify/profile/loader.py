@@ -37,11 +37,12 @@ __all__ = ["MAX_BYTES", "PathKey", "choose_profile_path", "dotted", "load_profil
 
 MAX_BYTES = 8 * 1024 * 1024  # a generated 20,000-source profile is about 3 MiB
 MAX_DEPTH = 32  # the deepest real path is services[0].metrics.maximum.NAME: 5
-MAX_NODES = 2_000_000  # values in the document, aliases expanded
+MAX_NODES = 1_000_000  # values in the document, aliases expanded (a 20,000-source profile has 474,023)
 MAX_ALIAS_NODES = 100_000  # values that aliases add by expansion
 MAX_INT_DIGITS = 30
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${VAR}`, `${VAR:-default}` (unset or empty: default) and `${VAR-default}` (unset only: default), as in POSIX sh
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-([^}]*))?\}")
 _SECRET_KEYS = {"password", "token", "secret", "secret_key", "secret_access_key", "replication_password"}
 _SECRET_KEYS |= {"backup_password"}  # a database's backup role (Database.backup_user)
 _PATH_KEYS = {
@@ -385,7 +386,7 @@ class _Interpolator:
             return None
         text = _VAR.sub(lambda m: self._substitute(m, path), value) if "$" in value else value
         if key in _PATH_KEYS | _SECRET_KEYS and not text:
-            return None  # `${VAR:-}` left empty: the optional setting is absent
+            return None  # `${VAR:-}` or `${VAR-}` left empty: the optional setting is absent
         if key in _PATH_KEYS and not os.path.isabs(text):
             return str(self.base / text)
         return text
@@ -393,11 +394,12 @@ class _Interpolator:
     def _substitute(self, match: re.Match[str], path: PathKey) -> str:
         if match.group(0) == "$$":
             return "$"
-        name, default = match.group(1), match.group(2)
-        if name in self.environ:
-            return self.environ[name]
-        if default is not None:
-            return default
+        name, colon, default = match.group(1), match.group(2), match.group(3)
+        value = self.environ.get(name)
+        if default is not None and (value is None or (colon and not value)):
+            return default  # `${VAR-x}`: VAR unset; `${VAR:-x}`: VAR unset or empty (POSIX sh)
+        if value is not None:
+            return value
         key = path[-1] if path else ""
         if key in _SECRET_KEYS:  # never suggest a default password
             file_key = f"{key}_file" if f"{key}_file" in _PATH_KEYS else "password_file"
