@@ -237,9 +237,12 @@ def test_written_manifests_follow_the_published_schema(sandbox: Profile, tmp_pat
         (("write", "--from-source", "{tmp}/notes.txt"),
          "--from-source reads the live source: also pass --profile FILE and --source NAME (the backup source in "
          "the profile)"),
+        (("write", "--max-lag", "1h", "{tmp}/notes.txt"),
+         "--max-lag bounds how old a backup --from-source describes: add --from-source, or drop --max-lag (a "
+         "manifest read from the backup itself may be written at any time)"),
     ],
     ids=["missing", "not-a-backup", "unfinished-dump", "show-without-manifest", "show-missing",
-         "from-source-without-profile"],
+         "from-source-without-profile", "max-lag-without-from-source"],
 )
 def test_bad_input_is_one_sentence_and_exit_1(sandbox: Profile, tmp_path: Path, args: tuple[str, ...],
                                               message: str) -> None:

@@ -65,7 +65,8 @@ def _manifest_parser(commands: Any) -> None:
     manifest = commands.add_parser(
         "manifest", help="write or show <backup>.manifest.json, what a drill compares a restore with",
         description="A manifest records what a backup held (table rows, or Redis keys), bound to the backup's "
-        "size and SHA-256; the restore drills compare the restored copy with it. Format: docs/manifest.md.",
+        "size and SHA-256; the restore drills compare the restored copy with it. Format: `opsverify manifest "
+        "schema` (its JSON Schema), described field by field in docs/manifest.md of the opsverify repository.",
     )
     actions = manifest.add_subparsers(dest="action", required=True, metavar="ACTION")
     write = actions.add_parser(
@@ -92,7 +93,7 @@ def _manifest_parser(commands: Any) -> None:
     write.add_argument("--from-source", action="store_true", help="read the facts from the live source (see above)")
     write.add_argument("--profile", type=Path, metavar="FILE", help="with --from-source: the profile")
     write.add_argument("--source", metavar="NAME", help="with --from-source: the backup source's name in the profile")
-    write.add_argument("--max-lag", type=_duration, default=MANIFEST_MAX_LAG, metavar="DURATION",
+    write.add_argument("--max-lag", type=_duration, metavar="DURATION",
                        help="with --from-source: refuse a backup finished (mtime) longer ago than this; default 15m, "
                        "room for gzip after pg_dump (gzip keeps pg_dump's mtime)")
     write.add_argument("--force", action="store_true", help="replace an existing manifest (one recording other facts, "
@@ -102,9 +103,6 @@ def _manifest_parser(commands: Any) -> None:
     )
     show.add_argument("backup", type=Path, metavar="BACKUP")
     actions.add_parser("schema", help="print the manifest format's JSON Schema")
-
-
-MANIFEST_MAX_LAG = "15m"  # opsverify.manifests.MAX_LAG, without importing it for --help
 
 
 def _duration(text: str) -> Any:
@@ -125,7 +123,7 @@ def _manifest(args: argparse.Namespace) -> int:
         return 0
     if args.action == "write":
         written = manifests.write(args.backup, from_source=args.from_source, profile_file=args.profile,
-                                  source=args.source, force=args.force, max_lag=args.max_lag)
+                                  source=args.source, force=args.force, max_lag=args.max_lag)  # None: 15m
         print(written.summary)
         return 0
     text, matches = manifests.show(args.backup)

@@ -382,7 +382,7 @@ class Written:
 
 def write(
     backup: Path, *, from_source: bool = False, profile_file: Path | None = None, source: str | None = None,
-    force: bool = False, max_lag: timedelta = MAX_LAG,
+    force: bool = False, max_lag: timedelta | None = None,
 ) -> Written:
     """Write ``<backup>.manifest.json``: facts from the backup (default) or from the profile's live source.
 
@@ -395,13 +395,16 @@ def write(
     if not from_source and (profile_file is not None or source is not None):
         raise OpsverifyError("--profile and --source name the live source read with --from-source: add "
                              "--from-source, or drop them to read the facts from the backup")
+    if not from_source and max_lag is not None:
+        raise OpsverifyError("--max-lag bounds how old a backup --from-source describes: add --from-source, or drop "
+                             "--max-lag (a manifest read from the backup itself may be written at any time)")
     fmt = backup_format(backup)
     before = _state(backup)
     existing = None if force else refuse_overwrite(backup)
     if from_source:
         assert profile_file is not None
         assert source is not None
-        refuse_stale(backup, max_lag)
+        refuse_stale(backup, MAX_LAG if max_lag is None else max_lag)
         profile, backup_source = source_of(profile_file, source)
         refuse_foreign(backup, backup_source)
         facts = live_facts(profile, backup_source, fmt)
