@@ -11,8 +11,9 @@ The format is versioned (``"format": "opsverify-manifest", "version": 1``) and d
 docs/manifest.md; ``SCHEMA`` is its JSON Schema (``opsverify manifest schema``). Version 1 is what
 the sandbox's jobs always wrote (the binding, ``tables`` or ``redis``) plus the fields saying what
 it is, when and by what it was written and where its facts come from, all optional for a reader: a
-manifest without ``format`` and ``version`` is read as version 1. A newer version, or another
-``format``, is a ``ManifestError``.
+manifest without ``format`` and ``version`` is read as version 1. Another ``format`` is a
+``ManifestError``; a newer version a ``NewerManifest`` (a ``ManifestError`` whose one fix is to upgrade).
+``manifest_data`` builds what ``write_manifest`` writes, so a caller can compare it with the file there.
 """
 
 from __future__ import annotations
