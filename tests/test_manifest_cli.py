@@ -16,6 +16,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -489,3 +491,41 @@ def test_rough_edges_are_one_sentence_and_exit_1(tmp_path: Path, make: str, args
     done = opsverify("manifest", *(a.format(tmp=tmp_path) for a in args))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"opsverify: {message.format(tmp=tmp_path)}\n"
+
+
+def test_a_backup_still_being_written_is_refused(sandbox: Profile, tmp_path: Path) -> None:
+    original = newest(sandbox, "pf-postgres-custom")
+    dump = Path(shutil.copy2(original, tmp_path / original.name))
+    proc = subprocess.Popen([sys.executable, "-m", "opsverify", "manifest", "write", str(dump)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with dump.open("ab") as job:  # a job still appending to it while the manifest is read
+        while proc.poll() is None:
+            job.write(b"\0" * 512)
+            job.flush()
+            time.sleep(0.005)
+    out, err = proc.communicate()
+    assert (proc.returncode, out) == (1, "")
+    assert err == (f"opsverify: {dump} changed while it was read (it is still being written): run this after the "
+                   "backup job has finished writing it\n")
+    assert not manifest_path(dump).exists()
+
+
+def test_no_permission_to_write_beside_the_backup_is_one_sentence(sandbox: Profile) -> None:
+    work = Path(tempfile.mkdtemp(prefix="opsverify_scratch_manifest_"))  # not tmp_path: 0700, closed to nobody
+    try:
+        dump = Path(shutil.copy2(newest(sandbox, "pf-postgres-daily"), work / "backup_1.sql.gz"))
+        dump.chmod(0o644)
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # root writes anywhere: run as nobody, who may read but not write here
+            work.chmod(0o755)
+            as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        else:
+            work.chmod(0o555)
+        done = subprocess.run([*as_user, sys.executable, "-m", "opsverify", "manifest", "write", str(dump)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == (f"opsverify: cannot write {manifest_path(dump)} (Permission denied): run as a user "
+                               "who may write in the backup's directory\n")
+    finally:
+        work.chmod(0o755)
+        shutil.rmtree(work)
