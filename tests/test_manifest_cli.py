@@ -476,8 +476,11 @@ def test_from_source_of_an_s3_source_takes_a_local_copy_named_by_its_pattern(
         ("spaced", ("show", "{tmp}/my backups/backup_1.sql.gz"),
          "no manifest beside {tmp}/my backups/backup_1.sql.gz (backup_1.sql.gz.manifest.json): write one with "
          "`opsverify manifest write '{tmp}/my backups/backup_1.sql.gz'`"),
+        ("link", ("write", "{tmp}/latest.sql.gz"),
+         "{tmp}/latest.sql.gz is a symbolic link to {tmp}/backup_1.sql.gz: give that path, the backup itself (a "
+         "manifest is named after the file it describes)"),
     ],
-    ids=["gzip-not-a-dump", "partial-file", "s3-url", "path-with-spaces"],
+    ids=["gzip-not-a-dump", "partial-file", "s3-url", "path-with-spaces", "symbolic-link"],
 )
 def test_rough_edges_are_one_sentence_and_exit_1(tmp_path: Path, make: str, args: tuple[str, ...],
                                                  message: str) -> None:
@@ -488,6 +491,9 @@ def test_rough_edges_are_one_sentence_and_exit_1(tmp_path: Path, make: str, args
     elif make == "spaced":
         (tmp_path / "my backups").mkdir()
         (tmp_path / "my backups" / "backup_1.sql.gz").write_bytes(gzip.compress(b"x"))
+    elif make == "link":  # `ln -sf backup_$DATE.sql.gz latest.sql.gz`
+        (tmp_path / "backup_1.sql.gz").write_bytes(gzip.compress(b"-- PostgreSQL database dump\n"))
+        (tmp_path / "latest.sql.gz").symlink_to("backup_1.sql.gz")
     done = opsverify("manifest", *(a.format(tmp=tmp_path) for a in args))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"opsverify: {message.format(tmp=tmp_path)}\n"

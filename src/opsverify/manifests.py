@@ -70,6 +70,9 @@ def backup_format(backup: Path) -> str:
             raise OpsverifyError(f"{backup} is not a local file: copy the backup here first (aws s3 cp, scp) and give "
                                  "the path of that copy")
         raise OpsverifyError(f"{backup} does not exist: give the path of the backup file (or pg_dump -Fd directory)")
+    if backup.is_symlink():  # `latest.sql.gz -> backup_….sql.gz`: the drills look beside the file the series lists
+        raise OpsverifyError(f"{backup} is a symbolic link to {os.path.realpath(backup)}: give that path, the backup "
+                             "itself (a manifest is named after the file it describes)")
     if backup.name.endswith(".part"):
         raise OpsverifyError(f"{backup} is a partial file (.part, still being written or abandoned): give the "
                              "finished backup, after the job renamed it")
