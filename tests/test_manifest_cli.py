@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ def runbook_series(profile: Profile, tmp_path: Path) -> tuple[Path, Path]:
         original = newest(profile, source)
         (tmp_path / sub).mkdir()
         copies.append(Path(shutil.copy2(original, tmp_path / sub / original.name)))
+        os.utime(copies[-1])  # just finished: the manifest is written right after the backup (--max-lag)
         assert not manifest_path(copies[-1]).exists()
     return copies[0], copies[1]
 
@@ -149,7 +154,8 @@ def test_another_backup_under_the_same_name_fails_the_manifest_binding(
     run_checks: Run, profile_variant: Variant, sandbox: Profile, tmp_path: Path
 ) -> None:
     dump, rdb = runbook_series(sandbox, tmp_path)
-    recorded = written(dump)["backup"]
+    first = written(dump)
+    recorded = first["backup"]
     other = newest(sandbox, "pf-postgres-daily", rank=1)
     shutil.copyfile(other, dump)  # yesterday's dump under today's name (its mtime kept: still the newest)
     run = run_checks(profile_variant(pointing_at(dump, rdb)), "backup/test_backup_content.py",
@@ -166,7 +172,8 @@ def test_another_backup_under_the_same_name_fails_the_manifest_binding(
     assert refused.returncode == 1
     assert refused.stdout == ""
     assert refused.stderr == (
-        f"opsverify: manifest {manifest_path(dump)} already exists and describes another file "
+        f"opsverify: manifest {manifest_path(dump)} already exists (written {first['written_at']}, facts from the "
+        f"backup) and describes another file "
         f"({recorded['size']:,} bytes, sha256 {recorded['sha256'][:12]}…; {dump.name} is {other.stat().st_size:,} "
         f"bytes, sha256 {_sha(dump)[:12]}…): the backup was replaced after it was written, "
         f"or it is another backup's; pass --force to replace {manifest_path(dump).name}\n"
@@ -232,9 +239,12 @@ def test_written_manifests_follow_the_published_schema(sandbox: Profile, tmp_pat
         (("write", "--from-source", "{tmp}/notes.txt"),
          "--from-source reads the live source: also pass --profile FILE and --source NAME (the backup source in "
          "the profile)"),
+        (("write", "--max-lag", "1h", "{tmp}/notes.txt"),
+         "--max-lag bounds how old a backup --from-source describes: add --from-source, or drop --max-lag (a "
+         "manifest read from the backup itself may be written at any time)"),
     ],
     ids=["missing", "not-a-backup", "unfinished-dump", "show-without-manifest", "show-missing",
-         "from-source-without-profile"],
+         "from-source-without-profile", "max-lag-without-from-source"],
 )
 def test_bad_input_is_one_sentence_and_exit_1(sandbox: Profile, tmp_path: Path, args: tuple[str, ...],
                                               message: str) -> None:
@@ -264,23 +274,22 @@ def test_newer_manifest_version_is_refused_naming_the_upgrade(sandbox: Profile, 
     assert done.returncode == 1
     assert done.stderr == (
         f"opsverify: manifest {manifest_path(dump)} is format version {VERSION + 1}, newer than the version "
-        f"{VERSION} this opsverify reads: upgrade opsverify: write it again with "
-        f"`opsverify manifest write {dump} --force`\n"
+        f"{VERSION} this opsverify reads: upgrade opsverify to read it\n"
     )
 
 
 def test_rdb_manifest_from_the_live_source_reads_the_sandbox_redis(
-    sandbox: Profile, sandbox_profile: Path, profile_variant: Variant, tmp_path: Path
+    sandbox: Profile, profile_variant: Variant, tmp_path: Path
 ) -> None:
     from opsverify.facts.redis import redis_facts
     from opsverify.probes.redis import client
 
-    _, rdb = runbook_series(sandbox, tmp_path)
-    done = opsverify("manifest", "write", str(rdb), "--from-source", "--profile", str(sandbox_profile),
-                     "--source", "redis-rdb")
+    dump, rdb = runbook_series(sandbox, tmp_path)
+    done = opsverify("manifest", "write", str(rdb), "--from-source", "--profile",
+                     str(profile_variant(pointing_at(dump, rdb))), "--source", "runbook-rdb")
     assert done.returncode == 0, done.stderr
     data = json.loads(manifest_path(rdb).read_text())
-    assert (data["facts_from"], data["source"]) == ("source", "redis-rdb")
+    assert (data["facts_from"], data["source"]) == ("source", "runbook-rdb")
     t = sandbox.timeouts
     live = redis_facts(client(sandbox.redis[0], t.connect, t.request))
     assert data["redis"]["per_db"].keys() == live.per_db.keys()
@@ -289,10 +298,11 @@ def test_rdb_manifest_from_the_live_source_reads_the_sandbox_redis(
     port = free_port()
 
     def down(profile: dict[str, Any]) -> None:
+        pointing_at(dump, rdb)(profile)
         profile["redis"][0]["port"] = port
 
     done = opsverify("manifest", "write", "--force", str(rdb), "--from-source", "--profile",
-                     str(profile_variant(down)), "--source", "redis-rdb")
+                     str(profile_variant(down)), "--source", "runbook-rdb")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert re.fullmatch(rf"opsverify: cannot read Redis cache \(127\.0\.0\.1:{port}\): [^:\n]*refused[^\n]*: "
@@ -350,3 +360,178 @@ def test_unreachable_database_source_is_one_sentence(
         done.stderr,
     ), done.stderr
     assert not manifest_path(dump).exists()
+
+
+# --- review round 2: stale --from-source, overwrites, the source's files, rough edges -----------------
+
+
+def from_source(backup: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return opsverify("manifest", "write", str(backup), "--from-source", "--profile", str(profile),
+                     "--source", "pf-runbook-sql", *extra)
+
+
+def test_from_source_refuses_a_backup_finished_longer_ago_than_max_lag(
+    profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)
+    profile = profile_variant(pointing_at(dump, rdb))
+    finished = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    os.utime(dump, (finished.timestamp(), finished.timestamp()))  # `touch -d "2 days ago"`
+    done = from_source(dump, profile)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"opsverify: {dump} was finished 2d ago ({finished.isoformat().replace('+00:00', 'Z')}, its mtime), more "
+        "than --max-lag 15m: its source has moved on since, so its facts now are not the backup's; write it from "
+        "the backup itself (drop --from-source)\n"
+    )
+    assert not manifest_path(dump).exists()
+    assert from_source(dump, profile, "--max-lag", "3d").returncode == 0  # a source known quiet since: say so
+
+
+def test_an_existing_manifest_is_replaced_only_with_force_unless_it_records_the_same(
+    profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)
+    profile = profile_variant(pointing_at(dump, rdb))
+    os.utime(dump)  # just finished, as a cron line right after the dump sees it
+    first = written(dump)
+    before = manifest_path(dump).read_bytes()
+    again = opsverify("manifest", "write", str(dump))
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout == (f"{manifest_path(dump)} already records these facts (written {first['written_at']}, "
+                            "facts from the backup): left as it is\n")
+    assert manifest_path(dump).read_bytes() == before
+    done = from_source(dump, profile)
+    assert (done.returncode, done.stdout) == (1, "")
+    tables = len(first["tables"])
+    rows = sum(t["rows"] for t in first["tables"].values())
+    assert done.stderr == (
+        f"opsverify: manifest {manifest_path(dump)} already exists (written {first['written_at']}, facts from the "
+        f"backup: {tables} tables, {rows:,} rows; now {tables} tables, {rows:,} rows, {tables} with checksums from "
+        f"the live source): pass --force to replace {manifest_path(dump).name}\n"
+    )
+    assert manifest_path(dump).read_bytes() == before
+    assert from_source(dump, profile, "--force").returncode == 0
+    assert json.loads(manifest_path(dump).read_text())["facts_from"] == "source"
+
+
+@pytest.mark.parametrize("where", ["other-directory", "other-pattern"])
+def test_from_source_refuses_a_file_that_is_not_one_of_the_sources_backups(
+    profile_variant: Variant, sandbox: Profile, tmp_path: Path, where: str
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)
+    profile = profile_variant(pointing_at(dump, rdb))
+    if where == "other-directory":
+        (tmp_path / "elsewhere").mkdir()
+        stray = Path(shutil.copy2(dump, tmp_path / "elsewhere" / dump.name))
+    else:
+        stray = Path(shutil.copy2(dump, dump.parent / "manual.sql.gz"))
+    os.utime(stray)
+    done = from_source(stray, profile)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"opsverify: {stray} is not a backup of source pf-runbook-sql, whose backups are "
+        f"{dump.parent}/backup_*.sql.gz: give one of them, or pass --source with the backup source this backup "
+        "belongs to\n"
+    )
+    assert not manifest_path(stray).exists()
+
+
+def test_from_source_of_an_s3_source_takes_a_local_copy_named_by_its_pattern(
+    profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    dump, rdb = runbook_series(sandbox, tmp_path)
+
+    def s3(data: dict[str, Any]) -> None:
+        pointing_at(dump, rdb)(data)
+        data["backups"][0].update(path="s3://pf-backups/database/", s3={"endpoint_url": "http://127.0.0.1:9"})
+
+    profile = profile_variant(s3)
+    copy = Path(shutil.copy2(dump, tmp_path / "copy.sql.gz"))
+    os.utime(copy)
+    done = from_source(copy, profile)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "opsverify: copy.sql.gz does not match the pattern backup_*.sql.gz of backup source pf-runbook-sql "
+        "(s3://pf-backups/database/): give a local copy of one of its backups under its own name (--source is only "
+        "used to find the database or Redis it backs up), or pass --source with the source this backup belongs to\n"
+    )
+    os.utime(dump)
+    assert from_source(dump, profile).returncode == 0  # a local copy under its own name, anywhere
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        ("gzip-text", ("write", "{tmp}/backup_1.sql.gz"),
+         "{tmp}/backup_1.sql.gz is not a pg_dump SQL dump (its gzip holds text without pg_dump's `-- PostgreSQL "
+         "database dump` header): give a plain or gzipped SQL dump, a pg_dump custom (-Fc) or directory (-Fd) "
+         "archive, or a Redis RDB"),
+        ("part", ("write", "{tmp}/backup_1.sql.gz.part"),
+         "{tmp}/backup_1.sql.gz.part is a partial file (.part, still being written or abandoned): give the finished "
+         "backup, after the job renamed it"),
+        ("none", ("write", "s3://pf-backups/database/backup_1.sql.gz"),
+         "s3:/pf-backups/database/backup_1.sql.gz is not a local file: copy the backup here first (aws s3 cp, scp) "
+         "and give the path of that copy"),
+        ("spaced", ("show", "{tmp}/my backups/backup_1.sql.gz"),
+         "no manifest beside {tmp}/my backups/backup_1.sql.gz (backup_1.sql.gz.manifest.json): write one with "
+         "`opsverify manifest write '{tmp}/my backups/backup_1.sql.gz'`"),
+        ("link", ("write", "{tmp}/latest.sql.gz"),
+         "{tmp}/latest.sql.gz is a symbolic link to {tmp}/backup_1.sql.gz: give that path, the backup itself (a "
+         "manifest is named after the file it describes)"),
+    ],
+    ids=["gzip-not-a-dump", "partial-file", "s3-url", "path-with-spaces", "symbolic-link"],
+)
+def test_rough_edges_are_one_sentence_and_exit_1(tmp_path: Path, make: str, args: tuple[str, ...],
+                                                 message: str) -> None:
+    if make == "gzip-text":
+        (tmp_path / "backup_1.sql.gz").write_bytes(gzip.compress(b"hello, not a dump\n"))
+    elif make == "part":
+        (tmp_path / "backup_1.sql.gz.part").write_bytes(gzip.compress(b"-- PostgreSQL database dump\n"))
+    elif make == "spaced":
+        (tmp_path / "my backups").mkdir()
+        (tmp_path / "my backups" / "backup_1.sql.gz").write_bytes(gzip.compress(b"x"))
+    elif make == "link":  # `ln -sf backup_$DATE.sql.gz latest.sql.gz`
+        (tmp_path / "backup_1.sql.gz").write_bytes(gzip.compress(b"-- PostgreSQL database dump\n"))
+        (tmp_path / "latest.sql.gz").symlink_to("backup_1.sql.gz")
+    done = opsverify("manifest", *(a.format(tmp=tmp_path) for a in args))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"opsverify: {message.format(tmp=tmp_path)}\n"
+
+
+def test_a_backup_still_being_written_is_refused(sandbox: Profile, tmp_path: Path) -> None:
+    original = newest(sandbox, "pf-postgres-custom")
+    dump = Path(shutil.copy2(original, tmp_path / original.name))
+    proc = subprocess.Popen([sys.executable, "-m", "opsverify", "manifest", "write", str(dump)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with dump.open("ab") as job:  # a job still appending to it while the manifest is read
+        while proc.poll() is None:
+            job.write(b"\0" * 512)
+            job.flush()
+            time.sleep(0.005)
+    out, err = proc.communicate()
+    assert (proc.returncode, out) == (1, "")
+    assert err == (f"opsverify: {dump} changed while it was read (it is still being written): run this after the "
+                   "backup job has finished writing it\n")
+    assert not manifest_path(dump).exists()
+
+
+def test_no_permission_to_write_beside_the_backup_is_one_sentence(sandbox: Profile) -> None:
+    work = Path(tempfile.mkdtemp(prefix="opsverify_scratch_manifest_"))  # not tmp_path: 0700, closed to nobody
+    try:
+        dump = Path(shutil.copy2(newest(sandbox, "pf-postgres-daily"), work / "backup_1.sql.gz"))
+        dump.chmod(0o644)
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # root writes anywhere: run as nobody, who may read but not write here
+            work.chmod(0o755)
+            as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        else:
+            work.chmod(0o555)
+        done = subprocess.run([*as_user, sys.executable, "-m", "opsverify", "manifest", "write", str(dump)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == (f"opsverify: cannot write {manifest_path(dump)} (Permission denied): run as a user "
+                               "who may write in the backup's directory\n")
+    finally:
+        work.chmod(0o755)
+        shutil.rmtree(work)

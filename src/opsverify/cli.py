@@ -65,7 +65,8 @@ def _manifest_parser(commands: Any) -> None:
     manifest = commands.add_parser(
         "manifest", help="write or show <backup>.manifest.json, what a drill compares a restore with",
         description="A manifest records what a backup held (table rows, or Redis keys), bound to the backup's "
-        "size and SHA-256; the restore drills compare the restored copy with it. Format: docs/manifest.md.",
+        "size and SHA-256; the restore drills compare the restored copy with it. Format: `opsverify manifest "
+        "schema` (its JSON Schema), described field by field in docs/manifest.md of the opsverify repository.",
     )
     actions = manifest.add_subparsers(dest="action", required=True, metavar="ACTION")
     write = actions.add_parser(
@@ -80,19 +81,37 @@ def _manifest_parser(commands: Any) -> None:
         "With --from-source the facts are read from the live source of backup source NAME in the profile: its\n"
         "`database` in one REPEATABLE READ, READ ONLY snapshot (row counts and checksums) as the profile's\n"
         "monitoring role, or its Redis; with the profile's timeouts. Run it right after the dump, on a\n"
-        "quiescent source: a write made in between is recorded but not in the backup, and the drill fails.\n\n"
-        "An existing manifest bound to another file (or unreadable) is not replaced without --force.",
+        "quiescent source: a write made in between is recorded but not in the backup, and the drill fails.\n"
+        "BACKUP must be one of the source's files (its path and pattern; for an s3:// or ssh source, a local\n"
+        "copy under its own name), finished (mtime) at most --max-lag ago; an older one is refused: write its\n"
+        "manifest from the backup itself.\n\n"
+        "An existing manifest is not replaced without --force, unless it already records the same facts (then\n"
+        "it is left as it is, and the command succeeds). A backup that changes while it is read (a job still\n"
+        "writing it) is refused.",
     )
     write.add_argument("backup", type=Path, metavar="BACKUP", help="the backup file, or a pg_dump -Fd directory")
     write.add_argument("--from-source", action="store_true", help="read the facts from the live source (see above)")
     write.add_argument("--profile", type=Path, metavar="FILE", help="with --from-source: the profile")
     write.add_argument("--source", metavar="NAME", help="with --from-source: the backup source's name in the profile")
-    write.add_argument("--force", action="store_true", help="replace a manifest that describes another file")
+    write.add_argument("--max-lag", type=_duration, metavar="DURATION",
+                       help="with --from-source: refuse a backup finished (mtime) longer ago than this; default 15m, "
+                       "room for gzip after pg_dump (gzip keeps pg_dump's mtime)")
+    write.add_argument("--force", action="store_true", help="replace an existing manifest (one recording other facts, "
+                       "or another file's)")
     show = actions.add_parser(
         "show", help="print BACKUP's manifest and whether it still matches the file (exit 1 when not)"
     )
     show.add_argument("backup", type=Path, metavar="BACKUP")
     actions.add_parser("schema", help="print the manifest format's JSON Schema")
+
+
+def _duration(text: str) -> Any:
+    from opsverify.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -104,7 +123,7 @@ def _manifest(args: argparse.Namespace) -> int:
         return 0
     if args.action == "write":
         written = manifests.write(args.backup, from_source=args.from_source, profile_file=args.profile,
-                                  source=args.source, force=args.force)
+                                  source=args.source, force=args.force, max_lag=args.max_lag)  # None: 15m
         print(written.summary)
         return 0
     text, matches = manifests.show(args.backup)

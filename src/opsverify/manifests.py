@@ -16,14 +16,16 @@ Every failure is an ``OpsverifyError`` of one sentence with the fix.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import secrets
+import shlex
 import subprocess
 import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +34,15 @@ from opsverify.durations import format_duration
 from opsverify.errors import CleanupError, OpsverifyError
 from opsverify.facts.manifest import (
     ManifestError,
+    NewerManifest,
     binding,
+    bound_file,
     load_manifest,
+    manifest_data,
     manifest_path,
+    manifest_text,
     recorded_binding,
-    write_manifest,
+    write_manifest_data,
 )
 
 if TYPE_CHECKING:
@@ -48,10 +54,11 @@ READABLE = "a plain or gzipped SQL dump, a pg_dump custom (-Fc) or directory (-F
 READ_TIMEOUT = timedelta(hours=2)  # bound on streaming a dump through pg_restore, or loading an RDB
 CHECKSUM_MAX_ROWS = 100_000  # a drill's default; --from-source takes the drill's own when one restores the source
 WRITTEN_BY = f"opsverify {__version__} manifest write"
+MAX_LAG = timedelta(minutes=15)  # --from-source: a cron line right after `pg_dump … && gzip …` (gzip keeps the mtime)
 
 
 def _rewrite_hint(backup: Path) -> str:
-    return f"opsverify manifest write {backup}"
+    return f"opsverify manifest write {shlex.quote(str(backup))}"  # pasted into a shell: a space must not split it
 
 
 def backup_format(backup: Path) -> str:
@@ -59,7 +66,16 @@ def backup_format(backup: Path) -> str:
     from opsverify.backups.formats import detect_format
 
     if not backup.exists():
+        if str(backup).startswith(("s3:/", "ssh:/")):
+            raise OpsverifyError(f"{backup} is not a local file: copy the backup here first (aws s3 cp, scp) and give "
+                                 "the path of that copy")
         raise OpsverifyError(f"{backup} does not exist: give the path of the backup file (or pg_dump -Fd directory)")
+    if backup.is_symlink():  # `latest.sql.gz -> backup_….sql.gz`: the drills look beside the file the series lists
+        raise OpsverifyError(f"{backup} is a symbolic link to {os.path.realpath(backup)}: give that path, the backup "
+                             "itself (a manifest is named after the file it describes)")
+    if backup.name.endswith(".part"):
+        raise OpsverifyError(f"{backup} is a partial file (.part, still being written or abandoned): give the "
+                             "finished backup, after the job renamed it")
     if not backup.is_file() and not backup.is_dir():
         raise OpsverifyError(f"{backup} is not a regular file: give the path of the backup file itself")
     try:
@@ -71,10 +87,24 @@ def backup_format(backup: Path) -> str:
     except OSError as exc:
         raise OpsverifyError(f"cannot read {backup} ({exc.strerror or exc}): run as a user who may read it") from None
     fmt = detect_format(backup)
+    if fmt in ("sql", "sql.gz") and backup.is_file() and _not_a_dump(backup):
+        inside = "its gzip holds" if fmt == "sql.gz" else "it is"
+        raise OpsverifyError(f"{backup} is not a pg_dump SQL dump ({inside} text without pg_dump's `-- PostgreSQL "
+                             f"database dump` header): give {READABLE}")
     if fmt not in (*DATABASE_FORMATS, "rdb"):
         found = "an empty file" if backup.is_file() and backup.stat().st_size == 0 else f"format {fmt}"
         raise OpsverifyError(f"{backup} is not a backup a manifest describes ({found}): give {READABLE}")
     return fmt
+
+
+def _not_a_dump(backup: Path) -> bool:
+    """Whether a file taken for a plain (or gzipped) dump shows something else in its first bytes."""
+    from opsverify.backups.formats import SNIFF_SIZE, format_by_content
+
+    with backup.open("rb") as stream:
+        head = stream.read(SNIFF_SIZE)
+    found = format_by_content(head)
+    return bool(head) and (found == "gzip" or (found is None and not head.startswith(b"\x1f\x8b")))
 
 
 # --- facts from the backup itself -------------------------------------------------------------------
@@ -198,6 +228,47 @@ def source_of(profile_file: Path, name: str) -> tuple[Profile, BackupSource]:
     return profile, source
 
 
+def refuse_foreign(backup: Path, source: BackupSource) -> None:
+    """``OpsverifyError`` unless ``backup`` is one of ``source``'s files: in its directory, matching its pattern
+    (for an s3:// or ssh source, a local copy of one: its name matches the pattern)."""
+    if source.is_s3 or source.host is not None:
+        where = source.path if source.is_s3 else f"{source.path} on host {source.host}"
+        if not fnmatch.fnmatch(backup.name, source.pattern):
+            raise OpsverifyError(
+                f"{backup.name} does not match the pattern {source.pattern} of backup source {source.name} ({where}): "
+                "give a local copy of one of its backups under its own name (--source is only used to find the "
+                "database or Redis it backs up), or pass --source with the source this backup belongs to"
+            )
+        return
+    directory = Path(source.path)
+    inside = Path(os.path.realpath(backup.absolute().parent)) == Path(os.path.realpath(directory))
+    if not inside or not fnmatch.fnmatch(backup.name, source.pattern):
+        raise OpsverifyError(
+            f"{backup} is not a backup of source {source.name}, whose backups are {directory / source.pattern}: give "
+            "one of them, or pass --source with the backup source this backup belongs to"
+        )
+
+
+def finished_at(backup: Path) -> datetime:
+    """When the backup was finished: the mtime of its file (of ``toc.dat``, written last, for a -Fd directory)."""
+    return datetime.fromtimestamp(bound_file(backup).stat().st_mtime, UTC)
+
+
+def refuse_stale(backup: Path, max_lag: timedelta) -> None:
+    """``OpsverifyError`` when the backup was finished more than ``max_lag`` ago: the live source has moved on."""
+    finished = finished_at(backup)
+    age = datetime.now(UTC) - finished
+    if age > max_lag:
+        when = finished.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        if age >= timedelta(hours=1):  # 2d, not 2d1s: the seconds the command took say nothing
+            age = timedelta(minutes=round(age.total_seconds() / 60))
+        raise OpsverifyError(
+            f"{backup} was finished {format_duration(age)} ago ({when}, its mtime), more than --max-lag "
+            f"{format_duration(max_lag)}: its source has moved on since, so its facts now are not the backup's; "
+            "write it from the backup itself (drop --from-source)"
+        )
+
+
 def live_facts(profile: Profile, source: BackupSource, fmt: str) -> dict[str, Any]:
     """Facts of the live database or Redis the backup source backs up, read now."""
     if fmt == "rdb":
@@ -267,26 +338,43 @@ def _redis_source_facts(profile: Profile, source: BackupSource) -> dict[str, Any
 # --- the commands -----------------------------------------------------------------------------------
 
 
-def refuse_overwrite(backup: Path) -> None:
-    """``OpsverifyError`` when a manifest beside ``backup`` is another file's, or cannot be read."""
+def _recorded(existing: dict[str, Any]) -> str:
+    """What an existing manifest says of itself: ``written 2026-…Z, facts from the backup``."""
+    origin = {"backup": "from the backup", "source": "from the live source"}.get(
+        str(existing.get("facts_from")), "of an unrecorded origin")
+    if existing.get("facts_from") == "source" and existing.get("source"):
+        origin += f" {existing['source']}"
+    return f"written {existing.get('written_at', 'at an unrecorded time')}, facts {origin}"
+
+
+def refuse_overwrite(backup: Path) -> dict[str, Any] | None:
+    """The manifest beside ``backup``, if any; ``OpsverifyError`` when it is another file's, or cannot be read."""
     target = manifest_path(backup)
     if not target.exists() and not target.is_symlink():
-        return
+        return None
     force = f"pass --force to replace {target.name}"
     try:
         existing = load_manifest(backup)
         if existing is None:
-            return
+            return None
         size, sha = recorded_binding(existing)
+    except NewerManifest as err:
+        raise OpsverifyError(f"manifest {target} already exists and {err}, or {force}") from None
     except ManifestError as err:
         raise OpsverifyError(f"manifest {target} already exists and {err}: {force}") from None
     now = binding(backup)
     if (size, sha) != (now["size"], now["sha256"]):
         raise OpsverifyError(
-            f"manifest {target} already exists and describes another file ({size:,} bytes, sha256 {sha[:12]}…; "
-            f"{backup.name} is {now['size']:,} bytes, sha256 {now['sha256'][:12]}…): the backup was replaced after "
-            f"it was written, or it is another backup's; {force}"
+            f"manifest {target} already exists ({_recorded(existing)}) and describes another file ({size:,} bytes, "
+            f"sha256 {sha[:12]}…; {backup.name} is {now['size']:,} bytes, sha256 {now['sha256'][:12]}…): the backup "
+            f"was replaced after it was written, or it is another backup's; {force}"
         )
+    return existing
+
+
+def _same(existing: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether writing ``new`` would write the bytes already there, but for the time it was written."""
+    return manifest_text({**existing, "written_at": None}) == manifest_text({**new, "written_at": None})
 
 
 @dataclass(frozen=True)
@@ -297,32 +385,61 @@ class Written:
 
 def write(
     backup: Path, *, from_source: bool = False, profile_file: Path | None = None, source: str | None = None,
-    force: bool = False,
+    force: bool = False, max_lag: timedelta | None = None,
 ) -> Written:
-    """Write ``<backup>.manifest.json``: facts from the backup (default) or from the profile's live source."""
+    """Write ``<backup>.manifest.json``: facts from the backup (default) or from the profile's live source.
+
+    An existing manifest is replaced only with ``force``, or left as it is when it already records the same
+    facts; ``--from-source`` refuses a backup finished more than ``max_lag`` ago.
+    """
     if from_source and (profile_file is None or source is None):
         raise OpsverifyError("--from-source reads the live source: also pass --profile FILE and --source NAME "
                              "(the backup source in the profile)")
     if not from_source and (profile_file is not None or source is not None):
         raise OpsverifyError("--profile and --source name the live source read with --from-source: add "
                              "--from-source, or drop them to read the facts from the backup")
+    if not from_source and max_lag is not None:
+        raise OpsverifyError("--max-lag bounds how old a backup --from-source describes: add --from-source, or drop "
+                             "--max-lag (a manifest read from the backup itself may be written at any time)")
     fmt = backup_format(backup)
-    if not force:
-        refuse_overwrite(backup)
+    before = _state(backup)
+    existing = None if force else refuse_overwrite(backup)
     if from_source:
         assert profile_file is not None
         assert source is not None
+        refuse_stale(backup, MAX_LAG if max_lag is None else max_lag)
         profile, backup_source = source_of(profile_file, source)
+        refuse_foreign(backup, backup_source)
         facts = live_facts(profile, backup_source, fmt)
     else:
         facts = rdb_facts(backup) if fmt == "rdb" else dump_facts(backup, fmt)
+    bound = binding(backup)
+    if _state(backup) != before or bound["size"] != before[0]:
+        raise OpsverifyError(f"{backup} changed while it was read (it is still being written): run this after the "
+                             "backup job has finished writing it")
+    data = manifest_data(backup, facts, written_by=WRITTEN_BY, facts_from="source" if from_source else "backup",
+                         source=source, bound=bound)
+    target = manifest_path(backup)
+    if existing is not None:
+        if _same(existing, data):
+            return Written(target, f"{target} already records these facts ({_recorded(existing)}): left as it is")
+        raise OpsverifyError(
+            f"manifest {target} already exists ({_recorded(existing)}: {_facts_line(existing)}; now "
+            f"{_facts_line(facts)} {'from the live source' if from_source else 'from the backup'}): pass --force "
+            f"to replace {target.name}"
+        )
     try:
-        path = write_manifest(backup, facts, written_by=WRITTEN_BY, facts_from="source" if from_source else "backup",
-                              source=source)
+        path = write_manifest_data(backup, data)
     except OSError as exc:
-        raise OpsverifyError(f"cannot write {manifest_path(backup)} ({exc.strerror or exc}): run as a user who may "
+        raise OpsverifyError(f"cannot write {target} ({exc.strerror or exc}): run as a user who may "
                              "write in the backup's directory") from None
     return Written(path, f"wrote {path}: {_facts_line(facts)}")
+
+
+def _state(backup: Path) -> tuple[int, int]:
+    """(size, mtime in ns) of the file a manifest binds: a job still writing the backup changes them."""
+    info = bound_file(backup).stat()
+    return info.st_size, info.st_mtime_ns
 
 
 def _facts_line(facts: dict[str, Any]) -> str:
@@ -346,6 +463,8 @@ def show(backup: Path) -> tuple[str, bool]:
             raise OpsverifyError(f"no manifest beside {backup} ({target.name}): write one with "
                                  f"`{_rewrite_hint(backup)}`")
         size, sha = recorded_binding(data)
+    except NewerManifest as err:
+        raise OpsverifyError(f"manifest {target} {err}") from None  # its one fix is in it: upgrade
     except ManifestError as err:
         fix = f"write it again with `{_rewrite_hint(backup)} --force`"
         raise OpsverifyError(f"manifest {target} {err}: {fix}") from None

@@ -12,8 +12,9 @@ The format is versioned (``"format": "opsverify-manifest", "version": 1``) and d
 docs/manifest.md; ``SCHEMA`` is its JSON Schema (``opsverify manifest schema``). Version 1 is what
 the sandbox's jobs always wrote (the binding, ``tables`` or ``redis``) plus the fields saying what
 it is, when and by what it was written and where its facts come from, all optional for a reader: a
-manifest without ``format`` and ``version`` is read as version 1. A newer version, or another
-``format``, is a ``ManifestError``.
+manifest without ``format`` and ``version`` is read as version 1. Another ``format`` is a
+``ManifestError``; a newer version a ``NewerManifest`` (a ``ManifestError`` whose one fix is to upgrade).
+``manifest_data`` builds what ``write_manifest`` writes, so a caller can compare it with the file there.
 """
 
 from __future__ import annotations
@@ -59,6 +60,31 @@ def binding(backup: Path) -> dict[str, Any]:
     return {"name": backup.name, "size": size, "sha256": digest.hexdigest()}
 
 
+def manifest_data(
+    backup: Path,
+    facts: Facts | dict[str, Any],
+    *,
+    written_by: str = "a backup job (opsverify.facts.manifest.write_manifest)",
+    facts_from: str = "source",
+    source: str | None = None,
+    bound: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest ``write_manifest`` writes: the facts, what wrote them when, and the binding (``bound``, or
+    the backup's size and hash read now)."""
+    data = facts.to_json() if not isinstance(facts, dict) else facts
+    written_at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "written_at": written_at,
+                            "written_by": written_by, "facts_from": facts_from}
+    if source is not None:
+        meta["source"] = source
+    return {**data, **meta, BINDING: bound if bound is not None else binding(backup)}
+
+
+def manifest_text(data: dict[str, Any]) -> str:
+    """The file's text: sorted, indented JSON (so the same facts give the same bytes)."""
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
 def write_manifest(
     backup: Path,
     facts: Facts | dict[str, Any],
@@ -73,18 +99,17 @@ def write_manifest(
     ``backup`` (read from the backup file itself) or ``source`` (read from the live source at backup
     time), ``source`` the profile's name of that source.
     """
-    data = facts.to_json() if not isinstance(facts, dict) else facts
-    written_at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "written_at": written_at,
-                            "written_by": written_by, "facts_from": facts_from}
-    if source is not None:
-        meta["source"] = source
-    data = {**data, **meta, BINDING: binding(backup)}
+    data = manifest_data(backup, facts, written_by=written_by, facts_from=facts_from, source=source)
+    return write_manifest_data(backup, data)
+
+
+def write_manifest_data(backup: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` (``manifest_data``) beside ``backup`` atomically: a temporary file renamed into place."""
     target = manifest_path(backup)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as stream:
-            stream.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            stream.write(manifest_text(data))
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(tmp, 0o644 if not backup.exists() else (backup.stat().st_mode & 0o666) | 0o400)
@@ -107,6 +132,10 @@ def read_manifest(backup: Path) -> dict[str, Any] | None:
 
 class ManifestError(ValueError):
     """A manifest that cannot serve as evidence: unreadable, not JSON, or without its binding; the text says which."""
+
+
+class NewerManifest(ManifestError):
+    """A manifest of a format version newer than this opsverify reads: the text ends in its one fix (upgrade)."""
 
 
 def load_manifest(backup: Path) -> dict[str, Any] | None:
@@ -141,8 +170,9 @@ def check_version(data: dict[str, Any]) -> int:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ManifestError(f"has no valid version (version {version!r}, expected a positive integer)")
     if version > VERSION:
-        raise ManifestError(
-            f"is format version {version}, newer than the version {VERSION} this opsverify reads: upgrade opsverify"
+        raise NewerManifest(
+            f"is format version {version}, newer than the version {VERSION} this opsverify reads: upgrade "
+            "opsverify to read it"
         )
     return version
 
