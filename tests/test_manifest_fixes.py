@@ -34,7 +34,7 @@ def newer_manifest_copy(sandbox: Profile, tmp_path: Path) -> tuple[dict[str, Any
 
 def newer(dump: Path) -> str:
     return (f"is format version {VERSION + 1}, newer than the version {VERSION} this opsverify reads: "
-            "upgrade opsverify")
+            "upgrade opsverify to read it")
 
 
 def test_a_manifest_of_a_newer_format_version_fails_naming_the_upgrade_only(

@@ -56,7 +56,14 @@ from fixtures.backups import CatalogOf, NewestDump, listed
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.facts.database import LiveTables
-from opsverify.facts.manifest import ManifestError, binding, load_manifest, manifest_path, recorded_binding
+from opsverify.facts.manifest import (
+    ManifestError,
+    NewerManifest,
+    binding,
+    load_manifest,
+    manifest_path,
+    recorded_binding,
+)
 from opsverify.profile import BackupSource, Database, Profile
 
 pytestmark = [pytest.mark.backup, pytest.mark.daily]
@@ -229,7 +236,7 @@ def test_newest_manifest_matches_its_backup(
         data = load_manifest(backup)
         size, sha = recorded_binding(data or {})  # None: deleted since it was listed
     except ManifestError as exc:
-        newer = str(exc).endswith(": upgrade opsverify")  # a newer format: the manifest is fine, this reader old
+        newer = isinstance(exc, NewerManifest)  # the manifest is fine, this reader old
         fix = "" if newer else f": {rewrite(source, backup)}"
         fail(f"manifest {manifest.name} of {source.name} {exc}{fix} ({manifest})")
     try:
