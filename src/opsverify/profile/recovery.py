@@ -39,6 +39,13 @@ class RestoreTarget(SecretSource):
     must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
     jobs: int | None = Field(None, ge=1, le=1024, description="pg_restore -j; default: the number of cores")
     max_scratch_age: Duration = Field(timedelta(hours=6), description="the janitor drops older scratch databases")
+    template: Annotated[str, Field(min_length=1, max_length=63)] = Field(
+        "template0",
+        description="the database scratch databases are copied from (CREATE DATABASE … TEMPLATE): template0, or one "
+        "a superuser prepared once with the untrusted extensions the dumps create (CREATE EXTENSION "
+        "pg_stat_statements; ALTER DATABASE … IS_TEMPLATE true), so a role that is not a superuser restores them: "
+        "README, The staging role",
+    )
 
 
 class RowTolerance(Model):
