@@ -31,6 +31,7 @@ from opsverify.facts.database import source_facts
 from opsverify.facts.manifest import manifest_path
 from opsverify.localserver.scratch import SCRATCH_PREFIX
 from opsverify.pgtools import pg_env, pg_tool
+from opsverify.profile import Database
 from opsverify.profile.environment import Profile
 from opsverify.restore.pgrestore import restore_backup
 
@@ -89,8 +90,9 @@ def tampered_dump(
             conn.execute(sql)
             if facts is not None:
                 facts.update(source_facts(conn, 100_000).to_json()["tables"])
-        copy = target.model_copy(update={"name": scratch, "dbname": scratch})
-        pg_dump(copy, dump, T, T * 6)  # type: ignore[arg-type]
+        copy = Database(name=scratch, host=target.host, port=target.port, dbname=scratch, user=target.user,
+                        password_file=target.password_file, sslmode=target.sslmode)  # pg_dump takes a Database
+        pg_dump(copy, dump, T, T * 6)
     shutil.copy2(manifest_path(original), manifest_path(dump))
     os.utime(dump, (original.stat().st_atime, original.stat().st_mtime))
     return {"name": "pf-tampered", "kind": "postgres", "path": str(directory), "pattern": "backup_*.dump"}

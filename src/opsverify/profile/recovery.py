@@ -32,7 +32,7 @@ class RestoreTarget(SecretSource):
     port: int = Field(5432, ge=1, le=65535)
     user: str = Field(
         description="a role with LOGIN CREATEDB (no superuser needed, except for pg_amcheck and untrusted "
-        "extensions: README, The staging role); it owns the scratch databases"
+        "extensions that the template lacks: README, The staging role); it owns the scratch databases"
     )
     dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
