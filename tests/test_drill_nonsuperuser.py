@@ -1,5 +1,7 @@
 """Plain-SQL drills on a restore role that is not a superuser: the guard drops what ``pg_restore --no-owner
---no-privileges`` leaves out (and nothing else), and the drills pass on such a role against the real sandbox.
+--no-privileges`` leaves out (and nothing else), and the drills pass on such a role against the real sandbox;
+with a template database holding the untrusted extension (``restore_target.template``), the sandbox's own
+photonic_foundry dumps (which create pg_stat_statements and comment on it) restore on such a role too.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ DROPPED = [
     b"ALTER TABLE app.t\n    OWNER TO photonic;\n",
 ]
 CHUNKS = [1, 2, 3, 5, 7, 64, 1 << 20]
+TEMPLATE_FIX = (  # an untrusted extension, scratch databases copied from template0
+    "have a superuser create it once in a template database and name that database in restore_target's template "
+    "(README, The staging (restore target) role), restore as a superuser role, or drill a backup of a database "
+    "without it"
+)
 
 
 def run(dump: bytes, chunk: int) -> bytes:
@@ -361,6 +368,209 @@ def test_an_untrusted_extension_fails_the_restore_naming_the_privilege(
     assert run.message(restore) == (
         f"restore of {dump} for drill qp-database-gzip failed: psql:<stdin>:{line}: ERROR:  permission denied to "
         'create extension "pg_stat_statements": pg_stat_statements is not a trusted extension, so only a superuser '
-        "may create it: restore as a superuser role, or drill a backup of a database without it"
+        f"may create it: {TEMPLATE_FIX}"
     )
     assert run.message(rto) == "drill qp-database-gzip: not recovered (the restore failed), RTO 30m not met"
+
+
+# --- a template database with the untrusted extensions the dumps use (restore_target.template) ------------------
+
+EXTENSION_COMMENT = b"COMMENT ON EXTENSION pg_stat_statements IS 'track planning and execution statistics';\n"
+SKIP = frozenset({"pg_stat_statements", "My Ext"})
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_comments_of_extensions_the_template_gave_become_empty_lines(chunk: int) -> None:
+    skipped = [
+        EXTENSION_COMMENT,
+        b"COMMENT ON EXTENSION \"My Ext\" IS 'a comment;\nGRANT ALL ON t TO x;\nover lines';\n",
+        b"comment on extension PG_STAT_STATEMENTS is NULL;\n",
+    ]
+    for statement in skipped:
+        dump = KEPT.replace(BODY, BODY + statement)
+        out = b"".join(guarded(io.BytesIO(dump), chunk, skip_extension_comments=SKIP))
+        assert out == KEPT.replace(BODY, BODY + b"\n" * statement.count(b"\n")), statement
+    kept = [
+        b"COMMENT ON EXTENSION pg_trgm IS 'text similarity';\n",  # not given by the template: the role owns it
+        b"COMMENT ON EXTENSION \"my ext\" IS 'another extension';\n",
+        b"COMMENT ON TABLE pg_stat_statements IS 'a table of that name';\n",
+        b"SELECT 1; COMMENT ON EXTENSION pg_stat_statements IS 'x';\n",  # not at the start of a line
+    ]
+    for statement in kept:
+        dump = KEPT.replace(BODY, BODY + statement)
+        assert b"".join(guarded(io.BytesIO(dump), chunk, skip_extension_comments=SKIP)) == dump, statement
+    dump = KEPT.replace(BODY, BODY + EXTENSION_COMMENT)
+    assert run(dump, chunk) == dump  # nothing to skip: the comment stays, as before
+
+
+@pytest.fixture
+def createdb_role(sandbox: Profile, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A restore role with LOGIN CREATEDB only; dropped after (with any database it owns), verified."""
+    from psycopg import sql
+
+    role = f"opsverify_test_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    password = secrets.token_hex(16)
+    secret = tmp_path / f"{role}.pass"
+    secret.write_text(password + "\n")
+    with connect(_superuser(sandbox), None, T) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)))
+    try:
+        yield role, secret
+    finally:
+        _drop_roles(sandbox, [role])
+
+
+def _drop_template(sandbox: Profile, name: str) -> None:
+    """``IS_TEMPLATE false`` (a template database cannot be dropped), drop it, and prove it gone."""
+    from psycopg import sql
+
+    with connect(_superuser(sandbox), None, T) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+
+
+@pytest.fixture
+def template(sandbox: Profile) -> Iterator[str]:
+    """The recipe a staging DBA runs once as a superuser: a database with pg_stat_statements, marked a template.
+    Dropped after (IS_TEMPLATE false first), verified gone."""
+    from psycopg import sql
+
+    name = f"opsverify_test_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    target = _superuser(sandbox)
+    try:
+        with connect(target, None, T) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        with connect(target, name, T) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        with connect(target, None, T) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(name)))
+        yield name
+    finally:
+        _drop_template(sandbox, name)
+
+
+@pytest.fixture
+def sandbox_dumps(sandbox: Profile, tmp_path: Path) -> Backups:
+    """Copies of the sandbox's newest photonic_foundry dumps, plain .sql.gz and custom, with their manifests: they
+    create pg_stat_statements (not trusted) and comment on it."""
+    import shutil
+
+    copies = []
+    for series in ("pf-postgres-daily", "pf-postgres-custom"):
+        source = next(b for b in sandbox.backups if b.name == series)
+        newest = max(Path(source.path).glob(source.pattern), key=lambda p: p.stat().st_mtime)
+        directory = tmp_path / series
+        directory.mkdir()
+        for path in (newest, newest.with_name(newest.name + ".manifest.json")):
+            shutil.copy2(path, directory / path.name)
+        copies.append(directory / newest.name)
+    plain, custom = copies
+    assert b"\nCOMMENT ON EXTENSION pg_stat_statements IS " in gzip.decompress(plain.read_bytes())
+    listing = subprocess.run([pg_tool("pg_restore"), "-l", str(custom)], capture_output=True, check=True, timeout=60)
+    assert b" COMMENT - EXTENSION pg_stat_statements" in listing.stdout
+    return Backups(plain, custom)
+
+
+def with_template(role: str, password: Path, dumps: Backups, template: str | None) -> Callable[[dict[str, Any]], None]:
+    """The sandbox dumps' two drills restored as ``role`` (no amcheck: it needs a superuser), from ``template``."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        as_role(role, password, dumps, amcheck=False)(data)
+        data["backups"][0]["pattern"] = "backup_*.sql.gz"
+        if template is not None:
+            data["restore_target"]["template"] = template
+
+    return mutate
+
+
+def test_a_template_with_the_untrusted_extension_lets_a_createdb_role_drill_the_sandbox_dumps(
+    run_checks: Run, profile_variant: Variant, createdb_role: tuple[str, Path], template: str,
+    sandbox_dumps: Backups,
+) -> None:
+    role, password = createdb_role
+    run = run_checks(profile_variant(with_template(role, password, sandbox_dumps, template)), DRILL)
+    assert run.failed() == set(), run.result.stdout.str()[-3000:]
+    for drill, tool in ((PLAIN, "psql"), (CUSTOM, "pg_restore")):
+        assert run.checks[check("test_restore_completes_without_errors", drill)]["evidence"]["tool"] == tool
+        for name in ("test_restore_completes_without_errors", "test_restored_schema_matches_the_dump",
+                     "test_restored_row_counts_match_the_backup", "test_restored_tables_match_their_checksums",
+                     "test_smoke_queries_return_rows", "test_restore_time_is_within_rto"):
+            assert run.outcome(check(name, drill)) == "passed", (name, drill, run.message(check(name, drill)))
+
+    without = run_checks(profile_variant(with_template(role, password, sandbox_dumps, None)), DRILL)
+    restore = {d: check("test_restore_completes_without_errors", d) for d in (PLAIN, CUSTOM)}
+    rto = {d: check("test_restore_time_is_within_rto", d) for d in (PLAIN, CUSTOM)}
+    assert without.failed() == {*restore.values(), *rto.values()}, without.result.stdout.str()[-3000:]
+    line = gzip.decompress(sandbox_dumps.plain.read_bytes()).split(b"\n").index(
+        b"CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public;") + 1
+    fix = (
+        'permission denied to create extension "pg_stat_statements": pg_stat_statements is not a trusted extension, '
+        f"so only a superuser may create it: {TEMPLATE_FIX}"
+    )
+    assert without.message(restore[PLAIN]) == (
+        f"restore of {sandbox_dumps.plain} for drill {PLAIN} failed: psql:<stdin>:{line}: ERROR:  {fix}"
+    )
+    assert without.message(restore[CUSTOM]) == (
+        f"restore of {sandbox_dumps.custom} for drill {CUSTOM} failed: could not execute query: ERROR:  {fix}"
+    )
+    assert without.message(rto[PLAIN]) == f"drill {PLAIN}: not recovered (the restore failed), RTO 30m not met"
+
+
+def test_a_template_missing_not_copyable_in_use_or_without_the_extension_fails_the_restore_naming_the_fix(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile, createdb_role: tuple[str, Path], template: str,
+    sandbox_dumps: Backups,
+) -> None:
+    from psycopg import sql
+
+    role, password = createdb_role
+    target = _superuser(sandbox)
+    where = f"{target.host}:{target.port}"
+    restore = check("test_restore_completes_without_errors", PLAIN)
+    rto = check("test_restore_time_is_within_rto", PLAIN)
+
+    def only_plain(name: str) -> Callable[[dict[str, Any]], None]:
+        def mutate(data: dict[str, Any]) -> None:
+            with_template(role, password, sandbox_dumps, name)(data)
+            data["drills"] = data["drills"][:1]
+
+        return mutate
+
+    def failure(name: str) -> str:
+        run = run_checks(profile_variant(only_plain(name)), DRILL)
+        assert run.failed() == {restore, rto}, run.result.stdout.str()[-3000:]
+        return run.message(restore).removeprefix(f"restore of {sandbox_dumps.plain} for drill {PLAIN} failed: ")
+
+    missing = f"{template}_missing"
+    assert failure(missing) == (
+        f"restore_target's template {missing} does not exist on {where}: create it once as a superuser (README, The "
+        "staging (restore target) role), or set template: template0"
+    )
+    with connect(target, None, T) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(template)))
+    assert failure(template) == (
+        f"role {role} may not copy restore_target's template {template} on {where}: only a superuser or its owner may "
+        f"copy a database not marked as a template, so as a superuser run ALTER DATABASE {template} IS_TEMPLATE true "
+        "(README, The staging (restore target) role)"
+    )
+    with connect(target, None, T) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(template)))
+    with connect(target, template, T):  # a DBA's session left open on the template
+        assert failure(template) == (
+            f"restore_target's template {template} on {where} has 1 other session(s) connected, and PostgreSQL "
+            "copies a database only while nobody is connected to it: close them (SELECT pid, usename, "
+            f"application_name FROM pg_stat_activity WHERE datname = '{template}') and connect to the template only "
+            "to change it"
+        )
+    with connect(target, template, T) as conn:
+        conn.execute("DROP EXTENSION pg_stat_statements")
+    line = gzip.decompress(sandbox_dumps.plain.read_bytes()).split(b"\n").index(
+        b"CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public;") + 1
+    assert failure(template) == (
+        f'psql:<stdin>:{line}: ERROR:  permission denied to create extension "pg_stat_statements": pg_stat_statements '
+        f"is not a trusted extension, so only a superuser may create it, and restore_target's template {template} "
+        f"lacks it: as a superuser, CREATE EXTENSION pg_stat_statements in {template} (README, The staging (restore "
+        "target) role), restore as a superuser role, or drill a backup of a database without it"
+    )

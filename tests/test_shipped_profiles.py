@@ -1,13 +1,15 @@
 """End to end: the shipped environments/photonic-foundry.yaml, pointed at the test sandbox by its variables only.
 
 The environment is the one a team builds with the runbook's own scripts: a photonic_foundry database
-as the runbook describes it (a copy of the sandbox's without its pg_stat_statements extension, which
-only a superuser may create; made here, dropped after, verified), its daily ``pg_dump | gzip``,
-``pg_dump -Fc`` and ``pg_dump -t simulations`` series made here with those commands and no manifests,
-back-dated a day apart, the sandbox's Redis, config and archive backups copied with their times, the
-drills restoring as a staging role that is NOT a superuser (``LOGIN CREATEDB``, created here and
-dropped after, verified), and live writes to the source after the backups (rows inserted into
-``simulations``, deleted after, verified). ``pytest -m "daily or dr"`` over it must be
+as the runbook describes it (a copy of the sandbox's, with its pg_stat_statements extension, which the
+runbook's slow-query procedure reads and only a superuser may create; made here, dropped after,
+verified), its daily ``pg_dump | gzip``, ``pg_dump -Fc`` and ``pg_dump -t simulations`` series made here
+with those commands and no manifests, back-dated a day apart, the sandbox's Redis, config and archive
+backups copied with their times, the backup role the profile declares (the sandbox's ``opsverify_backup``),
+the drills restoring as a staging role that is NOT a superuser (``LOGIN CREATEDB``, created here and
+dropped after, verified) from a template database the staging DBA prepared once with pg_stat_statements
+(``PF_RESTORE_TEMPLATE``; made here, dropped after, verified), and live writes to the source after the
+backups (rows inserted into ``simulations``, deleted after, verified). ``pytest -m "daily or dr"`` over it must be
 green; the only skips allowed are ones an SRE accepts. ``profile check --connect`` must reach every
 component, and a variant with one wrong port must fail exactly that row.
 """
@@ -87,9 +89,9 @@ def run_tool(args: list[str], box: Sandbox, **kwargs: Any) -> subprocess.Complet
 
 @pytest.fixture
 def runbook_database(box: Sandbox) -> Iterator[str]:
-    """A copy of photonic_foundry without the sandbox's pg_stat_statements extension, which only a superuser
-    creates (a drill on a non-superuser staging role fails on it, naming that): the database the runbook
-    describes. Dropped after, verified."""
+    """A copy of photonic_foundry as the sandbox seeds it, with its pg_stat_statements extension (not trusted:
+    only a superuser creates it, so the staging role restores its dumps from a template that has it): the
+    database the runbook describes. Dropped after, verified."""
     import psycopg
 
     name = f"opsverify_test_pf_{os.getpid()}"
@@ -97,10 +99,10 @@ def runbook_database(box: Sandbox) -> Iterator[str]:
     conn_args = ["-h", str(db["host"]), "-p", str(db["port"]), "-U", "postgres"]
     with psycopg.connect(**box.admin()) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     dump = run_tool([pg_tool("pg_dump"), *conn_args, "-d", db["dbname"]], box).stdout
-    schema = b"\n".join(line for line in dump.split(b"\n") if b"pg_stat_statements" not in line)
-    run_tool([pg_tool("psql"), *conn_args, "-d", name, "-q", "-v", "ON_ERROR_STOP=1"], box, input=schema)
+    assert b"CREATE EXTENSION IF NOT EXISTS pg_stat_statements" in dump
+    run_tool([pg_tool("psql"), *conn_args, "-d", name, "-q", "-v", "ON_ERROR_STOP=1"], box, input=dump)
     yield name
     with psycopg.connect(**box.admin()) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -139,6 +141,31 @@ def runbook_backups(box: Sandbox, runbook_database: str, tmp_path: Path) -> Path
                 run_tool([*dump, "-Fc", "-f", str(target)], box)
             os.utime(target, (now - age, now - age))
     return root
+
+
+@pytest.fixture
+def restore_template(box: Sandbox) -> Iterator[str]:
+    """What the staging DBA runs once as a superuser (README, The staging (restore target) role): a database with
+    pg_stat_statements, marked a template. Dropped after (IS_TEMPLATE false first), verified gone."""
+    import psycopg
+
+    name = f"opsverify_test_pf_template_{os.getpid()}"
+    with psycopg.connect(**box.admin()) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        with psycopg.connect(**box.admin(name)) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        with psycopg.connect(**box.admin()) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE true')
+        yield name
+    finally:
+        with psycopg.connect(**box.admin()) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone() == (0,)
 
 
 @pytest.fixture
@@ -181,7 +208,9 @@ def live_writes(box: Sandbox, runbook_database: str, runbook_backups: Path) -> I
         assert conn.execute("SELECT count(*) FROM simulations WHERE name LIKE %s", (marker,)).fetchone() == (0,)
 
 
-def pf_variables(box: Sandbox, backups: Path, role: str, role_password: Path, dbname: str) -> dict[str, str]:
+def pf_variables(
+    box: Sandbox, backups: Path, role: str, role_password: Path, dbname: str, template: str
+) -> dict[str, str]:
     """Every variable environments/photonic-foundry.yaml names, set for the test sandbox."""
     db = box.pg()
     redis = box.data["redis"][0]
@@ -190,6 +219,7 @@ def pf_variables(box: Sandbox, backups: Path, role: str, role_password: Path, db
         "PF_API_URL": service["url"],
         "PF_DB_HOST": str(db["host"]), "PF_DB_PORT": str(db["port"]), "PF_DB_NAME": dbname,
         "PF_DB_USER": db["user"], "PF_DB_PASSWORD_FILE": db["password_file"], "PF_DB_SSLMODE": db["sslmode"],
+        "PF_DB_BACKUP_USER": db["backup_user"], "PF_DB_BACKUP_PASSWORD_FILE": db["backup_password_file"],
         "PF_WAL_ARCHIVE": db["wal_archive"], "PF_BASE_BACKUPS": db["base_backups"],
         "PF_REDIS_HOST": str(redis["host"]), "PF_REDIS_PORT": str(redis["port"]),
         "PF_REDIS_PASSWORD_FILE": redis["password_file"],
@@ -202,6 +232,7 @@ def pf_variables(box: Sandbox, backups: Path, role: str, role_password: Path, db
         "PF_STAGING_DB_USER": role, "PF_STAGING_DB_PASSWORD_FILE": str(role_password),
         "PF_STAGING_DB_SSLMODE": "disable",
         "PF_STAGING_MUST_DIFFER": "false",  # the sandbox has one PostgreSQL: scratch databases sit beside the source
+        "PF_RESTORE_TEMPLATE": template,
     }
 
 
@@ -227,9 +258,9 @@ def failed_rows(stdout: str) -> dict[str, str]:
 
 def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_environment(
     box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path], live_writes: int,
-    tmp_path: Path,
+    restore_template: str, tmp_path: Path,
 ) -> None:
-    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database)
+    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database, restore_template)
     report = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "daily or dr", f"--profile={PF}", f"--report-dir={report}",
@@ -256,9 +287,9 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
 
 
 def test_profile_check_connect_reaches_every_component_and_fails_exactly_a_wrong_port(
-    box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path]
+    box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path], restore_template: str
 ) -> None:
-    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database)
+    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database, restore_template)
     done = profile_check(variables, "--connect")
     assert done.returncode == 0, done.stdout + done.stderr
     assert failed_rows(done.stdout) == {}
@@ -270,3 +301,30 @@ def test_profile_check_connect_reaches_every_component_and_fails_exactly_a_wrong
     assert failed_rows(wrong.stdout) == {
         "restore-target restore target": "FAILED: connection refused: check host and port: nothing listens there"
     }
+
+
+def test_photonic_foundry_profile_backup_job_dumps_as_the_backup_role_its_variables_declare(
+    box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path], restore_template: str,
+    tmp_path: Path,
+) -> None:
+    variables = pf_variables(box, runbook_backups, *staging_role, runbook_database, restore_template)
+    report = tmp_path / "report"
+    job = "checks/backup/test_backup_jobs.py::test_fresh_dump_is_complete"
+
+    def dump(extra: dict[str, str]) -> dict[str, Any]:
+        subprocess.run(
+            [sys.executable, "-m", "pytest", job, f"--profile={PF}", f"--report-dir={report}", "--allow-maintenance",
+             "-p", "no:randomly", "-p", "no:cacheprovider", "-q"],
+            capture_output=True, text=True, timeout=300, cwd=ROOT, env=environ({**variables, **extra}), check=False,
+        )
+        checks = json.loads((report / "evidence.json").read_text())["checks"]
+        assert len(checks) == 1, checks
+        return dict(checks[0])
+
+    declared = dump({})
+    assert declared["outcome"] == "passed", declared["message"]
+    assert declared["evidence"]["dump_role"] == f"role {box.pg()['backup_user']} (the backup user)"
+    # the runbook's default backup role, photonic, does not exist here: the refusal names it and the variable's field
+    runbook = dump({"PF_DB_BACKUP_USER": "photonic", "PF_DB_BACKUP_PASSWORD_FILE": ""})
+    assert runbook["outcome"] == "failed"
+    assert "role photonic (the backup user)" in runbook["message"], runbook["message"]

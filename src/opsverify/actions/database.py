@@ -4,17 +4,24 @@ Every scratch database is named ``opsverify_scratch_<run>_<worker>_<n>_…`` and
 note as its comment, so the janitor at the next start drops what a killed run left behind (its
 creator is gone, or it is older than ``max_scratch_age``). Nothing here ever drops a database
 whose name lacks the prefix.
+
+Scratch databases are copies of the restore target's ``template`` (default ``template0``): a database
+a superuser prepared once with the untrusted extensions the dumps create, so that a role with
+CREATEDB only restores them. A template that does not exist, that the role may not copy, or that
+has sessions connected is one ``TemplateError`` naming the fix.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from opsverify.actions.base import Action
+from opsverify.errors import OpsverifyError
 from opsverify.localserver.scratch import SCRATCH_PREFIX, creator, orphan_reason, require_scratch_name
 from opsverify.profile import RestoreTarget
 
@@ -44,6 +51,40 @@ def exists(conn: psycopg.Connection, name: str) -> bool:
     return row is not None
 
 
+class TemplateError(OpsverifyError):
+    """The restore target's ``template`` cannot be copied: it does not exist, the role may not, or it is in use."""
+
+
+RECIPE = "README, The staging (restore target) role"
+
+
+def _template_problem(target: RestoreTarget, exc: psycopg.Error) -> TemplateError | None:
+    """The one-sentence fix when CREATE DATABASE failed on the template; None when it failed for another reason."""
+    import psycopg
+
+    template, where = target.template, f"{target.host}:{target.port}"
+    named = f"restore_target's template {template}"
+    if isinstance(exc, psycopg.errors.InvalidCatalogName):  # CREATE DATABASE: only its template can be missing
+        return TemplateError(
+            f"{named} does not exist on {where}: create it once as a superuser ({RECIPE}), or set template: template0"
+        )
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "permission denied to copy database" in str(exc):
+        return TemplateError(
+            f"role {target.user} may not copy {named} on {where}: only a superuser or its owner may copy a database "
+            f"not marked as a template, so as a superuser run ALTER DATABASE {template} IS_TEMPLATE true ({RECIPE})"
+        )
+    if isinstance(exc, psycopg.errors.ObjectInUse):  # "source database … is being accessed by other users"
+        detail = exc.diag.message_detail or ""
+        count = re.search(r"(\d+) other session", detail)
+        sessions = f"{count.group(1)} other session(s)" if count else "other sessions"
+        return TemplateError(
+            f"{named} on {where} has {sessions} connected, and PostgreSQL copies a database only while nobody is "
+            f"connected to it: close them (SELECT pid, usename, application_name FROM pg_stat_activity WHERE datname "
+            f"= '{template}') and connect to the template only to change it"
+        )
+    return None
+
+
 class ScratchDatabase(Action[str]):
     """An empty database on the restore target, owned by its role; dropped and proven gone after."""
 
@@ -56,10 +97,20 @@ class ScratchDatabase(Action[str]):
         self.timeout = timeout
 
     def act(self) -> str:
+        import psycopg
         from psycopg import sql
 
         with connect(self.target, None, self.timeout) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(self.name)))
+            create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(self.name), sql.Identifier(self.target.template)
+            )
+            try:
+                admin.execute(create)
+            except psycopg.Error as exc:
+                problem = _template_problem(self.target, exc)
+                if problem is None:
+                    raise
+                raise problem from None
             note = sql.Literal(json.dumps(creator()))
             admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(self.name), note))
         return self.name
@@ -71,6 +122,16 @@ class ScratchDatabase(Action[str]):
     def leftovers(self, before: object) -> list[str]:
         with connect(self.target, None, self.timeout) as admin:
             return [f"database {self.name} in pg_database"] if exists(admin, self.name) else []
+
+
+def foreign_extensions(conn: psycopg.Connection) -> frozenset[str]:
+    """The extensions in the session's database its role does not own (nor has the privileges of the owner of).
+
+    In a scratch database these came from the template: a dump's ``CREATE EXTENSION IF NOT EXISTS`` of one
+    does nothing, and its ``COMMENT ON EXTENSION`` would fail (``must be owner of extension``).
+    """
+    rows = conn.execute("SELECT extname FROM pg_extension WHERE NOT pg_has_role(extowner, 'USAGE')").fetchall()
+    return frozenset(str(name) for (name,) in rows)
 
 
 def drop_database(conn: psycopg.Connection, name: str) -> None:

@@ -32,13 +32,20 @@ class RestoreTarget(SecretSource):
     port: int = Field(5432, ge=1, le=65535)
     user: str = Field(
         description="a role with LOGIN CREATEDB (no superuser needed, except for pg_amcheck and untrusted "
-        "extensions: README, The staging role); it owns the scratch databases"
+        "extensions that the template lacks: README, The staging role); it owns the scratch databases"
     )
     dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
     jobs: int | None = Field(None, ge=1, le=1024, description="pg_restore -j; default: the number of cores")
     max_scratch_age: Duration = Field(timedelta(hours=6), description="the janitor drops older scratch databases")
+    template: Annotated[str, Field(min_length=1, max_length=63)] = Field(
+        "template0",
+        description="the database scratch databases are copied from (CREATE DATABASE … TEMPLATE): template0, or one "
+        "a superuser prepared once with the untrusted extensions the dumps create (CREATE EXTENSION "
+        "pg_stat_statements; ALTER DATABASE … IS_TEMPLATE true), so a role that is not a superuser restores them: "
+        "README, The staging role",
+    )
 
 
 class RowTolerance(Model):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsverify.actions.base import performed
-from opsverify.actions.database import ScratchDatabase, connect
+from opsverify.actions.database import ScratchDatabase, TemplateError, connect, foreign_extensions
 from opsverify.facts.database import DataFacts, FactsTimeout, data_facts, schema_objects
 from opsverify.pgtools import MissingTool, first_error, pg_env, pg_tool
 from opsverify.probes.postgres import first_line
@@ -113,6 +113,8 @@ def run_pg_drill(
     except psycopg.Error as exc:  # the target refused CREATE DATABASE, a connection, a query
         refused = RestoreRun(name, scratch, "-", timedelta(0), f"the restore target refused: {first_line(exc)}")
         return PgDrillOutcome(drill, name, fmt, scratch, refused)
+    except TemplateError as err:  # its template cannot be copied: the sentence names the fix
+        return PgDrillOutcome(drill, name, fmt, scratch, RestoreRun(name, scratch, "-", timedelta(0), str(err)))
 
 
 def _drill(
@@ -120,8 +122,11 @@ def _drill(
     query_timeout: timedelta, jobs: int, smoke_tables: list[SmokeTable], started: float, name: str,
 ) -> PgDrillOutcome:
     with performed(ScratchDatabase(target, scratch, connect_timeout)):
+        with connect(target, scratch, connect_timeout) as conn:  # what the template gave it, owned by others
+            present = foreign_extensions(conn)
         run = restore_backup(
-            backup, fmt, target, scratch, jobs=jobs, connect=connect_timeout, timeout=drill.restore_timeout
+            backup, fmt, target, scratch, jobs=jobs, connect=connect_timeout, timeout=drill.restore_timeout,
+            present=present, template=target.template,
         )
         run = replace(run, backup=name)
         outcome = PgDrillOutcome(drill, name, fmt, scratch, run)

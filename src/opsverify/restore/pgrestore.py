@@ -1,7 +1,10 @@
 """Restore strategies: plain and gzip SQL streamed through ``psql -v ON_ERROR_STOP=1`` (no temp copy),
 custom and directory archives through ``pg_restore -j N --exit-on-error``, both without owner and
 privilege statements (``--no-owner --no-privileges``; the SQL guard drops them from plain dumps), so a
-restore role with CREATEDB only can restore dumps of objects other roles own.
+restore role with CREATEDB only can restore dumps of objects other roles own. The comment of an extension
+the scratch database already holds (copied from the restore target's ``template``) and the role does not
+own is left out too (``must be owner of extension``): from plain SQL by the guard, from an archive by
+restoring through a ``pg_restore -l`` list without that entry (``-L``).
 
 A failed restore is reported with the first error line of the tool's log; a restore that outlives
 its timeout is killed. Only the scratch database named by the caller is written to.
@@ -29,10 +32,12 @@ from opsverify.backups.verdict import CorruptBackup
 from opsverify.errors import ActionRefused
 from opsverify.localserver.scratch import require_scratch_name
 from opsverify.pgtools import Endpoint, MissingTool, first_error, pg_env, pg_tool
-from opsverify.restore.sqlguard import guarded
+from opsverify.restore.sqlguard import extension_name, guarded
 
 CHUNK = 1 << 20
 _UNTRUSTED = re.compile(r'permission denied to create extension "([^"]+)"')
+# a pg_restore -l line of an extension's comment: "3380; 0 0 COMMENT - EXTENSION pg_stat_statements owner"
+_EXTENSION_COMMENT = re.compile(r'^\d+; \d+ \d+ COMMENT - EXTENSION (?P<name>"(?:[^"]|"")+"|[^\s"]+)(?: \S*)?\s*$')
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,22 @@ class RestoreRun:
 
 
 def restore_backup(
-    backup: Path, fmt: str, target: Endpoint, database: str, *, jobs: int, connect: timedelta, timeout: timedelta
+    backup: Path,
+    fmt: str,
+    target: Endpoint,
+    database: str,
+    *,
+    jobs: int,
+    connect: timedelta,
+    timeout: timedelta,
+    present: frozenset[str] = frozenset(),
+    template: str = "template0",
 ) -> RestoreRun:
-    """Restore ``backup`` (format as ``formats.detect_format`` names it) into the scratch ``database``."""
+    """Restore ``backup`` (format as ``formats.detect_format`` names it) into the scratch ``database``.
+
+    ``present``: extensions the scratch database holds (from ``template``) and the restore role does not
+    own: their ``COMMENT ON EXTENSION`` is left out. ``template`` is named when an extension cannot be created.
+    """
     require_scratch_name(database)
     started = time.monotonic()
     env = pg_env(target, database, connect)
@@ -61,18 +79,61 @@ def restore_backup(
         if fmt in ("pg-custom", "pg-directory"):
             tool = "pg_restore"
             args = [pg_tool(tool), "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}", "-d", database]
-            error = _run([*args, str(backup)], env, None, timeout, tool)
+            with _listed(backup, env, present, timeout) as (listing, problem):
+                error = problem or _run([*args, *listing, str(backup)], env, None, timeout, tool)
         elif fmt in ("sql", "sql.gz"):
             tool = "psql"
             args = [pg_tool(tool), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-"]
             with _open_sql(backup, fmt) as source:
-                error = _run(args, env, guarded(source), timeout, tool)
+                error = _run(args, env, guarded(source, skip_extension_comments=present), timeout, tool)
         else:
             problem = f"cannot restore a {fmt} backup into PostgreSQL"
             return RestoreRun(str(backup), database, "-", timedelta(0), problem)
     except MissingTool as err:
         return RestoreRun(str(backup), database, "-", timedelta(0), str(err))
+    error = _explained(error, template) if error is not None else None
     return RestoreRun(str(backup), database, tool, timedelta(seconds=time.monotonic() - started), error)
+
+
+@contextlib.contextmanager
+def _listed(
+    backup: Path, env: dict[str, str], present: frozenset[str], timeout: timedelta
+) -> Iterator[tuple[list[str], str | None]]:
+    """``-L LIST`` arguments restoring every entry of the archive but the comments of the ``present`` extensions.
+
+    No such comment in the archive (or nothing ``present``): no list, pg_restore restores the whole archive.
+    Yields the arguments and, when ``pg_restore -l`` failed, its first error line.
+    """
+    if not present:
+        yield [], None
+        return
+    tool = "pg_restore"
+    try:
+        done = subprocess.run(
+            [pg_tool(tool), "-l", str(backup)], env=env, capture_output=True, timeout=timeout.total_seconds(),
+            check=False, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        yield [], f"pg_restore -l did not finish within {timeout}: killed"
+        return
+    if done.returncode != 0:
+        yield [], f"pg_restore -l: {first_error(done.stderr.decode(errors='replace'), tool)}"
+        return
+    lines = done.stdout.decode(errors="surrogateescape").splitlines(keepends=True)
+    kept = [";" + line if _skipped_entry(line, present) else line for line in lines]
+    if kept == lines:
+        yield [], None
+        return
+    with tempfile.NamedTemporaryFile("w", prefix="opsverify_restore_list_", suffix=".txt",
+                                     errors="surrogateescape") as listing:
+        listing.writelines(kept)
+        listing.flush()
+        yield ["-L", listing.name], None
+
+
+def _skipped_entry(line: str, present: frozenset[str]) -> bool:
+    found = _EXTENSION_COMMENT.match(line)
+    return found is not None and extension_name(found.group("name").encode()) in present
 
 
 def _open_sql(backup: Path, fmt: str) -> io.BufferedIOBase:
@@ -127,18 +188,26 @@ def _run(
         log.seek(0)
         text = log.read().decode(errors="replace")
     if code != 0:
-        return _explained(first_error(text, tool))
-    return _explained(first_error(text, tool)) if "ERROR:" in text else None
+        return first_error(text, tool)
+    return first_error(text, tool) if "ERROR:" in text else None
 
 
-def _explained(error: str) -> str:
+def _explained(error: str, template: str) -> str:
     """The tool's error, with the fix when it is a privilege only a superuser has (an untrusted extension)."""
     found = _UNTRUSTED.search(error)
     if found is None:
         return error
+    name = found.group(1)
+    if template == "template0":
+        return (
+            f"{error}: {name} is not a trusted extension, so only a superuser may create it: have a superuser create "
+            "it once in a template database and name that database in restore_target's template (README, The "
+            "staging (restore target) role), restore as a superuser role, or drill a backup of a database without it"
+        )
     return (
-        f"{error}: {found.group(1)} is not a trusted extension, so only a superuser may create it: restore as a "
-        "superuser role, or drill a backup of a database without it"
+        f"{error}: {name} is not a trusted extension, so only a superuser may create it, and restore_target's "
+        f"template {template} lacks it: as a superuser, CREATE EXTENSION {name} in {template} (README, The staging "
+        "(restore target) role), restore as a superuser role, or drill a backup of a database without it"
     )
 
 

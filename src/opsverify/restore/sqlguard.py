@@ -14,10 +14,14 @@ pg_dump also uses for sequences and views, SEQUENCE, VIEW, MATERIALIZED VIEW, FO
 PROCEDURE, AGGREGATE, TYPE, DOMAIN, SCHEMA, COLLATION, CONVERSION, TEXT SEARCH DICTIONARY and
 CONFIGURATION, OPERATOR [CLASS|FAMILY], LARGE OBJECT, PUBLICATION, SUBSCRIPTION, STATISTICS, FOREIGN
 DATA WRAPPER, SERVER, EVENT TRIGGER, [PROCEDURAL] LANGUAGE), ``GRANT …;``, ``REVOKE …;`` and ``ALTER
-DEFAULT PRIVILEGES …;``. Nothing else is dropped (``COMMENT ON EXTENSION`` and ``SECURITY LABEL``
-stay, as pg_restore keeps them). Only statements that start a line at the top level are dropped: the
-word GRANT in a dollar-quoted body, a string, a comment or COPY data is left alone. A dropped statement
-becomes as many empty lines as it had, so psql's line numbers still name the dump's own lines.
+DEFAULT PRIVILEGES …;``. ``SECURITY LABEL`` stays, as pg_restore keeps it; so does ``COMMENT ON EXTENSION
+x``, except for the extensions named in ``skip_extension_comments``: those the scratch database already
+holds (copied from the restore target's template) and the restore role does not own, where the dump's
+``CREATE EXTENSION IF NOT EXISTS x`` does nothing and its comment would fail (``must be owner of
+extension x``), as the same TOC entry is left out of a pg_restore list. Only statements that start a
+line at the top level are dropped: the word GRANT in a dollar-quoted body, a string, a comment or COPY
+data is left alone. A dropped statement becomes as many empty lines as it had, so psql's line numbers
+still name the dump's own lines.
 
 The SQL between COPY blocks is followed like psql's lexer does (quotes, E'' strings, dollar quotes,
 nested comments, parentheses) to know where statements start; COPY data is passed through by searching
@@ -43,6 +47,11 @@ _FORBIDDEN = re.compile(
 _RESTRICT = re.compile(rb"^\\(un)?restrict ")
 _PRIVILEGES = re.compile(rb"^(GRANT|REVOKE|ALTER\s+DEFAULT\s+PRIVILEGES)\b", re.IGNORECASE)
 _ALTER = re.compile(rb"^ALTER\b", re.IGNORECASE)
+_COMMENT_ON_EXTENSION = re.compile(rb"^COMMENT\s+ON\s+EXTENSION\b", re.IGNORECASE)
+_EXTENSION_COMMENT = re.compile(
+    rb'^COMMENT\s+ON\s+EXTENSION\s+(?P<name>"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][\w$\x80-\xff]*)\s+IS\s.*;\s*$',
+    re.IGNORECASE | re.DOTALL,
+)
 _KINDS = (
     rb"TABLE|SEQUENCE|VIEW|MATERIALIZED\s+VIEW|FOREIGN\s+TABLE|FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|TYPE|DOMAIN"
     rb"|SCHEMA|COLLATION|CONVERSION|TEXT\s+SEARCH\s+(DICTIONARY|CONFIGURATION)|OPERATOR(\s+(CLASS|FAMILY))?"
@@ -57,7 +66,7 @@ _STD_STRINGS = re.compile(rb"^\s*SET\s+standard_conforming_strings\s*(=|TO)\s*'?
 _SPECIAL = re.compile(rb"""[;'"\\()]|--|/\*|(?<![\w$\x80-\xff])\$([A-Za-z_\x80-\xff][\w\x80-\xff]*)?\$""")
 _IDENT = re.compile(rb"[\w$\x80-\xff]")
 _E_STRING_END = re.compile(rb"\\.|'", re.DOTALL)
-_SPECIAL_START = re.compile(rb"^\s*(\\|COPY|CREATE|DROP|ALTER|SET|GRANT|REVOKE)", re.IGNORECASE)
+_SPECIAL_START = re.compile(rb"^\s*(\\|COPY|CREATE|DROP|ALTER|SET|GRANT|REVOKE|COMMENT)", re.IGNORECASE)
 # a line that is one whole statement (no quote, comment or parenthesis left open): nothing to follow
 _SIMPLE = re.compile(
     rb"(?:[^'\"$\\;/\-\neE]++|(?<![\w$\x80-\xff])[eE]'(?:[^'\\\n]++|\\[^\n]|'')*+'|[eE](?!')|(?<=[\w$\x80-\xff])[eE]"
@@ -193,13 +202,29 @@ def _is_owner_statement(statement: bytes) -> bool:
     return b"," not in name
 
 
+def extension_name(quoted: bytes) -> str:
+    """An extension name as ``pg_extension.extname`` holds it: quoted, unquoted; else folded to lower case."""
+    text = quoted.decode(errors="replace")
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.lower()
+
+
 class _Statements:
     """What becomes of each line outside COPY data: passed on, dropped (as its newlines), held or refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip_extension_comments: frozenset[str] = frozenset()) -> None:
         self.lexer = _Lexer()
         self.dropping = False  # inside a GRANT/REVOKE/ALTER DEFAULT PRIVILEGES statement
-        self.held = bytearray()  # an ALTER statement so far, until its end tells whether it is an owner statement
+        self.held = bytearray()  # an ALTER or COMMENT ON EXTENSION statement so far, until its end tells what it is
+        self.skipped = skip_extension_comments
+
+    def _dropped(self, statement: bytes) -> bool:
+        """A held statement that goes: an owner statement, or the comment of an extension in ``skipped``."""
+        if _ALTER.match(statement):
+            return _is_owner_statement(statement)
+        found = _EXTENSION_COMMENT.match(statement)
+        return found is not None and extension_name(found.group("name")) in self.skipped
 
     def line(self, line: bytes, number: int) -> tuple[bytes, bool]:
         """What of ``line`` goes on to psql, and whether COPY data follows it."""
@@ -225,7 +250,8 @@ class _Statements:
         if toggled is not None:
             lexer.std_strings = toggled.group("value").lower() == b"on"
         dropping = _PRIVILEGES.match(line) is not None
-        if not dropping and _ALTER.match(line) is None:
+        held = _ALTER.match(line) is not None or bool(self.skipped and _COMMENT_ON_EXTENSION.match(line))
+        if not dropping and not held:
             lexer.follow(line, number)
             return line, False
         ended = lexer.scan(line, number)
@@ -236,7 +262,7 @@ class _Statements:
             self.held += line
             return b"", False
         statement = line[:ended]
-        kept = b"\n" * statement.count(b"\n") if dropping or _is_owner_statement(statement) else statement
+        kept = b"\n" * statement.count(b"\n") if dropping or self._dropped(statement) else statement
         lexer.follow(line, number, ended)
         return kept + line[ended:], False
 
@@ -255,19 +281,23 @@ class _Statements:
             return out
         if self.held:
             held = bytes(self.held)
-            out = b"\n" * held.count(b"\n") if _is_owner_statement(held) else held
+            out = b"\n" * held.count(b"\n") if self._dropped(held) else held
             self.held = bytearray()
         self.dropping = False
         self.lexer.follow(line, number, ended)
         return out + line[ended:]
 
 
-def guarded(source: Readable, chunk: int = CHUNK) -> Iterator[bytes]:
+def guarded(
+    source: Readable, chunk: int = CHUNK, *, skip_extension_comments: frozenset[str] = frozenset()
+) -> Iterator[bytes]:
     """The dump's bytes without owner and privilege statements, raising ``ActionRefused`` at the first line refused.
 
-    Dropped statements leave their newlines, so the line count (psql's ``<stdin>:N``) is unchanged.
+    ``skip_extension_comments``: extensions (``pg_extension.extname``) whose ``COMMENT ON EXTENSION`` is
+    dropped too: those the scratch database holds and the restore role does not own. Dropped statements
+    leave their newlines, so the line count (psql's ``<stdin>:N``) is unchanged.
     """
-    statements = _Statements()
+    statements = _Statements(skip_extension_comments)
     pending, in_copy, fresh, eof, number = b"", False, False, False, 0
     while not eof or pending:
         data = b"" if eof else source.read(chunk)
