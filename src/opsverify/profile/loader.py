@@ -381,9 +381,18 @@ class _Interpolator:
         key = path[-1] if path else ""
         if "$" not in value and key not in _SECRET_KEYS and key not in _PATH_KEYS:
             return value
-        if key in _SECRET_KEYS and not _VAR.fullmatch(value.strip()):
-            self.problems.append((path, "a secret must not be written in the profile: use ${VAR} or password_file"))
-            return None
+        if key in _SECRET_KEYS:
+            secret = _VAR.fullmatch(value.strip())
+            file_key = f"{key}_file" if f"{key}_file" in _PATH_KEYS else "password_file"
+            if secret is None or secret.group(1) is None:
+                self.problems.append((path, f"a secret must not be written in the profile: use ${{VAR}} or {file_key}"))
+                return None
+            if secret.group(3):  # `${VAR:-hunter2}`: the default is a secret written in the profile (not shown)
+                name = secret.group(1)
+                self.problems.append((path, f"a secret must not be written in the profile, not even as the default "
+                                      f"of ${{{name}}}: write ${{{name}}} (or ${{{name}:-}} for none), or use "
+                                      f"{file_key}"))
+                return None
         text = _VAR.sub(lambda m: self._substitute(m, path), value) if "$" in value else value
         if key in _PATH_KEYS | _SECRET_KEYS and not text:
             return None  # `${VAR:-}` or `${VAR-}` left empty: the optional setting is absent
