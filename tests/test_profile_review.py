@@ -69,3 +69,68 @@ def test_a_secret_from_a_variable_or_an_empty_default_is_accepted(tmp_path: Path
     )
     profile = load_profile(path, {"PF_DB_PASSWORD": "s3cret"})
     assert [d.secret() for d in profile.databases] == ["s3cret", None, None]
+
+
+# 2. cross-reference gaps, all in one pass -----------------------------------------------------------------------
+
+
+def test_drills_objectives_and_doubled_secrets_are_cross_checked_in_one_pass(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    path = write(
+        tmp_path,
+        "name: x\n"
+        "databases:\n"
+        "  - {name: db, dbname: pf, user: u, password: '${PW}', password_file: pw}\n"
+        "  - {name: db2, dbname: pf, user: u, backup_user: b, backup_password: '${PW}', backup_password_file: pw}\n"
+        "redis: [{name: cache, password: '${PW}', password_file: pw}]\n"
+        "backups:\n"
+        "  - {name: rdb, kind: redis, path: /r}\n"
+        "  - {name: dump, kind: postgres, path: /d, database: db}\n"
+        "  - name: s3dump\n"
+        "    kind: postgres\n"
+        "    path: s3://bucket/dumps/\n"
+        "    s3: {secret_access_key: '${PW}', secret_access_key_file: pw}\n"
+        "drills:\n"
+        "  - {name: d1, backup: rdb, database: db}\n"
+        "  - {name: d2, backup: dump, redis: cache}\n"
+        "  - {name: d3, backup: dump, database: db2}\n"
+        "  - {name: d4, backup: dump, database: db, source_quiescent: true, row_tolerance: {percent: 10}}\n"
+        "  - {name: d5, backup: dump, database: db, compare_with_source: true, source_quiescent: true,\n"
+        "     row_tolerance: {percent: 10}, append_only: [events]}\n"
+        "replicas: [{name: r, primary: db, dbname: pf, user: u, max_lag: 1m, replication_user: rep,\n"
+        "            replication_password: '${PW}', replication_password_file: pw}]\n"
+        "restore_target: {user: staging, password: '${PW}', password_file: pw}\n"
+        "objectives:\n"
+        "  - {component: database, rto: 30m, rpo: 1h}\n"
+        "  - {component: database, rto: 1h, rpo: 1d}\n",
+    )
+    both = "and which one is used would be a guess: keep one"
+    assert problems(path, {"PW": "s3cret"}) == [
+        f"databases[0].password_file (line 3): both password and password_file are set, {both}",
+        f"databases[1].backup_password_file (line 4): both backup_password and backup_password_file are set, {both}",
+        f"redis[0].password_file (line 5): both password and password_file are set, {both}",
+        f"backups[2].s3.secret_access_key_file (line 12): both secret_access_key and secret_access_key_file are set, "
+        f"{both}",
+        "drills[0].backup (line 14): backup 'rdb' is kind: redis (backups[0]), but a drill with database: restores "
+        "a kind: postgres backup: name one",
+        "drills[1].backup (line 15): backup 'dump' is kind: postgres (backups[1]), but a drill with redis: restores "
+        "a kind: redis backup: name one",
+        "drills[2].database (line 16): backup 'dump' backs up database 'db' (backups[1].database), not 'db2': name "
+        "the same database in both",
+        "drills[3].row_tolerance (line 17): row_tolerance is used only with compare_with_source: true (a manifest "
+        "compares exactly): set that, or drop it",
+        "drills[3].source_quiescent (line 17): source_quiescent is used only with compare_with_source: true (the "
+        "source is never read otherwise): set that, or drop it",
+        f"replicas[0].replication_password_file (line 21): both replication_password and replication_password_file "
+        f"are set, {both}",
+        f"restore_target.password_file (line 22): both password and password_file are set, {both}",
+        "objectives[1].component (line 25): component 'database' has an objective already (objectives[0]), and only "
+        "the first would count: keep one",
+    ]
+
+
+def test_an_empty_inline_secret_beside_its_file_is_one_secret(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    path = write(tmp_path, "name: x\ndatabases: [{name: db, dbname: pf, user: u, password: '${PW:-}', "
+                           "password_file: pw}]\n")
+    assert load_profile(path, {}).databases[0].secret() == "s3cret"
