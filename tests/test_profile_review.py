@@ -134,3 +134,33 @@ def test_an_empty_inline_secret_beside_its_file_is_one_secret(tmp_path: Path) ->
     path = write(tmp_path, "name: x\ndatabases: [{name: db, dbname: pf, user: u, password: '${PW:-}', "
                            "password_file: pw}]\n")
     assert load_profile(path, {}).databases[0].secret() == "s3cret"
+
+
+# 3. a problem in a value from the environment names the variable -----------------------------------------------
+
+
+def test_a_bad_value_from_the_environment_names_its_variable_but_never_a_secret(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: x\n"
+        "databases:\n"
+        "  - name: pf\n"
+        "    dbname: pf\n"
+        "    user: u\n"
+        "    port: ${PF_DB_PORT:-5432}\n"
+        "    password: ${PF_DB_PASSWORD}\n"
+        "services: [{name: app, url: '${PF_SCHEME}://${PF_HOST}'}]\n"
+        "redis: [{name: c, port: '${PF_REDIS_PORT:-abc}', token: '${PF_TOKEN}'}]\n",
+    )
+    environ = {"PF_DB_PORT": "abc", "PF_DB_PASSWORD": "s3cret", "PF_SCHEME": "ftp", "PF_HOST": "h", "PF_TOKEN": "t0k"}
+    found = problems(path, environ)
+    assert found == [
+        'databases[0].port (line 6): Input should be a valid integer, unable to parse string as an integer '
+        '(the value "abc" of ${PF_DB_PORT})',
+        "services[0].url (line 8): 'ftp://h' is not an http:// or https:// URL "
+        '(the value "ftp" of ${PF_SCHEME}, the value "h" of ${PF_HOST})',
+        "redis[0].port (line 9): Input should be a valid integer, unable to parse string as an integer",
+        "redis[0].token (line 9): unknown key (check the spelling; `opsverify profile schema` lists the keys) "
+        "(from ${PF_TOKEN})",
+    ]
+    assert not any("s3cret" in p or "t0k" in p for p in found)
