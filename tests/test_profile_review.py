@@ -3,6 +3,7 @@ the environment named in errors, a mistyped --profile, the RPO warning per datab
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,50 @@ def test_a_bad_value_from_the_environment_names_its_variable_but_never_a_secret(
         "(from ${PF_TOKEN})",
     ]
     assert not any("s3cret" in p or "t0k" in p for p in found)
+
+
+# 4. a mistyped --profile is a mistyped path, not a missing sandbox ---------------------------------------------
+
+
+def _run_checks_with(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        str(ROOT / "checks"), "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), *args, "--no-reports",
+        timeout=60,
+    )
+
+
+def test_a_mistyped_profile_path_says_only_that_it_does_not_exist(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    absent = tmp_path / "rv" / "pff.yaml"
+    monkeypatch.delenv("OPSVERIFY_PROFILE", raising=False)
+    result = _run_checks_with(pytester, f"--profile={absent}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: no profile at {absent} (named by --profile): the file does not exist, check the path" in (
+        result.stderr.lines
+    )
+    assert "make demo" not in result.stderr.str()
+    monkeypatch.setenv("OPSVERIFY_PROFILE", str(absent))
+    result = _run_checks_with(pytester)
+    assert f"ERROR: no profile at {absent} (named by OPSVERIFY_PROFILE): the file does not exist, check the path" in (
+        result.stderr.lines
+    )
+
+
+def test_without_a_named_profile_a_missing_sandbox_profile_suggests_the_sandbox(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPSVERIFY_PROFILE", raising=False)
+    copy = tmp_path / "checkout"  # a checkout without .sandbox/: its own rootdir and configuration
+    copy.mkdir()
+    (copy / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    shutil.copytree(ROOT / "checks", copy / "checks", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "fixtures").symlink_to(ROOT / "fixtures")
+    (copy / "conftest.py").symlink_to(ROOT / "conftest.py")
+    result = pytester.runpytest_subprocess(str(copy / "checks"), "--rootdir", str(copy), "-c",
+                                           str(copy / "pyproject.toml"), "--no-reports", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert (
+        f"ERROR: no profile at {copy / '.sandbox' / 'profile.yaml'}: start the sandbox with `make demo` (or "
+        "`opsverify sandbox up`), or pass --profile=PATH (one word) or set OPSVERIFY_PROFILE=PATH"
+    ) in result.stderr.lines
