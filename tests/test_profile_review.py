@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +214,74 @@ def test_without_a_named_profile_a_missing_sandbox_profile_suggests_the_sandbox(
         f"ERROR: no profile at {copy / '.sandbox' / 'profile.yaml'}: start the sandbox with `make demo` (or "
         "`opsverify sandbox up`), or pass --profile=PATH (one word) or set OPSVERIFY_PROFILE=PATH"
     ) in result.stderr.lines
+
+
+# 5. the RPO warning: once per database, over every backup source of it -----------------------------------------
+
+
+RPO_PROFILE = (
+    "name: x\n"
+    "databases: [{name: pf, dbname: pf, user: u}]\n"
+    "backups:\n"
+    "  - {name: weekly, kind: postgres, path: /w, database: pf, schedule: 7d}\n"
+    "  - {name: daily, kind: postgres, path: /d, database: pf, schedule: 1d}\n"
+    "  - {name: tables, kind: postgres, path: /t, database: pf, schedule: 1h, scope: tables}\n"
+    "drills:\n"
+    "  - {name: weekly-drill, backup: weekly, database: pf}\n"
+    "  - {name: weekly-again, backup: weekly, database: pf}\n"
+    "objectives: [{component: database, rto: 30m, rpo: RPO}]\n"
+)
+
+
+def test_the_rpo_warning_is_once_per_database_and_names_its_fastest_series(tmp_path: Path) -> None:
+    from opsverify.profile.advice import rpo_warnings
+
+    profile = load_profile(write(tmp_path, RPO_PROFILE.replace("RPO", "1h")), {})
+    assert rpo_warnings(profile) == [
+        "objective database: RPO 1h, but the fastest declared recovery path of database pf (drills weekly-drill, "
+        "weekly-again) is backup daily every 1d (declare wal_archiving with wal_archive and base_backups "
+        "(point-in-time recovery), a more frequent backup, or relax the RPO)"
+    ]  # the hourly `scope: tables` series restores some tables only: no recovery path
+    assert rpo_warnings(load_profile(write(tmp_path, RPO_PROFILE.replace("RPO", "2d")), {})) == []
+
+
+# 6. profile check output: grammar, warnings on their own lines, the backup role tried -------------------------
+
+
+def test_warnings_are_lines_of_their_own_under_2_and_1(tmp_path: Path) -> None:
+    path = write(tmp_path, RPO_PROFILE.replace("RPO", "1h"))
+    done = subprocess.run([sys.executable, "-m", "opsverify", "profile", "check", str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=60, cwd=ROOT, check=False)
+    assert (done.returncode, done.stdout.splitlines()) == (0, [
+        f"{path}: profile x (staging) is valid: 0 services, 1 databases, 0 redis, 0 dependencies, 0 hosts, 3 backups",
+        "warning: objective database: RPO 1h, but the fastest declared recovery path of database pf (drills "
+        "weekly-drill, weekly-again) is backup daily every 1d (declare wal_archiving with wal_archive and base_backups "
+        "(point-in-time recovery), a more frequent backup, or relax the RPO)",
+    ])
+
+
+def test_connect_logs_in_as_the_backup_role_and_counts_one_file_in_the_singular(
+    profile_variant: Callable[..., Path], sandbox: Any, tmp_path: Path
+) -> None:
+    from test_profile_connect import check, failed, rows
+
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-backup-password-4242\n")
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "configmaps_backup.yaml").write_text("kind: List\n")
+    db = next(d for d in sandbox.databases if d.backup_user is not None)
+    index = [d.name for d in sandbox.databases].index(db.name)
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["databases"][index]["backup_password_file"] = str(wrong)
+        data["backups"].append({"name": "one-export", "kind": "config", "path": str(single), "pattern": "*.yaml"})
+
+    done = check(profile_variant(mutate), "--connect")
+    table = rows(done.stdout)
+    assert done.returncode == 1
+    assert failed(table) == {(db.name, "backup role"): (
+        f'FAILED: as role {db.backup_user} (the backup user): password authentication failed for user '
+        f'"{db.backup_user}": check backup_user and its backup_password (or backup_password_file)')}
+    assert table[("one-export", "backups")] == "ok: 1 file matches *.yaml, newest configmaps_backup.yaml"
+    assert "not-the-backup-password-4242" not in done.stdout + done.stderr
