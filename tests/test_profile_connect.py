@@ -57,6 +57,7 @@ def test_connect_reaches_every_component_of_the_healthy_sandbox(sandbox_profile:
     expected |= {(r.name, "redis") for r in sandbox.redis} | {(d.name, "dependency") for d in sandbox.dependencies}
     expected |= {(h.name, "host") for h in sandbox.hosts} | {(b.name, "backups") for b in sandbox.backups}
     expected |= {(b.name, "offsite") for b in sandbox.backups if b.offsite is not None}
+    expected |= {(d.name, "backup role") for d in sandbox.databases if d.backup_user is not None}
     assert set(table) == expected
     db = sandbox.databases[0]
     assert table[(db.name, "database")].startswith("ok: PostgreSQL 15")
@@ -215,8 +216,8 @@ def test_shipped_profile_switches_point_in_time_recovery_off_by_variables_and_th
     pf = load_profile(ROOT / "environments" / "photonic-foundry.yaml", off)
     db = pf.database("photonic_foundry")
     assert (db.wal_archiving, db.wal_archive, db.base_backups) == (False, None, None)
-    assert [w.split(" (drill ")[1].split(")")[0] for w in rpo_warnings(pf)] == [
-        "database-daily", "database-custom", "cache-rdb"]
+    assert [w.split(" is backup ")[0].split(" (")[-1].rstrip(")") for w in rpo_warnings(pf)] == [
+        "drills database-daily, database-custom", "drill cache-rdb"]
     qp = load_profile(ROOT / "environments" / "quantum-planner.yaml", {"QP_S3_ENDPOINT": "http://minio:9000"})
     assert {b.offsite.endpoint_url for b in qp.backups if b.offsite} == {"http://minio:9000"}
     qp_aws = load_profile(ROOT / "environments" / "quantum-planner.yaml", {})

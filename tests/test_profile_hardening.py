@@ -350,8 +350,7 @@ def test_mistyped_profile_path_names_the_one_word_form(pytester: pytest.Pytester
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert (
-        f"ERROR: no profile at {tmp_path / 'absent.yaml'}: start the sandbox with `make demo` (or `opsverify sandbox "
-        "up`), or pass --profile=PATH (one word) or set OPSVERIFY_PROFILE=PATH"
+        f"ERROR: no profile at {tmp_path / 'absent.yaml'} (named by --profile): the file does not exist, check the path"
     ) in result.stderr.lines
 
 

@@ -41,7 +41,8 @@ def test_an_empty_variable_takes_the_default_only_with_the_colon(tmp_path: Path)
     with pytest.raises(ProfileError) as caught:
         load_profile(path, {"A_PORT": "", "B_PORT": ""})
     assert caught.value.problems == [
-        "databases[1].port (line 8): Input should be a valid integer, unable to parse string as an integer"]
+        "databases[1].port (line 8): Input should be a valid integer, unable to parse string as an integer "
+        '(the value "" of ${B_PORT})']
     assert [db.port for db in load_profile(path, {"A_PORT": ""}).databases] == [5433, 5434]
 
 

@@ -122,4 +122,4 @@ def test_missing_profile_names_the_fix(pytester: pytest.Pytester, tmp_path: Path
         "--profile", str(tmp_path / "absent.yaml"), "--no-reports", timeout=60,
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: no profile at *absent.yaml: start the sandbox with `make demo`*"])
+    result.stderr.fnmatch_lines(["ERROR: no profile at *absent.yaml (named by --profile): the file does not exist*"])

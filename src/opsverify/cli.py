@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--connect",
         action="store_true",
-        help="after validating, try every declared component once (databases, replicas, restore target, Redis, "
+        help="after validating, try every declared component once (databases and their backup_user, replicas, "
+        "restore target, Redis, "
         "HTTP services, dependencies, hosts, backup directories, offsite buckets: connect, authenticate, read one "
         "fact), in parallel and bounded by the profile's timeouts, and print a table; exit 1 unless all are ok",
     )
@@ -147,11 +148,11 @@ def _profile(args: argparse.Namespace) -> int:
     counts = ", ".join(
         f"{len(getattr(loaded, s))} {s}" for s in ("services", "databases", "redis", "dependencies", "hosts", "backups")
     )
-    print(f"{args.file}: profile {loaded.name} ({loaded.role}) is valid: {counts}")
+    print(f"{args.file}: profile {loaded.name} ({loaded.role}) is valid: {counts}", flush=True)
     from opsverify.profile.advice import rpo_warnings
 
-    for warning in rpo_warnings(loaded):
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in rpo_warnings(loaded):  # stdout flushed first: under 2>&1 each warning is a line of its own
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if getattr(args, "connect", False):
         from opsverify.connect import reach_all, render
 

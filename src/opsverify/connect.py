@@ -2,7 +2,8 @@
 
 Each component is opened with the existing probes and clients (``probes/*``, ``backups/catalog``,
 ``backups/s3``), bounded by the profile's timeouts, several at a time: a database or a replica
-connects, authenticates and reads its version; the restore target also whether its role may create
+connects, authenticates and reads its version (a database with a `backup_user` once more as that role,
+the one backup jobs use); the restore target also whether its role may create
 databases; Redis authenticates, answers PING and ``INFO server``; an HTTP service answers its health
 path; a dependency is reachable as its check wants it; a host runs ``hostname`` through testinfra; a
 backup source lists its directory (here, over ssh, or the S3 prefix) and counts the files matching its
@@ -207,7 +208,7 @@ def _backups(source: BackupSource, profile: Profile) -> tuple[bool, str]:
         return False, f"no file matches {source.pattern!r}: check path and pattern"
     newest = catalog.files[0]
     count = len(catalog.files)
-    return True, f"{count} file{'s' if count != 1 else ''} match {source.pattern}, newest {newest.name}"
+    return True, f"{count} {'file matches' if count == 1 else 'files match'} {source.pattern}, newest {newest.name}"
 
 
 def _offsite(offsite: Offsite, profile: Profile) -> tuple[bool, str]:
@@ -223,6 +224,20 @@ def _offsite(offsite: Offsite, profile: Profile) -> tuple[bool, str]:
     return True, f"{count} object{'s' if count != 1 else ''} listed"
 
 
+def _backup_role(db: Database, profile: Profile) -> tuple[bool, str]:
+    """Log in as the database's ``backup_user`` (the role backup jobs use, ``backups.jobs.BackupRole``)."""
+    role = Database.model_construct(name=db.name, host=db.host, port=db.port, dbname=db.dbname, user=db.backup_user,
+                                    password=db.backup_password, password_file=db.backup_password_file,
+                                    sslmode=db.sslmode)
+    ok, row = _pg_fact(role, profile, "SELECT current_setting('server_version'), current_user")
+    if not ok or isinstance(row, str):
+        error = str(row).replace("check the user and its password (or password_file)",
+                                 "check backup_user and its backup_password (or backup_password_file)")
+        return False, f"as role {db.backup_user} (the backup user): {error}"
+    version, user = row
+    return True, f"PostgreSQL {_short(version)} as {user} (the backup user)"
+
+
 def _pg_address(db: Database | RestoreTarget) -> str:
     return f"{db.user}@{db.host}:{db.port}/{db.dbname}"
 
@@ -236,7 +251,11 @@ def attempts(profile: Profile) -> list[_Attempt]:
     p = profile
     out = [_Attempt(s.name, "service", redact_url(s.url + s.health_path), partial(_service, s, p))
            for s in p.services]
-    out += [_Attempt(d.name, "database", _pg_address(d), partial(_database, d, p)) for d in p.databases]
+    for d in p.databases:
+        out.append(_Attempt(d.name, "database", _pg_address(d), partial(_database, d, p)))
+        if d.backup_user is not None:
+            where = f"{d.backup_user}@{d.host}:{d.port}/{d.dbname}"
+            out.append(_Attempt(d.name, "backup role", where, partial(_backup_role, d, p)))
     out += [_Attempt(r.name, "replica", _pg_address(r), partial(_replica, r, p)) for r in p.replicas]
     if p.restore_target is not None:
         target = p.restore_target

@@ -23,7 +23,7 @@ from opsverify.profile.model import (
     Timeouts,
     runbook_objectives,
 )
-from opsverify.profile.recovery import Drill, Replica, RestoreTarget
+from opsverify.profile.recovery import Drill, Replica, RestoreTarget, RowTolerance
 
 N = TypeVar("N", bound=Named)
 SECTIONS = ("services", "databases", "redis", "dependencies", "hosts", "backups", "drills", "replicas")
@@ -154,7 +154,9 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
     known = {"backup": names["backups"], "database": names["databases"], "redis": names["redis"],
              "objective": components}
     scopes = {_text(_get(b, "name")): _get(b, "scope", "full") for _, b in _items(data, "backups")}
+    sources = {name: (i, b) for i, b in _items(data, "backups") if (name := _text(_get(b, "name"))) is not None}
     for index, drill in _items(data, "drills"):
+        problems += _drill_problems(index, drill, sources)
         for key, declared in known.items():
             value = _text(_get(drill, key, "database" if key == "objective" else None))
             if value is not None and value not in declared:
@@ -180,6 +182,15 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
         primary = _text(_get(replica, "primary"))
         if primary is not None and primary not in names["databases"]:
             problems.append((("replicas", index, "primary"), f"primary {primary!r} is not a declared database"))
+    seen: dict[str, int] = {}
+    for index, objective in _items(data, "objectives"):
+        component = _text(_get(objective, "component"))
+        if component is not None and component in seen:
+            problems.append((("objectives", index, "component"), f"component {component!r} has an objective already "
+                             f"(objectives[{seen[component]}]), and only the first would count: keep one"))
+        elif component is not None:
+            seen[component] = index
+    problems += _secret_problems(data)
     if "database" not in components:
         for index, db in _items(data, "databases"):
             if _true(_get(db, "wal_archiving")):
@@ -193,3 +204,64 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
                                      f"(replicas[{index}]), so a `database` objective (its RPO) is needed: add one"))
                     break
     return problems
+
+
+_SECRET_PAIRS = ("password", "backup_password", "replication_password", "secret_access_key")
+
+
+def _secret_problems(data: object) -> list[tuple[PathKey, str]]:
+    """A secret given both inline (``${VAR}``) and as a file: which one wins would be a guess."""
+    places: list[tuple[PathKey, object]] = []
+    for section in ("databases", "redis", "replicas"):
+        places += [((section, index), item) for index, item in _items(data, section)]
+    target = _get(data, "restore_target")
+    if isinstance(target, (Mapping, Model)):
+        places.append((("restore_target",), target))
+    for index, source in _items(data, "backups"):
+        for key in ("s3", "offsite"):
+            access = _get(source, key)
+            if isinstance(access, (Mapping, Model)):
+                places.append((("backups", index, key), access))
+    problems: list[tuple[PathKey, str]] = []
+    for path, item in places:
+        for key in _SECRET_PAIRS:
+            if _get(item, key) is not None and _get(item, f"{key}_file") is not None:
+                problems.append(((*path, f"{key}_file"), f"both {key} and {key}_file are set, and which one is "
+                                 "used would be a guess: keep one"))
+    return problems
+
+
+def _drill_problems(index: int, drill: object, sources: dict[str, tuple[int, object]]) -> list[tuple[PathKey, str]]:
+    """A drill's backup of another kind or another database, and fields that do nothing without compare_with_source."""
+    problems: list[tuple[PathKey, str]] = []
+    backup = _text(_get(drill, "backup"))
+    database, redis = _text(_get(drill, "database")), _text(_get(drill, "redis"))
+    if backup in sources:
+        at, source = sources[backup]
+        kind = _text(_get(source, "kind"))
+        for target, key, wanted in ((database, "database", "postgres"), (redis, "redis", "redis")):
+            if target is not None and kind is not None and kind != wanted:
+                problems.append((("drills", index, "backup"), f"backup {backup!r} is kind: {kind} (backups[{at}]), "
+                                 f"but a drill with {key}: restores a kind: {wanted} backup: name one"))
+        declared = _text(_get(source, "database"))
+        if database is not None and declared is not None and declared != database:
+            problems.append((("drills", index, "database"), f"backup {backup!r} backs up database {declared!r} "
+                             f"(backups[{at}].database), not {database!r}: name the same database in both"))
+    if database is not None and not _true(_get(drill, "compare_with_source")):
+        if _true(_get(drill, "source_quiescent")):
+            problems.append((("drills", index, "source_quiescent"), "source_quiescent is used only with "
+                             "compare_with_source: true (the source is never read otherwise): set that, or drop it"))
+        tolerance = _get(drill, "row_tolerance")
+        if tolerance is not None and _not_default_tolerance(tolerance):
+            problems.append((("drills", index, "row_tolerance"), "row_tolerance is used only with "
+                             "compare_with_source: true (a manifest compares exactly): set that, or drop it"))
+    return problems
+
+
+def _not_default_tolerance(tolerance: object) -> bool:
+    if isinstance(tolerance, RowTolerance):
+        return tolerance != RowTolerance()
+    try:
+        return RowTolerance.model_validate(tolerance) != RowTolerance()
+    except ValueError:
+        return False  # malformed: field validation reports it

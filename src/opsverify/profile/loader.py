@@ -370,6 +370,7 @@ class _Interpolator:
         self.environ = environ
         self.base = base
         self.problems: list[tuple[PathKey, str]] = []
+        self.sources: dict[PathKey, list[tuple[str, str | None]]] = {}  # path -> (variable, value; None: a secret)
 
     def walk(self, value: Any, path: PathKey) -> Any:
         if isinstance(value, dict):
@@ -381,9 +382,18 @@ class _Interpolator:
         key = path[-1] if path else ""
         if "$" not in value and key not in _SECRET_KEYS and key not in _PATH_KEYS:
             return value
-        if key in _SECRET_KEYS and not _VAR.fullmatch(value.strip()):
-            self.problems.append((path, "a secret must not be written in the profile: use ${VAR} or password_file"))
-            return None
+        if key in _SECRET_KEYS:
+            secret = _VAR.fullmatch(value.strip())
+            file_key = f"{key}_file" if f"{key}_file" in _PATH_KEYS else "password_file"
+            if secret is None or secret.group(1) is None:
+                self.problems.append((path, f"a secret must not be written in the profile: use ${{VAR}} or {file_key}"))
+                return None
+            if secret.group(3):  # `${VAR:-hunter2}`: the default is a secret written in the profile (not shown)
+                name = secret.group(1)
+                self.problems.append((path, f"a secret must not be written in the profile, not even as the default "
+                                      f"of ${{{name}}}: write ${{{name}}} (or ${{{name}:-}} for none), or use "
+                                      f"{file_key}"))
+                return None
         text = _VAR.sub(lambda m: self._substitute(m, path), value) if "$" in value else value
         if key in _PATH_KEYS | _SECRET_KEYS and not text:
             return None  # `${VAR:-}` or `${VAR-}` left empty: the optional setting is absent
@@ -398,9 +408,10 @@ class _Interpolator:
         value = self.environ.get(name)
         if default is not None and (value is None or (colon and not value)):
             return default  # `${VAR-x}`: VAR unset; `${VAR:-x}`: VAR unset or empty (POSIX sh)
-        if value is not None:
-            return value
         key = path[-1] if path else ""
+        if value is not None:
+            self.sources.setdefault(path, []).append((name, None if key in _SECRET_KEYS else value))
+            return value
         if key in _SECRET_KEYS:  # never suggest a default password
             file_key = f"{key}_file" if f"{key}_file" in _PATH_KEYS else "password_file"
             self.problems.append((path, f"environment variable {name} is not set: set {name}, or use {file_key}"))
@@ -441,9 +452,27 @@ def load_profile(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         problems.append(((), f"cannot be validated ({type(exc).__name__}): simplify the file"))
         profile = None
     if problems or profile is None:
-        described = sorted((_line(p, lines), _describe(p, m, lines)) for p, m in problems)  # in the file's order
+        described = sorted(  # in the file's order
+            (_line(p, lines), _describe(p, m + _origin(interpolator.sources.get(p)), lines)) for p, m in problems
+        )
         raise ProfileError(str(source), [text for _, text in described])
     return profile
+
+
+def _origin(sources: list[tuple[str, str | None]] | None) -> str:
+    """Where a value came from: ``(the value "abc" of ${PF_DB_PORT})``; a secret's value is never shown."""
+    if not sources:
+        return ""
+    parts = []
+    for name, value in sources:
+        if value is None:
+            parts.append(f"${{{name}}}")
+        else:
+            shown = value if len(value) <= 60 else value[:60] + "…"
+            parts.append(f'the value "{shown}" of ${{{name}}}')
+    if all(value is None for _, value in sources):
+        return f" (from {', '.join(parts)})"
+    return f" ({', '.join(parts)})"
 
 
 def _line(path: PathKey, lines: _LineMap) -> int:
