@@ -59,7 +59,8 @@ def test_restored_row_counts_match_the_backup(
 
     Against a manifest or a ``source_quiescent`` source exactly (an ``append_only`` table: at least
     the manifest's rows); against a live source within the drill's ``row_tolerance`` (an
-    ``append_only`` table: at most the source's rows, and not none). A table missing from the
+    ``append_only`` table: at most the source's rows, and at least them less the tolerance); a table
+    restored empty while the source holds rows fails whatever the tolerance. A table missing from the
     restored copy fails. A malformed manifest, or an unreadable source with ``compare_with_source``,
     fails; no manifest with ``compare_with_source`` off skips.
     """

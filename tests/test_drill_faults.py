@@ -1,0 +1,75 @@
+"""Faults a live-source drill must catch (checks/restore/test_database_drill.py and, where a dump leaves a
+table out, checks/backup/test_backup_content.py), each made for real on a database and a backup series this
+test creates: a dump whose COPY was cut short, a table created after the backup, a table hidden by row-level
+security, a truncated ``.sql.gz``, a schema and table whose names hold spaces and quotes.
+
+The live source is a copy of ``photonic_foundry`` on the test sandbox's PostgreSQL (``live_source`` of
+tests/test_drill_live_source.py), dropped and proven gone after.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import test_drill_live_source as live
+from test_drill_live_source import COUNTS, DRILL, NAME, ORIGIN, LiveSource
+
+live_source = live.live_source  # the fixture: a copy of photonic_foundry, dropped and proven gone after
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+EMPTIED = ("an emptied table fails whatever the row_tolerance; if it really was empty at backup time, record that "
+           "exact evidence in a manifest written at backup time (opsverify manifest write BACKUP)")
+EVENTS = (
+    "CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL); "
+    "INSERT INTO events (kind) SELECT 'e' || g FROM generate_series(1, 3041) AS g; "
+    "CREATE TABLE lookup (code text PRIMARY KEY); "
+    "INSERT INTO lookup SELECT 'c' || g FROM generate_series(1, 5) AS g"
+)
+
+
+def cut_copy(backup: Path, table: str, keep: int) -> None:
+    """Keep only the first ``keep`` rows of ``table``'s COPY section in a ``.sql.gz`` (its mtime kept)."""
+    stat = backup.stat()
+    text = gzip.decompress(backup.read_bytes())
+    section = re.compile(rb"^(COPY " + re.escape(table.encode()) + rb" [^\n]*FROM stdin;\n)(.*?)(^\\\.\n)",
+                         re.M | re.S)
+    match = section.search(text)
+    assert match is not None, f"no COPY section for {table}"
+    rows = match.group(2).splitlines(keepends=True)[:keep]
+    text = text[: match.start(2)] + b"".join(rows) + text[match.end(2) :]
+    backup.write_bytes(gzip.compress(text))
+    os.utime(backup, (stat.st_atime, stat.st_mtime))
+
+
+def test_dump_with_a_cut_copy_or_an_emptied_table_fails_the_row_counts_against_a_live_source(
+    run_checks: Run, profile_variant: Variant, live_source: LiveSource
+) -> None:
+    """An append_only table cut to 5 of 3041 rows, and a 5-row table restored empty, fail despite the tolerance."""
+    live_source.execute(EVENTS)
+    backup = live_source.backup()
+    healthy = run_checks(profile_variant(live_source.variant(append_only=["events"])), DRILL)
+    assert healthy.failed() == set()
+    assert healthy.outcome(COUNTS) == "passed"
+
+    cut_copy(backup, "public.lookup", 0)  # 5 rows in the source, fewer than min_rows 10
+    emptied = run_checks(profile_variant(live_source.variant(append_only=["events"])), DRILL)
+    assert emptied.failed() == {COUNTS}
+    assert emptied.message(COUNTS) == (
+        f"drill {NAME}: 1 table(s) differ from {ORIGIN}, first public.lookup: 0 rows restored, 5 in the source: "
+        f"{EMPTIED}"
+    )
+
+    cut_copy(backup, "public.events", 5)
+    cut = run_checks(profile_variant(live_source.variant(append_only=["events"])), DRILL)
+    assert cut.failed() == {COUNTS}
+    assert cut.message(COUNTS) == (
+        f"drill {NAME}: 2 table(s) differ from {ORIGIN}, first public.events: 5 rows restored, 3041 in the source, "
+        "3036 fewer: beyond the row_tolerance of 153 rows (5% of 3041, at least 10) (append_only: rows appended "
+        "since the backup may be missing, no more)"
+    )
