@@ -73,3 +73,16 @@ def test_dump_with_a_cut_copy_or_an_emptied_table_fails_the_row_counts_against_a
         "3036 fewer: beyond the row_tolerance of 153 rows (5% of 3041, at least 10) (append_only: rows appended "
         "since the backup may be missing, no more)"
     )
+
+
+def test_table_created_in_the_source_after_the_backup_is_recorded_not_failed(
+    run_checks: Run, profile_variant: Variant, live_source: LiveSource
+) -> None:
+    live_source.backup()
+    live_source.execute("CREATE TABLE created_later (id integer PRIMARY KEY); "
+                        "INSERT INTO created_later SELECT generate_series(1, 40)")
+    run = run_checks(profile_variant(live_source.variant()), DRILL)
+    assert run.failed() == set()
+    assert run.outcome(COUNTS) == "passed"
+    assert run.checks[COUNTS]["evidence"]["in_the_source_not_in_the_dump"] == "public.created_later"
+    assert run.checks[COUNTS]["evidence"]["tables"] == "2"
