@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import test_drill_live_source as live
-from test_drill_live_source import COUNTS, DRILL, NAME, ORIGIN, LiveSource
+from test_drill_live_source import CHECKSUMS, COUNTS, DRILL, NAME, ORIGIN, LiveSource
 
 live_source = live.live_source  # the fixture: a copy of photonic_foundry, dropped and proven gone after
 
@@ -86,3 +86,27 @@ def test_table_created_in_the_source_after_the_backup_is_recorded_not_failed(
     assert run.outcome(COUNTS) == "passed"
     assert run.checks[COUNTS]["evidence"]["in_the_source_not_in_the_dump"] == "public.created_later"
     assert run.checks[COUNTS]["evidence"]["tables"] == "2"
+
+
+def test_table_whose_rows_row_level_security_hides_from_the_monitoring_role_fails_as_an_unreadable_source(
+    run_checks: Run, profile_variant: Variant, live_source: LiveSource
+) -> None:
+    """The monitoring role reads every table (pg_read_all_data) but does not bypass RLS: no false "0 in the source"."""
+    live_source.execute(
+        "CREATE TABLE secrets (id integer PRIMARY KEY, owner text NOT NULL); "
+        "INSERT INTO secrets SELECT g, 'tenant' || g % 3 FROM generate_series(1, 50) AS g; "
+        "ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY own_rows ON secrets USING (owner = current_user)"
+    )
+    live_source.backup()  # by a superuser: every row
+    role = live_source.profile.database("photonic_foundry").user
+    run = run_checks(profile_variant(live_source.variant()), DRILL)
+    assert run.failed() == {COUNTS, CHECKSUMS}
+    problem = (
+        f"source {live.DATABASE} is unreadable (query would be affected by row-level security policy for table "
+        f"\"secrets\": row-level security hides rows from role {role}): let it read every row (ALTER ROLE {role} "
+        "BYPASSRLS), or write a manifest beside each backup at backup time (opsverify manifest write BACKUP); "
+        "compare_with_source is on and no manifest is beside the backup"
+    )
+    assert run.message(COUNTS) == f"drill {NAME}: cannot compare row counts: {problem}"
+    assert run.message(CHECKSUMS) == f"drill {NAME}: cannot compare checksums: {problem}"
