@@ -16,11 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import test_drill_live_source as live
 from test_drill_live_source import CHECKSUMS, COUNTS, DRILL, NAME, ORIGIN, LiveSource
 
 live_source = live.live_source  # the fixture: a copy of photonic_foundry, dropped and proven gone after
 
+RESTORE = live.check("test_restore_completes_without_errors")
+RTO = live.check("test_restore_time_is_within_rto")
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
 EMPTIED = ("an emptied table fails whatever the row_tolerance; if it really was empty at backup time, record that "
@@ -110,3 +113,41 @@ def test_table_whose_rows_row_level_security_hides_from_the_monitoring_role_fail
     )
     assert run.message(COUNTS) == f"drill {NAME}: cannot compare row counts: {problem}"
     assert run.message(CHECKSUMS) == f"drill {NAME}: cannot compare checksums: {problem}"
+
+
+def test_truncated_sql_gz_fails_the_drill_and_content_checks_in_one_line(
+    run_checks: Run, profile_variant: Variant, live_source: LiveSource
+) -> None:
+    """The last 100 bytes of a .sql.gz cut (a full disk during gzip): one-line findings, no EOFError traceback."""
+    from opsverify.restore.toc import TocError, data_tables, dump_objects
+
+    backup = live_source.backup()
+    stat = backup.stat()
+    with backup.open("r+b") as stream:
+        stream.truncate(stat.st_size - 100)
+    os.utime(backup, (stat.st_atime, stat.st_mtime))
+    with pytest.raises(TocError) as toc:
+        dump_objects(backup, "sql.gz")
+    truncated = str(toc.value)
+    assert re.fullmatch(r"gzip stream truncated after [\d,]+ compressed bytes \(no trailer\)", truncated)
+    with pytest.raises(TocError, match=re.escape(truncated)):
+        data_tables(backup, "sql.gz")
+
+    run = run_checks(profile_variant(live_source.variant()), DRILL, live.CONTENT)
+    output = run.result.stdout.str()
+    assert "Traceback" not in output
+    assert "EOFError" not in output
+    content = [f"test_backup_content.py::{test}[live-series]" for test in (
+        "test_newest_dump_is_of_its_database", "test_newest_dump_holds_rows_the_live_database_has",
+        "test_newest_full_dump_holds_every_live_table")]
+    assert run.failed() == {RESTORE, RTO, *content}
+    assert run.message(RESTORE) == (
+        f"restore of {backup} for drill {NAME} failed: the backup could not be read to its end (Compressed file "
+        "ended before the end-of-stream marker was reached): restore stopped"
+    )
+    assert run.message(RTO) == f"drill {NAME}: not recovered (the restore failed), RTO 30m not met"
+    for test in content:  # one line, from the newest_dump fixture (an error at its setup)
+        assert run.message(test) == (
+            f"cannot read what newest dump {backup.name} of live-series holds: {truncated} ({backup})"
+        )
+    assert run.outcome(COUNTS) == "skipped"
