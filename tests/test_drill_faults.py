@@ -151,3 +151,43 @@ def test_truncated_sql_gz_fails_the_drill_and_content_checks_in_one_line(
             f"cannot read what newest dump {backup.name} of live-series holds: {truncated} ({backup})"
         )
     assert run.outcome(COUNTS) == "skipped"
+
+
+def test_custom_dump_of_names_with_spaces_and_quotes_restores_its_schema(
+    run_checks: Run, profile_variant: Variant, live_source: LiveSource
+) -> None:
+    """pg_restore --list prints names unquoted: the archive's own TOC gives schema "Odd Schema", table 'Weird "T"'."""
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+
+    from opsverify.backups.pgdump import list_toc
+    from opsverify.backups.verdict import Expectations
+    from opsverify.pgtools import pg_env, pg_tool
+
+    live_source.execute(
+        'CREATE SCHEMA "Odd Schema"; '
+        'CREATE TABLE "Odd Schema"."Weird ""T""" (id integer PRIMARY KEY, "a b" text); '
+        'CREATE INDEX "an index" ON "Odd Schema"."Weird ""T""" ("a b"); '
+        'INSERT INTO "Odd Schema"."Weird ""T""" SELECT g, \'x\' || g FROM generate_series(1, 7) AS g'
+    )
+    when = datetime.now(UTC) - timedelta(minutes=30)
+    backup = live_source.series / f"backup_{when:%Y%m%d_%H%M%S}.dump"
+    subprocess.run([pg_tool("pg_dump"), "-Fc", "-f", str(backup)], env=pg_env(live_source.superuser,
+                   live_source.dbname, live.T), check=True, timeout=120, stdin=subprocess.DEVNULL, capture_output=True)
+    os.utime(backup, (when.timestamp(), when.timestamp()))
+    toc = list_toc(backup, Expectations(timeout=60))
+    assert 'Odd Schema.Weird "T"' in toc.tables
+    assert {(e.desc, e.schema, e.name) for e in toc.entries if e.schema == "Odd Schema"} >= {
+        ("TABLE", "Odd Schema", 'Weird "T"'), ("INDEX", "Odd Schema", "an index"),
+        ("TABLE DATA", "Odd Schema", 'Weird "T"'),
+    }
+
+    def custom(data: dict[str, Any]) -> None:
+        live_source.variant()(data)
+        data["backups"][0]["pattern"] = "backup_*.dump"
+
+    run = run_checks(profile_variant(custom), DRILL)
+    assert run.failed() == set()
+    assert run.outcome(live.check("test_restored_schema_matches_the_dump")) == "passed"
+    assert run.outcome(COUNTS) == "passed"
+    assert run.checks[COUNTS]["evidence"]["tables"] == "3"
