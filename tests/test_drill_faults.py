@@ -191,3 +191,43 @@ def test_custom_dump_of_names_with_spaces_and_quotes_restores_its_schema(
     assert run.outcome(live.check("test_restored_schema_matches_the_dump")) == "passed"
     assert run.outcome(COUNTS) == "passed"
     assert run.checks[COUNTS]["evidence"]["tables"] == "3"
+
+
+def test_manifest_without_checksums_skips_naming_from_source_or_falls_back_to_a_quiescent_source(
+    run_checks: Run, profile_variant: Variant, live_source: LiveSource
+) -> None:
+    """``opsverify manifest write BACKUP`` (facts from the backup: rows, no checksums) beside the newest dump."""
+    import subprocess
+
+    from opsverify.facts.manifest import manifest_path
+
+    backup = live_source.backup()
+    subprocess.run([str(Path(live.__file__).parents[1] / ".venv" / "bin" / "opsverify"), "manifest", "write",
+                    str(backup)], check=True, timeout=120, capture_output=True)
+    origin = f"the manifest {manifest_path(backup).name}"
+    live_run = run_checks(profile_variant(live_source.variant()), DRILL)
+    assert live_run.failed() == set()
+    assert live_run.outcome(COUNTS) == "passed"
+    assert live_run.outcome(CHECKSUMS) == "skipped"
+    assert live_run.message(CHECKSUMS) == (
+        f"drill {NAME}: nothing to compare checksums with ({origin} records no content checksums: write it at "
+        "backup time with opsverify manifest write BACKUP --from-source, or declare compare_with_source with "
+        "source_quiescent: true if nothing writes to the source)"
+    )
+
+    quiescent = run_checks(profile_variant(live_source.variant(source_quiescent=True)), DRILL)
+    assert quiescent.failed() == set()
+    assert quiescent.outcome(CHECKSUMS) == "passed"
+    evidence = quiescent.checks[CHECKSUMS]["evidence"]
+    source = f"source {live.DATABASE} (REPEATABLE READ snapshot; source_quiescent)"
+    assert (evidence["compared_with"], evidence["checksummed_tables"]) == (source, "2")
+    assert quiescent.checks[COUNTS]["evidence"]["compared_with"] == origin
+
+    backed_up = live_source.facts()["public.models"]["checksum"]
+    live_source.execute("UPDATE models SET accuracy = 0.5 WHERE id = 7")  # "quiescent", yet written to
+    now = live_source.facts()["public.models"]["checksum"]
+    changed = run_checks(profile_variant(live_source.variant(source_quiescent=True)), DRILL)
+    assert changed.failed() == {CHECKSUMS}
+    assert changed.message(CHECKSUMS) == (
+        f"drill {NAME}: public.models content checksum {backed_up} differs from {now} ({source})"
+    )
