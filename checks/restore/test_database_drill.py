@@ -14,10 +14,9 @@ from fixtures.drills import Expected
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration as fmt
-from opsverify.facts.database import CHECKSUM_ALGORITHM
 from opsverify.profile import Profile, RestoreTarget
 from opsverify.restore.drill import PgDrillOutcome
-from opsverify.restore.fidelity import compare_checksums, compare_rows, matches
+from opsverify.restore.fidelity import compare_checksums, compare_rows, in_the_dump, matches
 
 pytestmark = [pytest.mark.restore, pytest.mark.dr, pytest.mark.monthly]
 
@@ -59,9 +58,13 @@ def test_restored_row_counts_match_the_backup(
 
     Against a manifest or a ``source_quiescent`` source exactly (an ``append_only`` table: at least
     the manifest's rows); against a live source within the drill's ``row_tolerance`` (an
-    ``append_only`` table: at most the source's rows, and not none). A table missing from the
-    restored copy fails. A malformed manifest, or an unreadable source with ``compare_with_source``,
-    fails; no manifest with ``compare_with_source`` off skips.
+    ``append_only`` table: at most the source's rows, and at least them less the tolerance); a table
+    restored empty while the source holds rows fails whatever the tolerance. A source table the
+    dump's TOC does not list (created since the backup) is recorded in the evidence, not compared:
+    whether the dump left a live table out is checks/backup/test_backup_content.py's finding. A
+    table the dump lists (or a manifest records) but the restored copy lacks fails. A malformed
+    manifest, or an unreadable source with ``compare_with_source``, fails; no manifest with
+    ``compare_with_source`` off skips.
     """
     outcome = restored(pg_drill_outcome)
     expected, origin = drill_expectation.facts, drill_expectation.origin
@@ -74,6 +77,9 @@ def test_restored_row_counts_match_the_backup(
     assert outcome.restored is not None
     drill = outcome.drill
     basis = drill_expectation.basis
+    if basis != "manifest":  # a table created in the source since the backup is not the restore's to hold
+        expected, not_in_dump = in_the_dump(expected, outcome.dump_toc)
+        evidence.record(in_the_source_not_in_the_dump=" ".join(not_in_dump) or "none")
     differences = compare_rows(expected, outcome.restored, basis, drill.row_tolerance, drill.append_only)
     evidence.record(compared_with=origin, tables=len(expected.tables), differing=len(differences), comparison=basis)
     if basis == "live":
@@ -97,27 +103,33 @@ def test_restored_tables_match_their_checksums(
     where one differs the check skips, saying so: writes made since the backup change a checksum
     as a damaged restore does. ``checksum_max_rows: 0`` turns checksums off (skip); a bound below
     every table's size fails, as do a malformed manifest and an unreadable source with
-    ``compare_with_source``.
+    ``compare_with_source``. A manifest that records no content checksums (``opsverify manifest write
+    BACKUP`` reads the backup, no server) is compared with a ``source_quiescent`` source's checksums
+    under ``compare_with_source``, and skips otherwise, naming ``--from-source``.
     """
     outcome = restored(pg_drill_outcome)
     drill = outcome.drill
     if drill.checksum_max_rows == 0:
         pytest.skip(f"drill {drill.name}: checksums are off (checksum_max_rows: 0)")
-    expected, origin = drill_expectation.facts, drill_expectation.origin
-    if drill_expectation.problem is not None:
-        fail(f"drill {drill.name}: cannot compare checksums: {drill_expectation.problem}")
+    expectation = drill_expectation.for_checksums  # a manifest without checksums: a quiescent source's
+    expected, origin = expectation.facts, expectation.origin
+    if expectation.problem is not None:
+        fail(f"drill {drill.name}: cannot compare checksums: {expectation.problem}")
     if expected is None or not expected.has_checksums:
-        why = origin if expected is None else f"{origin} holds no {CHECKSUM_ALGORITHM} checksums; re-run the backup job"
+        why = origin if expected is None else (
+            f"{origin} records no content checksums: write it at backup time with opsverify manifest write BACKUP "
+            "--from-source, or declare compare_with_source with source_quiescent: true if nothing writes to the "
+            "source")
         pytest.skip(f"drill {outcome.drill.name}: nothing to compare checksums with ({why})")
     if outcome.facts_problem is not None:
         fail(f"drill {drill.name}: cannot compare checksums: {outcome.facts_problem}")
     assert outcome.restored is not None
     grown = frozenset(name for name, fact in outcome.restored.tables.items()  # append-only rows since the manifest
-                      if drill_expectation.basis == "manifest" and matches(name, drill.append_only)
+                      if expectation.basis == "manifest" and matches(name, drill.append_only)
                       and name in expected.tables and fact.rows != expected.tables[name].rows)
     differences, compared = compare_checksums(expected, outcome.restored, grown)
     evidence.record(compared_with=origin, checksummed_tables=compared, differing=len(differences),
-                    comparison=drill_expectation.basis)
+                    comparison=expectation.basis)
     if compared == 0 and outcome.restored.tables:
         smallest, fact = min(outcome.restored.tables.items(), key=lambda item: (item[1].rows, item[0]))
         if fact.rows > drill.checksum_max_rows:
@@ -126,13 +138,13 @@ def test_restored_tables_match_their_checksums(
                  "or set it to 0 to turn checksums off")
     if compared == 0:
         pytest.skip(f"drill {drill.name}: no table with a checksum in both {origin} and the restored copy")
-    if differences and drill_expectation.basis == "live":
+    if differences and expectation.basis == "live":
         pytest.skip(
             f"drill {drill.name}: cannot compare checksums with a live source: {len(differences)} of {compared} "
             f"checksummed table(s) differ from {origin} (first {differences[0].table}), and writes made since the "
             "backup change a checksum as a damaged restore does: write a manifest beside each backup at backup "
             "time (opsverify manifest write BACKUP --from-source), or declare source_quiescent: true if nothing "
-            f"writes to {drill_expectation.source}"
+            f"writes to {expectation.source}"
         )
     if differences:
         first = differences[0]

@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -120,9 +120,21 @@ def run_pg_restore(args: list[str], timeout: float, what: str) -> str:
 
 
 def list_toc(target: Path, expect: Expectations) -> Toc:
-    """``pg_restore --list`` of an archive, parsed; ``CorruptBackup`` when the TOC cannot be read."""
+    """``pg_restore --list`` of an archive, parsed; ``CorruptBackup`` when the TOC cannot be read.
+
+    The listing prints names unquoted, so a schema or table whose name holds a space cannot be told
+    from the words around it: each entry's schema and name are taken from the archive's own TOC
+    (``toc_names``, by dump id) where it reads, the listing's words otherwise.
+    """
     listing = run_pg_restore(["--list", str(target.absolute())], expect.timeout, "pg_restore cannot read the TOC")
-    return parse_toc(listing)
+    toc = parse_toc(listing)
+    try:
+        names = toc_names(target)
+    except (CorruptBackup, OSError):
+        return toc  # pg_restore read it; a header this reader does not know leaves the listing's words
+    entries = tuple(replace(e, schema=names[e.dump_id][0], name=names[e.dump_id][1]) if e.dump_id in names else e
+                    for e in toc.entries)
+    return Toc(entries, toc.compression)
 
 
 def _check_tables(toc: Toc, expect: Expectations) -> None:
@@ -312,8 +324,10 @@ def _header(reader: _Reader) -> tuple[tuple[int, int, int], str, str]:
     return version, compression, dbname
 
 
-def _toc(reader: _Reader, version: tuple[int, int, int], directory: bool) -> list[tuple[int, str, str, Any]]:
-    """(dump id, desc, schema.tag, where its data is) of every TOC entry (``ReadToc``).
+def _toc(reader: _Reader, version: tuple[int, int, int], directory: bool,
+         names: dict[int, tuple[str, str]] | None = None) -> list[tuple[int, str, str, Any]]:
+    """(dump id, desc, schema.tag, where its data is) of every TOC entry (``ReadToc``); ``names``, when given,
+    gets each entry's (schema, tag) apart (a name may hold a dot).
 
     Where the data is: a custom archive's ``(flag, offset)``, a directory archive's file name. Table
     data written as INSERT statements (no COPY statement) is told apart as ``TABLE DATA INSERTS``.
@@ -339,7 +353,21 @@ def _toc(reader: _Reader, version: tuple[int, int, int], directory: bool) -> lis
         where = reader.read_str() if directory else reader.read_offset()
         desc = "TABLE DATA INSERTS" if desc == "TABLE DATA" and not copy else desc
         entries.append((dump_id, desc, f"{namespace}.{tag}", where))
+        if names is not None:
+            names[dump_id] = (namespace, tag)
     return entries
+
+
+def toc_names(path: Path) -> dict[int, tuple[str, str]]:
+    """Dump id -> (schema, name) of every TOC entry of a custom archive or directory, read from the archive
+    itself (exact, whatever spaces or quotes the names hold); ``CorruptBackup`` when it cannot be read."""
+    toc_file = path / "toc.dat" if path.is_dir() else path
+    with toc_file.open("rb") as stream:
+        reader = _Reader(stream, toc_file.stat().st_size)
+        version, _, _ = _header(reader)
+        names: dict[int, tuple[str, str]] = {}
+        _toc(reader, version, path.is_dir(), names)
+        return names
 
 
 class _FirstRow:

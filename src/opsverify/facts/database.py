@@ -145,12 +145,25 @@ def _checksum(conn: psycopg.Connection, name: Any) -> str | None:
 
 
 def source_facts(conn: psycopg.Connection, checksum_max_rows: int, within: timedelta | None = None) -> DataFacts:
-    """``data_facts`` of a source inside one REPEATABLE READ, READ ONLY transaction (a consistent snapshot)."""
+    """``data_facts`` of a source inside one REPEATABLE READ, READ ONLY transaction (a consistent snapshot).
+
+    With ``row_security = off``: a table whose row-level security policies would hide rows from the
+    reading role (one without BYPASSRLS, even with ``pg_read_all_data``) raises an error
+    (``row_security_hides``) instead of counting only the rows it may see.
+    """
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    conn.execute("SET LOCAL row_security = off")
     try:
         return data_facts(conn, checksum_max_rows, within)
     finally:
         conn.execute("ROLLBACK")
+
+
+def row_security_hides(exc: Exception) -> bool:
+    """Whether a read failed because row-level security would have filtered it (``row_security = off``)."""
+    import psycopg
+
+    return isinstance(exc, psycopg.errors.InsufficientPrivilege) and "row-level security" in str(exc)
 
 
 def schema_objects(conn: psycopg.Connection) -> set[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from pathlib import Path
 
+from opsverify.backups.gzipstream import inflate
 from opsverify.backups.pgdump import list_toc
 from opsverify.backups.verdict import CorruptBackup, Expectations
 
@@ -41,16 +43,25 @@ def _archive_objects(backup: Path, timeout: float) -> set[str]:
 
 
 def _sql_objects(backup: Path, fmt: str) -> set[str]:
-    opener = gzip.GzipFile(backup, "rb") if fmt == "sql.gz" else backup.open("rb")
+    """The ``-- Name`` comments of a plain dump, streamed (``.sql.gz`` through the verifying inflater, so a
+    truncated or corrupt stream is a ``TocError`` saying so, as the integrity check does)."""
     found: set[str] = set()
     tail = b""
-    with opener as source:
-        while chunk := source.read(1 << 20):
-            block = tail + chunk
-            cut = block.rfind(b"\n") + 1
-            for name, kind, schema in _COMMENT.findall(block[:cut]):
-                found.add(f"{kind.decode()} {schema.decode()}.{name.decode()}")
-            tail = block[cut:]
+    try:
+        with backup.open("rb") as source:
+            chunks = inflate(source) if fmt == "sql.gz" else iter(lambda: source.read(1 << 20), b"")
+            for chunk in chunks:
+                block = tail + chunk
+                cut = block.rfind(b"\n") + 1
+                for name, kind, schema in _COMMENT.findall(block[:cut]):
+                    found.add(f"{kind.decode()} {schema.decode()}.{name.decode()}")
+                tail = block[cut:]
+    except CorruptBackup as err:
+        raise TocError(str(err)) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TocError(f"gzip stream is corrupt or truncated ({exc})") from None
+    except OSError as exc:
+        raise TocError(f"cannot read {backup.name}: {exc.strerror or exc}") from None
     return found
 
 
@@ -70,4 +81,8 @@ def data_tables(backup: Path, fmt: str, timeout: float = 600) -> set[str]:
         content = dump_content(backup)
     except (CorruptBackup, UnreadFormat) as err:
         raise TocError(str(err)) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TocError(f"gzip stream is corrupt or truncated ({exc})") from None
+    except OSError as exc:
+        raise TocError(f"cannot read {backup.name}: {exc.strerror or exc}") from None
     return {table for table, rows in content.rows.items() if rows > 0}
