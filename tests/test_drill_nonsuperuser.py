@@ -311,8 +311,8 @@ def check(name: str, drill: str) -> str:
 def amcheck_denied(drill: str, role: str) -> str:
     return (
         f"drill {drill}: pg_amcheck may not check the restored copy as role {role} (query failed: ERROR:  permission "
-        'denied to create extension "amcheck"): amcheck is not a trusted extension and scratch databases are '
-        "created from template0, so use a superuser restore role, or set amcheck: false on the drill"
+        'denied to create extension "amcheck"): amcheck is not a trusted extension and the scratch database is '
+        "a copy of template0, which lacks it, so use a superuser restore role, or set amcheck: false on the drill"
     )
 
 

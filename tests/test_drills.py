@@ -739,8 +739,8 @@ def test_amcheck_denied_to_the_restore_role_fails_unless_the_drill_opts_out(
     assert run.failed() == {AMCHECK}
     assert run.message(AMCHECK) == (
         f"drill {PF}: pg_amcheck may not check the restored copy as role {role} (query failed: ERROR:  permission "
-        'denied to create extension "amcheck"): amcheck is not a trusted extension and scratch databases are '
-        "created from template0, so use a superuser restore role, or set amcheck: false on the drill"
+        'denied to create extension "amcheck"): amcheck is not a trusted extension and the scratch database is '
+        "a copy of template0, which lacks it, so use a superuser restore role, or set amcheck: false on the drill"
     )
     opted_out = run_checks(profile_variant(as_role(amcheck=False)), DRILL)
     assert opted_out.failed() == set()

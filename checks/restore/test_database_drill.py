@@ -183,9 +183,9 @@ def test_restored_copy_passes_amcheck(
     if outcome.amcheck is not None and outcome.amcheck.startswith("denied: "):
         role = restore_target.user
         fail(f"drill {drill.name}: pg_amcheck may not check the restored copy as role {role} "
-             f"({outcome.amcheck.removeprefix('denied: ')}): amcheck is not a trusted extension and scratch "
-             "databases are created from template0, so use a superuser restore role, or set amcheck: false on "
-             "the drill")
+             f"({outcome.amcheck.removeprefix('denied: ')}): amcheck is not a trusted extension and the "
+             f"scratch database is a copy of {restore_target.template}, which lacks it, so use a superuser restore "
+             "role, or set amcheck: false on the drill")
     evidence.record(amcheck=outcome.amcheck or "clean")
     expect(outcome.amcheck is None, f"drill {outcome.drill.name}: pg_amcheck on the restored copy: {outcome.amcheck}")
 

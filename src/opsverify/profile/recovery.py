@@ -89,8 +89,9 @@ class Drill(Named):
     append_only: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
         description="globs of tables only ever appended to (schema.table or table: logs, events, audit trails): "
-        "against a live source the restored copy may hold fewer rows than the source but never more (nor none "
-        "where the source holds more than row_tolerance.min_rows); against a manifest at least the manifest's rows",
+        "against a live source the restored copy holds at most the source's rows and at least the source's rows "
+        "less row_tolerance (rows appended since the backup may be missing, no more); against a manifest at least "
+        "the manifest's rows",
     )
     source_quiescent: bool = Field(
         False,
