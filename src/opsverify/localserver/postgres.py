@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,13 +146,16 @@ class Cluster:
         with conn:
             yield conn
 
-    def basebackup_from(self, primary: Primary, timeout: float = 1800) -> None:
+    def basebackup_from(self, primary: Primary, timeout: float = 1800, wal_archive: Path | None = None) -> None:
         """Make this cluster a streaming standby of ``primary``: ``pg_basebackup -X stream``, then ``standby.signal``.
 
         The password travels in ``PGPASSWORD`` (never on a command line, never in a file): the
         ``primary_conninfo`` written here names none, and ``start`` passes ``standby_password``.
         The copied configuration is the primary's (an empty one when it keeps it elsewhere, as
         Debian does); this cluster's socket dir, loopback address and ``archive_mode = off`` follow.
+        ``wal_archive``: the primary's WAL archive, readable here: the standby's ``restore_command``
+        copies a segment the primary has already recycled from it, so a standby that fell behind
+        catches up instead of stopping at "requested WAL segment … has already been removed".
         """
         from psycopg.conninfo import make_conninfo
 
@@ -168,6 +172,8 @@ class Cluster:
         local = {"unix_socket_directories": f"'{self.base / 'run'}'", "listen_addresses": f"'{LOOPBACK}'"}
         self.append_settings("postgresql.conf", {})  # Debian keeps it in /etc: pg_ctl needs one here
         settings = {**local, "archive_mode": "off", "primary_conninfo": _quote(standby)}
+        if wal_archive is not None:
+            settings["restore_command"] = _quote(f"cp {shlex.quote(str(wal_archive))}/%f %p")
         self.append_settings("postgresql.auto.conf", settings)
 
     def promote(self) -> None:

@@ -52,7 +52,8 @@ def _start_replica(layout: Layout, state: State) -> None:
     replica = _replica(layout, state)
     if not replica.exists:
         password = ensure_secret(layout, "pg_replicator")
-        replica.basebackup_from(Primary(LOOPBACK, state.ports["postgres"], REPLICATION_ROLE, password))
+        primary = Primary(LOOPBACK, state.ports["postgres"], REPLICATION_ROLE, password)
+        replica.basebackup_from(primary, wal_archive=_postgres(layout, state).archive)
     replica.start()
 
 
