@@ -14,9 +14,13 @@ from opsverify.profile import load_profile, profile_schema
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "profile.yaml"
-    path.write_text(text)
+def write(tmp_path: Path, text: str | bytes, name: str = "profile.yaml") -> Path:
+    """``text`` as the file ``name`` in ``tmp_path`` (bytes as they are: a file that is not UTF-8)."""
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     return path
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import jsonschema
 import pytest
+from test_profile import problems, write
 
 from opsverify.durations import MAX_DURATION, duration_text, parse_duration
-from opsverify.errors import ProfileError
 from opsverify.profile import load_profile, profile_schema
 from opsverify.profile.loader import MAX_BYTES
 
@@ -23,19 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMS = "500ms, 90s, 15m, 1h or 30d"
 
 
-def write(tmp_path: Path, text: str | bytes, name: str = "profile.yaml") -> Path:
-    path = tmp_path / name
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
-    return path
-
-
-def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(ProfileError) as caught:
-        load_profile(path, environ or {})
-    return caught.value.problems
 
 
 def opsverify(*args: str) -> subprocess.CompletedProcess[str]:

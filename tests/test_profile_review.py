@@ -11,23 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_profile import problems, write
 
-from opsverify.errors import ProfileError
 from opsverify.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write(tmp_path: Path, text: str, name: str = "profile.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(ProfileError) as caught:
-        load_profile(path, environ or {})
-    return caught.value.problems
 
 
 def opsverify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
