@@ -15,6 +15,7 @@ import yaml
 
 from opsverify.errors import ProfileError
 from opsverify.profile import load_profile
+from opsverify.profile.advice import rpo_warnings
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
@@ -140,3 +141,19 @@ def test_the_shipped_profile_declares_the_manual_backups_on_demand() -> None:
     manual = {s.name for s in profile.backups if s.on_demand}
     assert manual == {"postgres-plain", "postgres-custom", "simulations-table"}
     assert all(d.backup not in manual for d in profile.drills)
+
+
+def test_an_on_demand_source_is_no_recovery_path_of_the_rpo_warning(tmp_path: Path) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text("""name: t
+databases:
+  - {name: db, host: 127.0.0.1, port: 5432, dbname: app, user: u, wal_archiving: false}
+backups:
+  - {name: daily, kind: postgres, path: /b, database: db, schedule: 2d, rpo: 2d}
+  - {name: manual, kind: postgres, path: /b, pattern: "backup_????????.sql", database: db, on_demand: true}
+drills:
+  - {name: d, backup: daily, database: db}
+""")
+    warnings = rpo_warnings(load_profile(path, {}))
+    assert len(warnings) == 1, warnings
+    assert "is backup daily every 2d" in warnings[0], warnings  # not the on_demand one (whose schedule is no period)
