@@ -157,3 +157,17 @@ drills:
     warnings = rpo_warnings(load_profile(path, {}))
     assert len(warnings) == 1, warnings
     assert "is backup daily every 2d" in warnings[0], warnings  # not the on_demand one (whose schedule is no period)
+
+
+def test_an_on_demand_source_in_s3_is_not_required_to_be_drilled(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["backups"] = [{"name": "manual-s3", "kind": "postgres", "path": "s3://manual/dumps/", "on_demand": True}]
+        data["drills"] = []
+
+    check = "backup/test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill"
+    run = run_checks(profile_variant(mutate), check)
+    test = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[none]"
+    assert {t: c["outcome"] for t, c in run.checks.items()} == {test: "skipped"}, run.result.stdout.str()[-2000:]
+    assert run.message(test) == "profile sandbox declares no database or Redis backups in S3"
