@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,21 @@ def test_an_on_demand_source_in_s3_is_not_required_to_be_drilled(
     test = "test_backup_offsite.py::test_backup_source_in_s3_is_restored_by_a_drill[none]"
     assert {t: c["outcome"] for t, c in run.checks.items()} == {test: "skipped"}, run.result.stdout.str()[-2000:]
     assert run.message(test) == "profile sandbox declares no database or Redis backups in S3"
+
+
+def test_retention_applies_to_an_on_demand_series_without_a_schedule_period(
+    run_checks: Run, profile_variant: Variant, sandbox_profile: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "manual"
+    mutate = on_demand_copy(sandbox_profile, directory, files=True)
+    oldest = min(directory.iterdir(), key=lambda p: p.stat().st_mtime)
+    # a backup's time is read from its name: a date 31 days back is 31d and some hours old, past 30d + 1 day but
+    # inside the one schedule period (1d) a scheduled series would add
+    stamp = time.strftime("%Y%m%d", time.gmtime(time.time() - 31 * 86400))
+    oldest = oldest.rename(directory / f"backup_{stamp}.dump")
+    run = run_checks(profile_variant(mutate), "backup/test_backup_retention.py")
+    test = f"test_backup_retention.py::test_nothing_older_than_retention_remains[{NAME}]"
+    assert run.failed() == {test}, run.result.stdout.str()[-3000:]
+    message = run.message(test)
+    assert message.startswith(f"1 backup(s) of {NAME} are past the 30d retention, oldest {oldest.name} (31d"), message
+    assert message.endswith(" old): the cleanup step did not run"), message
