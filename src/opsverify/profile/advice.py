@@ -38,7 +38,7 @@ def recovery_sources(profile: Profile, drill: Drill) -> list[BackupSource]:
     if drill.database is not None:
         names |= {b.name for b in profile.backups
                   if b.kind == "postgres" and b.scope == "full" and b.database == drill.database}
-    return [b for b in profile.backups if b.name in names]
+    return [b for b in profile.backups if b.name in names and not b.on_demand]  # manual dumps may not exist
 
 
 def rpo_warning(profile: Profile, drill: Drill) -> str | None:

@@ -238,6 +238,9 @@ def _drill_problems(index: int, drill: object, sources: dict[str, tuple[int, obj
     database, redis = _text(_get(drill, "database")), _text(_get(drill, "redis"))
     if backup in sources:
         at, source = sources[backup]
+        if _get(source, "on_demand") is True:
+            problems.append((("drills", index, "backup"), f"backup {backup!r} is on_demand (backups[{at}]): a drill "
+                             "needs a series that is always there: drill a scheduled series instead"))
         kind = _text(_get(source, "kind"))
         for target, key, wanted in ((database, "database", "postgres"), (redis, "redis", "redis")):
             if target is not None and kind is not None and kind != wanted:

@@ -334,6 +334,11 @@ class BackupSource(Named):
         "a renamed copy) fails the directory check once older than this; a directory shared by several sources "
         "takes the smallest of theirs. Default 7d",
     )
+    on_demand: bool = Field(
+        False,
+        description="manual backups taken only when someone needs them: no freshness or schedule check, an empty "
+        "series is fine; every file present is still verified and retention applies. No schedule or rpo",
+    )
 
     @property
     def is_s3(self) -> bool:
@@ -347,6 +352,8 @@ class BackupSource(Named):
                 raise ValueError("an s3:// source has no host: drop `host`")
         if self.host is not None and self.offsite is not None:
             raise ValueError("offsite parity hashes local files: check it where the backups are, not through `host`")
+        if self.on_demand and (given := sorted({"schedule", "rpo"} & self.model_fields_set)):
+            raise ValueError(f"an on_demand source has no schedule or rpo (manual backups): drop {', '.join(given)}")
         return self
 
 

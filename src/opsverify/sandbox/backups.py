@@ -76,6 +76,7 @@ class Series:
     members: tuple[str, ...] = ()  # what an archive job tars, relative to the app dir
     mode: int = 0o644
     scope: str = "full"  # "tables": a pg_dump -t series, not a whole-database dump
+    on_demand: bool = False  # the runbook's manual dumps: declared on_demand (no rpo, no schedule)
 
     def target(self, directory: Path, when: float) -> Path:
         """Where the job run at ``when`` writes: the runbook's name, with the time too when that is taken."""
@@ -269,7 +270,7 @@ SERIES = (
     Series("pf-postgres-custom", "postgres", "postgres", "backup_*.dump", 3, "photonic_foundry", None, PF_TABLES,
            job=_dump_custom, manifest=True),
     Series("pf-simulations-table", "postgres", "postgres", "simulations_backup_*.sql", 3, "photonic_foundry",
-           None, ("simulations",), job=_dump_tables, scope="tables"),
+           None, ("simulations",), job=_dump_tables, scope="tables", on_demand=True),
     Series("qp-database-daily", "postgres", "database", "quantum_planner_*.sql.gz", 7, "quantum_planner", "7d",
            QP_TABLES, offsite="s3://qp-backups/database/", job=_dump_gzip, timed=True, manifest=True),
     Series("pg-globals", "globals", "globals", "globals_*.sql", 3, "photonic_foundry", job=_globals, timed=True),

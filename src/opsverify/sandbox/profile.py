@@ -108,8 +108,11 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         }
         if series.database:
             entry["database"] = series.database
-        entry["rpo"] = "24h"
-        if series.every != DAY:
+        if series.on_demand:
+            entry["on_demand"] = True
+        else:
+            entry["rpo"] = "24h"
+        if series.every != DAY and not series.on_demand:
             entry["schedule"] = f"{series.every / 60:g}m"
         if series.retention:
             entry["retention"] = series.retention
