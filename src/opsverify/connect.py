@@ -228,7 +228,7 @@ def _backup_role(db: Database, profile: Profile) -> tuple[bool, str]:
     """Log in as the database's ``backup_user`` (the role backup jobs use, ``backups.jobs.BackupRole``)."""
     role = Database.model_construct(name=db.name, host=db.host, port=db.port, dbname=db.dbname, user=db.backup_user,
                                     password=db.backup_password, password_file=db.backup_password_file,
-                                    sslmode=db.sslmode)
+                                    sslmode=db.sslmode, sslrootcert=db.sslrootcert)
     ok, row = _pg_fact(role, profile, "SELECT current_setting('server_version'), current_user")
     if not ok or isinstance(row, str):
         error = str(row).replace("check the user and its password (or password_file)",

@@ -89,6 +89,9 @@ def pg_env(endpoint: Endpoint, dbname: str, connect: timedelta) -> dict[str, str
         "PGCONNECT_TIMEOUT": str(max(1, int(connect.total_seconds()))),
         "PGAPPNAME": "opsverify",
     }
+    rootcert = getattr(endpoint, "sslrootcert", None)  # a profile database's or restore target's CA bundle
+    if rootcert is not None:
+        env["PGSSLROOTCERT"] = str(rootcert)
     secret = endpoint.secret()
     if secret is not None:
         env["PGPASSWORD"] = secret

@@ -40,6 +40,7 @@ def connect(target: RestoreTarget, dbname: str | None, timeout: timedelta) -> ps
         user=target.user,
         password=target.secret(),
         sslmode=target.sslmode,
+        sslrootcert=str(target.sslrootcert) if target.sslrootcert else None,
         connect_timeout=max(1, int(timeout.total_seconds())),
         application_name="opsverify-drill",
         autocommit=True,

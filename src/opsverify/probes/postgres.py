@@ -84,6 +84,7 @@ def connect(db: Database, timeout: timedelta, statement_timeout: timedelta | Non
         user=db.user,
         password=db.secret(),
         sslmode=db.sslmode,
+        sslrootcert=str(db.sslrootcert) if db.sslrootcert else None,
         connect_timeout=max(1, int(timeout.total_seconds())),
         options=options,
         application_name="opsverify",

@@ -72,6 +72,8 @@ def client(instance: RedisInstance, connect: timedelta, request: timedelta) -> r
         socket_timeout=request.total_seconds(),
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        ssl=instance.tls,
+        ssl_ca_certs=str(instance.ca_file) if instance.ca_file else None,
     )
 
 

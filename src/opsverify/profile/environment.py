@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, model_validator
 
@@ -15,15 +16,14 @@ from opsverify.profile.model import (
     Dependency,
     Host,
     HttpService,
-    Model,
-    Name,
-    Named,
     Objective,
     RedisInstance,
     Timeouts,
     runbook_objectives,
 )
 from opsverify.profile.recovery import Drill, Replica, RestoreTarget, RowTolerance
+from opsverify.profile.security import KubernetesPolicy, ScannerPolicy, TlsEndpoint, TlsPolicy
+from opsverify.profile.types import Model, Name, Named
 
 N = TypeVar("N", bound=Named)
 SECTIONS = ("services", "databases", "redis", "dependencies", "hosts", "backups", "drills", "replicas")
@@ -47,6 +47,9 @@ class Profile(Model):
     restore_target: RestoreTarget | None = Field(None, description="where drills create scratch databases")
     drills: list[Drill] = Field(default_factory=list)
     replicas: list[Replica] = Field(default_factory=list)
+    tls: TlsPolicy | None = Field(None, description="TLS endpoints and certificate files checked (`-m security`)")
+    kubernetes: KubernetesPolicy | None = Field(None, description="Kubernetes objects checked (`-m security`)")
+    scanners: ScannerPolicy | None = Field(None, description="security scanner evidence checked (`-m security`)")
 
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> Profile:
@@ -67,6 +70,31 @@ class Profile(Model):
     def host(self, name: str) -> Host:
         """The declared host ``name``."""
         return _by_name(self.hosts, name, "host")
+
+    def tls_endpoints(self) -> list[TlsEndpoint]:
+        """Every TLS endpoint the TLS checks handshake with (none without a ``tls`` section): the declared ones,
+        then each https:// service, each database with sslmode verify-ca/verify-full and each Redis with ``tls``;
+        one per host and port, the first name kept."""
+        if self.tls is None:
+            return []
+        found = list(self.tls.endpoints)
+        for service in self.services:
+            parts = urlsplit(service.url)
+            if parts.scheme == "https" and parts.hostname:
+                found.append(TlsEndpoint(name=service.name, host=parts.hostname, port=parts.port or 443,
+                                         protocol="https", server_name=None, ca_file=service.ca_file))
+        for db in self.databases:
+            if db.sslmode in ("verify-ca", "verify-full"):
+                found.append(TlsEndpoint(name=db.name, host=db.host, port=db.port, protocol="postgres",
+                                         server_name=None, ca_file=db.sslrootcert))
+        for redis in self.redis:
+            if redis.tls:
+                found.append(TlsEndpoint(name=redis.name, host=redis.host, port=redis.port, protocol="redis",
+                                         server_name=None, ca_file=redis.ca_file))
+        unique: dict[tuple[str, int], TlsEndpoint] = {}
+        for endpoint in found:
+            unique.setdefault((endpoint.host, endpoint.port), endpoint)
+        return list(unique.values())
 
     def objective(self, component: str) -> Objective:
         """The RTO/RPO objective of ``component`` (``application``, ``database``, ``full-system``, …)."""

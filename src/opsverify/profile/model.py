@@ -12,55 +12,16 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
     ByteSize,
-    ConfigDict,
     Field,
-    PlainSerializer,
     SecretStr,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from opsverify.durations import DURATION_PATTERN, duration_text, parse_duration
-
-# A string with a unit (a bare number is refused), positive and at most 3650d; shown (JSON, schema
-# defaults) in the profile's own syntax, so a default copied from the schema parses back equal.
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(duration_text, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "15m", "1h", "30d"]}),
-]
-Percent = Annotated[float, Field(ge=0, le=100)]
-
-
-def _existing_file(path: Path) -> Path:
-    if not path.is_file():
-        raise ValueError(f"{path} is not a readable file: create it or fix the path")
-    return path
-
-
-ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
-Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-
-
-class Model(BaseModel):
-    """Base of every profile section: frozen, unknown keys are errors, floats are finite."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Named(Model):
-    """A component with a name; its repr is just that, so reports show names and never settings."""
-
-    name: Name
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name})"
+from opsverify.durations import parse_duration
+from opsverify.profile.security import HostSecurity, PostgresSecurity, RedisSecurity
+from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named, Percent
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -121,7 +82,13 @@ class Database(SecretSource):
     dbname: str
     user: str
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: ExistingFile | None = Field(
+        None, description="CA bundle the server's certificate must verify against (verify-ca, verify-full)"
+    )
     connect_budget: Duration = timedelta(seconds=2)
+    security: PostgresSecurity | None = Field(
+        None, description="the security policy the server and database are checked against (`-m security`)"
+    )
     wal_archiving: bool = Field(False, description="the server archives WAL (PF-20): pg_stat_archiver is checked")
     wal_archive: Path | None = Field(
         None,
@@ -187,6 +154,11 @@ class RedisInstance(SecretSource):
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0, le=100_000)
     username: str | None = None
+    tls: bool = Field(False, description="the server speaks TLS on port (tls-port): clients connect over TLS")
+    ca_file: ExistingFile | None = Field(None, description="CA bundle for tls; default: the system store")
+    security: RedisSecurity | None = Field(
+        None, description="the security policy the server is checked against (`-m security`)"
+    )
     ping_budget: Duration = timedelta(milliseconds=50)
     require_persistence: bool = Field(
         True,
@@ -243,6 +215,9 @@ class Host(Named):
     memory_max_percent: Percent = 90
     disk_max_percent: Percent = 85
     disk_paths: list[str] = Field(default_factory=lambda: ["/"])
+    security: HostSecurity | None = Field(
+        None, description="the security policy the host is checked against (`-m security`)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -13,15 +13,10 @@ from pydantic import Field, SecretStr, model_validator
 
 from opsverify.profile.model import (
     Database,
-    Duration,
-    ExistingFile,
-    Model,
-    Name,
-    Named,
-    Percent,
     SecretSource,
     read_secret,
 )
+from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named, Percent
 
 
 class RestoreTarget(SecretSource):
@@ -36,6 +31,9 @@ class RestoreTarget(SecretSource):
     )
     dbname: str = Field("postgres", description="the database to connect to for CREATE/DROP DATABASE")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: ExistingFile | None = Field(
+        None, description="CA bundle the server's certificate must verify against (verify-ca, verify-full)"
+    )
     must_differ_from_source: bool = Field(True, description="refuse to restore onto a source database's server")
     jobs: int | None = Field(None, ge=1, le=1024, description="pg_restore -j; default: the number of cores")
     max_scratch_age: Duration = Field(timedelta(hours=6), description="the janitor drops older scratch databases")

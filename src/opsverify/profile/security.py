@@ -1,0 +1,194 @@
+"""Security policies of a profile: what the security checks (``checks/security/``) hold each layer to.
+
+Every policy is opt-in: a component is security-checked when it declares one (``databases[].security``,
+``redis[].security``, ``hosts[].security``), and the profile-wide layers when their section exists
+(``tls``, ``kubernetes``, ``scanners``). Defaults are the strict values the issue and the CIS
+benchmarks give; allow-lists name the exceptions a team accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
+
+Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+DANGEROUS_REDIS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SCRIPT")
+
+
+class PostgresSecurity(Model):
+    """How one PostgreSQL server and database must be configured (checked over SQL as the database's ``user``)."""
+
+    superusers: list[str] = Field(default_factory=lambda: ["postgres"], description="roles allowed SUPERUSER")
+    createrole: list[str] = Field(default_factory=list, description="roles besides superusers allowed CREATEROLE")
+    bypassrls: list[str] = Field(default_factory=list, description="roles besides superusers allowed BYPASSRLS")
+    replication: list[str] = Field(default_factory=list, description="roles besides superusers allowed REPLICATION")
+    extensions: list[str] = Field(
+        default_factory=lambda: ["plpgsql"], description="extensions this database may have installed"
+    )
+    log_min_duration_statement: Duration | None = Field(
+        None,
+        description="the slow-query logging threshold the server must run with (QP-26). Default: none declared, "
+        "so any enabled value passes and only -1 (off) fails",
+    )
+    require_ssl: bool = Field(True, description="the server has ssl = on")
+    log_connections: bool = Field(True, description="log_connections and log_disconnections are on")
+    data_checksums: bool = Field(True, description="the cluster was initialised with data checksums")
+
+
+class RedisSecurity(Model):
+    """How one Redis server must be configured (checked over the protocol, never reading a password back)."""
+
+    wildcard_bind: bool = Field(False, description="the server may listen on 0.0.0.0 / :: / * (bind)")
+    app_users: list[str] = Field(
+        default_factory=list, description="the application's ACL users: each must be denied denied_commands"
+    )
+    denied_commands: list[str] = Field(
+        default_factory=lambda: list(DANGEROUS_REDIS_COMMANDS),
+        description="commands the application users may not run (checked with ACL DRYRUN)",
+    )
+
+
+class HostSecurity(Model):
+    """How one host must be configured (checked through testinfra, local:// or ssh://)."""
+
+    app_dirs: list[str] = Field(
+        default_factory=list, description="application directories: no world-writable file or directory (QP-30)"
+    )
+    secret_files: list[str] = Field(
+        default_factory=lambda: [".env", "*.env", "*.key", "*-key.pem", "id_rsa", "id_ecdsa", "id_ed25519"],
+        description="name globs of secret files under app_dirs: none may be readable by group or others",
+    )
+    suid_paths: list[str] = Field(default_factory=lambda: ["/"], description="where SUID/SGID files are looked for")
+    suid_allowed: list[str] = Field(
+        default_factory=list,
+        description="path globs of SUID/SGID files that may exist (besides the distribution's usual ones)",
+    )
+    app_processes: list[str] = Field(
+        default_factory=list, description="process names of the application: none may run as root"
+    )
+    sshd: bool = Field(False, description="the host runs sshd: its effective settings (sshd -T) are checked")
+    sshd_config: str | None = Field(None, description="the sshd_config sshd -T reads (-f); default: the server's own")
+    listening_allowed: list[str] | None = Field(
+        None,
+        description="address:port globs that may listen besides loopback (\"0.0.0.0:443\", \"*:22\"). Default: "
+        "none declared, so listening sockets are not checked",
+    )
+    security_updates_max_age: Duration | None = Field(
+        timedelta(days=7),
+        description="longest a pending security update may stay uninstalled (PF-08, Debian/Ubuntu hosts: "
+        "apt-get -s upgrade against the host's own lists, never an update); null: not checked",
+    )
+    apt_lists_max_age: Duration = Field(
+        timedelta(days=2), description="the host's package lists must be fresher than this to judge pending updates"
+    )
+
+
+class TlsEndpoint(Named):
+    """A TLS endpoint checked over real handshakes (PF-43, QP-09, QP-30)."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tls", "https", "postgres", "redis"] = Field(
+        "tls", description="https adds the HSTS check; postgres speaks its SSLRequest before the handshake"
+    )
+    server_name: str | None = Field(None, description="the name the certificate must match (SNI); default: host")
+    ca_file: ExistingFile | None = Field(None, description="CA bundle the chain must verify against; default: system")
+
+
+class CertificateFile(Named):
+    """A certificate file on disk (the runbooks' ``openssl x509 -in cert.pem -noout -enddate``)."""
+
+    path: Path = Field(description="PEM file: the leaf first, then its chain")
+    ca_file: ExistingFile | None = Field(None, description="CA bundle the chain must verify against")
+    server_name: str | None = Field(None, description="a name the certificate must be valid for")
+
+
+class TlsPolicy(Model):
+    """Which TLS endpoints and certificate files are checked, and the thresholds they are held to.
+
+    Besides ``endpoints``, every https:// service, every database with sslmode verify-ca/verify-full
+    and every Redis with ``tls: true`` is an endpoint (``tls_endpoints(profile)``)."""
+
+    expiry_fail: Duration = Field(timedelta(days=14), description="a certificate expiring sooner fails")
+    expiry_warn: Duration = Field(timedelta(days=30), description="a certificate expiring sooner warns")
+    min_rsa_bits: int = Field(2048, ge=1024, le=16384)
+    min_ec_bits: int = Field(256, ge=160, le=571)
+    hsts_min_age: Duration = Field(timedelta(days=180), description="smallest Strict-Transport-Security max-age")
+    endpoints: list[TlsEndpoint] = Field(default_factory=list)
+    certificate_files: list[CertificateFile] = Field(default_factory=list)
+
+
+class ManifestSet(Named):
+    """Kubernetes manifests: deploy files or the runbooks' ``kubectl get … -o yaml`` backups."""
+
+    path: Path = Field(description="a YAML file or a directory of them (searched recursively)")
+
+
+class KubernetesPolicy(Model):
+    """The rules Kubernetes objects are held to (PF-13, PF-44, PF-45) and the exceptions a team accepts."""
+
+    manifests: list[ManifestSet] = Field(default_factory=list)
+    cluster_admin_subjects: list[str] = Field(
+        default_factory=list, description="subjects (Kind:namespace/name globs) allowed a cluster-admin binding"
+    )
+    wildcard_roles: list[str] = Field(default_factory=list, description="(Cluster)Role names allowed '*' rules")
+    require_digest: bool = Field(False, description="images must be pinned by @sha256 digest")
+    exemptions: dict[str, list[str]] = Field(
+        default_factory=dict, description="rule ID -> object globs (Kind/namespace/name) the rule does not apply to"
+    )
+
+
+class ScannerReport(Named):
+    """Where a scanner's JSON reports land (PF-05, PF-42, PF-32, QP-08, QP-17): the newest is judged."""
+
+    tool: Literal["trivy", "bandit", "pip-audit", "safety"]
+    path: Path = Field(description="directory holding the reports")
+    pattern: str = Field("*.json", description="glob of the report file names")
+    max_age: Duration = Field(timedelta(days=1), description="the scanner's cadence: the newest must be younger")
+    fail_at: Severity = Field("HIGH", description="a finding at or above this severity fails")
+    ignore: list[str] = Field(default_factory=list, description="finding IDs accepted (CVE-…, B105, GHSA-…)")
+
+
+class LockFile(Named):
+    """A dependency lock file that must be refreshed regularly (PF-32, QP-17)."""
+
+    path: Path
+    max_age: Duration = Field(timedelta(days=92), description="quarterly dependency updates (QP-17)")
+
+
+class BanditRun(Named):
+    """A source tree bandit scans offline during the check (PF-42)."""
+
+    source: Path
+    fail_at: Severity = "HIGH"
+    ignore: list[str] = Field(default_factory=list, description="bandit test IDs accepted (B101, …)")
+
+
+class ScannerPolicy(Model):
+    """Security scanner evidence: reports, lock files, offline bandit runs."""
+
+    reports: list[ScannerReport] = Field(default_factory=list)
+    lock_files: list[LockFile] = Field(default_factory=list)
+    bandit: list[BanditRun] = Field(default_factory=list)
+
+
+__all__ = [
+    "BanditRun",
+    "CertificateFile",
+    "HostSecurity",
+    "KubernetesPolicy",
+    "LockFile",
+    "ManifestSet",
+    "Name",
+    "PostgresSecurity",
+    "RedisSecurity",
+    "ScannerPolicy",
+    "ScannerReport",
+    "TlsEndpoint",
+    "TlsPolicy",
+]
