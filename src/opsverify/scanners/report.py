@@ -131,5 +131,7 @@ def newest_file(directory: Path, pattern: str) -> Path | None:
     except OSError as exc:
         raise ReportError(f"cannot list {directory}: {exc.strerror or exc}") from exc
     if not files and not directory.is_dir():
-        raise ReportError(f"report directory {directory} does not exist")
+        raise ReportError(f"report directory {directory} does not exist: fix the path or run the scan")
+    if not files and not os.access(directory, os.R_OK | os.X_OK):
+        raise ReportError(f"report directory {directory} is not readable: give the user running opsverify read access")
     return max(files, key=lambda p: (os.stat(p).st_mtime, p.name), default=None)
