@@ -318,13 +318,18 @@ def test_a_stale_lock_file_and_a_high_bandit_issue_fail(
         (tmp_path / name / "svc").mkdir(parents=True)
         (tmp_path / name / "svc" / "jobs.py").write_text(code)
     mutate = scanners(
-        lock_files=[{"name": "old-lock", "path": str(lock)}, {"name": "new-lock", "path": str(fresh)}],
+        lock_files=[{"name": "old-lock", "path": str(lock)}, {"name": "new-lock", "path": str(fresh)},
+                    {"name": "gone-lock", "path": str(tmp_path / "gone.lock")}],
         bandit=[{"name": "risky", "source": str(tmp_path / "risky")},
                 {"name": "accepted", "source": str(tmp_path / "accepted"), "ignore": ["B602"]},
                 {"name": "clean", "source": str(tmp_path / "clean"), "fail_at": "LOW"}],
     )
     run = run_checks(profile_variant(mutate), CHECKS)
-    assert run.failed() == {f"{LOCK}[old-lock]", f"{BANDIT}[risky]"}
+    assert run.failed() == {f"{LOCK}[old-lock]", f"{LOCK}[gone-lock]", f"{BANDIT}[risky]"}
+    assert run.message(f"{LOCK}[gone-lock]") == (
+        f"lock file {tmp_path / 'gone.lock'} of gone-lock cannot be read (No such file or directory): "
+        "fix scanners.lock_files"
+    )
     assert run.message(f"{LOCK}[old-lock]") == (
         f"lock file {lock} of old-lock was last written 100d2h ago (max_age 92d): "
         "update the dependencies and regenerate it"
