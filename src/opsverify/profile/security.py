@@ -167,6 +167,7 @@ class BanditRun(Named):
     source: Path
     fail_at: Severity = "HIGH"
     ignore: list[str] = Field(default_factory=list, description="bandit test IDs accepted (B101, …)")
+    timeout: Duration = Field(timedelta(minutes=5), description="the bandit run is stopped and fails after this")
 
 
 class ScannerPolicy(Model):

@@ -26,6 +26,7 @@ from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.profile import write_profile
 from opsverify.sandbox.redis import SAVE_RULES, bgsave, seed_redis
+from opsverify.sandbox.scanners import create_scanner_evidence
 from opsverify.sandbox.seed import seed_databases
 from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
@@ -103,6 +104,7 @@ def _create(layout: Layout) -> None:
         for name in SPAWNED:
             apps.spawn_app(layout, name, state.ports[name])
         sync_offsite(layout, state.ports["s3"], time.time())
+        create_scanner_evidence(layout)  # the team's CI: a real bandit report and the app's lock file
         write_profile(layout, state.ports)
         scheduler.spawn_scheduler(layout)
     except BaseException:

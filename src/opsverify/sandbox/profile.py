@@ -10,6 +10,7 @@ import yaml
 from opsverify.sandbox.backups import DAY, SERIES
 from opsverify.sandbox.offsite import s3_access
 from opsverify.sandbox.postgres import ARCHIVE_DIR, BACKUP_ROLE, BASE_BACKUPS_DIR, REPLICATION_ROLE
+from opsverify.sandbox.scanners import scanners_section
 from opsverify.sandbox.state import Layout, load_state
 from opsverify.sandbox.tls import TlsFiles
 
@@ -156,6 +157,7 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         "drills": DRILLS,
         "replicas": replicas,
         "scratch_dir": str((layout.root / "scratch").resolve()),
+        **({"scanners": scanners} if (scanners := scanners_section(layout)) else {}),
     }
 
 

@@ -31,6 +31,7 @@ from typing import IO
 
 from opsverify.errors import SandboxError
 from opsverify.localserver.process import cmdline, pid_alive, stop_process
+from opsverify.sandbox import scanners
 from opsverify.sandbox.app import app_env
 from opsverify.sandbox.backups import SERIES, JobContext, Series, backups_of, cleanup, finish_backup, prepare, run_job
 from opsverify.sandbox.state import Layout
@@ -147,6 +148,11 @@ def tick(
         report.deleted += deleted
         if deleted:
             log_line(layout, f"{series.name}: cleanup deleted {', '.join(p.name for p in deleted)}")
+    try:  # the daily bandit scan of the app, so its report stays fresh on a long-lived sandbox
+        if scanners.bandit_due(layout, now):
+            log_line(layout, f"bandit: wrote {scanners.run_bandit(layout).name}")
+    except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
+        report.failures.append(f"bandit scan: {exc}")
     for failure in report.failures:
         log_line(layout, f"FAILED {failure} (retried at the next tick)")
     return report
