@@ -21,6 +21,7 @@ FORBIDDEN = {
     "reporting": ("sandbox", "restore", "actions"),
     "profile": ("sandbox", "restore", "actions", "probes", "backups", "localserver", "facts"),
     "sandbox": ("restore", "actions"),
+    "rules": ("sandbox", "restore", "actions", "probes", "localserver", "facts"),  # pure functions over objects
 }
 
 

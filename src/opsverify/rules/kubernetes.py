@@ -479,11 +479,6 @@ def load_manifests(path: Path) -> Manifests:
     return Manifests(objects, len(files))
 
 
-def unknown_exemptions(policy: KubernetesPolicy) -> list[str]:
-    """Exemption keys naming no rule (a typo would silently exempt nothing)."""
-    return sorted(set(policy.exemptions) - set(BY_ID))
-
-
 def describe(findings: list[Finding], cap: int = 5) -> str:
     """``A, B, C and 4 more``."""
     shown = ", ".join(str(f) for f in findings[:cap])
