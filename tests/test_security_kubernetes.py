@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from opsverify.profile import Profile
-from opsverify.profile.security import KubernetesPolicy
+from opsverify.profile.security import KUBERNETES_RULE_IDS, KubernetesPolicy
 from opsverify.rules.kubernetes import BY_ID, RULES, Finding, evaluate, image_tag, load_manifests, pod_spec
 
 CHECKS = "security/test_kubernetes_manifests.py"
@@ -57,6 +58,12 @@ def test_every_rule_has_its_identity_and_counterparts() -> None:
         assert rule.runbook in (("PF-45",), ("PF-44",), ("PF-44", "PF-13"))
     assert BY_ID["pod-privileged"].kube_score == "container-security-context-privileged"
     assert BY_ID["pod-privileged"].polaris == "runAsPrivileged"
+
+
+def test_the_profile_knows_every_rule_and_refuses_an_unknown_exemption() -> None:
+    assert tuple(BY_ID) == KUBERNETES_RULE_IDS
+    with pytest.raises(ValidationError, match="no Kubernetes rule pod-privilegd: the rules are pod-run-as-non-root, "):
+        KubernetesPolicy(exemptions={"pod-privilegd": ["Deployment/*"]})
 
 
 def test_run_as_non_root_takes_the_container_over_the_pod() -> None:
