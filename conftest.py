@@ -10,6 +10,7 @@ pytest_plugins = [
     "fixtures.drills",
     "fixtures.recovery",
     "fixtures.scanners",
+    "fixtures.kubernetes",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

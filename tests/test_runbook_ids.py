@@ -37,6 +37,8 @@ KEYWORDS = {
     "pip-audit": r"pip-audit|dependency audit",
     "safety": r"\bsafety\b|dependency audit",
     "lockfile": r"lock file",
+    "k8s-workload": r"securityContext|NetworkPolic",  # Kubernetes rules over pods, policies, ConfigMaps (PF-45)
+    "k8s-access": r"\bRBAC\b|cluster-admin|service-account",  # Kubernetes access rules (PF-44, PF-13)
 }
 ANY_KIND = frozenset({"PF-10", "PF-14", "PF-46", "PF-47"})  # every backup kind; every component's RTO/RPO; full system
 ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the parameter itself has none
@@ -53,6 +55,9 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "disk": "host",
     "lock_file": "lockfile",
     "bandit_run": "bandit",
+    "workload_rule": "k8s-workload",
+    "access_rule": "k8s-access",
+    "allowlist_rule": "k8s-access",
 }
 NO_PROCEDURE = {"backup_directory"}  # arguments of checks no runbook procedure asks for (strays in a backup dir)
 DUMP_PLUGIN = '''
@@ -170,7 +175,8 @@ def test_every_check_carries_only_procedures_of_its_component_kind(collected: di
     kinds = {component_kind(c) for i, c in collected.items()
              if not i.endswith("[none]") and not NO_PROCEDURE & set(c["arguments"])}
     assert kinds == {"postgres", "redis", "config", "archive", "globals", "http", "host", "dependency"} | {
-        "bandit", "lockfile"  # the sandbox's scanner evidence (no trivy, pip-audit or safety report offline)
+        "bandit", "lockfile",  # the sandbox's scanner evidence (no trivy, pip-audit or safety report offline)
+        "k8s-workload", "k8s-access",
     }, (
         "sandbox lacks a kind"
     )

@@ -44,20 +44,41 @@ def _objects(document: Any, number: int) -> Iterator[dict[str, Any]]:
     yield document
 
 
-def count_kinds(path: Path) -> Counter[str]:
-    """How many objects of each kind the export at ``path`` holds; ``CorruptBackup`` when it does not parse."""
-    kinds: Counter[str] = Counter()
+def load_objects(path: Path) -> list[dict[str, Any]]:
+    """Every Kubernetes object in the YAML (or JSON) file at ``path``, Lists unpacked.
+
+    ``CorruptBackup`` when it does not parse (naming the line and column) or is larger than 64 MiB.
+    """
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise CorruptBackup(f"too large to parse as Kubernetes YAML ({size:,} bytes, limit 64 MiB)")
+    objects: list[dict[str, Any]] = []
     with path.open("rb") as stream:
         try:
             for number, document in enumerate(yaml.load_all(stream, Loader=Loader), 1):
-                kinds.update(str(item["kind"]) for item in _objects(document, number))
+                objects.extend(_objects(document, number))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             raise CorruptBackup(f"YAML does not parse: {exc.problem or exc.context}{where}") from None
         except yaml.YAMLError as exc:
             raise CorruptBackup(f"YAML does not parse: {str(exc).splitlines()[0]}") from None
-    return kinds
+    return objects
+
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def manifest_files(path: Path) -> list[Path]:
+    """``path`` itself when it is a file, else every *.yaml, *.yml and *.json under it (recursively, sorted)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file())
+
+
+def count_kinds(path: Path) -> Counter[str]:
+    """How many objects of each kind the export at ``path`` holds; ``CorruptBackup`` when it does not parse."""
+    return Counter(str(item["kind"]) for item in load_objects(path))
 
 
 def verify_k8s_export(path: Path, expect: Expectations) -> Verdict:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
 
@@ -129,6 +129,15 @@ class ManifestSet(Named):
     path: Path = Field(description="a YAML file or a directory of them (searched recursively)")
 
 
+KUBERNETES_RULE_IDS = (  # the rules of opsverify.rules.kubernetes (a self-test keeps the two equal)
+    "pod-run-as-non-root", "pod-privileged", "pod-privilege-escalation", "pod-read-only-root",
+    "pod-capabilities-drop-all", "pod-dangerous-capabilities", "pod-host-namespaces", "pod-host-path",
+    "pod-host-port", "pod-seccomp", "pod-resources", "pod-probes", "image-tag-not-latest", "image-digest",
+    "namespace-default-deny", "env-secret-literal", "configmap-secrets", "automount-service-account-token",
+    "rbac-wildcard", "rbac-cluster-admin",
+)
+
+
 class KubernetesPolicy(Model):
     """The rules Kubernetes objects are held to (PF-13, PF-44, PF-45) and the exceptions a team accepts."""
 
@@ -141,6 +150,14 @@ class KubernetesPolicy(Model):
     exemptions: dict[str, list[str]] = Field(
         default_factory=dict, description="rule ID -> object globs (Kind/namespace/name) the rule does not apply to"
     )
+
+    @field_validator("exemptions")
+    @classmethod
+    def _known_rules(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(KUBERNETES_RULE_IDS))
+        if unknown:  # a typo would silently exempt nothing
+            raise ValueError(f"no Kubernetes rule {', '.join(unknown)}: the rules are {', '.join(KUBERNETES_RULE_IDS)}")
+        return value
 
 
 class ScannerReport(Named):

@@ -22,6 +22,7 @@ from opsverify.localserver.redis import RedisServer, read_pid, start_redis
 from opsverify.sandbox import apps, scheduler
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
+from opsverify.sandbox.manifests import write_manifests
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.profile import write_profile
@@ -150,6 +151,7 @@ def up(state_dir: Path) -> SandboxStatus:
         _create(layout)
     else:
         _restart(layout, state)
+    write_manifests(layout)  # the Kubernetes manifests the security checks read (kubernetes.manifests)
     return status(layout.root)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from opsverify.sandbox.backups import DAY, SERIES
+from opsverify.sandbox.manifests import manifests_dir
 from opsverify.sandbox.offsite import s3_access
 from opsverify.sandbox.postgres import ARCHIVE_DIR, BACKUP_ROLE, BASE_BACKUPS_DIR, REPLICATION_ROLE
 from opsverify.sandbox.scanners import scanners_section
@@ -158,6 +159,10 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         "replicas": replicas,
         "scratch_dir": str((layout.root / "scratch").resolve()),
         **({"scanners": scanners} if (scanners := scanners_section(layout)) else {}),
+        "kubernetes": {  # written by sandbox/manifests.py to pass every rule, digests required
+            "manifests": [{"name": "deploy", "path": str(manifests_dir(layout).resolve())}],
+            "require_digest": True,
+        },
     }
 
 
