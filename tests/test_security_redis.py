@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from opsverify.errors import LocalServerError
 from opsverify.localserver.net import free_port
 from opsverify.localserver.redis import RedisServer, start_redis
 
@@ -182,3 +183,57 @@ def test_stopped_redis_fails_every_check_naming_the_first_failure(
     for test in ALL - {UNAUTH}:
         assert run.message(test).startswith(f"{where}: {first}"), run.message(test)
         assert run.message(test).endswith(" (connection refused)")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path, throwaway: Callable[..., RedisServer]) -> tuple[RedisServer, Path]:
+    """A redis-server speaking only TLS (``port 0``, ``tls-port``) with a CA-signed certificate for 127.0.0.1."""
+    from opsverify.sandbox.tls import create_tls
+
+    files = create_tls(tmp_path / "tls")
+    port = free_port()
+    lines = ("port 0", f"tls-port {port}", f"tls-cert-file {files.cert}", f"tls-key-file {files.key}",
+             f"tls-ca-cert-file {files.ca}", "tls-auth-clients no")
+    try:
+        server = throwaway(PASSWORD, SAFE_APP, *lines, port=port)
+    except LocalServerError as exc:
+        log = (tmp_path / "redis0" / "redis.log").read_text(errors="replace")
+        if "TLS" in log and ("not supported" in log or "Bad directive" in log):
+            pytest.skip(f"this redis-server is built without TLS: {exc}")
+        raise
+    return server, files.ca
+
+
+def test_redis_over_tls_is_checked_over_tls(
+    run_checks: Run, profile_variant: Variant, tls_redis: tuple[RedisServer, Path], tmp_path: Path
+) -> None:
+    server, ca = tls_redis
+    mutate = redis_at(server, tmp_path, tls=True, ca_file=str(ca))
+    run = run_checks(profile_variant(mutate), CHECKS, "health/test_redis.py::test_redis_answers_ping_within_budget")
+    assert run.failed() == set()
+    assert {run.outcome(t) for t in ALL} == {"passed"}
+    assert run.outcome("test_redis.py::test_redis_answers_ping_within_budget[cache]") == "passed"
+    assert run.checks[UNAUTH]["evidence"]["unauthenticated_reply"] == "NOAUTH Authentication required."
+    plain = run_checks(profile_variant(redis_at(server, tmp_path)), CHECKS)  # tls undeclared: no plain-text answer
+    assert plain.failed() == ALL
+    assert plain.message(UNAUTH) == (
+        f"redis cache at 127.0.0.1:{server.port} did not answer: the server closed the connection without replying "
+        "to PING (a TLS port? then declare tls: true and ca_file)")
+
+
+def test_rdb_fetch_speaks_tls_when_declared(tls_redis: tuple[RedisServer, Path], tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from opsverify.backups.jobs import fetch_rdb
+    from opsverify.profile.model import RedisInstance
+
+    server, ca = tls_redis
+    secret = tmp_path / "tls.pass"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    instance = RedisInstance(name="cache", port=server.port, tls=True, ca_file=ca, password_file=secret)
+    fetched = fetch_rdb(instance, tmp_path / "fetched.rdb", timedelta(seconds=30))
+    assert fetched.error is None
+    assert fetched.path.read_bytes()[:5] == b"REDIS"
+    plain = fetch_rdb(instance.model_copy(update={"tls": False}), tmp_path / "plain.rdb", timedelta(seconds=30))
+    assert plain.error is not None

@@ -123,6 +123,8 @@ def unauthenticated_ping(instance: RedisInstance, connect: timedelta, request: t
             if not chunk:
                 break
             reply += chunk
+    except ConnectionResetError:
+        pass  # closed or reset before a reply: told below
     except OSError as exc:  # ssl.SSLError is an OSError
         cause = connection_failure(exc, request_timed_out(request))
         what = "TLS handshake failed: " if isinstance(exc, ssl.SSLError) else ""
@@ -130,12 +132,15 @@ def unauthenticated_ping(instance: RedisInstance, connect: timedelta, request: t
     finally:
         sock.close()
         raw.close()
+    if not reply:
+        hint = "" if instance.tls else " (a TLS port? then declare tls: true and ca_file)"
+        raise Unanswered(f"the server closed the connection without replying to PING{hint}", None)
     line = reply.split(b"\r\n", 1)[0].decode("utf-8", "replace")
-    return line[1:] if line[:1] in ("+", "-") else line or "(connection closed without a reply)"
+    return line[1:] if line[:1] in ("+", "-") else line
 
 
 def _run(conn: redis.Redis, *args: str) -> Any:
-    """One raw command (redis-py's typed wrappers parse ACL GETUSER whole, password hashes and all)."""
+    """One command as the server spells it (redis-py's execute_command is untyped)."""
     return conn.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
