@@ -211,7 +211,7 @@ def _dryruns(conn: redis.Redis, users: list[str], commands: list[str]) -> tuple[
 
 
 def _default_flags(conn: redis.Redis) -> tuple[tuple[str, ...] | None, str | None, bool]:
-    """The flags of the ``default`` user (the password hashes in the same reply are dropped unread)."""
+    """The flags of the ``default`` user (the password hashes of the same reply are dropped at once, never kept)."""
     import redis
 
     try:
