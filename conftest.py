@@ -11,6 +11,7 @@ pytest_plugins = [
     "fixtures.recovery",
     "fixtures.scanners",
     "fixtures.kubernetes",
+    "fixtures.redissecurity",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

@@ -60,6 +60,7 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "allowlist_rule": "k8s-access",
 }
 NO_PROCEDURE = {"backup_directory"}  # arguments of checks no runbook procedure asks for (strays in a backup dir)
+NO_PROCEDURE |= {"secured_redis"}  # Redis hardening rules: PF-13 reviews allow-lists (RBAC, superusers), not these
 DUMP_PLUGIN = '''
 import json
 

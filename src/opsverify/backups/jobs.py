@@ -5,6 +5,7 @@ They change state (a new file, a new snapshot), so only maintenance fixtures cal
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import time
@@ -185,11 +186,23 @@ class FetchedRdb:
         return self.error is not None and "NOPERM" in self.error
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def fetch_rdb(instance: RedisInstance, target: Path, timeout: timedelta) -> FetchedRdb:
     """``redis-cli --rdb target``: the server sends its snapshot as to a replica (SYNC), bounded by ``timeout``.
 
-    The password goes through ``REDISCLI_AUTH`` (never argv); the reason of a failure is redis-cli's last line."""
+    The password goes through ``REDISCLI_AUTH`` (never argv); over TLS when the instance declares ``tls`` (its
+    ``ca_file``); the reason of a failure is redis-cli's last line."""
     args = ["redis-cli", "-h", instance.host, "-p", str(instance.port)]
+    if instance.tls:  # as probes.redis.client: TLS verified against ca_file, else the system store
+        args += ["--tls", *([] if _is_ip(instance.host) else ["--sni", instance.host])]
+        args += ["--cacert", str(instance.ca_file)] if instance.ca_file else []
     if instance.username:
         args += ["--user", instance.username]
     env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}

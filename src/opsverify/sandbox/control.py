@@ -26,8 +26,8 @@ from opsverify.sandbox.manifests import write_manifests
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.profile import write_profile
-from opsverify.sandbox.redis import SAVE_RULES, bgsave, seed_redis
 from opsverify.sandbox.scanners import create_scanner_evidence
+from opsverify.sandbox.redis import SAVE_RULES, app_user_config, bgsave, seed_redis
 from opsverify.sandbox.seed import seed_databases
 from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
@@ -78,6 +78,12 @@ def _pids(layout: Layout, state: State) -> dict[str, int | None]:
     return pids
 
 
+def _start_redis(layout: Layout, state: State) -> RedisServer:
+    """The sandbox Redis: the default user passworded (requirepass), an ACL application user, loopback only."""
+    extra = app_user_config(ensure_secret(layout, "redis_app"))
+    return start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES, extra=extra)
+
+
 def _create(layout: Layout) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
     base, as_postgres = choose_base(layout)
@@ -94,7 +100,7 @@ def _create(layout: Layout) -> None:
         pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"), ensure_secret(layout, "pg_replicator"))
         pg.create_backup_role(ensure_secret(layout, "pg_backup"))
         seed_databases(pg)
-        server = start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES)
+        server = _start_redis(layout, state)
         seed_redis(server)
         rdb = bgsave(server)
         create_tls(layout.tls)
@@ -129,7 +135,7 @@ def _restart(layout: Layout, state: State) -> None:
     if pids["replica"] is None:
         _start_replica(layout, state)
     if pids["redis"] is None:
-        start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES)
+        _start_redis(layout, state)
     for name in SPAWNED:
         if pids[name] is None:
             apps.spawn_app(layout, name, state.ports[name])

@@ -140,6 +140,7 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
                 "host": "127.0.0.1",
                 "port": ports["redis"],
                 "password_file": str(layout.secret_file("redis").resolve()),
+                "security": {"app_users": ["app"]},  # -m security: the ACL user sandbox/redis.py declares
                 # no rdb_file: the BGSAVE check asks the server (CONFIG GET dir + dbfilename), as on a shipped profile
             }
         ],

@@ -1,7 +1,8 @@
-"""Redis of the sandbox: seeded like the runbooks' cache, snapshotted with BGSAVE."""
+"""Redis of the sandbox: seeded like the runbooks' cache, snapshotted with BGSAVE, with an ACL application user."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -9,8 +10,17 @@ from pathlib import Path
 from opsverify.errors import SandboxError
 from opsverify.localserver.redis import RedisServer
 
-__all__ = ["SAVE_RULES", "bgsave", "seed_redis"]
+__all__ = ["APP_USER", "SAVE_RULES", "app_user_config", "bgsave", "seed_redis"]
 SAVE_RULES = "3600 1 300 100 60 10000"  # Redis 7's default snapshot rules: a careful team keeps persistence on
+APP_USER = "app"  # the application's ACL user: every key, no dangerous command (security.app_users)
+APP_DENIED = "-@dangerous -keys -flushall -flushdb -config -debug -module -shutdown -script"
+
+
+def app_user_config(password: str) -> tuple[str, ...]:
+    """The redis.conf line of the application user: its password only as a SHA-256 hash (the file is 0600 and
+    the server reads it, so no password shows in ``ps`` or in the file)."""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return (f"user {APP_USER} on #{digest} ~* &* +@all {APP_DENIED}",)
 
 
 def seed_redis(server: RedisServer, sessions: int = 1500) -> int:
