@@ -26,8 +26,8 @@ from opsverify.sandbox.manifests import write_manifests
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.profile import write_profile
-from opsverify.sandbox.scanners import create_scanner_evidence
 from opsverify.sandbox.redis import SAVE_RULES, app_user_config, bgsave, seed_redis
+from opsverify.sandbox.scanners import create_scanner_evidence
 from opsverify.sandbox.seed import seed_databases
 from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
