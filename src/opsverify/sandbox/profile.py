@@ -156,6 +156,18 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         "drills": DRILLS,
         "replicas": replicas,
         "scratch_dir": str((layout.root / "scratch").resolve()),
+        "tls": tls_section(layout),
+    }
+
+
+def tls_section(layout: Layout) -> dict[str, Any]:
+    """The TLS policy (its defaults) and the quantum-planner certificate file; https services are TLS endpoints."""
+    files = TlsFiles.under(layout.tls)
+    return {
+        "certificate_files": [
+            {"name": "quantum-planner-cert", "path": str(files.cert.resolve()), "ca_file": str(files.ca.resolve()),
+             "server_name": "localhost"}
+        ]
     }
 
 
