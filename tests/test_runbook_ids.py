@@ -32,6 +32,7 @@ KEYWORDS = {
     "http": r"/health|health check|/metrics|\bmetrics\b",
     "host": r"CPU|memory|disk|capacity|utili[sz]ation",
     "dependency": r"dependenc|backend",
+    "tls": r"certificate|\bTLS\b|\bSSL\b",
 }
 ANY_KIND = frozenset({"PF-10", "PF-14", "PF-46", "PF-47"})  # every backup kind; every component's RTO/RPO; full system
 ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the parameter itself has none
@@ -46,6 +47,8 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "dependency": "dependency",
     "profile_host": "host",
     "disk": "host",
+    "tls_endpoint": "tls",
+    "certificate_file": "tls",
 }
 NO_PROCEDURE = {"backup_directory"}  # arguments of checks no runbook procedure asks for (strays in a backup dir)
 DUMP_PLUGIN = '''
@@ -162,7 +165,7 @@ def test_every_check_carries_only_procedures_of_its_component_kind(collected: di
     assert not problems, "\n".join(problems)
     kinds = {component_kind(c) for i, c in collected.items()
              if not i.endswith("[none]") and not NO_PROCEDURE & set(c["arguments"])}
-    assert kinds == {"postgres", "redis", "config", "archive", "globals", "http", "host", "dependency"}, (
+    assert kinds == {"postgres", "redis", "config", "archive", "globals", "http", "host", "dependency", "tls"}, (
         "sandbox lacks a kind"
     )
 
