@@ -33,11 +33,13 @@ from cryptography.x509.oid import NameOID
 
 from opsverify.localserver.net import free_port
 from opsverify.localserver.postgres import Cluster
+from opsverify.profile import Profile
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
 TLS = "security/test_tls.py"
 FILES = "security/test_certificate_files.py"
+HSTS = "test_tls.py::test_hsts_is_long_enough[{}]"
 NOW = dt.datetime.now(dt.UTC)
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 TLS_CHECKS = (
@@ -223,7 +225,7 @@ def every(checks: tuple[str, ...], ids: str) -> set[str]:
 
 
 def test_each_tls_fault_fails_exactly_its_check(
-    run_checks: Run, profile_variant: Variant, tls_server: Callable[..., TlsServer], tmp_path: Path
+    run_checks: Run, profile_variant: Variant, tls_server: Callable[..., TlsServer], tmp_path: Path, sandbox: Profile
 ) -> None:
     pki = Pki(tmp_path)
     ca = pki.ca.cert_file
@@ -250,6 +252,9 @@ def test_each_tls_fault_fails_exactly_its_check(
     ]
     closed = free_port()
     endpoints.append(endpoint("gone", closed, ca, "https"))
+    plain = sandbox.services[0].url  # photonic-foundry, plain HTTP: declared as TLS, it never completes a handshake
+    plain_port = int(plain.rsplit(":", 1)[1])
+    endpoints.append(endpoint("plain", plain_port, ca))
     run = run_checks(profile_variant(with_tls(endpoints)), TLS)
     at = {name: f"TLS endpoint {name} at 127.0.0.1:{server.port}" for name, server in servers.items()}
     failures = {
@@ -274,8 +279,11 @@ def test_each_tls_fault_fails_exactly_its_check(
             f"{at['no-hsts']} sends no Strict-Transport-Security header; expected max-age >= 15552000 "
             '(tls.hsts_min_age 180d): send "Strict-Transport-Security: max-age=15552000" or longer'),
     }
-    gone = every(TLS_CHECKS, "gone")
-    assert run.failed() == {f"test_tls.py::{t}" for t in failures} | gone, run.result.stdout.str()
+    gone, plain_checks = every(TLS_CHECKS, "gone"), every(TLS_CHECKS, "plain") - {HSTS.format("plain")}
+    assert run.failed() == {f"test_tls.py::{t}" for t in failures} | gone | plain_checks, run.result.stdout.str()
+    assert {run.message(t) for t in plain_checks} == {
+        f"TLS endpoint plain at 127.0.0.1:{plain_port}: no TLS handshake completed (TLS probing failed: could not "
+        "find a TLS version and cipher suite supported by the server); check that the server speaks TLS on this port"}
     for test, message in failures.items():
         assert run.message(f"test_tls.py::{test}") == message
     # one outage, one root cause: the first check names the refusal, every later one that first failure
@@ -330,7 +338,7 @@ def test_postgres_starttls_endpoint_is_scanned_after_its_sslrequest(
     assert run.message(check) == (
         f"TLS endpoint pg-by-name at localhost:{port}: the certificate is for localhost, 127.0.0.1, not db.internal; "
         "reissue it with db.internal in its subjectAltName")
-    hsts = "test_tls.py::test_hsts_is_long_enough[pg]"
+    hsts = HSTS.format("pg")
     assert all(run.outcome(t) == "passed" for t in every(TLS_CHECKS, "pg") - {hsts})
     assert run.outcome(hsts) == "skipped"
 

@@ -17,6 +17,7 @@ Strict-Transport-Security header is kept.
 from __future__ import annotations
 
 import math
+import re
 import socket
 import time
 import warnings
@@ -139,10 +140,12 @@ def _trace_text(trace: Any) -> str:
 
 
 def _connectivity_error(result: ServerScanResult) -> str:
+    """Why no handshake completed, in sslyze's words without its ``ip:port -> "…"`` frame, and what to look at."""
     trace = result.connectivity_error_trace
-    message = str(getattr(trace, "_str", "") or "") if trace is not None else ""
-    text = message or _trace_text(trace)
-    return f"no TLS handshake completed: {text.rstrip('.')}"
+    text = str(getattr(trace, "_str", "") or "") if trace is not None else ""
+    framed = re.search(r' -> "(.*)"$', text.strip().rstrip("."), re.DOTALL)
+    reason = (framed.group(1) if framed else text or _trace_text(trace)).rstrip(".")
+    return f"no TLS handshake completed ({reason}); check that the server speaks TLS on this port"
 
 
 def _read(result: ServerScanResult, scan: dict[str, Any]) -> None:
