@@ -369,3 +369,27 @@ def test_healthy_sandbox_passes_every_tls_check(run_checks: Run, sandbox_profile
     assert run.failed() == set(), run.result.stdout.str()
     assert every(TLS_CHECKS, "quantum-planner") | every(FILE_CHECKS, "quantum-planner-cert") <= set(run.checks)
     assert all(c["outcome"] == "passed" for c in run.checks.values())
+
+
+def test_redis_with_tls_is_an_endpoint_of_its_own(run_checks: Run, profile_variant: Variant, tmp_path: Path) -> None:
+    """A Redis declared ``tls: true`` (its ``ca_file``) is scanned as plain TLS on its tls-port; here on a real one."""
+    from opsverify.localserver.redis import start_redis
+
+    pki = Pki(tmp_path)
+    issued = pki.issue("redis")
+    tls_port = free_port()
+    extra = (f"tls-port {tls_port}", f"tls-cert-file {issued.cert_file}", f"tls-key-file {issued.key_file}",
+             f"tls-ca-cert-file {pki.ca.cert_file}", "tls-auth-clients no")
+    server = start_redis(tmp_path / "redis", free_port(), extra=extra)
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["redis"] = [{"name": "tls-cache", "host": "127.0.0.1", "port": tls_port, "tls": True,
+                          "ca_file": str(pki.ca.cert_file)}]
+        with_tls()(data)
+
+    try:
+        run = run_checks(profile_variant(mutate), TLS)
+    finally:
+        server.stop(timeout=10)
+    assert run.failed() == set(), run.result.stdout.str()
+    assert all(run.outcome(t) == "passed" for t in every(TLS_CHECKS, "tls-cache") - {HSTS.format("tls-cache")})
