@@ -53,11 +53,12 @@ def certificates(ep: TlsEndpoint, scan_of: ScanOf, evidence: Recorder) -> tuple[
     __tracebackhide__ = True
     scan = scanned(ep, scan_of, evidence)
     if "certificate" in scan.errors or not scan.chain:
-        fail(f"{where(ep, scan)}: its certificate could not be read ({scan.errors.get('certificate', 'none sent')})")
+        fail(f"{where(ep, scan)}: its certificate could not be read ({scan.errors.get('certificate', 'none sent')}); "
+             "check the certificate the server is configured with")
     try:
         return scan, describe(scan.chain)
     except CertificateError as exc:
-        fail(f"{where(ep, scan)}: the {exc}")
+        fail(f"{where(ep, scan)}: the {exc}; check the certificate the server is configured with")
 
 
 def protocols_tested(ep: TlsEndpoint, scan: TlsScan, versions: tuple[str, ...]) -> None:
