@@ -33,6 +33,7 @@ bench: setup  ## benchmarks against the peer tools (gzip -t, redis-check-rdb); p
 	@$(BIN)/python bench/bench_rdb.py
 	@$(BIN)/python bench/bench_parallel.py
 	@$(BIN)/python bench/bench_profile.py
+	@$(BIN)/python bench/bench_tls.py
 
 sandbox-down:
 	$(BIN)/opsverify sandbox down

@@ -12,6 +12,7 @@ pytest_plugins = [
     "fixtures.scanners",
     "fixtures.kubernetes",
     "fixtures.redissecurity",
+    "fixtures.security",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

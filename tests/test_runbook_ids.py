@@ -39,6 +39,7 @@ KEYWORDS = {
     "lockfile": r"lock file",
     "k8s-workload": r"securityContext|NetworkPolic",  # Kubernetes rules over pods, policies, ConfigMaps (PF-45)
     "k8s-access": r"\bRBAC\b|cluster-admin|service-account",  # Kubernetes access rules (PF-44, PF-13)
+    "tls": r"certificate|\bTLS\b|\bSSL\b",
 }
 ANY_KIND = frozenset({"PF-10", "PF-14", "PF-46", "PF-47"})  # every backup kind; every component's RTO/RPO; full system
 ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the parameter itself has none
@@ -58,6 +59,8 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "workload_rule": "k8s-workload",
     "access_rule": "k8s-access",
     "allowlist_rule": "k8s-access",
+    "tls_endpoint": "tls",
+    "certificate_file": "tls",
 }
 NO_PROCEDURE = {"backup_directory"}  # arguments of checks no runbook procedure asks for (strays in a backup dir)
 NO_PROCEDURE |= {"secured_redis"}  # Redis hardening rules: PF-13 reviews allow-lists (RBAC, superusers), not these
@@ -177,7 +180,7 @@ def test_every_check_carries_only_procedures_of_its_component_kind(collected: di
              if not i.endswith("[none]") and not NO_PROCEDURE & set(c["arguments"])}
     assert kinds == {"postgres", "redis", "config", "archive", "globals", "http", "host", "dependency"} | {
         "bandit", "lockfile",  # the sandbox's scanner evidence (no trivy, pip-audit or safety report offline)
-        "k8s-workload", "k8s-access",
+        "k8s-workload", "k8s-access", "tls",
     }, (
         "sandbox lacks a kind"
     )

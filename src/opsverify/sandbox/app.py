@@ -31,6 +31,7 @@ __all__ = ["app_command", "main", "start_app", "stop_process"]
 
 VERSIONS = {"photonic-foundry": "1.4.2", "quantum-planner": "2.3.1"}
 PREFIXES = {"photonic-foundry": "photonic", "quantum-planner": "quantum"}
+HSTS_MAX_AGE = 365 * 24 * 3600  # one year: above the 180 days tls.hsts_min_age asks for
 
 
 class Metrics:
@@ -114,6 +115,8 @@ def _handler(options: argparse.Namespace, metrics: Metrics) -> type[BaseHTTPRequ
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            if options.certfile:  # HTTPS only: browsers must never fall back to http (QP-30, checks/security)
+                self.send_header("Strict-Transport-Security", f"max-age={HSTS_MAX_AGE}")
             self.end_headers()
             self.wfile.write(body)
 
@@ -146,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.daemon_threads = True
     if options.certfile:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # the sandbox refuses SSLv3/TLS 1.0/1.1 (QP-30)
         context.load_cert_chain(options.certfile, options.keyfile)
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
 

@@ -164,6 +164,18 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
             "manifests": [{"name": "deploy", "path": str(manifests_dir(layout).resolve())}],
             "require_digest": True,
         },
+        "tls": tls_section(layout),
+    }
+
+
+def tls_section(layout: Layout) -> dict[str, Any]:
+    """The TLS policy (its defaults) and the quantum-planner certificate file; https services are TLS endpoints."""
+    files = TlsFiles.under(layout.tls)
+    return {
+        "certificate_files": [
+            {"name": "quantum-planner-cert", "path": str(files.cert.resolve()), "ca_file": str(files.ca.resolve()),
+             "server_name": "localhost"}
+        ]
     }
 
 
