@@ -224,6 +224,7 @@ def every(checks: tuple[str, ...], ids: str) -> set[str]:
     return {f"{module}::{check}[{ids}]" for check in checks}
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1 is deprecated:DeprecationWarning")  # the fault is TLS 1.0
 def test_each_tls_fault_fails_exactly_its_check(
     run_checks: Run, profile_variant: Variant, tls_server: Callable[..., TlsServer], tmp_path: Path, sandbox: Profile
 ) -> None:
