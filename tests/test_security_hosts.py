@@ -255,3 +255,102 @@ def test_unreachable_host_fails_every_check(
     assert run.message(first) == f"cannot reach host remote at {uri}: connection refused"
     for later in reached - {first}:
         assert run.message(later).startswith(f"cannot reach host remote at {uri}: skipped probing: "), later
+
+
+FAULT_PACKAGE = "opsverify-fault-pkg"
+APT_LISTS = Path("/var/lib/apt/lists")
+needs_apt = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None,
+    reason="the pending-update fault installs a package: it needs root, apt-get and dpkg-deb",
+)
+
+
+def build_package(where: Path, version: str) -> Path:
+    """An empty ``opsverify-fault-pkg`` of ``version`` (nothing but its name in dpkg's database)."""
+    tree = where / f"tree-{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        f"Package: {FAULT_PACKAGE}\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: opsverify <opsverify@localhost>\nDescription: opsverify self-test package (safe to purge)\n"
+    )
+    deb = where / f"{FAULT_PACKAGE}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(deb)], check=True, capture_output=True,
+                   timeout=60)
+    return deb
+
+
+def security_repository(where: Path, deb: Path) -> Path:
+    """A flat apt repository holding ``deb``, whose Release names a security origin (Label Debian-Security)."""
+    import hashlib
+
+    repo = where / "repo"
+    repo.mkdir()
+    shutil.copy(deb, repo / deb.name)
+    control = (deb.parent / "tree-2" / "DEBIAN" / "control").read_text().rstrip("\n")
+    data = deb.read_bytes()
+    packages = (f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\n"
+                f"SHA256: {hashlib.sha256(data).hexdigest()}\n\n").encode()
+    (repo / "Packages").write_bytes(packages)
+    (repo / "Release").write_text(
+        "Origin: Debian\nLabel: Debian-Security\nSuite: opsverify-fault-security\nCodename: opsverify-fault-security\n"
+        "Version: 12\nArchitectures: all amd64\n"
+        f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
+    )
+    return repo
+
+
+def apt_list_name(repo: Path) -> str:
+    """The prefix of the list files apt keeps for ``file:REPO`` (its URItoFileName: quoted, then / -> _)."""
+    quoted = "".join(f"%{ord(c):02x}" if c in '\\|{}[]<>"^~_=!@#$%&*' else c for c in str(repo))
+    return quoted.replace("/", "_")
+
+
+def apt(*args: str) -> None:
+    subprocess.run(["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=120", *args], check=True, capture_output=True,
+                   timeout=300, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+@needs_apt
+def test_security_update_pending_too_long_fails(run_checks: Callable[..., Any], profile_variant: Callable[..., Path],
+                                                app_dir: Path, tmp_path: Path) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    where = Path(tempfile.mkdtemp(prefix="opsverify-apt-"))  # apt reads file: repositories as _apt: not in tmp_path
+    where.chmod(0o755)
+    v1, v2 = build_package(where, "1"), build_package(where, "2")
+    repo = security_repository(where, v2)
+    sources = Path(f"/etc/apt/sources.list.d/opsverify-fault-{os.getpid()}.list")
+    lists = apt_list_name(repo)
+    variant = profile_variant(local_host(app_dir, tmp_path / "scratch"))
+    state = tmp_path / "scratch" / "opsverify-state" / "pending-security-updates" / "local.json"
+    test = UPDATES.format("local")
+    try:
+        apt("install", str(v1))
+        sources.write_text(f"deb [trusted=yes] file:{repo} ./\n")
+        apt("update", "-o", f"Dir::Etc::sourcelist={sources}", "-o", "Dir::Etc::sourceparts=-",
+            "-o", "APT::Get::List-Cleanup=0")  # only this repository: the machine's other lists stay as they are
+        assert list(APT_LISTS.glob(f"{lists}_*")), f"apt kept no {lists}_* lists"
+        first = run_checks(variant, CHECKS)  # v2 is pending from now on: first seen, not overdue
+        seen = json.loads(state.read_text())["first_seen"]
+        seen[f"{FAULT_PACKAGE}=2"] = (datetime.now(UTC) - timedelta(days=8)).isoformat()  # eight days pass
+        state.write_text(json.dumps({"first_seen": seen}))
+        late = run_checks(variant, CHECKS)
+    finally:
+        sources.unlink(missing_ok=True)
+        for leftover in APT_LISTS.glob(f"{lists}_*"):
+            leftover.unlink()
+        subprocess.run(["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=120", "purge", FAULT_PACKAGE],
+                       capture_output=True, timeout=300, check=False)
+        shutil.rmtree(where)
+    assert first.failed() == set()
+    assert first.outcome(test) == "passed"
+    assert f"{FAULT_PACKAGE} 2" in first.checks[test]["evidence"]["security_updates"]
+    assert late.failed() == {test}
+    assert late.message(test) == (
+        f"host local: 1 security updates pending longer than 7d: {FAULT_PACKAGE} 2 "
+        "(Debian-Security:12/opsverify-fault-security, pending 8d) (PF-08): install them (apt-get upgrade)"
+    )
+    assert subprocess.run(["dpkg-query", "-W", FAULT_PACKAGE], capture_output=True, check=False).returncode != 0
+    assert not list(APT_LISTS.glob(f"{lists}_*"))
+    assert not sources.exists()

@@ -10,7 +10,7 @@ An unreachable host fails every check, naming the first failure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,12 @@ def app_dirs_of(host: Host) -> list[str]:
     if not dirs:
         pytest.skip(f"host {host.name} declares no security.app_dirs")
     return dirs
+
+
+def in_hours(age: timedelta) -> str:
+    """``8d3h``: how long an update has been pending, in whole hours (the limits are days)."""
+    hours = timedelta(hours=age // timedelta(hours=1))
+    return format_duration(hours) if hours else format_duration(age)
 
 
 def count(listing: Listing) -> str:
@@ -216,7 +222,7 @@ def test_security_updates_are_installed(
     overdue = [u for u in updates if u.first_seen is not None and now - u.first_seen > limit]
     evidence.record(security_updates=", ".join(f"{u.package} {u.version}" for u in updates) or "none")
     shown = ", ".join(
-        f"{u.package} {u.version} ({u.origin}, pending {format_duration(now - u.first_seen)})"
+        f"{u.package} {u.version} ({u.origin}, pending {in_hours(now - u.first_seen)})"
         for u in overdue[:5] if u.first_seen is not None
     )
     expect(

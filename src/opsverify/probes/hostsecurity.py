@@ -335,17 +335,17 @@ def pending_security_updates(target: testinfra.host.Host, timeout: timedelta) ->
     rc, out, _ = _run(target, "command -v apt-get")
     if rc != 0:
         return PendingUpdates(no_apt=True)
-    ages = (
-        f"find {APT_LISTS} -maxdepth 1 -type f ! -name lock -printf '%T@\\n' 2>/dev/null | sort -n | tail -n 1; "
-        "date +%s"
+    ages = (  # apt-get update touches the lists directory and its partial/ even when no list changed
+        f"ls {APT_LISTS} 2>/dev/null | grep -c _Packages; find {APT_LISTS} -maxdepth 2 ! -name lock "
+        f"! -path '{APT_LISTS}/auxfiles*' -printf '%T@\\n' 2>/dev/null | sort -n | tail -n 1; date +%s"
     )
     rc, out, err = _run(target, ages)
     stamps = out.split()
-    if rc != 0 or not stamps:
+    if rc != 0 or len(stamps) != 3:
         return PendingUpdates(error=_first_line(err, f"cannot read the age of {APT_LISTS}"))
-    if len(stamps) < 2:
-        return PendingUpdates(error=f"no package lists in {APT_LISTS}")
-    lists_age = timedelta(seconds=max(0.0, float(stamps[1]) - float(stamps[0])))
+    if stamps[0] == "0":
+        return PendingUpdates(error=f"no package lists in {APT_LISTS}: run apt-get update on the host")
+    lists_age = timedelta(seconds=max(0.0, float(stamps[2]) - float(stamps[1])))
     script = f"LC_ALL=C timeout {seconds} apt-get -s -o Debug::NoLocking=1 -o APT::Get::Show-User-Simulation-Note=0 "
     rc, out, err = _run(target, script + "dist-upgrade")
     if rc == TIMED_OUT:
