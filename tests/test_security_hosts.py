@@ -354,3 +354,43 @@ def test_security_update_pending_too_long_fails(run_checks: Callable[..., Any], 
     assert subprocess.run(["dpkg-query", "-W", FAULT_PACKAGE], capture_output=True, check=False).returncode != 0
     assert not list(APT_LISTS.glob(f"{lists}_*"))
     assert not sources.exists()
+
+
+@needs_sshd
+@as_root
+def test_stale_package_lists_fail(run_checks: Callable[..., Any], profile_variant: Callable[..., Path], sshd: Any,
+                                  app_dir: Path, tmp_path: Path) -> None:
+    """A second sshd in a mount namespace of its own, where /var/lib/apt/lists is a copy ten days old."""
+    import time
+
+    from opsverify.localserver.net import free_port, port_is_open, wait_for_port
+
+    stale = tmp_path / "lists"
+    shutil.copytree(APT_LISTS, stale, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    old = time.time() - 10 * 86400
+    for path in [*stale.rglob("*"), stale]:  # the directory last: copying into it moved its time
+        os.utime(path, (old, old), follow_symlinks=False)
+    port = free_port()
+    config = tmp_path / "sshd_config"
+    stale_config = tmp_path / "stale_sshd_config"
+    stale_config.write_text(config.read_text().replace(f"Port {sshd.port}", f"Port {port}")
+                            .replace("sshd.pid", "stale_sshd.pid"))
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f'mount --bind "$0" {APT_LISTS} && exec {SSHD_BIN} -D -e -f "$1"', str(stale), str(stale_config)],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=10)
+        server = type("Server", (), {"port": port, "ssh_config": sshd.ssh_config, "identity": sshd.identity})
+        run = run_checks(profile_variant(ssh_host(server, app_dir, tmp_path / "scratch")), CHECKS)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert not port_is_open("127.0.0.1", port)
+    test = UPDATES.format("remote")
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        "host remote: its package lists (/var/lib/apt/lists) are 10d old (limit 2d), so pending security updates "
+        "cannot be known: run apt-get update on the host (the check never updates)"
+    )

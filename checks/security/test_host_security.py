@@ -208,7 +208,7 @@ def test_security_updates_are_installed(
     found = pending_security_updates(testinfra_host(host), policy.scan_timeout)
     if found.no_apt:
         pytest.skip(f"host {host.name} has no apt-get: pending security updates are checked on Debian/Ubuntu hosts")
-    lists_age = format_duration(found.lists_age) if found.lists_age is not None else "?"
+    lists_age = in_hours(found.lists_age) if found.lists_age is not None else "?"
     evidence.record(lists_age=lists_age, pending_upgrades=found.pending_total, pending_security=len(found.updates))
     expect(found.error is None, f"cannot simulate an upgrade on host {host.name} ({host.uri}): {found.error}")
     expect(
