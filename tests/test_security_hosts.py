@@ -394,3 +394,41 @@ def test_stale_package_lists_fail(run_checks: Callable[..., Any], profile_varian
         "host remote: its package lists (/var/lib/apt/lists) are 10d old (limit 2d), so pending security updates "
         "cannot be known: run apt-get update on the host (the check never updates)"
     )
+
+
+@as_root
+def test_unreadable_sshd_config_fails_naming_the_fix(run_checks: Callable[..., Any],
+                                                     profile_variant: Callable[..., Path], app_dir: Path,
+                                                     tmp_path: Path) -> None:
+    missing = tmp_path / "no_sshd_config"
+    run = run_checks(profile_variant(local_host(app_dir, tmp_path, sshd_config=str(missing))), CHECKS)
+    test = SSHD.format("local")
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"cannot read sshd's effective settings on host local: `sshd -T -f {missing}` as root failed: {missing}: No "
+        "such file or directory; fix the configuration it reads (security.sshd_config, `sshd -t` names the line)"
+    )
+
+
+def test_simulated_upgrade_lines_are_read_by_origin() -> None:
+    from opsverify.probes.hostsecurity import is_allowed_setuid, parse_simulation
+
+    output = (
+        "NOTE: This is only a simulation!\n"
+        "Inst zstd [1.5.4+dfsg2-5] (1.5.4+dfsg2-5+deb12u1 Debian-Security:12/oldstable-security [amd64])\n"
+        "Inst tzdata [2024a-0+deb12u1] (2025b-0+deb12u1 Debian:12.11/stable [all])\n"
+        "Inst libssl3 [3.0.2-0ubuntu1.10] (3.0.2-0ubuntu1.18 Ubuntu:22.04/jammy-updates, "
+        "Ubuntu:22.04/jammy-security [amd64])\n"
+        "Inst newdep (1.0 Debian:12.11/stable [amd64])\n"
+        "Conf zstd (1.5.4+dfsg2-5+deb12u1 Debian-Security:12/oldstable-security [amd64])\n"
+    )
+    updates, total = parse_simulation(output)
+    assert total == 4
+    assert [(u.package, u.version, u.origin) for u in updates] == [
+        ("zstd", "1.5.4+dfsg2-5+deb12u1", "Debian-Security:12/oldstable-security"),
+        ("libssl3", "3.0.2-0ubuntu1.18", "Ubuntu:22.04/jammy-security"),
+    ]
+    assert is_allowed_setuid("/usr/bin/su", [])
+    assert is_allowed_setuid("/bin/su", [])
+    assert not is_allowed_setuid("/srv/app/bin/su", [])
+    assert is_allowed_setuid("/srv/app/bin/su", ["/srv/app/bin/*"])

@@ -124,11 +124,13 @@ def test_sshd_refuses_root_and_password_logins(secured_host: Host, testinfra_hos
     read = sshd_settings(target, policy.sshd_config, policy.scan_timeout)
     if read.error is not None:
         user = login_user(target)
-        fail(
-            f"cannot read sshd's effective settings on host {host.name}: `{read.command}` as {user} failed: "
-            f"{read.error}; it needs root to read the host keys: run the check as root or let {user} run "
-            "`sudo -n sshd -T` without a password"
+        fix = (
+            "fix the configuration it reads (security.sshd_config, `sshd -t` names the line)" if user == "root"
+            else f"it needs root to read the host keys: run the check as root or let {user} run `sudo -n sshd -T` "
+            "without a password"
         )
+        fail(f"cannot read sshd's effective settings on host {host.name}: `{read.command}` as {user} failed: "
+             f"{read.error}; {fix}")
     evidence.record(**{k: read.settings.get(k, "unset")
                        for k in ("permitrootlogin", "passwordauthentication", "permitemptypasswords")})
     wrong = sshd_violations(read.settings)
