@@ -66,7 +66,13 @@ def local_host(app: Path, scratch: Path, **security: Any) -> Callable[[dict[str,
     return mutate
 
 
-def test_sandbox_host_passes(run_checks: Callable[..., Any], profile_variant: Callable[..., Path]) -> None:
+def test_sandbox_host_passes(run_checks: Callable[..., Any], profile_variant: Callable[..., Path],
+                             sandbox_profile: Path) -> None:
+    state = sandbox_profile.parent
+    private = [*(state / "secrets").iterdir(), *(state / "tls").glob("*key*"), *(state / "app").rglob("*.env")]
+    assert private
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in private} == {p.name: "0o600" for p in private}
+    assert oct((state / "secrets").stat().st_mode & 0o777) == "0o700"
     run = run_checks(profile_variant(), CHECKS)
     assert run.result.ret == 0, run.result.stdout.str()
     assert outcomes(run) == {
