@@ -13,6 +13,7 @@ pytest_plugins = [
     "fixtures.kubernetes",
     "fixtures.redissecurity",
     "fixtures.security",
+    "fixtures.hostsecurity",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

@@ -86,6 +86,10 @@ class HostSecurity(Model):
     apt_lists_max_age: Duration = Field(
         timedelta(days=2), description="the host's package lists must be fresher than this to judge pending updates"
     )
+    scan_timeout: Duration = Field(
+        timedelta(minutes=2),
+        description="longest one command on the host may run (find over app_dirs or suid_paths, apt-get -s, sshd -T)",
+    )
 
 
 class TlsEndpoint(Named):

@@ -22,6 +22,7 @@ from opsverify.localserver.redis import RedisServer, read_pid, start_redis
 from opsverify.sandbox import apps, scheduler
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
+from opsverify.sandbox.hostsecurity import secure_app_files
 from opsverify.sandbox.manifests import write_manifests
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
@@ -105,6 +106,7 @@ def _create(layout: Layout) -> None:
         rdb = bgsave(server)
         create_tls(layout.tls)
         create_app_files(layout, state.ports)
+        secure_app_files(layout)
         make_backups(layout, pg, server, rdb, state.ports, time.time())
         pg.take_base_backup()  # PF-20: what point-in-time recovery replays the WAL archive onto
         _start_replica(layout, state)

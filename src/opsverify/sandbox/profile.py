@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from opsverify.sandbox.backups import DAY, SERIES
+from opsverify.sandbox.hostsecurity import host_security
 from opsverify.sandbox.manifests import manifests_dir
 from opsverify.sandbox.offsite import s3_access
 from opsverify.sandbox.postgres import ARCHIVE_DIR, BACKUP_ROLE, BASE_BACKUPS_DIR, REPLICATION_ROLE
@@ -145,7 +146,8 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
             }
         ],
         "dependencies": [{"name": "quantum-backend", "url": f"http://127.0.0.1:{ports['quantum-backend']}/health"}],
-        "hosts": [{"name": "local", "uri": "local://", "disk_paths": ["/", str(root)]}],
+        "hosts": [{"name": "local", "uri": "local://", "disk_paths": ["/", str(root)],
+                   "security": host_security(layout)}],
         "backups": backups,
         "restore_target": {
             "host": "127.0.0.1",
