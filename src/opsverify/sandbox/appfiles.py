@@ -32,11 +32,12 @@ def create_app_files(layout: Layout, ports: dict[str, int]) -> None:
         result = {"simulation": f"sim-{i + 1}", "transmission": round(0.7 + i / 50, 3), "loss_db": 0.4 + i / 10}
         (pf / "results" / f"simulation_{i + 1:04d}.json").write_text(json.dumps(result) + "\n")
     env = pf / ".env"
+    env.touch(mode=0o600)  # private before it holds anything
+    env.chmod(0o600)
     env.write_text(
         f"APP_ENV=sandbox\nDATABASE_URL=postgresql://opsverify@127.0.0.1:{ports['postgres']}/photonic_foundry\n"
         f"REDIS_URL=redis://127.0.0.1:{ports['redis']}/0\nLOG_LEVEL=info\n"
     )
-    env.chmod(0o600)
     (pf / "docker-compose.yml").write_text("services:\n  api:\n    build: .\n    env_file: .env\n")
     (pf / "Dockerfile").write_text('FROM python:3.11-slim\nCOPY . /app\nCMD ["python", "-m", "photonic"]\n')
     _write_logs(pf / "logs", "photonic-foundry")
