@@ -9,6 +9,7 @@ pytest_plugins = [
     "fixtures.maintenance",
     "fixtures.drills",
     "fixtures.recovery",
+    "fixtures.pgsecurity",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
