@@ -24,7 +24,9 @@ SETTINGS = (
     "data_checksums",
 )
 GRANT_SETTINGS = "GRANT pg_read_all_settings TO {role} (or pg_monitor)"
-GRANT_HASHES = "a superuser role (pg_authid, where the password kinds are, is readable by superusers only)"
+GRANT_HASHES = (
+    "GRANT pg_read_all_data TO {role}, or a superuser role (only those read pg_authid, where the password kinds are)"
+)
 GRANT_HBA = "GRANT SELECT ON pg_hba_file_rules TO {role} and GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO {role}"
 
 SETTINGS_SQL = "SELECT name, setting FROM pg_settings WHERE name = ANY(%(names)s)"
@@ -127,7 +129,7 @@ def read_facts(conn: psycopg.Connection, address: str, role: str) -> PgSecurityF
     roles = tuple(RoleAttributes(*(r[0], *(bool(v) for v in r[1:]))) for r in conn.execute(ROLES_SQL).fetchall())
     hashes = _denied(conn, HASHES_SQL)
     if hashes is None:
-        missing["password_hashes"] = GRANT_HASHES
+        missing["password_hashes"] = GRANT_HASHES.format(role=role)
     hba_rows = _denied(conn, HBA_SQL)
     if hba_rows is None:
         missing["hba"] = GRANT_HBA.format(role=role)
