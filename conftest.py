@@ -14,6 +14,7 @@ pytest_plugins = [
     "fixtures.redissecurity",
     "fixtures.security",
     "fixtures.hostsecurity",
+    "fixtures.pgsecurity",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

@@ -524,11 +524,11 @@ def app_role_cluster(sandbox_profile: Path) -> Iterator[int]:
     """A throwaway cluster whose photonic_foundry has an application role owning a table, and a reader granted on it."""
     from opsverify.localserver.net import free_port
     from opsverify.profile import load_profile
-    from opsverify.sandbox.postgres import Postgres
+    from opsverify.sandbox.postgres import Postgres, sandbox_tls
 
     base = Path("/tmp") / f"opsverify-test-roles-{uuid.uuid4().hex[:8]}"
     cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
-    cluster.init()
+    cluster.init(sandbox_tls(load_profile(sandbox_profile).databases[0].sslrootcert))
     cluster.start()
     try:
         check = load_profile(sandbox_profile).databases[0].secret() or ""

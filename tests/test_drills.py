@@ -34,6 +34,7 @@ from opsverify.pgtools import pg_env, pg_tool
 from opsverify.profile import Database
 from opsverify.profile.environment import Profile
 from opsverify.restore.pgrestore import restore_backup
+from opsverify.sandbox.postgres import serve_sandbox_tls
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
@@ -93,6 +94,7 @@ def tampered_dump(
         copy = Database(
             name=scratch, host=target.host, port=target.port, dbname=scratch, user=target.user,
             password=target.password, password_file=target.password_file, sslmode=target.sslmode,
+            sslrootcert=target.sslrootcert,
         )
         pg_dump(copy, dump, T, T * 6)
     shutil.copy2(manifest_path(original), manifest_path(dump))
@@ -538,7 +540,7 @@ def test_unreadable_source_fails_the_comparisons_with_source(
 
 
 @pytest.fixture
-def locked_source(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def locked_source(tmp_path: Path, sandbox: Profile) -> Iterator[tuple[int, Path]]:
     """A throwaway cluster whose ``photonic_foundry.simulations`` a session holds ACCESS EXCLUSIVE (a migration)."""
     import psycopg
 
@@ -548,6 +550,7 @@ def locked_source(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     base = Path("/tmp") / f"opsverify-test-locked-{uuid.uuid4().hex[:8]}"
     cluster = Cluster(base, os.geteuid() == 0, free_port(), "superuser-secret")
     cluster.initdb({})
+    serve_sandbox_tls(cluster, sandbox.databases[0].sslrootcert)  # the sandbox profile says verify-full
     try:
         cluster.start()
         with cluster.connect() as conn:

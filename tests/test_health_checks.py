@@ -25,6 +25,7 @@ from opsverify.localserver.postgres import Cluster
 from opsverify.localserver.redis import start_redis
 from opsverify.profile.environment import Profile
 from opsverify.sandbox.app import start_app, stop_process
+from opsverify.sandbox.postgres import serve_sandbox_tls
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
@@ -251,7 +252,7 @@ class ScratchServer:
 
 
 @pytest.fixture
-def scratch_server(tmp_path: Path) -> Iterator[ScratchServer]:
+def scratch_server(tmp_path: Path, sandbox: Profile) -> Iterator[ScratchServer]:
     """Its ``photonic_foundry`` holds ``simulations`` (the role may INSERT) and ``results`` (SELECT only)."""
     from psycopg import sql
 
@@ -259,6 +260,7 @@ def scratch_server(tmp_path: Path) -> Iterator[ScratchServer]:
     cluster = Cluster(base, os.geteuid() == 0, free_port(), "superuser-secret")
     role = f"opsverify_writer_{uuid.uuid4().hex[:8]}"
     cluster.initdb({})
+    serve_sandbox_tls(cluster, sandbox.databases[0].sslrootcert)  # the sandbox profile says verify-full
     try:
         cluster.start()
         with cluster.connect() as conn:

@@ -31,7 +31,7 @@ from opsverify.localserver.scratch import SCRATCH_PREFIX, require_scratch_name
 from opsverify.profile import RestoreTarget
 from opsverify.profile.environment import Profile
 from opsverify.restore.guard import require_other_server
-from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.postgres import Postgres, sandbox_tls
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
@@ -229,7 +229,7 @@ def throwaway_cluster(sandbox: Profile, **settings: str) -> Iterator[Postgres]:
     """
     base = Path("/tmp") / f"opsverify-test-cluster-{uuid.uuid4().hex[:8]}"
     cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
-    cluster.init()
+    cluster.init(sandbox_tls(sandbox.databases[0].sslrootcert))
     if settings:
         cluster.append_settings("postgresql.conf", settings)
     try:
@@ -292,7 +292,7 @@ def failing_archiver(sandbox: Profile) -> Iterator[int]:
 
     base = Path("/tmp") / f"opsverify-test-archive-{uuid.uuid4().hex[:8]}"
     cluster = Postgres(base, os.geteuid() == 0, free_port(), "superuser-secret")
-    cluster.init()
+    cluster.init(sandbox_tls(sandbox.databases[0].sslrootcert))
     cluster.start()
     try:
         check = sandbox.databases[0].secret() or ""

@@ -20,6 +20,8 @@ import pytest
 
 from opsverify.localserver.net import free_port
 from opsverify.localserver.postgres import Cluster
+from opsverify.profile import load_profile
+from opsverify.sandbox.postgres import serve_sandbox_tls
 
 Run = Callable[..., Any]
 Variant = Callable[..., Path]
@@ -40,13 +42,14 @@ class RolesServer:
 
 
 @pytest.fixture(scope="module")
-def roles_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolesServer]:
+def roles_server(tmp_path_factory: pytest.TempPathFactory, sandbox_profile: Path) -> Iterator[RolesServer]:
     from psycopg import sql
 
     secrets = tmp_path_factory.mktemp("roles")
     base = Path("/tmp") / f"opsverify-test-roles-{uuid.uuid4().hex[:8]}"
     cluster = Cluster(base, os.geteuid() == 0, free_port(), "superuser-secret")
     cluster.initdb({})
+    serve_sandbox_tls(cluster, load_profile(sandbox_profile).databases[0].sslrootcert)  # the profile says verify-full
     try:
         cluster.start()
         with cluster.connect() as conn:

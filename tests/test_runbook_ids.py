@@ -25,7 +25,7 @@ SHARED_INVENTORY = ROOT.parent / "shared" / "runbooks" / "INVENTORY.md"
 ROW = re.compile(r"^\| ((?:PF|QP)-\w\d) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", re.MULTILINE)
 KEYWORDS = {
     "postgres": r"PostgreSQL|pg_|\bDB\b|database|\bWAL\b|VACUUM|ANALYZE|\bindex|quer(y|ies)|replica|standby|failover"
-    r"|restore drill|dump|connection|\btables?\b",
+    r"|restore drill|dump|connection|\btables?\b|superuser",
     "redis": r"Redis|\bRDB\b|BGSAVE|cache",
     "config": r"config(uration)? backup|k8s YAML",
     "archive": r"\bmodel|results|tar\.gz",
@@ -50,6 +50,7 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "base_backup_database": "postgres",
     "primary_database": "postgres",
     "replica": "postgres",
+    "secured_database": "postgres",
     "redis_instance": "redis",
     "dependency": "dependency",
     "profile_host": "host",

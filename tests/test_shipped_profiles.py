@@ -60,6 +60,10 @@ ACCEPTED_SKIPS = tuple(re.compile(p) for p in (
 ))
 
 
+# The shipped profile names no CA variable: it reaches the sandbox's TLS PostgreSQL encrypted, unverified.
+SHIPPED_SSLMODE = {"verify-full": "require", "verify-ca": "require"}
+
+
 @dataclass(frozen=True)
 class Sandbox:
     data: dict[str, Any]
@@ -221,7 +225,8 @@ def pf_variables(
     return {
         "PF_API_URL": service["url"],
         "PF_DB_HOST": str(db["host"]), "PF_DB_PORT": str(db["port"]), "PF_DB_NAME": dbname,
-        "PF_DB_USER": db["user"], "PF_DB_PASSWORD_FILE": db["password_file"], "PF_DB_SSLMODE": db["sslmode"],
+        "PF_DB_USER": db["user"], "PF_DB_PASSWORD_FILE": db["password_file"],
+        "PF_DB_SSLMODE": SHIPPED_SSLMODE.get(db["sslmode"], db["sslmode"]),
         "PF_DB_BACKUP_USER": db["backup_user"], "PF_DB_BACKUP_PASSWORD_FILE": db["backup_password_file"],
         "PF_WAL_ARCHIVE": db["wal_archive"], "PF_BASE_BACKUPS": db["base_backups"],
         "PF_REDIS_HOST": str(redis["host"]), "PF_REDIS_PORT": str(redis["port"]),

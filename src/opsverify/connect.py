@@ -124,7 +124,7 @@ RESTORE_ROLE = (
 
 def _restore_target(target: RestoreTarget, profile: Profile) -> tuple[bool, str]:
     fields = {k: getattr(target, k) for k in ("name", "host", "port", "dbname", "user", "password", "password_file",
-                                              "sslmode")}
+                                              "sslmode", "sslrootcert")}
     ok, row = _pg_fact(Database.model_construct(**fields), profile, RESTORE_ROLE)
     if not ok or isinstance(row, str):
         return False, str(row)

@@ -53,6 +53,10 @@ class BackupRole:
         return self.db.sslmode
 
     @property
+    def sslrootcert(self) -> Path | None:
+        return self.db.sslrootcert
+
+    @property
     def user(self) -> str:
         return self.db.backup_user or self.db.user
 

@@ -81,20 +81,34 @@ class Cluster:
             sub.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.own(sub)
 
-    def initdb(self, settings: Mapping[str, str]) -> None:
-        """``initdb`` with SCRAM auth and the superuser password (through a file removed at once), then ``settings``."""
+    def initdb(self, settings: Mapping[str, str], checksums: bool = False) -> None:
+        """``initdb`` with SCRAM auth and the superuser password (through a file removed at once), then ``settings``.
+
+        ``checksums``: ``--data-checksums`` (a page's corruption is detected when it is read)."""
         self.make_dirs()
         pwfile = self.base / "pwfile"
         pwfile.touch(mode=0o600)
         pwfile.write_text(self.password + "\n")
         self.own(pwfile)
         args = ["-D", str(self.data), "--auth=scram-sha-256", f"--username={SUPERUSER}", f"--pwfile={pwfile}"]
+        args += ["--data-checksums"] if checksums else []
         try:
             self.run_tool([pg_tool("initdb"), *args, "--encoding=UTF8", "--no-locale", "--no-sync"], "initdb", 120)
         finally:
             pwfile.unlink(missing_ok=True)
         local = {"listen_addresses": f"'{LOOPBACK}'", "unix_socket_directories": f"'{self.base / 'run'}'"}
         self.append_settings("postgresql.conf", {**local, **settings})
+
+    def serve_tls(self, cert: Path, key: Path) -> None:
+        """Serve TLS with ``cert``/``key``: copied into the data dir (the key mode 0600, owned by the server's user,
+        as PostgreSQL demands) and named by ``ssl_cert_file``/``ssl_key_file``, so a standby copy keeps them."""
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
+            target = self.data / name
+            target.touch(mode=0o600)
+            target.write_bytes(source.read_bytes())
+            self.own(target)
+        self.append_settings("postgresql.conf", {"ssl": "on", "ssl_cert_file": "'server.crt'",
+                                                 "ssl_key_file": "'server.key'"})
 
     def append_settings(self, conf: str, settings: Mapping[str, str]) -> None:
         path = self.data / conf

@@ -1,1 +1,1 @@
-"""Security rules: small functions over configuration objects, each with an ID, a severity and its runbook procedure."""
+"""Security rules: one small function each over facts or object dicts, with an ID and its benchmark reference."""

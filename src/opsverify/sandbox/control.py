@@ -96,15 +96,16 @@ def _create(layout: Layout) -> None:
     save_state(layout, state)
     try:
         pg = _postgres(layout, state)
-        pg.init()
+        tls = create_tls(layout.tls)  # PostgreSQL serves its server certificate from the start
+        pg.init(tls)
         pg.start()
         pg.create_role_and_databases(ensure_secret(layout, "pg_opsverify"), ensure_secret(layout, "pg_replicator"))
+        pg.grant_security_reads()
         pg.create_backup_role(ensure_secret(layout, "pg_backup"))
         seed_databases(pg)
         server = _start_redis(layout, state)
         seed_redis(server)
         rdb = bgsave(server)
-        create_tls(layout.tls)
         create_app_files(layout, state.ports)
         secure_app_files(layout)
         make_backups(layout, pg, server, rdb, state.ports, time.time())

@@ -17,6 +17,7 @@ from pathlib import Path
 from opsverify.errors import SandboxError
 from opsverify.localserver.postgres import SUPERUSER, Cluster
 from opsverify.sandbox.state import Layout
+from opsverify.sandbox.tls import TlsFiles
 
 CHECK_ROLE = "opsverify"
 REPLICATION_ROLE = "opsverify_replicator"
@@ -70,11 +71,15 @@ class Postgres(Cluster):
         self.run_tool([tool, *args, *options], "pg_basebackup", 600, {"PGPASSWORD": self.password})
         return target
 
-    def init(self) -> None:
-        """``initdb``, then the settings a careful team runs with."""
+    def init(self, tls: TlsFiles | None, checksums: bool = True) -> None:
+        """``initdb --data-checksums``, then the settings a careful team runs with: TLS with the sandbox CA's
+        server certificate (copied into the data dir, the key mode 0600 and owned by the server's user),
+        connections and disconnections logged, SCRAM only (initdb ``--auth``: no trust rule)."""
         self.make_dirs(self.archive)
         self.initdb(
             {
+                "log_connections": "on",
+                "log_disconnections": "on",
                 "shared_preload_libraries": "'pg_stat_statements'",
                 "pg_stat_statements.track": "all",
                 "log_min_duration_statement": "1000",
@@ -85,8 +90,10 @@ class Postgres(Cluster):
                 "archive_timeout": "300",
                 "max_wal_senders": "10",
                 "hot_standby": "on",
-            }
+            },
+            checksums=checksums,
         )
+        serve_sandbox_tls(self, tls)
 
     def create_role_and_databases(self, check_password: str, replication_password: str) -> None:
         """The read-only ``opsverify`` role, the replication role and the two empty databases."""
@@ -108,6 +115,15 @@ class Postgres(Cluster):
             for name in DATABASES:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
+    def grant_security_reads(self) -> None:
+        """Let the monitoring role read what the security checks judge: ``pg_hba_file_rules`` (view and function,
+        in each database it checks); the settings it reads through ``pg_monitor``. Not ``pg_authid``: the password
+        hash rule is skipped here, naming the grant."""
+        for name in DATABASES:
+            with self.connect(name) as conn:
+                conn.execute(f"GRANT SELECT ON pg_catalog.pg_hba_file_rules TO {CHECK_ROLE}")
+                conn.execute(f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO {CHECK_ROLE}")
+
     def create_backup_role(self, password: str) -> None:
         """The ``opsverify_backup`` role the backup jobs run as: LOGIN with ``pg_read_all_data`` (pg_dump reads every
         table and sequence), nothing else."""
@@ -125,3 +141,16 @@ def remove_base(base: Path) -> None:
     shutil.rmtree(base, ignore_errors=True)
     if base.exists():
         raise SandboxError(f"cannot delete {base}: remove it by hand")
+
+
+def sandbox_tls(ca_file: Path | None) -> TlsFiles | None:
+    """The sandbox's TLS files beside its CA (a profile's ``sslrootcert``): a test cluster on 127.0.0.1 serves the
+    same certificate, so the sandbox profile reaches it with ``verify-full`` by changing a port."""
+    return TlsFiles.under(ca_file.parent) if ca_file is not None else None
+
+
+def serve_sandbox_tls(cluster: Cluster, tls: TlsFiles | Path | None) -> None:
+    """Let ``cluster`` (after initdb) serve the sandbox's server certificate; ``tls`` may be the CA file beside it."""
+    files = sandbox_tls(tls) if isinstance(tls, Path) else tls
+    if files is not None:
+        cluster.serve_tls(files.cert, files.key)
