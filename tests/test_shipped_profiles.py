@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,29 @@ def pf_variables(
     }
 
 
+def scan_variables(root: Path) -> dict[str, str]:
+    """What the runbook's daily security scan job leaves (PF-05, PF-42): a bandit report of a real run over a clean
+    source tree, and clean trivy and safety reports in those tools' JSON formats (neither runs offline here)."""
+    src, reports = root / "src", root / "security"
+    src.mkdir(parents=True)
+    (src / "app.py").write_text("def add(a, b):\n    return a + b\n")
+    for tool in ("trivy", "safety", "bandit"):
+        (reports / tool).mkdir(parents=True)
+    out = reports / "bandit" / "b.json"
+    bandit = [sys.executable, "-m", "bandit", "-q", "-r", str(src), "-f", "json", "-o", str(out)]
+    subprocess.run(bandit, capture_output=True, timeout=300, check=True)
+    now = datetime.now(UTC)
+    trivy = {"SchemaVersion": 2, "CreatedAt": now.isoformat(), "ArtifactName": "photonic-foundry:latest",
+             "Results": [{"Target": "photonic-foundry:latest (debian 12)", "Vulnerabilities": None}]}
+    (reports / "trivy" / "image.json").write_text(json.dumps(trivy))
+    safety = {"report_meta": {"timestamp": now.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "json_version": 1},
+              "vulnerabilities": [], "ignored_vulnerabilities": []}
+    (reports / "safety" / "safety.json").write_text(json.dumps(safety))
+    lock = root / "requirements.txt"
+    lock.write_text("prometheus-client==0.20.0\n")
+    return {"PF_SCAN_REPORTS": str(reports), "PF_SRC_DIR": str(src), "PF_LOCK_FILE": str(lock)}
+
+
 def environ(variables: dict[str, str]) -> dict[str, str]:
     """This process's environment without any PF_/PG variable of its own, plus ``variables``."""
     kept = {k: v for k, v in os.environ.items() if not k.startswith(("PF_", "PG", "OPSVERIFY_"))}
@@ -269,6 +293,7 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
     restore_template: str, tmp_path: Path,
 ) -> None:
     variables = pf_variables(box, runbook_backups, *staging_role, runbook_database, restore_template)
+    variables.update(scan_variables(tmp_path / "scans"))
     report = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "daily or dr", f"--profile={PF}", f"--report-dir={report}",
@@ -288,6 +313,10 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
                 "cache-rdb": "test_rdb_loads_into_a_scratch_redis"}
     for drill, test in restored.items():  # each drill really restored, as the non-superuser staging role
         assert any(f"::{test}[{drill}]" in t for t in passed), sorted(t for t in passed if drill in t)
+    clean = "test_newest_report_has_no_finding_at_or_above_threshold"
+    scans = {f"{clean}[image]", f"{clean}[dependencies]", f"{clean}[code]",
+             "test_bandit_finds_nothing_at_or_above_threshold[src]"}
+    assert scans <= {t.rpartition("::")[2] for t in passed}  # the security scan's evidence (PF-05, PF-42) was judged
     assert done.returncode == 0, done.stdout[-3000:]
     staging_password = staging_role[1].read_text().strip()
     assert staging_password not in done.stdout + done.stderr + (report / "evidence.json").read_text()
