@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from opsverify.errors import ProfileError
+from opsverify.profile import load_profile
 from opsverify.scanners import MAX_REPORT_BYTES, ReportError, read_report, run_bandit
 
 Run = Callable[..., Any]
@@ -423,3 +425,39 @@ def test_a_report_dated_in_the_future_fails_freshness(
         assert message.startswith(prefix), message
         assert message.endswith(f" in the future: {file}; the scanner's clock or the report is wrong"), message
         assert message.removeprefix(prefix).split(" ")[0] in ("365d2h", "365d2h29m", "365d2h30m"), message
+
+
+def test_fail_at_in_lower_case_is_the_severity(run_checks: Run, profile_variant: Variant, tmp_path: Path) -> None:
+    trivy = write(tmp_path / "trivy" / "image.json", {**TRIVY, "CreatedAt": datetime.now(UTC).isoformat()})
+    mutate = scanners(reports=[report("trivy-image", "trivy", tmp_path / "trivy", fail_at="critical")],
+                      bandit=[{"name": "clean", "source": str(tmp_path / "trivy"), "fail_at": "Medium"}])
+    variant = profile_variant(mutate)
+    policy = load_profile(variant).scanners
+    assert policy is not None
+    assert (policy.reports[0].fail_at, policy.bandit[0].fail_at) == ("CRITICAL", "MEDIUM")
+    run = run_checks(variant, CHECKS)
+    assert run.failed() == {f"{CLEAN}[trivy-image]"}
+    assert run.message(f"{CLEAN}[trivy-image]") == (
+        f"trivy report {trivy} holds 1 finding(s) at or above CRITICAL: aws-access-key-id (app/settings.py:3, "
+        "CRITICAL); fix them or accept their IDs in scanners.reports[trivy-image].ignore"
+    )
+
+
+@pytest.mark.parametrize("section", ["reports", "lock_files", "bandit"])
+def test_a_name_used_twice_in_a_scanner_list_is_a_profile_error(
+    section: str, profile_variant: Variant, tmp_path: Path
+) -> None:
+    entry = {"reports": report("dup", "trivy", tmp_path), "lock_files": {"name": "dup", "path": str(tmp_path)},
+             "bandit": {"name": "dup", "source": str(tmp_path)}}[section]
+    other = {**entry, "name": "other"}
+    variant = profile_variant(scanners(**{section: [entry, other, entry]}))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(variant)
+    assert str(caught.value).splitlines()[1:] == [
+        f"  scanners (line {_line_of(variant, 'scanners:')}): name 'dup' is used more than once in "
+        f"scanners.{section} ({section}[0] and {section}[2]): give each entry its own name"
+    ]
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(text))
