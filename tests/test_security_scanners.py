@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from opsverify.errors import ProfileError
+from opsverify.profile import load_profile
 from opsverify.scanners import MAX_REPORT_BYTES, ReportError, read_report, run_bandit
 
 Run = Callable[..., Any]
@@ -161,6 +163,10 @@ def test_pip_audit_findings_are_unrated_and_count_at_any_threshold(tmp_path: Pat
     assert parsed.blocking("LOW", ["CVE-2023-32681"]) == []  # ignored by an alias
     assert parsed.generated is None
     assert parsed.time_from == "file mtime"
+    assert [s.describe() for s in parsed.not_covered()] == [
+        "opsverify (Dependency not found on PyPI and could not be audited: opsverify)"
+    ]
+    assert parsed.not_covered(["OpsVerify"]) == []  # accepted by package name
     legacy = read_report("pip-audit", write(tmp_path / "legacy.json", PIP_AUDIT["dependencies"]))
     assert [f.id for f in legacy.findings] == ["PYSEC-2023-74"]
 
@@ -270,7 +276,10 @@ def test_findings_at_or_above_the_threshold_fail_with_their_ids(
     )
     assert run.message(f"{CLEAN}[audit]") == (  # pip-audit rates nothing: unrated counts at any threshold
         f"pip-audit report {audit} holds 1 finding(s) at or above CRITICAL: PYSEC-2023-74 (requests 2.30.0, "
-        "unrated); fix them or accept their IDs in scanners.reports[audit].ignore"
+        "unrated); fix them or accept their IDs in scanners.reports[audit].ignore; and pip-audit report "
+        f"{audit} could not audit 1 dependency: opsverify (Dependency not found on PyPI and could not be audited: "
+        "opsverify); a dependency that was not audited is not a clean audit: make it auditable or accept the "
+        "package names in scanners.reports[audit].ignore"
     )
 
 
@@ -361,3 +370,94 @@ def test_the_sandbox_bandit_scan_is_real_kept_and_due_daily(tmp_path: Path) -> N
     assert kept[-1] == newest
     lock = sandbox_scanners.write_lock_file(layout).read_text().splitlines()
     assert [line.split("==")[0].replace("_", "-").lower() for line in lock[1:]] == ["prometheus-client"]
+
+
+BROKEN = "def run(command:\n    return eval(input())\n"  # a syntax error: bandit cannot parse it, so skips it
+
+
+def test_files_bandit_could_not_parse_fail_the_report_and_the_run(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree" / "svc"
+    tree.mkdir(parents=True)
+    (tree / "ok.py").write_text(SAFE_CODE)
+    for n in range(7):  # more than a message names
+        (tree / f"broken{n}.py").write_text(BROKEN)
+    out = tmp_path / "reports" / "bandit.json"
+    out.parent.mkdir()
+    command = [sys.executable, "-m", "bandit", "-q", "-r", "-f", "json", "-o", str(out), str(tree / "broken0.py")]
+    assert subprocess.run(command, capture_output=True, timeout=120, check=False).returncode in (0, 1)
+    assert read_report("bandit", out).findings == ()  # eval(input()) is unseen: the file is not scanned
+    mutate = scanners(reports=[report("skips", "bandit", out.parent, fail_at="LOW")],
+                      bandit=[{"name": "tree", "source": str(tmp_path / "tree"), "fail_at": "LOW"}])
+    run = run_checks(profile_variant(mutate), CHECKS)
+    assert run.failed() == {f"{CLEAN}[skips]", f"{BANDIT}[tree]"}
+    reason = "syntax error while parsing AST from file"
+    assert run.message(f"{CLEAN}[skips]") == (
+        f"bandit could not parse 1 file(s) listed in bandit report {out}, so they were not scanned: "
+        f"{tree / 'broken0.py'} ({reason}); fix their syntax (or run bandit under the Python they are written "
+        "for) so they are scanned"
+    )
+    shown = ", ".join(f"svc/broken{n}.py ({reason})" for n in range(5))
+    assert run.message(f"{BANDIT}[tree]") == (
+        f"bandit could not parse 7 file(s) in {tmp_path / 'tree'}, so they were not scanned: {shown} and 2 more; "
+        "fix their syntax (or run bandit under the Python they are written for) so they are scanned"
+    )
+
+
+def test_a_report_dated_in_the_future_fails_freshness(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path
+) -> None:
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=365, hours=2, minutes=30)
+    trivy = write(tmp_path / "trivy" / "image.json", {**TRIVY, "CreatedAt": ahead.isoformat(), "Results": []})
+    local = ahead.astimezone().replace(tzinfo=None)  # safety writes local time
+    safety = write(tmp_path / "safety" / "safety.json", {**SAFETY_2, "vulnerabilities": [], "report_meta": {
+        **SAFETY_2["report_meta"], "timestamp": local.strftime("%Y-%m-%d %H:%M:%S")}})
+    skewed = datetime.now(UTC) + timedelta(minutes=3)  # within the clock skew allowed
+    write(tmp_path / "near" / "image.json", {**TRIVY, "CreatedAt": skewed.isoformat(), "Results": []})
+    section = [report("future-trivy", "trivy", tmp_path / "trivy"), report("future-safety", "safety",
+               tmp_path / "safety"), report("near", "trivy", tmp_path / "near")]
+    run = run_checks(profile_variant(scanners(reports=section)), CHECKS)
+    assert run.failed() == {f"{FRESH}[future-trivy]", f"{FRESH}[future-safety]"}
+    for tool, name, file in (("trivy", "future-trivy", trivy), ("safety", "future-safety", safety)):
+        message = run.message(f"{FRESH}[{name}]")
+        prefix = f"newest {tool} report of {name} is dated {ahead:%Y-%m-%d %H:%M:%S} UTC by its report timestamp, "
+        assert message.startswith(prefix), message
+        assert message.endswith(f" in the future: {file}; the scanner's clock or the report is wrong"), message
+        assert message.removeprefix(prefix).split(" ")[0] in ("365d2h", "365d2h29m", "365d2h30m"), message
+
+
+def test_fail_at_in_lower_case_is_the_severity(run_checks: Run, profile_variant: Variant, tmp_path: Path) -> None:
+    trivy = write(tmp_path / "trivy" / "image.json", {**TRIVY, "CreatedAt": datetime.now(UTC).isoformat()})
+    mutate = scanners(reports=[report("trivy-image", "trivy", tmp_path / "trivy", fail_at="critical")],
+                      bandit=[{"name": "clean", "source": str(tmp_path / "trivy"), "fail_at": "Medium"}])
+    variant = profile_variant(mutate)
+    policy = load_profile(variant).scanners
+    assert policy is not None
+    assert (policy.reports[0].fail_at, policy.bandit[0].fail_at) == ("CRITICAL", "MEDIUM")
+    run = run_checks(variant, CHECKS)
+    assert run.failed() == {f"{CLEAN}[trivy-image]"}
+    assert run.message(f"{CLEAN}[trivy-image]") == (
+        f"trivy report {trivy} holds 1 finding(s) at or above CRITICAL: aws-access-key-id (app/settings.py:3, "
+        "CRITICAL); fix them or accept their IDs in scanners.reports[trivy-image].ignore"
+    )
+
+
+@pytest.mark.parametrize("section", ["reports", "lock_files", "bandit"])
+def test_a_name_used_twice_in_a_scanner_list_is_a_profile_error(
+    section: str, profile_variant: Variant, tmp_path: Path
+) -> None:
+    entry = {"reports": report("dup", "trivy", tmp_path), "lock_files": {"name": "dup", "path": str(tmp_path)},
+             "bandit": {"name": "dup", "source": str(tmp_path)}}[section]
+    other = {**entry, "name": "other"}
+    variant = profile_variant(scanners(**{section: [entry, other, entry]}))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(variant)
+    assert str(caught.value).splitlines()[1:] == [
+        f"  scanners (line {_line_of(variant, 'scanners:')}): name 'dup' is used more than once in "
+        f"scanners.{section} ({section}[0] and {section}[2]): give each entry its own name"
+    ]
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(text))

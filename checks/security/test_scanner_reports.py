@@ -9,8 +9,8 @@ run over a source tree is PF-42.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ from fixtures.reporting import Recorder
 from fixtures.scanners import BanditResult, NewestReport
 from opsverify.durations import format_duration as fmt
 from opsverify.profile.security import BanditRun, LockFile, ScannerReport
-from opsverify.scanners import Finding, modified_at
+from opsverify.scanners import Finding, ScanReport, Skipped, modified_at
 
 pytestmark = [pytest.mark.security]
 REPORT_IDS = {
@@ -29,12 +29,28 @@ REPORT_IDS = {
     "safety": ("PF-32", "PF-42"),
 }
 SHOWN = 5  # findings named in a message; the rest are counted
+SKEW = timedelta(minutes=5)  # a report dated further ahead than this is wrong, not fresh
 
 
-def listing(findings: list[Finding]) -> str:
+def listing(findings: Sequence[Finding | Skipped]) -> str:
     """``B602 (app.py:3, HIGH), … and 4 more``."""
     shown = ", ".join(f.describe() for f in findings[:SHOWN])
     return shown + (f" and {len(findings) - SHOWN} more" if len(findings) > SHOWN else "")
+
+
+def not_covered(report: ScanReport, skipped: list[Skipped], ignore: str, ran: bool = False) -> str:
+    """The sentence for files bandit could not parse or dependencies pip-audit could not audit."""
+    if report.tool == "pip-audit":
+        what = f"{len(skipped)} dependenc{'y' if len(skipped) == 1 else 'ies'}"
+        return (
+            f"pip-audit report {report.path} could not audit {what}: {listing(skipped)}; a dependency that was not "
+            f"audited is not a clean audit: make it auditable or accept the package names in {ignore}"
+        )
+    where = f"in {report.path}" if ran else f"listed in bandit report {report.path}"
+    return (
+        f"bandit could not parse {len(skipped)} file(s) {where}, so they were not scanned: {listing(skipped)}; "
+        "fix their syntax (or run bandit under the Python they are written for) so they are scanned"
+    )
 
 
 @pytest.mark.daily
@@ -51,6 +67,11 @@ def test_newest_report_is_fresh(
     source = newest.report.time_from if newest.report else "file mtime"
     age = now - when
     evidence.record(newest=file, age=fmt(age), max_age=fmt(scanner_report.max_age), time_from=source)
+    expect(
+        -age <= SKEW,
+        f"newest {scanner_report.tool} report of {scanner_report.name} is dated {when:%Y-%m-%d %H:%M:%S} UTC by its "
+        f"{source}, {fmt(-age)} in the future: {file}; the scanner's clock or the report is wrong",
+    )
     expect(
         age <= scanner_report.max_age,
         f"newest {scanner_report.tool} report of {scanner_report.name} is {fmt(age)} old by its {source} "
@@ -77,15 +98,21 @@ def test_newest_report_has_no_finding_at_or_above_threshold(
 ) -> None:
     """PF-05/PF-42/PF-32/QP-08: no finding at or above ``fail_at`` outside ``ignore`` (unrated findings count)."""
     report = newest_report_of(scanner_report).parsed()
+    ignore = f"scanners.reports[{scanner_report.name}].ignore"
     blocking = report.blocking(scanner_report.fail_at, scanner_report.ignore)
+    skipped = report.not_covered(scanner_report.ignore if report.tool == "pip-audit" else ())
     evidence.record(report=report.path, findings=len(report.findings), blocking=len(blocking),
-                    fail_at=scanner_report.fail_at, ignored=",".join(scanner_report.ignore) or "none")
-    expect(
-        not blocking,
-        f"{scanner_report.tool} report {report.path} holds {len(blocking)} finding(s) at or above "
-        f"{scanner_report.fail_at}: {listing(blocking)}; fix them or accept their IDs in "
-        f"scanners.reports[{scanner_report.name}].ignore",
-    )
+                    fail_at=scanner_report.fail_at, ignored=",".join(scanner_report.ignore) or "none",
+                    not_scanned=",".join(s.where for s in report.skipped) or "none")
+    problems = []
+    if blocking:
+        problems.append(
+            f"{scanner_report.tool} report {report.path} holds {len(blocking)} finding(s) at or above "
+            f"{scanner_report.fail_at}: {listing(blocking)}; fix them or accept their IDs in {ignore}"
+        )
+    if skipped:
+        problems.append(not_covered(report, skipped, ignore))
+    expect(not problems, "; and ".join(problems))
 
 
 @pytest.mark.weekly
@@ -115,10 +142,15 @@ def test_bandit_finds_nothing_at_or_above_threshold(
     if result.report is None:
         fail(f"cannot run bandit for {bandit_run.name}: {result.error}")
     blocking = result.report.blocking(bandit_run.fail_at, bandit_run.ignore)
+    skipped = result.report.not_covered()
     evidence.record(source=bandit_run.source, findings=len(result.report.findings), blocking=len(blocking),
-                    fail_at=bandit_run.fail_at)
-    expect(
-        not blocking,
-        f"bandit finds {len(blocking)} issue(s) at or above {bandit_run.fail_at} in {bandit_run.source}: "
-        f"{listing(blocking)}; fix them or accept their test IDs in scanners.bandit[{bandit_run.name}].ignore",
-    )
+                    fail_at=bandit_run.fail_at, not_scanned=",".join(s.where for s in skipped) or "none")
+    problems = []
+    if blocking:
+        problems.append(
+            f"bandit finds {len(blocking)} issue(s) at or above {bandit_run.fail_at} in {bandit_run.source}: "
+            f"{listing(blocking)}; fix them or accept their test IDs in scanners.bandit[{bandit_run.name}].ignore"
+        )
+    if skipped:
+        problems.append(not_covered(result.report, skipped, "", ran=True))
+    expect(not problems, "; and ".join(problems))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
 
 Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+FailAt = Annotated[Severity, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]  # `high` is HIGH
 DANGEROUS_REDIS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SCRIPT")
 
 
@@ -171,7 +172,7 @@ class ScannerReport(Named):
     path: Path = Field(description="directory holding the reports")
     pattern: str = Field("*.json", description="glob of the report file names")
     max_age: Duration = Field(timedelta(days=1), description="the scanner's cadence: the newest must be younger")
-    fail_at: Severity = Field("HIGH", description="a finding at or above this severity fails")
+    fail_at: FailAt = Field("HIGH", description="a finding at or above this severity fails (any case)")
     ignore: list[str] = Field(default_factory=list, description="finding IDs accepted (CVE-…, B105, GHSA-…)")
 
 
@@ -186,7 +187,7 @@ class BanditRun(Named):
     """A source tree bandit scans offline during the check (PF-42)."""
 
     source: Path
-    fail_at: Severity = "HIGH"
+    fail_at: FailAt = "HIGH"
     ignore: list[str] = Field(default_factory=list, description="bandit test IDs accepted (B101, …)")
     timeout: Duration = Field(timedelta(minutes=5), description="the bandit run is stopped and fails after this")
 
@@ -197,6 +198,20 @@ class ScannerPolicy(Model):
     reports: list[ScannerReport] = Field(default_factory=list)
     lock_files: list[LockFile] = Field(default_factory=list)
     bandit: list[BanditRun] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ScannerPolicy:
+        """A name is a check's ID: two entries of one list with the same name would be one check judged twice."""
+        for section in ("reports", "lock_files", "bandit"):
+            first: dict[str, int] = {}
+            for index, item in enumerate(getattr(self, section)):
+                if item.name in first:
+                    raise ValueError(
+                        f"name {item.name!r} is used more than once in scanners.{section} "
+                        f"({section}[{first[item.name]}] and {section}[{index}]): give each entry its own name"
+                    )
+                first[item.name] = index
+        return self
 
 
 __all__ = [

@@ -6,12 +6,13 @@ from opsverify.scanners.report import (
     Finding,
     ReportError,
     ScanReport,
+    Skipped,
     modified_at,
     newest_file,
     read_report,
 )
 
 __all__ = [
-    "MAX_REPORT_BYTES", "Finding", "ReportError", "ScanReport",
+    "MAX_REPORT_BYTES", "Finding", "ReportError", "ScanReport", "Skipped",
     "modified_at", "newest_file", "read_report", "run_bandit",
 ]

@@ -31,7 +31,8 @@ def run_bandit(source: Path, timeout: float) -> ScanReport:
             )
         report = read_report("bandit", out)
     findings = tuple(replace(f, where=_relative(f.where, source)) for f in report.findings)
-    return ScanReport("bandit", source, report.generated, report.modified, findings)
+    skipped = tuple(replace(s, where=_relative(s.where, source)) for s in report.skipped)
+    return ScanReport("bandit", source, report.generated, report.modified, findings, skipped)
 
 
 def _relative(where: str, source: Path) -> str:

@@ -1,4 +1,4 @@
-"""One parser per tool: the JSON a tool writes -> (its own timestamp or None, findings).
+"""One parser per tool: the JSON a tool writes -> (its own timestamp or None, findings, what it skipped).
 
 Formats understood (the tools' own JSON output):
 
@@ -7,9 +7,10 @@ Formats understood (the tools' own JSON output):
   [{ID, Severity, Title, Status}], "Secrets": [{RuleID, Severity, Title, StartLine}]}]}``; the pre-0.20
   top-level list of results is read too. Misconfigurations count only with ``Status: FAIL``.
 * bandit ``bandit -f json``: ``{"generated_at", "results": [{test_id, issue_severity, filename, line_number,
-  issue_text}]}``.
+  issue_text}], "errors": [{filename, reason}]}``; an error is a file bandit could not parse (not scanned).
 * pip-audit ``pip-audit -f json``: ``{"dependencies": [{name, version, vulns: [{id, fix_versions, aliases,
-  description}]}]}`` or the older top-level list of dependencies; no severity, no timestamp.
+  description}]} | {name, skip_reason}]}`` or the older top-level list of dependencies; no severity, no
+  timestamp; a dependency with ``skip_reason`` was not audited.
 * safety ``safety check --json``: 1.x a list of ``[package, affected, installed, advisory, id, …]``;
   2.x/3.x ``{"report_meta": {"timestamp"}, "vulnerabilities": [{vulnerability_id, package_name,
   analyzed_version, advisory, CVE, severity: null | {cvssv3: {base_severity}, cvssv2: …}}]}``.
@@ -22,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opsverify.scanners.report import Finding, ReportError, parse_time
+from opsverify.scanners.report import Finding, ReportError, Skipped, parse_time
 
-Parsed = tuple[datetime | None, list[Finding]]
+Parsed = tuple[datetime | None, list[Finding], list[Skipped]]
 
 
 def _not_a(tool: str, path: Path, expected: str) -> ReportError:
@@ -73,7 +74,7 @@ def trivy(data: Any, path: Path) -> Parsed:
         for s in _dicts(result.get("Secrets"), "trivy", path, "Secrets[] of objects"):
             where = f"{target}:{s.get('StartLine', '?')}"
             findings.append(Finding(str(s.get("RuleID", "?")), _severity(s), where, _title(s.get("Title"))))
-    return generated, findings
+    return generated, findings, []
 
 
 def _severity(item: dict[str, Any]) -> str | None:
@@ -92,7 +93,11 @@ def bandit(data: Any, path: Path) -> Parsed:
         )
         for r in _dicts(data["results"], "bandit", path, expected)
     ]
-    return parse_time(data.get("generated_at")), findings
+    errors = [
+        Skipped(str(e.get("filename", "?")), _title(e.get("reason")))
+        for e in _dicts(data.get("errors"), "bandit", path, "errors[] of objects")
+    ]
+    return parse_time(data.get("generated_at")), findings, errors
 
 
 def pip_audit(data: Any, path: Path) -> Parsed:
@@ -101,15 +106,18 @@ def pip_audit(data: Any, path: Path) -> Parsed:
         if "dependencies" not in data:
             raise _not_a("pip-audit", path, expected)
         data = data["dependencies"]
-    findings = []
+    findings, skipped = [], []
     for dep in _dicts(data, "pip-audit", path, expected):
+        if dep.get("skip_reason"):  # not audited (not on PyPI, no version, ...): no evidence either way
+            skipped.append(Skipped(str(dep.get("name", "?")), _title(dep["skip_reason"])))
+            continue
         where = f"{dep.get('name', '?')} {dep.get('version', '')}".strip()
         for vuln in _dicts(dep.get("vulns"), "pip-audit", path, "vulns[] of objects"):
             fixes = ", ".join(str(v) for v in vuln.get("fix_versions") or [])
             title = f"fixed in {fixes}" if fixes else "no fixed version"
             aliases = tuple(str(a) for a in vuln.get("aliases") or [])
             findings.append(Finding(str(vuln.get("id", "?")), None, where, title, aliases))
-    return None, findings
+    return None, findings, skipped
 
 
 def safety(data: Any, path: Path) -> Parsed:
@@ -119,7 +127,7 @@ def safety(data: Any, path: Path) -> Parsed:
             if not isinstance(row, list) or len(row) < 5:
                 raise _not_a("safety", path, "expected [package, affected, installed, advisory, id] rows")
             findings.append(Finding(str(row[4]), None, f"{row[0]} {row[2]}", _title(row[3])))
-        return None, findings
+        return None, findings, []
     if not isinstance(data, dict) or "vulnerabilities" not in data:
         raise _not_a("safety", path, "expected an object with report_meta and vulnerabilities[]")
     meta = data.get("report_meta")
@@ -129,7 +137,7 @@ def safety(data: Any, path: Path) -> Parsed:
         cve = (str(v["CVE"]),) if v.get("CVE") else ()
         ident = str(v.get("vulnerability_id", "?"))
         findings.append(Finding(ident, _safety_severity(v.get("severity")), where, _title(v.get("advisory")), cve))
-    return parse_time(meta.get("timestamp") if isinstance(meta, dict) else None), findings
+    return parse_time(meta.get("timestamp") if isinstance(meta, dict) else None), findings, []
 
 
 def _safety_severity(severity: Any) -> str | None:

@@ -51,6 +51,18 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """What a scan did not cover: a file bandit could not parse, a dependency pip-audit could not audit; why."""
+
+    where: str
+    reason: str
+
+    def describe(self) -> str:
+        """``app/broken.py (syntax error while parsing AST from file)``."""
+        return f"{self.where} ({self.reason})" if self.reason else self.where
+
+
+@dataclass(frozen=True)
 class ScanReport:
     """A parsed report: the tool, the file, when the tool says it ran (None: it does not say), the findings."""
 
@@ -59,6 +71,7 @@ class ScanReport:
     generated: datetime | None
     modified: datetime
     findings: tuple[Finding, ...]
+    skipped: tuple[Skipped, ...] = ()  # not scanned (bandit's errors[]) or not audited (pip-audit's skip_reason)
 
     @property
     def time(self) -> datetime:
@@ -74,6 +87,11 @@ class ScanReport:
         ignore = list(ignore)
         found = [f for f in self.findings if f.at_or_above(fail_at) and not f.ignored(ignore)]
         return sorted(found, key=lambda f: -RANK.get((f.severity or "").upper(), 5))
+
+    def not_covered(self, ignore: Iterable[str] = ()) -> list[Skipped]:
+        """What the scan skipped, less what ``ignore`` names (case-insensitively: a package name, a file)."""
+        accepted = {i.upper() for i in ignore}
+        return [s for s in self.skipped if s.where.upper() not in accepted]
 
 
 def modified_at(path: Path) -> datetime:
@@ -120,8 +138,8 @@ def read_report(tool: Tool, path: Path) -> ScanReport:
     from opsverify.scanners.formats import PARSERS
 
     data = load_json(path)
-    generated, findings = PARSERS[tool](data, path)
-    return ScanReport(tool, path, generated, modified_at(path), tuple(findings))
+    generated, findings, skipped = PARSERS[tool](data, path)
+    return ScanReport(tool, path, generated, modified_at(path), tuple(findings), tuple(skipped))
 
 
 def newest_file(directory: Path, pattern: str) -> Path | None:
