@@ -237,3 +237,45 @@ def test_rdb_fetch_speaks_tls_when_declared(tls_redis: tuple[RedisServer, Path],
     assert fetched.path.read_bytes()[:5] == b"REDIS"
     plain = fetch_rdb(instance.model_copy(update={"tls": False}), tmp_path / "plain.rdb", timedelta(seconds=30))
     assert plain.error is not None
+
+
+def test_denied_commands_must_be_command_names() -> None:
+    from pydantic import ValidationError
+
+    from opsverify.profile.security import RedisSecurity
+
+    assert RedisSecurity(denied_commands=["flushall", "config|set"]).denied_commands == ["FLUSHALL", "CONFIG|SET"]
+    with pytest.raises(ValidationError) as raised:
+        RedisSecurity(denied_commands=["config set"])
+    assert raised.value.errors()[0]["msg"] == (
+        "Value error, 'config set': not a Redis command name: write a command (FLUSHALL) or command|subcommand "
+        "(CONFIG|SET), of letters, digits, - and _")
+
+
+def test_unknown_denied_command_fails_naming_the_entry(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = throwaway(PASSWORD, SAFE_APP)
+    security = {"app_users": ["app"], "denied_commands": ["FLUSHAL", "config|nope", "flushall"]}
+    run = run_checks(profile_variant(redis_at(server, tmp_path, security=security)), CHECKS)
+    assert run.failed() == {APP}
+    assert run.message(APP) == (
+        f"redis cache at 127.0.0.1:{server.port} knows no command FLUSHAL, CONFIG|NOPE (security.denied_commands "
+        "entries; not even renamed away): correct the entry to a command or command|subcommand the server lists "
+        "(COMMAND INFO, ACL CAT), or remove it")
+
+
+def test_subcommand_entry_is_dry_run_and_a_renamed_away_command_is_denied(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = throwaway(PASSWORD, "user app on >app-test-secret ~* &* +@all -@dangerous +config|set",
+                       'rename-command flushall ""')
+    security = {"app_users": ["app"], "denied_commands": ["config|set", "config|get", "FLUSHALL"]}
+    run = run_checks(profile_variant(redis_at(server, tmp_path, security=security)), CHECKS)
+    assert run.failed() == {APP}
+    assert run.message(APP) == (
+        f"redis cache at 127.0.0.1:{server.port}: app may run CONFIG|SET (ACL DRYRUN; expected all of CONFIG|SET, "
+        "CONFIG|GET, FLUSHALL denied): deny them (ACL SETUSER app -config|set) and persist it in the ACL file or "
+        "redis.conf")
+    assert run.checks[APP]["evidence"]["absent"] == "FLUSHALL"
+    assert run.checks[APP]["evidence"]["unknown_commands"] == "none"
