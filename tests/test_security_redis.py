@@ -279,3 +279,27 @@ def test_subcommand_entry_is_dry_run_and_a_renamed_away_command_is_denied(
         "redis.conf")
     assert run.checks[APP]["evidence"]["absent"] == "FLUSHALL"
     assert run.checks[APP]["evidence"]["unknown_commands"] == "none"
+
+
+def test_wrong_or_missing_password_is_named_as_refused_credentials(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = throwaway(PASSWORD, SAFE_APP)
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    ping = "health/test_redis.py::test_redis_answers_ping_within_budget"
+    ping_id = "test_redis.py::test_redis_answers_ping_within_budget[cache]"
+    where = f"redis cache at 127.0.0.1:{server.port}"
+    run = run_checks(profile_variant(redis_at(server, tmp_path, password_file=str(wrong))), CHECKS, ping)
+    assert run.failed() == ALL - {UNAUTH} | {ping_id}  # the server answered the raw PING with NOAUTH
+    for test in ALL - {UNAUTH} | {ping_id}:
+        assert run.message(test) == (
+            f"{where} refused the profile's credentials (invalid username-password pair or user is disabled): "
+            "check password/password_file and username"), test
+    run = run_checks(profile_variant(redis_at(server, tmp_path, password_file=None)), CHECKS, ping)
+    assert run.failed() == ALL - {UNAUTH} | {ping_id}
+    for test in ALL - {UNAUTH} | {ping_id}:
+        assert run.message(test) == (
+            f"{where} wants a password the profile does not give (NOAUTH): set password or password_file (and "
+            "username for an ACL user)"), test

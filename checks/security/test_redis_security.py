@@ -16,6 +16,7 @@ import pytest
 
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
+from opsverify.probes.redis import failure
 from opsverify.probes.redissecurity import RedisSecurityFacts
 from opsverify.profile import RedisInstance
 
@@ -24,10 +25,11 @@ FactsOf = Callable[[RedisInstance], RedisSecurityFacts]
 
 
 def answering(secured_redis: RedisInstance, redis_security_of: FactsOf) -> RedisSecurityFacts:
-    """The server's security facts, failing the check when it did not answer (naming the first failure)."""
+    """The server's security facts, failing the check when it did not answer (naming the first failure) or refused
+    the profile's credentials."""
     __tracebackhide__ = True
     facts = redis_security_of(secured_redis)
-    expect(facts.is_answering, f"redis {secured_redis.name} at {facts.address} did not answer: {facts.error}")
+    expect(facts.is_answering, f"redis {secured_redis.name} at {facts.address} {failure(facts.error)}")
     return facts
 
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
-from opsverify.probes.redis import client, unreachable
+from opsverify.probes.redis import client, refused_credentials, unreachable
 from opsverify.profile.model import RedisInstance
 
 if TYPE_CHECKING:
@@ -304,7 +304,8 @@ def probe_redis_security(instance: RedisInstance, connect: timedelta, request: t
         facts["default_flags"], facts["default_refused"], facts["acl_unknown"] = _default_flags(conn)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
-        return RedisSecurityFacts(address, user, reply, error=cause or _first_line(exc), unreachable=cause)
+        return RedisSecurityFacts(address, user, reply, error=cause or refused_credentials(exc) or _first_line(exc),
+                                  unreachable=cause)
     finally:
         conn.close()
     return RedisSecurityFacts(address, user, **facts)
