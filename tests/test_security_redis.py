@@ -237,3 +237,69 @@ def test_rdb_fetch_speaks_tls_when_declared(tls_redis: tuple[RedisServer, Path],
     assert fetched.path.read_bytes()[:5] == b"REDIS"
     plain = fetch_rdb(instance.model_copy(update={"tls": False}), tmp_path / "plain.rdb", timedelta(seconds=30))
     assert plain.error is not None
+
+
+def test_denied_commands_must_be_command_names() -> None:
+    from pydantic import ValidationError
+
+    from opsverify.profile.security import RedisSecurity
+
+    assert RedisSecurity(denied_commands=["flushall", "config|set"]).denied_commands == ["FLUSHALL", "CONFIG|SET"]
+    with pytest.raises(ValidationError) as raised:
+        RedisSecurity(denied_commands=["config set"])
+    assert raised.value.errors()[0]["msg"] == (
+        "Value error, 'config set': not a Redis command name: write a command (FLUSHALL) or command|subcommand "
+        "(CONFIG|SET), of letters, digits, - and _")
+
+
+def test_unknown_denied_command_fails_naming_the_entry(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = throwaway(PASSWORD, SAFE_APP)
+    security = {"app_users": ["app"], "denied_commands": ["FLUSHAL", "config|nope", "flushall"]}
+    run = run_checks(profile_variant(redis_at(server, tmp_path, security=security)), CHECKS)
+    assert run.failed() == {APP}
+    assert run.message(APP) == (
+        f"redis cache at 127.0.0.1:{server.port} knows no command FLUSHAL, CONFIG|NOPE (security.denied_commands "
+        "entries; not even renamed away): correct the entry to a command or command|subcommand the server lists "
+        "(COMMAND INFO, ACL CAT), or remove it")
+
+
+def test_subcommand_entry_is_dry_run_and_a_renamed_away_command_is_denied(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = throwaway(PASSWORD, "user app on >app-test-secret ~* &* +@all -@dangerous +config|set",
+                       'rename-command flushall ""')
+    security = {"app_users": ["app"], "denied_commands": ["config|set", "config|get", "FLUSHALL"]}
+    run = run_checks(profile_variant(redis_at(server, tmp_path, security=security)), CHECKS)
+    assert run.failed() == {APP}
+    assert run.message(APP) == (
+        f"redis cache at 127.0.0.1:{server.port}: app may run CONFIG|SET (ACL DRYRUN; expected all of CONFIG|SET, "
+        "CONFIG|GET, FLUSHALL denied): deny them (ACL SETUSER app -config|set) and persist it in the ACL file or "
+        "redis.conf")
+    assert run.checks[APP]["evidence"]["absent"] == "FLUSHALL"
+    assert run.checks[APP]["evidence"]["unknown_commands"] == "none"
+
+
+def test_wrong_or_missing_password_is_named_as_refused_credentials(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    server = throwaway(PASSWORD, SAFE_APP)
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    ping = "health/test_redis.py::test_redis_answers_ping_within_budget"
+    ping_id = "test_redis.py::test_redis_answers_ping_within_budget[cache]"
+    where = f"redis cache at 127.0.0.1:{server.port}"
+    run = run_checks(profile_variant(redis_at(server, tmp_path, password_file=str(wrong))), CHECKS, ping)
+    assert run.failed() == ALL - {UNAUTH} | {ping_id}  # the server answered the raw PING with NOAUTH
+    for test in ALL - {UNAUTH} | {ping_id}:
+        assert run.message(test) == (
+            f"{where} refused the profile's credentials (invalid username-password pair or user is disabled): "
+            "check password/password_file and username"), test
+    run = run_checks(profile_variant(redis_at(server, tmp_path, password_file=None)), CHECKS, ping)
+    assert run.failed() == ALL - {UNAUTH} | {ping_id}
+    for test in ALL - {UNAUTH} | {ping_id}:
+        assert run.message(test) == (
+            f"{where} wants a password the profile does not give (NOAUTH): set password or password_file (and "
+            "username for an ACL user)"), test

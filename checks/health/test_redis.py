@@ -13,7 +13,7 @@ import pytest
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration
-from opsverify.probes.redis import RedisState
+from opsverify.probes.redis import RedisState, failure
 from opsverify.profile import RedisInstance
 
 pytestmark = [pytest.mark.health, pytest.mark.daily]
@@ -26,7 +26,7 @@ def answering_state(redis_instance: RedisInstance, redis_state_of: StateOf) -> R
     if not redis_instance.require_persistence:
         pytest.skip(f"profile says redis {redis_instance.name} needs no persistence")
     state = redis_state_of(redis_instance)
-    expect(state.is_answering, f"redis {redis_instance.name} at {state.address} did not answer: {state.error}")
+    expect(state.is_answering, f"redis {redis_instance.name} at {state.address} {failure(state.error)}")
     return state
 
 
@@ -36,7 +36,7 @@ def test_redis_answers_ping_within_budget(
 ) -> None:
     """PF-30: the median PING round trip is inside ``ping_budget``."""
     state = redis_state_of(redis_instance)
-    expect(state.is_answering, f"redis {redis_instance.name} at {state.address} did not answer: {state.error}")
+    expect(state.is_answering, f"redis {redis_instance.name} at {state.address} {failure(state.error)}")
     assert state.ping_latency is not None
     evidence.record(ping=format_duration(state.ping_latency), budget=format_duration(redis_instance.ping_budget))
     expect(

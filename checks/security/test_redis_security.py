@@ -16,6 +16,7 @@ import pytest
 
 from fixtures.expect import expect, fail
 from fixtures.reporting import Recorder
+from opsverify.probes.redis import failure
 from opsverify.probes.redissecurity import RedisSecurityFacts
 from opsverify.profile import RedisInstance
 
@@ -24,10 +25,11 @@ FactsOf = Callable[[RedisInstance], RedisSecurityFacts]
 
 
 def answering(secured_redis: RedisInstance, redis_security_of: FactsOf) -> RedisSecurityFacts:
-    """The server's security facts, failing the check when it did not answer (naming the first failure)."""
+    """The server's security facts, failing the check when it did not answer (naming the first failure) or refused
+    the profile's credentials."""
     __tracebackhide__ = True
     facts = redis_security_of(secured_redis)
-    expect(facts.is_answering, f"redis {secured_redis.name} at {facts.address} did not answer: {facts.error}")
+    expect(facts.is_answering, f"redis {secured_redis.name} at {facts.address} {failure(facts.error)}")
     return facts
 
 
@@ -92,7 +94,8 @@ def test_app_users_cannot_run_dangerous_commands(
     secured_redis: RedisInstance, redis_security_of: FactsOf, evidence: Recorder
 ) -> None:
     """``ACL DRYRUN`` of each application user x denied command (each subcommand of CONFIG, SCRIPT, MODULE) is
-    refused; a command the server does not know (renamed away) counts as denied."""
+    refused; a command the server does not run though it knows it (renamed away) counts as denied, one it knows
+    under no name (a typo in security.denied_commands) fails naming the entry."""
     policy = secured_redis.security
     assert policy is not None
     if not policy.app_users:
@@ -103,12 +106,18 @@ def test_app_users_cannot_run_dangerous_commands(
     evidence.record(app_users=" ".join(policy.app_users), denied_commands=" ".join(policy.denied_commands),
                     allowed="; ".join(f"{d.user}: {d.command} ({' '.join(d.allowed)})" for d in allowed) or "none",
                     absent=" ".join(sorted({d.command for d in facts.dryruns if d.absent})) or "none",
-                    missing_users=" ".join(facts.missing_users) or "none", dryrun_refused=facts.dryrun_refused)
+                    missing_users=" ".join(facts.missing_users) or "none",
+                    unknown_commands=" ".join(facts.unknown_commands) or "none", dryrun_refused=facts.dryrun_refused)
     if facts.dryrun_refused is not None:
         pytest.skip(f"redis {name} at {where}: the checking user {facts.user} may not dry-run the application users' "
                     f"commands; grant it (ACL SETUSER {facts.user} {facts.dryrun_refused})")
     expect(facts.dryrun_error is None,
            f"redis {name} at {where}: cannot dry-run the application users' commands: {facts.dryrun_error}")
+    unknown = facts.unknown_commands
+    expect(not unknown,
+           f"redis {name} at {where} knows no command {', '.join(unknown)} (security.denied_commands entr"
+           f"{'ies' if len(unknown) > 1 else 'y'}; not even renamed away): correct the entry to a command or "
+           "command|subcommand the server lists (COMMAND INFO, ACL CAT), or remove it")
     expect(not facts.missing_users,
            f"redis {name} at {where} has no ACL user {', '.join(facts.missing_users)} (security.app_users): create "
            "it (ACL SETUSER) or correct security.app_users")

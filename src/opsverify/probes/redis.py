@@ -83,6 +83,29 @@ def unreachable(exc: BaseException, connect: timedelta, request: timedelta) -> s
     return connection_failure(exc, timed_out)
 
 
+REFUSED_CREDENTIALS = "refused the profile's credentials"
+WANTS_PASSWORD = "wants a password the profile does not give"
+
+
+def refused_credentials(exc: BaseException) -> str | None:
+    """The server's refusal of the profile's username/password (it did answer), worded with the fix; else None."""
+    import redis
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if text.upper().startswith("NOAUTH") or "HELLO must be called with the client already authenticated" in text:
+        return f"{WANTS_PASSWORD} (NOAUTH): set password or password_file (and username for an ACL user)"
+    if isinstance(exc, redis.AuthenticationError) or text.upper().startswith("WRONGPASS"):
+        return f"{REFUSED_CREDENTIALS} ({text.rstrip('.')}): check password/password_file and username"
+    return None
+
+
+def failure(error: str | None) -> str:
+    """How a check words a failed probe after ``redis X at host:port``: the refusal of the credentials as it is,
+    anything else as ``did not answer: …``."""
+    answered = error is not None and error.startswith((REFUSED_CREDENTIALS, WANTS_PASSWORD))
+    return error if error is not None and answered else f"did not answer: {error}"
+
+
 def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta, pings: int = 5) -> RedisState:
     """Median of a few PINGs over one connection, then ``INFO persistence``, ``TIME`` and ``CONFIG GET save``."""
     import redis
@@ -101,7 +124,8 @@ def probe_redis(instance: RedisInstance, connect: timedelta, request: timedelta,
         save_rules, refused, unknown = save_config(conn)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
-        return RedisState(address, error=cause or str(exc).splitlines()[0] or type(exc).__name__, unreachable=cause)
+        error = cause or refused_credentials(exc) or str(exc).splitlines()[0] or type(exc).__name__
+        return RedisState(address, error=error, unreachable=cause)
     finally:
         conn.close()
     ping = timedelta(seconds=sorted(samples)[len(samples) // 2])

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from opsverify.probes.outage import connect_timed_out, connection_failure, request_timed_out
-from opsverify.probes.redis import client, unreachable
+from opsverify.probes.redis import client, refused_credentials, unreachable
 from opsverify.profile.model import RedisInstance
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class RedisSecurityFacts:
     config_unknown: bool = False  # CONFIG is renamed or disabled (unknown command), not refused by an ACL
     dryruns: tuple[DryRun, ...] = ()
     missing_users: tuple[str, ...] = ()  # application users the server does not know (ACL DRYRUN: not found)
+    unknown_commands: tuple[str, ...] = ()  # denied_commands the server knows no such command as (not even renamed)
     dryrun_refused: str | None = None  # NOPERM on ACL DRYRUN / COMMAND INFO: the grant the checking user lacks
     dryrun_error: str | None = None  # ACL DRYRUN unsupported (Redis < 7.0) or another failure
     default_flags: tuple[str, ...] | None = None  # ACL GETUSER default -> flags only (on/off, nopass, …)
@@ -165,31 +166,71 @@ def _config(conn: redis.Redis) -> tuple[dict[str, str], str | None, bool]:
     return values, None, False
 
 
-def _forms(info: dict[str, Any]) -> list[list[str]]:
+@dataclass(frozen=True)
+class _Command:
+    """One entry of ``COMMAND INFO``: its name (``config|set`` for a subcommand), arity and subcommands."""
+
+    name: str
+    arity: int
+    subcommands: tuple[tuple[str, int], ...] = ()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _command_infos(conn: redis.Redis, commands: list[str]) -> dict[str, _Command]:
+    """``COMMAND INFO`` of ``commands`` as the server replies it, by lower-cased name; a command the server does not
+    run is left out. Read raw: redis-py's parser of this reply fails on the nil of an unknown command."""
+    conn.set_response_callback("COMMAND", lambda reply, **_: reply)  # this probe's own client only
+    reply = _run(conn, "COMMAND", "INFO", *[c.lower() for c in commands]) if commands else []
+    infos: dict[str, _Command] = {}
+    for command, entry in zip(commands, reply or [], strict=False):
+        if not entry:
+            continue
+        subs = entry[9] if len(entry) > 9 and entry[9] else []
+        infos[command.lower()] = _Command(
+            _text(entry[0]).lower(), int(entry[1]), tuple((_text(sub[0]).lower(), int(sub[1])) for sub in subs))
+    return infos
+
+
+def _known_commands(conn: redis.Redis) -> set[str]:
+    """Every command the server knows under its own name, renamed away or not (``config|set`` for subcommands).
+
+    ``ACL CAT`` lists the original command table, and every command is either ``@fast`` or ``@slow``."""
+    return {_text(name).lower() for category in ("fast", "slow") for name in _run(conn, "ACL", "CAT", category)}
+
+
+def _forms(info: _Command) -> list[list[str]]:
     """Argument lists that run each form of a command with its smallest arity (placeholders ``x``).
 
-    A container command (CONFIG, SCRIPT, MODULE) is each of its subcommands except ``help``."""
+    A container command (CONFIG, SCRIPT, MODULE) is each of its subcommands except ``help``; a subcommand
+    (``config|set``) is sent as its two words."""
     def padded(parts: list[str], arity: int) -> list[str]:
         return parts + ["x"] * max(0, abs(arity) - len(parts))
 
-    subcommands = info.get("subcommands") or []
-    if subcommands:
-        return [padded(str(sub[0]).split("|"), int(sub[1])) for sub in subcommands if not str(sub[0]).endswith("|help")]
-    return [padded([str(info["name"])], int(info["arity"]))]
+    if info.subcommands:
+        return [padded(name.split("|"), arity) for name, arity in info.subcommands if not name.endswith("|help")]
+    return [padded(info.name.split("|"), info.arity)]
 
 
-def _dryruns(conn: redis.Redis, users: list[str], commands: list[str]) -> tuple[list[DryRun], list[str]]:
-    """``ACL DRYRUN`` of every form of every command for every user; and the users the server does not know."""
+def _dryruns(conn: redis.Redis, users: list[str], commands: list[str]) -> tuple[list[DryRun], list[str], list[str]]:
+    """``ACL DRYRUN`` of every form of every command for every user; the users the server does not know; and the
+    commands it does not know at all (not even renamed away)."""
     import redis
 
-    infos = _run(conn, "COMMAND", "INFO", *[c.lower() for c in commands]) if commands else {}
+    infos = _command_infos(conn, commands)
+    absent = [c for c in commands if c.lower() not in infos]
+    known = _known_commands(conn) if absent else set()
+    unknown = [c for c in absent if c.lower() not in known]
     found: list[DryRun] = []
     missing: list[str] = []
     for user in users:
         for command in commands:
-            info = infos.get(command.lower()) if isinstance(infos, dict) else None
-            if not info:
-                found.append(DryRun(user, command, absent=True))
+            info = infos.get(command.lower())
+            if info is None:
+                if command not in unknown:  # renamed away: nobody can run it
+                    found.append(DryRun(user, command, absent=True))
                 continue
             allowed = []
             for args in _forms(info):
@@ -198,16 +239,22 @@ def _dryruns(conn: redis.Redis, users: list[str], commands: list[str]) -> tuple[
                 except redis.exceptions.NoPermissionError:
                     raise
                 except redis.ResponseError as exc:
-                    if "not found" in _first_line(exc).lower():
+                    text = _first_line(exc)
+                    if text.lower().startswith("user ") and "not found" in text.lower():
                         missing.append(user)
+                        break
+                    if text.lower().startswith("command ") and "not found" in text.lower():
+                        if command not in unknown:
+                            unknown.append(command)
                         break
                     raise
                 if "permissions to run" not in str(reply):  # "OK", or refused only a placeholder key/channel
-                    allowed.append("|".join(args[:2]) if info.get("subcommands") else args[0])
+                    allowed.append("|".join(args[:2]) if info.subcommands or "|" in info.name else args[0])
             if user in missing:
                 break
-            found.append(DryRun(user, command, tuple(allowed)))
-    return found, missing
+            if command not in unknown:
+                found.append(DryRun(user, command, tuple(allowed)))
+    return found, missing, unknown
 
 
 def _default_flags(conn: redis.Redis) -> tuple[tuple[str, ...] | None, str | None, bool]:
@@ -245,8 +292,9 @@ def probe_redis_security(instance: RedisInstance, connect: timedelta, request: t
         facts["config"], facts["config_refused"], facts["config_unknown"] = _config(conn)
         if policy is not None and policy.app_users:
             try:
-                dryruns, missing = _dryruns(conn, policy.app_users, policy.denied_commands)
+                dryruns, missing, unknown = _dryruns(conn, policy.app_users, policy.denied_commands)
                 facts["dryruns"], facts["missing_users"] = tuple(dryruns), tuple(missing)
+                facts["unknown_commands"] = tuple(unknown)
             except redis.exceptions.NoPermissionError as exc:
                 facts["dryrun_refused"] = missing_grant(_first_line(exc))
             except redis.ResponseError as exc:
@@ -256,7 +304,8 @@ def probe_redis_security(instance: RedisInstance, connect: timedelta, request: t
         facts["default_flags"], facts["default_refused"], facts["acl_unknown"] = _default_flags(conn)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
-        return RedisSecurityFacts(address, user, reply, error=cause or _first_line(exc), unreachable=cause)
+        return RedisSecurityFacts(address, user, reply, error=cause or refused_credentials(exc) or _first_line(exc),
+                                  unreachable=cause)
     finally:
         conn.close()
     return RedisSecurityFacts(address, user, **facts)

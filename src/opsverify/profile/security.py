@@ -8,6 +8,7 @@ benchmarks give; allow-lists name the exceptions a team accepts.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,7 @@ from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
 
 Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 FailAt = Annotated[Severity, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]  # `high` is HIGH
+_REDIS_COMMAND = re.compile(r"[A-Za-z0-9_-]+(\|[A-Za-z0-9_-]+)?")
 DANGEROUS_REDIS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SCRIPT")
 
 
@@ -50,8 +52,20 @@ class RedisSecurity(Model):
     )
     denied_commands: list[str] = Field(
         default_factory=lambda: list(DANGEROUS_REDIS_COMMANDS),
-        description="commands the application users may not run (checked with ACL DRYRUN)",
+        description="commands the application users may not run (checked with ACL DRYRUN): a command name, or "
+        "command|subcommand (config|set); upper-cased. One the server does not run, though it knows it (renamed "
+        "away with rename-command ... \"\"), counts as denied",
     )
+
+    @field_validator("denied_commands")
+    @classmethod
+    def _command_names(cls, value: list[str]) -> list[str]:
+        bad = [c for c in value if not _REDIS_COMMAND.fullmatch(c)]
+        if bad:  # "config set" would be sent as one unknown command name
+            raise ValueError(
+                f"{', '.join(repr(c) for c in bad)}: not a Redis command name: write a command (FLUSHALL) or "
+                "command|subcommand (CONFIG|SET), of letters, digits, - and _")
+        return [c.upper() for c in value]
 
 
 class HostSecurity(Model):
