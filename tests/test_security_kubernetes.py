@@ -21,7 +21,15 @@ from pydantic import ValidationError
 
 from opsverify.profile import Profile
 from opsverify.profile.security import KUBERNETES_RULE_IDS, KubernetesPolicy
-from opsverify.rules.kubernetes import BY_ID, RULES, Finding, evaluate, image_tag, load_manifests, pod_spec
+from opsverify.rules.kubernetes import (
+    BY_ID,
+    RULES,
+    Finding,
+    evaluate,
+    image_tag,
+    load_manifests,
+    pod_spec,
+)
 
 CHECKS = "security/test_kubernetes_manifests.py"
 FUNCTION = {"workload": "test_workloads_follow_rule", "access": "test_access_follows_rule",
@@ -154,6 +162,15 @@ def test_secrets_in_env_literals_and_configmaps() -> None:
     assert findings("configmap-secrets", configmap) == ["ConfigMap/shop/cfg key aws", "ConfigMap/shop/cfg key tls.pem"]
 
 
+def test_every_title_has_its_singular() -> None:
+    for rule in RULES:
+        assert rule.counted(2) == f"2 {rule.title}"
+        assert rule.counted(1) != f"1 {rule.title}", rule.id
+    assert BY_ID["pod-privileged"].counted(1) == "1 privileged container"
+    assert BY_ID["pod-host-namespaces"].counted(1) == "1 pod sharing the node's namespaces"
+    assert BY_ID["rbac-wildcard"].counted(1).startswith("1 Role or ClusterRole with '*' rules")
+
+
 def test_rbac_wildcards_and_cluster_admin_against_the_allow_lists() -> None:
     role = {"kind": "ClusterRole", "metadata": {"name": "ops-all"},
             "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]}
@@ -264,7 +281,7 @@ def test_a_privileged_pod_fails_only_its_rule_and_an_exemption_lets_it_pass(
     run = check_manifests()
     assert run.failed() == {node("pod-privileged")}
     assert run.message(node("pod-privileged")) == (
-        "manifests deploy: 1 privileged containers (pod-privileged, CRITICAL): "
+        "manifests deploy: 1 privileged container (pod-privileged, CRITICAL): "
         "Deployment/photonic-foundry/photonic-foundry container photonic-foundry; "
         "fix: remove securityContext.privileged: true"
     )
@@ -285,7 +302,7 @@ def test_a_wildcard_cluster_role_fails_outside_the_allow_list(
     run = check_manifests()
     assert run.failed() == {node("rbac-wildcard")}
     assert run.message(node("rbac-wildcard")) == (
-        "manifests deploy: 1 Roles or ClusterRoles with '*' rules outside kubernetes.wildcard_roles "
+        "manifests deploy: 1 Role or ClusterRole with '*' rules outside kubernetes.wildcard_roles "
         "(rbac-wildcard, HIGH): ClusterRole/qp-operator '*' in apiGroups,resources,verbs; fix: list the verbs, "
         "resources and apiGroups needed (or add the role to kubernetes.wildcard_roles)"
     )
@@ -303,7 +320,7 @@ def test_a_cluster_admin_binding_fails_outside_the_allow_list(
     run = check_manifests()
     assert run.failed() == {node("rbac-cluster-admin")}
     assert run.message(node("rbac-cluster-admin")) == (
-        "manifests deploy: 1 cluster-admin bindings to subjects outside kubernetes.cluster_admin_subjects "
+        "manifests deploy: 1 cluster-admin binding to subjects outside kubernetes.cluster_admin_subjects "
         "(rbac-cluster-admin, CRITICAL): ClusterRoleBinding/qp-admin subject ServiceAccount:quantum-planner/"
         "quantum-planner; fix: bind a narrower role (or add the subject to kubernetes.cluster_admin_subjects)"
     )
@@ -316,7 +333,7 @@ def test_a_secret_in_a_configmap_fails_its_rule(manifests: Path, check_manifests
     run = check_manifests()
     assert run.failed() == {node("configmap-secrets")}
     assert run.message(node("configmap-secrets")) == (
-        "manifests deploy: 1 ConfigMaps holding secret-looking keys or values (configmap-secrets, HIGH): "
+        "manifests deploy: 1 ConfigMap holding secret-looking keys or values (configmap-secrets, HIGH): "
         "ConfigMap/photonic-foundry/photonic-foundry-config key DATABASE_PASSWORD; "
         "fix: move those entries into a Secret"
     )
@@ -329,7 +346,7 @@ def test_a_secret_env_literal_fails_its_rule(manifests: Path, check_manifests: C
     run = check_manifests()
     assert run.failed() == {node("env-secret-literal")}
     assert run.message(node("env-secret-literal")) == (
-        "manifests deploy: 1 containers with secret-looking env literals (env-secret-literal, HIGH): "
+        "manifests deploy: 1 container with secret-looking env literals (env-secret-literal, HIGH): "
         "Deployment/quantum-planner/quantum-planner-worker container quantum-planner-worker env API_TOKEN; "
         "fix: move the value into a Secret and use valueFrom.secretKeyRef"
     )
@@ -341,7 +358,7 @@ def test_a_host_path_volume_fails_its_rule(manifests: Path, check_manifests: Cal
     run = check_manifests()
     assert run.failed() == {node("pod-host-path")}
     assert run.message(node("pod-host-path")) == (
-        "manifests deploy: 1 pods mounting hostPath volumes (pod-host-path, HIGH): "
+        "manifests deploy: 1 pod mounting hostPath volumes (pod-host-path, HIGH): "
         "Deployment/photonic-foundry/photonic-foundry volume docker (hostPath /var/run/docker.sock); "
         "fix: use a PersistentVolumeClaim, emptyDir or ConfigMap volume instead"
     )
@@ -355,7 +372,7 @@ def test_a_latest_tag_fails_the_tag_rule_and_the_digest_rule(
     run = check_manifests()
     assert run.failed() == {node("image-tag-not-latest"), node("image-digest")}
     assert run.message(node("image-tag-not-latest")) == (
-        "manifests deploy: 1 containers with a latest or missing image tag (image-tag-not-latest, HIGH): "
+        "manifests deploy: 1 container with a latest or missing image tag (image-tag-not-latest, HIGH): "
         f"Deployment/quantum-planner/quantum-planner-worker container quantum-planner-worker image {image}; "
         "fix: pin a version tag (or a @sha256 digest)"
     )
@@ -369,7 +386,7 @@ def test_a_namespace_without_default_deny_fails_its_rule(manifests: Path, check_
     run = check_manifests()
     assert run.failed() == {node("namespace-default-deny")}
     assert run.message(node("namespace-default-deny")) == (
-        "manifests deploy: 1 namespaces with workloads but no default-deny NetworkPolicy "
+        "manifests deploy: 1 namespace with workloads but no default-deny NetworkPolicy "
         "(namespace-default-deny, HIGH): Namespace/quantum-planner; "
         "fix: add a NetworkPolicy with podSelector: {} and policyTypes: [Ingress] (then allow rules)"
     )
@@ -400,7 +417,7 @@ def test_a_mounted_service_account_token_fails_its_rule(manifests: Path, check_m
     run = check_manifests()
     assert run.failed() == {node("automount-service-account-token")}
     assert run.message(node("automount-service-account-token")) == (
-        "manifests deploy: 1 pods mounting a service-account token (automount-service-account-token, MEDIUM): "
+        "manifests deploy: 1 pod mounting a service-account token (automount-service-account-token, MEDIUM): "
         "Deployment/photonic-foundry/photonic-foundry mounts the token of ServiceAccount photonic-foundry; "
         "fix: set automountServiceAccountToken: false on the pod or its ServiceAccount (exempt pods that call the API)"
     )

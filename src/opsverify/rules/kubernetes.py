@@ -83,6 +83,20 @@ class Rule:
     def __str__(self) -> str:
         return self.id
 
+    def counted(self, count: int) -> str:
+        """``1 privileged container``, ``2 privileged containers``: the title in the number of its findings."""
+        return f"{count} {self.title if count != 1 else singular(self.title)}"
+
+
+PLURAL_NOUN = re.compile(r"\b(containers|pods|namespaces|ConfigMaps|bindings)\b")
+
+
+def singular(title: str) -> str:
+    """A rule's title for one finding: its head noun (the first plural noun) made singular."""
+    if title.startswith("Roles or ClusterRoles"):
+        return "Role or ClusterRole" + title.removeprefix("Roles or ClusterRoles")
+    return PLURAL_NOUN.sub(lambda m: m[1][:-1], title, count=1)
+
 
 def ref(obj: Obj) -> str:
     """``Kind/namespace/name`` (``Kind/name`` for cluster-scoped kinds)."""
