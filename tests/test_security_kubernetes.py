@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -435,3 +437,22 @@ def test_an_unparseable_manifest_fails_every_rule_naming_the_file(
         f"manifests deploy: {broken} does not parse: YAML does not parse: did not find expected ',' or '}}' "
         "at line 4, column 1; fix the file (every rule of the set fails until it does)"
     )
+
+
+def profile_check(profile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsverify", "profile", "check", str(profile)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_duplicate_manifest_set_names_are_a_profile_error(
+    manifests: Path, profile_variant: Callable[..., Path]
+) -> None:
+    def twice(data: dict[str, Any]) -> None:
+        data["kubernetes"]["manifests"] = [{"name": "deploy", "path": str(manifests)},
+                                           {"name": "deploy", "path": str(manifests / "quantum-planner.yaml")}]
+
+    done = profile_check(profile_variant(twice))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert ("manifest set name 'deploy' is used more than once (manifests[0] and manifests[1]): "
+            "give each set its own name") in done.stderr

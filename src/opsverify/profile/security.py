@@ -163,6 +163,17 @@ class KubernetesPolicy(Model):
             raise ValueError(f"no Kubernetes rule {', '.join(unknown)}: the rules are {', '.join(KUBERNETES_RULE_IDS)}")
         return value
 
+    @field_validator("manifests")
+    @classmethod
+    def _unique_sets(cls, value: list[ManifestSet]) -> list[ManifestSet]:
+        first: dict[str, int] = {}
+        for index, manifest_set in enumerate(value):
+            if manifest_set.name in first:  # check ids <set>:<rule> and messages would not tell the sets apart
+                raise ValueError(f"manifest set name {manifest_set.name!r} is used more than once (manifests"
+                                 f"[{first[manifest_set.name]}] and manifests[{index}]): give each set its own name")
+            first[manifest_set.name] = index
+        return value
+
 
 class ScannerReport(Named):
     """Where a scanner's JSON reports land (PF-05, PF-42, PF-32, QP-08, QP-17): the newest is judged."""
