@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from opsverify.profile import Profile
-from opsverify.profile.security import KUBERNETES_RULE_IDS, KubernetesPolicy
+from opsverify.profile.security import KUBERNETES_RULE_IDS, KubernetesPolicy, subject_problem
 from opsverify.rules.kubernetes import (
     BY_ID,
     RULES,
@@ -31,6 +31,7 @@ from opsverify.rules.kubernetes import (
     image_tag,
     load_manifests,
     pod_spec,
+    subject_name,
 )
 
 CHECKS = "security/test_kubernetes_manifests.py"
@@ -171,6 +172,28 @@ def test_every_title_has_its_singular() -> None:
     assert BY_ID["pod-privileged"].counted(1) == "1 privileged container"
     assert BY_ID["pod-host-namespaces"].counted(1) == "1 pod sharing the node's namespaces"
     assert BY_ID["rbac-wildcard"].counted(1).startswith("1 Role or ClusterRole with '*' rules")
+
+
+def test_the_profile_refuses_cluster_admin_subjects_that_match_nothing() -> None:
+    KubernetesPolicy(cluster_admin_subjects=["Group:sre", "User:alice@example.com", "ServiceAccount:ci/*",
+                                             "ServiceAccount:*"])
+    binding = {"kind": "RoleBinding", "metadata": {"name": "b", "namespace": "ci"}}
+    for subject in ({"kind": "User", "name": "alice"}, {"kind": "Group", "name": "sre"},
+                    {"kind": "ServiceAccount", "name": "deployer"}):  # the form the rule writes is the form accepted
+        assert subject_problem(subject_name(subject, binding)) is None
+    form = "write User:<name>, Group:<name> or ServiceAccount:<namespace>/<name> (globs allowed in the names)"
+    refused = {
+        "sre": f"names no subject kind: {form}",
+        "User:": "names no user: write User:<name>",
+        "serviceaccount:ns/name": "spells the kind 'serviceaccount', and kinds are case-sensitive: "
+                                  "write ServiceAccount:ns/name",
+        "ServiceAccount:deployer": "is not in the form ServiceAccount:<namespace>/<name> (ServiceAccount:ci/deployer)",
+        "Role:admin": f"has kind 'Role', not User, Group or ServiceAccount: {form}",
+    }
+    for entry, problem in refused.items():
+        with pytest.raises(ValidationError) as raised:
+            KubernetesPolicy(cluster_admin_subjects=[entry])
+        assert raised.value.errors()[0]["msg"] == f"Value error, cluster_admin_subjects entry {entry!r} {problem}"
 
 
 def test_rbac_wildcards_and_cluster_admin_against_the_allow_lists() -> None:
@@ -456,3 +479,14 @@ def test_duplicate_manifest_set_names_are_a_profile_error(
     assert "Traceback" not in done.stderr
     assert ("manifest set name 'deploy' is used more than once (manifests[0] and manifests[1]): "
             "give each set its own name") in done.stderr
+
+
+def test_a_lowercase_cluster_admin_subject_is_a_profile_error(profile_variant: Callable[..., Path]) -> None:
+    def lowercase(data: dict[str, Any]) -> None:
+        data["kubernetes"]["cluster_admin_subjects"] = ["serviceaccount:quantum-planner/quantum-planner"]
+
+    done = profile_check(profile_variant(lowercase))
+    assert done.returncode == 1
+    assert ("cluster_admin_subjects entry 'serviceaccount:quantum-planner/quantum-planner' spells the kind "
+            "'serviceaccount', and kinds are case-sensitive: write ServiceAccount:quantum-planner/quantum-planner"
+            ) in done.stderr
