@@ -165,6 +165,30 @@ def test_secrets_in_env_literals_and_configmaps() -> None:
     assert findings("configmap-secrets", configmap) == ["ConfigMap/shop/cfg key aws", "ConfigMap/shop/cfg key tls.pem"]
 
 
+def test_credentials_in_urls_are_secrets_but_references_are_not() -> None:
+    env = deployment(env=[
+        {"name": "DATABASE_URL", "value": "postgresql://user:s3cr3t-pw@db/x"},
+        {"name": "CACHE_URL", "value": "redis://:redis-pw@cache:6379/0"},
+        {"name": "UPSTREAM", "value": "https://u:p@host/api"},
+        {"name": "EXPANDED", "value": "postgresql://user:$(DB_PASSWORD)@db/x"},
+        {"name": "TEMPLATED", "value": "postgresql://user:${DB_PASSWORD}@db/x"},
+        {"name": "EMPTY", "value": "redis://user:@cache"},
+        {"name": "USER_ONLY", "value": "https://u@host/a?next=b@c"},
+        {"name": "PORT_ONLY", "value": "http://host:8080/a@b"},
+    ])
+    found = findings("env-secret-literal", env)
+    assert found == [f"Deployment/shop/api container api env {name} (a URL with a password)"
+                     for name in ("DATABASE_URL", "CACHE_URL", "UPSTREAM")]
+    assert not any("s3cr3t" in f for f in found)
+    assert not any("redis-pw" in f for f in found)
+    configmap = {"kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "shop"},
+                 "data": {"app.ini": "[db]\nurl = postgresql://app:s3cr3t-pw@db:5432/shop\n",
+                          "db_password_url": "postgresql://app:s3cr3t-pw@db/x", "ref": "redis://:${PW}@cache"}}
+    assert findings("configmap-secrets", configmap) == [
+        "ConfigMap/shop/cfg key app.ini (a URL with a password)", "ConfigMap/shop/cfg key db_password_url"
+    ]
+
+
 def test_every_title_has_its_singular() -> None:
     for rule in RULES:
         assert rule.counted(2) == f"2 {rule.title}"
@@ -490,3 +514,30 @@ def test_a_lowercase_cluster_admin_subject_is_a_profile_error(profile_variant: C
     assert ("cluster_admin_subjects entry 'serviceaccount:quantum-planner/quantum-planner' spells the kind "
             "'serviceaccount', and kinds are case-sensitive: write ServiceAccount:quantum-planner/quantum-planner"
             ) in done.stderr
+
+
+def test_a_password_in_a_url_fails_the_secret_rules_without_printing_it(
+    manifests: Path, check_manifests: Callable[..., Any]
+) -> None:
+    url = {"name": "DATABASE_URL", "value": "postgresql://planner:pl4nn3r-pw@db:5432/planner"}
+    edit(manifests, "quantum-planner",
+         lambda o: pod(o, "quantum-planner-worker")["containers"][0]["env"].append(url))
+    edit(manifests, "photonic-foundry", lambda o: find(o, "ConfigMap", "photonic-foundry-config")["data"].update(
+        CACHE_URL="redis://:f0undry-pw@cache:6379/0"))
+    run = check_manifests()
+    assert run.failed() == {node("env-secret-literal"), node("configmap-secrets")}
+    assert run.message(node("env-secret-literal")) == (
+        "manifests deploy: 1 container with secret-looking env literals (env-secret-literal, HIGH): "
+        "Deployment/quantum-planner/quantum-planner-worker container quantum-planner-worker env DATABASE_URL "
+        "(a URL with a password); fix: move the value into a Secret and use valueFrom.secretKeyRef"
+    )
+    assert run.message(node("configmap-secrets")) == (
+        "manifests deploy: 1 ConfigMap holding secret-looking keys or values (configmap-secrets, HIGH): "
+        "ConfigMap/photonic-foundry/photonic-foundry-config key CACHE_URL (a URL with a password); "
+        "fix: move those entries into a Secret"
+    )
+    written = run.result.stdout.str() + "".join(
+        f.read_text(errors="replace") for f in run.report_dir.rglob("*") if f.is_file()
+    )
+    assert "pl4nn3r-pw" not in written
+    assert "f0undry-pw" not in written
