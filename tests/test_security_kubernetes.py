@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,17 @@ import yaml
 from pydantic import ValidationError
 
 from opsverify.profile import Profile
-from opsverify.profile.security import KUBERNETES_RULE_IDS, KubernetesPolicy
-from opsverify.rules.kubernetes import BY_ID, RULES, Finding, evaluate, image_tag, load_manifests, pod_spec
+from opsverify.profile.security import KUBERNETES_RULE_IDS, KubernetesPolicy, subject_problem
+from opsverify.rules.kubernetes import (
+    BY_ID,
+    RULES,
+    Finding,
+    evaluate,
+    image_tag,
+    load_manifests,
+    pod_spec,
+    subject_name,
+)
 
 CHECKS = "security/test_kubernetes_manifests.py"
 FUNCTION = {"workload": "test_workloads_follow_rule", "access": "test_access_follows_rule",
@@ -154,6 +165,61 @@ def test_secrets_in_env_literals_and_configmaps() -> None:
     assert findings("configmap-secrets", configmap) == ["ConfigMap/shop/cfg key aws", "ConfigMap/shop/cfg key tls.pem"]
 
 
+def test_credentials_in_urls_are_secrets_but_references_are_not() -> None:
+    env = deployment(env=[
+        {"name": "DATABASE_URL", "value": "postgresql://user:s3cr3t-pw@db/x"},
+        {"name": "CACHE_URL", "value": "redis://:redis-pw@cache:6379/0"},
+        {"name": "UPSTREAM", "value": "https://u:p@host/api"},
+        {"name": "EXPANDED", "value": "postgresql://user:$(DB_PASSWORD)@db/x"},
+        {"name": "TEMPLATED", "value": "postgresql://user:${DB_PASSWORD}@db/x"},
+        {"name": "EMPTY", "value": "redis://user:@cache"},
+        {"name": "USER_ONLY", "value": "https://u@host/a?next=b@c"},
+        {"name": "PORT_ONLY", "value": "http://host:8080/a@b"},
+    ])
+    found = findings("env-secret-literal", env)
+    assert found == [f"Deployment/shop/api container api env {name} (a URL with a password)"
+                     for name in ("DATABASE_URL", "CACHE_URL", "UPSTREAM")]
+    assert not any("s3cr3t" in f for f in found)
+    assert not any("redis-pw" in f for f in found)
+    configmap = {"kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "shop"},
+                 "data": {"app.ini": "[db]\nurl = postgresql://app:s3cr3t-pw@db:5432/shop\n",
+                          "db_password_url": "postgresql://app:s3cr3t-pw@db/x", "ref": "redis://:${PW}@cache"}}
+    assert findings("configmap-secrets", configmap) == [
+        "ConfigMap/shop/cfg key app.ini (a URL with a password)", "ConfigMap/shop/cfg key db_password_url"
+    ]
+
+
+def test_every_title_has_its_singular() -> None:
+    for rule in RULES:
+        assert rule.counted(2) == f"2 {rule.title}"
+        assert rule.counted(1) != f"1 {rule.title}", rule.id
+    assert BY_ID["pod-privileged"].counted(1) == "1 privileged container"
+    assert BY_ID["pod-host-namespaces"].counted(1) == "1 pod sharing the node's namespaces"
+    assert BY_ID["rbac-wildcard"].counted(1).startswith("1 Role or ClusterRole with '*' rules")
+
+
+def test_the_profile_refuses_cluster_admin_subjects_that_match_nothing() -> None:
+    KubernetesPolicy(cluster_admin_subjects=["Group:sre", "User:alice@example.com", "ServiceAccount:ci/*",
+                                             "ServiceAccount:*"])
+    binding = {"kind": "RoleBinding", "metadata": {"name": "b", "namespace": "ci"}}
+    for subject in ({"kind": "User", "name": "alice"}, {"kind": "Group", "name": "sre"},
+                    {"kind": "ServiceAccount", "name": "deployer"}):  # the form the rule writes is the form accepted
+        assert subject_problem(subject_name(subject, binding)) is None
+    form = "write User:<name>, Group:<name> or ServiceAccount:<namespace>/<name> (globs allowed in the names)"
+    refused = {
+        "sre": f"names no subject kind: {form}",
+        "User:": "names no user: write User:<name>",
+        "serviceaccount:ns/name": "spells the kind 'serviceaccount', and kinds are case-sensitive: "
+                                  "write ServiceAccount:ns/name",
+        "ServiceAccount:deployer": "is not in the form ServiceAccount:<namespace>/<name> (ServiceAccount:ci/deployer)",
+        "Role:admin": f"has kind 'Role', not User, Group or ServiceAccount: {form}",
+    }
+    for entry, problem in refused.items():
+        with pytest.raises(ValidationError) as raised:
+            KubernetesPolicy(cluster_admin_subjects=[entry])
+        assert raised.value.errors()[0]["msg"] == f"Value error, cluster_admin_subjects entry {entry!r} {problem}"
+
+
 def test_rbac_wildcards_and_cluster_admin_against_the_allow_lists() -> None:
     role = {"kind": "ClusterRole", "metadata": {"name": "ops-all"},
             "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]}
@@ -264,7 +330,7 @@ def test_a_privileged_pod_fails_only_its_rule_and_an_exemption_lets_it_pass(
     run = check_manifests()
     assert run.failed() == {node("pod-privileged")}
     assert run.message(node("pod-privileged")) == (
-        "manifests deploy: 1 privileged containers (pod-privileged, CRITICAL): "
+        "manifests deploy: 1 privileged container (pod-privileged, CRITICAL): "
         "Deployment/photonic-foundry/photonic-foundry container photonic-foundry; "
         "fix: remove securityContext.privileged: true"
     )
@@ -285,7 +351,7 @@ def test_a_wildcard_cluster_role_fails_outside_the_allow_list(
     run = check_manifests()
     assert run.failed() == {node("rbac-wildcard")}
     assert run.message(node("rbac-wildcard")) == (
-        "manifests deploy: 1 Roles or ClusterRoles with '*' rules outside kubernetes.wildcard_roles "
+        "manifests deploy: 1 Role or ClusterRole with '*' rules outside kubernetes.wildcard_roles "
         "(rbac-wildcard, HIGH): ClusterRole/qp-operator '*' in apiGroups,resources,verbs; fix: list the verbs, "
         "resources and apiGroups needed (or add the role to kubernetes.wildcard_roles)"
     )
@@ -303,7 +369,7 @@ def test_a_cluster_admin_binding_fails_outside_the_allow_list(
     run = check_manifests()
     assert run.failed() == {node("rbac-cluster-admin")}
     assert run.message(node("rbac-cluster-admin")) == (
-        "manifests deploy: 1 cluster-admin bindings to subjects outside kubernetes.cluster_admin_subjects "
+        "manifests deploy: 1 cluster-admin binding to subjects outside kubernetes.cluster_admin_subjects "
         "(rbac-cluster-admin, CRITICAL): ClusterRoleBinding/qp-admin subject ServiceAccount:quantum-planner/"
         "quantum-planner; fix: bind a narrower role (or add the subject to kubernetes.cluster_admin_subjects)"
     )
@@ -316,7 +382,7 @@ def test_a_secret_in_a_configmap_fails_its_rule(manifests: Path, check_manifests
     run = check_manifests()
     assert run.failed() == {node("configmap-secrets")}
     assert run.message(node("configmap-secrets")) == (
-        "manifests deploy: 1 ConfigMaps holding secret-looking keys or values (configmap-secrets, HIGH): "
+        "manifests deploy: 1 ConfigMap holding secret-looking keys or values (configmap-secrets, HIGH): "
         "ConfigMap/photonic-foundry/photonic-foundry-config key DATABASE_PASSWORD; "
         "fix: move those entries into a Secret"
     )
@@ -329,7 +395,7 @@ def test_a_secret_env_literal_fails_its_rule(manifests: Path, check_manifests: C
     run = check_manifests()
     assert run.failed() == {node("env-secret-literal")}
     assert run.message(node("env-secret-literal")) == (
-        "manifests deploy: 1 containers with secret-looking env literals (env-secret-literal, HIGH): "
+        "manifests deploy: 1 container with secret-looking env literals (env-secret-literal, HIGH): "
         "Deployment/quantum-planner/quantum-planner-worker container quantum-planner-worker env API_TOKEN; "
         "fix: move the value into a Secret and use valueFrom.secretKeyRef"
     )
@@ -341,7 +407,7 @@ def test_a_host_path_volume_fails_its_rule(manifests: Path, check_manifests: Cal
     run = check_manifests()
     assert run.failed() == {node("pod-host-path")}
     assert run.message(node("pod-host-path")) == (
-        "manifests deploy: 1 pods mounting hostPath volumes (pod-host-path, HIGH): "
+        "manifests deploy: 1 pod mounting hostPath volumes (pod-host-path, HIGH): "
         "Deployment/photonic-foundry/photonic-foundry volume docker (hostPath /var/run/docker.sock); "
         "fix: use a PersistentVolumeClaim, emptyDir or ConfigMap volume instead"
     )
@@ -355,7 +421,7 @@ def test_a_latest_tag_fails_the_tag_rule_and_the_digest_rule(
     run = check_manifests()
     assert run.failed() == {node("image-tag-not-latest"), node("image-digest")}
     assert run.message(node("image-tag-not-latest")) == (
-        "manifests deploy: 1 containers with a latest or missing image tag (image-tag-not-latest, HIGH): "
+        "manifests deploy: 1 container with a latest or missing image tag (image-tag-not-latest, HIGH): "
         f"Deployment/quantum-planner/quantum-planner-worker container quantum-planner-worker image {image}; "
         "fix: pin a version tag (or a @sha256 digest)"
     )
@@ -369,7 +435,7 @@ def test_a_namespace_without_default_deny_fails_its_rule(manifests: Path, check_
     run = check_manifests()
     assert run.failed() == {node("namespace-default-deny")}
     assert run.message(node("namespace-default-deny")) == (
-        "manifests deploy: 1 namespaces with workloads but no default-deny NetworkPolicy "
+        "manifests deploy: 1 namespace with workloads but no default-deny NetworkPolicy "
         "(namespace-default-deny, HIGH): Namespace/quantum-planner; "
         "fix: add a NetworkPolicy with podSelector: {} and policyTypes: [Ingress] (then allow rules)"
     )
@@ -400,7 +466,7 @@ def test_a_mounted_service_account_token_fails_its_rule(manifests: Path, check_m
     run = check_manifests()
     assert run.failed() == {node("automount-service-account-token")}
     assert run.message(node("automount-service-account-token")) == (
-        "manifests deploy: 1 pods mounting a service-account token (automount-service-account-token, MEDIUM): "
+        "manifests deploy: 1 pod mounting a service-account token (automount-service-account-token, MEDIUM): "
         "Deployment/photonic-foundry/photonic-foundry mounts the token of ServiceAccount photonic-foundry; "
         "fix: set automountServiceAccountToken: false on the pod or its ServiceAccount (exempt pods that call the API)"
     )
@@ -418,3 +484,60 @@ def test_an_unparseable_manifest_fails_every_rule_naming_the_file(
         f"manifests deploy: {broken} does not parse: YAML does not parse: did not find expected ',' or '}}' "
         "at line 4, column 1; fix the file (every rule of the set fails until it does)"
     )
+
+
+def profile_check(profile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsverify", "profile", "check", str(profile)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_duplicate_manifest_set_names_are_a_profile_error(
+    manifests: Path, profile_variant: Callable[..., Path]
+) -> None:
+    def twice(data: dict[str, Any]) -> None:
+        data["kubernetes"]["manifests"] = [{"name": "deploy", "path": str(manifests)},
+                                           {"name": "deploy", "path": str(manifests / "quantum-planner.yaml")}]
+
+    done = profile_check(profile_variant(twice))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert ("manifest set name 'deploy' is used more than once (manifests[0] and manifests[1]): "
+            "give each set its own name") in done.stderr
+
+
+def test_a_lowercase_cluster_admin_subject_is_a_profile_error(profile_variant: Callable[..., Path]) -> None:
+    def lowercase(data: dict[str, Any]) -> None:
+        data["kubernetes"]["cluster_admin_subjects"] = ["serviceaccount:quantum-planner/quantum-planner"]
+
+    done = profile_check(profile_variant(lowercase))
+    assert done.returncode == 1
+    assert ("cluster_admin_subjects entry 'serviceaccount:quantum-planner/quantum-planner' spells the kind "
+            "'serviceaccount', and kinds are case-sensitive: write ServiceAccount:quantum-planner/quantum-planner"
+            ) in done.stderr
+
+
+def test_a_password_in_a_url_fails_the_secret_rules_without_printing_it(
+    manifests: Path, check_manifests: Callable[..., Any]
+) -> None:
+    url = {"name": "DATABASE_URL", "value": "postgresql://planner:pl4nn3r-pw@db:5432/planner"}
+    edit(manifests, "quantum-planner",
+         lambda o: pod(o, "quantum-planner-worker")["containers"][0]["env"].append(url))
+    edit(manifests, "photonic-foundry", lambda o: find(o, "ConfigMap", "photonic-foundry-config")["data"].update(
+        CACHE_URL="redis://:f0undry-pw@cache:6379/0"))
+    run = check_manifests()
+    assert run.failed() == {node("env-secret-literal"), node("configmap-secrets")}
+    assert run.message(node("env-secret-literal")) == (
+        "manifests deploy: 1 container with secret-looking env literals (env-secret-literal, HIGH): "
+        "Deployment/quantum-planner/quantum-planner-worker container quantum-planner-worker env DATABASE_URL "
+        "(a URL with a password); fix: move the value into a Secret and use valueFrom.secretKeyRef"
+    )
+    assert run.message(node("configmap-secrets")) == (
+        "manifests deploy: 1 ConfigMap holding secret-looking keys or values (configmap-secrets, HIGH): "
+        "ConfigMap/photonic-foundry/photonic-foundry-config key CACHE_URL (a URL with a password); "
+        "fix: move those entries into a Secret"
+    )
+    written = run.result.stdout.str() + "".join(
+        f.read_text(errors="replace") for f in run.report_dir.rglob("*") if f.is_file()
+    )
+    assert "pl4nn3r-pw" not in written
+    assert "f0undry-pw" not in written

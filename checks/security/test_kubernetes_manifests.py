@@ -42,7 +42,7 @@ def follows(pair: Pair, profile: Profile, manifests_of: ManifestsOf, evidence: R
     )
     expect(
         not findings,
-        f"manifests {manifest_set.name}: {len(findings)} {rule.title} ({rule.id}, {rule.severity}): "
+        f"manifests {manifest_set.name}: {rule.counted(len(findings))} ({rule.id}, {rule.severity}): "
         f"{describe(findings)}; fix: {rule.fix}",
     )
 

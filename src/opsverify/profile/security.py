@@ -162,7 +162,9 @@ class KubernetesPolicy(Model):
 
     manifests: list[ManifestSet] = Field(default_factory=list)
     cluster_admin_subjects: list[str] = Field(
-        default_factory=list, description="subjects (Kind:namespace/name globs) allowed a cluster-admin binding"
+        default_factory=list,
+        description="subjects allowed a cluster-admin binding: User:<name>, Group:<name> or "
+        "ServiceAccount:<namespace>/<name> globs (kinds case-sensitive, as Kubernetes spells them)",
     )
     wildcard_roles: list[str] = Field(default_factory=list, description="(Cluster)Role names allowed '*' rules")
     require_digest: bool = Field(False, description="images must be pinned by @sha256 digest")
@@ -177,6 +179,50 @@ class KubernetesPolicy(Model):
         if unknown:  # a typo would silently exempt nothing
             raise ValueError(f"no Kubernetes rule {', '.join(unknown)}: the rules are {', '.join(KUBERNETES_RULE_IDS)}")
         return value
+
+    @field_validator("manifests")
+    @classmethod
+    def _unique_sets(cls, value: list[ManifestSet]) -> list[ManifestSet]:
+        first: dict[str, int] = {}
+        for index, manifest_set in enumerate(value):
+            if manifest_set.name in first:  # check ids <set>:<rule> and messages would not tell the sets apart
+                raise ValueError(f"manifest set name {manifest_set.name!r} is used more than once (manifests"
+                                 f"[{first[manifest_set.name]}] and manifests[{index}]): give each set its own name")
+            first[manifest_set.name] = index
+        return value
+
+    @field_validator("cluster_admin_subjects")
+    @classmethod
+    def _subject_form(cls, value: list[str]) -> list[str]:
+        for entry in value:  # an entry in another form would match no subject and silently allow nothing
+            problem = subject_problem(entry)
+            if problem:
+                raise ValueError(f"cluster_admin_subjects entry {entry!r} {problem}")
+        return value
+
+
+SUBJECT_KINDS = ("User", "Group", "ServiceAccount")
+
+
+def subject_problem(entry: str) -> str | None:
+    """Why ``entry`` can match no RBAC subject as ``rules.kubernetes.subject_name`` writes them, else None."""
+    form = "write User:<name>, Group:<name> or ServiceAccount:<namespace>/<name> (globs allowed in the names)"
+    kind, colon, name = entry.partition(":")
+    if not colon:
+        return f"names no subject kind: {form}"
+    if kind not in SUBJECT_KINDS:
+        spelt = next((k for k in SUBJECT_KINDS if k.lower() == kind.lower()), None)
+        if spelt is not None:
+            return f"spells the kind {kind!r}, and kinds are case-sensitive: write {spelt}:{name}"
+        return f"has kind {kind!r}, not User, Group or ServiceAccount: {form}"
+    if kind == "ServiceAccount":
+        namespace, slash, account = name.partition("/")
+        spans = "*" in name  # fnmatch's * matches '/' too: ServiceAccount:* is every service account
+        if not spans and (not (namespace and slash and account) or "/" in account):
+            return "is not in the form ServiceAccount:<namespace>/<name> (ServiceAccount:ci/deployer)"
+    elif not name:
+        return f"names no {kind.lower()}: write {kind}:<name>"
+    return None
 
 
 class ScannerReport(Named):

@@ -45,6 +45,10 @@ SECRET_NAME = re.compile(
 )
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 AWS_ACCESS_KEY = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+URL_PASSWORD = re.compile(  # scheme://user:password@host; userinfo holds no '/', '?', '#' or whitespace (RFC 3986)
+    r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/?#@:]*:(?P<password>[^\s/?#]*)@[^\s/?#@]"
+)
+REFERENCE = re.compile(r"\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z0-9_]*|\{\{.*?\}\}")  # ${VAR}, $(VAR), {{ v }}
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,20 @@ class Rule:
 
     def __str__(self) -> str:
         return self.id
+
+    def counted(self, count: int) -> str:
+        """``1 privileged container``, ``2 privileged containers``: the title in the number of its findings."""
+        return f"{count} {self.title if count != 1 else singular(self.title)}"
+
+
+PLURAL_NOUN = re.compile(r"\b(containers|pods|namespaces|ConfigMaps|bindings)\b")
+
+
+def singular(title: str) -> str:
+    """A rule's title for one finding: its head noun (the first plural noun) made singular."""
+    if title.startswith("Roles or ClusterRoles"):
+        return "Role or ClusterRole" + title.removeprefix("Roles or ClusterRoles")
+    return PLURAL_NOUN.sub(lambda m: m[1][:-1], title, count=1)
 
 
 def ref(obj: Obj) -> str:
@@ -272,9 +290,21 @@ def default_deny(objects: list[Obj], policy: KubernetesPolicy) -> Iterator[Findi
         yield Finding(f"Namespace/{ns}")
 
 
+def url_password(value: str) -> bool:
+    """A URL with a password in its userinfo (``postgresql://u:pw@db``, ``redis://:pw@host``); an empty password or
+    one that is only references (``${DB_PASSWORD}``, Kubernetes' ``$(DB_PASSWORD)``, ``{{ .pw }}``) is none."""
+    return any(REFERENCE.sub("", m["password"]) for m in URL_PASSWORD.finditer(value))
+
+
 def _looks_secret(value: str) -> bool:
-    """A PEM private key or an AWS access key ID, whatever the key it sits under."""
-    return bool(PRIVATE_KEY.search(value) or AWS_ACCESS_KEY.search(value))
+    """A PEM private key, an AWS access key ID or a URL holding a password, whatever the key it sits under."""
+    return bool(PRIVATE_KEY.search(value) or AWS_ACCESS_KEY.search(value) or url_password(value))
+
+
+def _secret_detail(name: str, value: str) -> str:
+    """``KEY``, or ``KEY (a URL with a password)`` when only the URL gives it away; never the value itself."""
+    quiet = SECRET_NAME.search(name) or PRIVATE_KEY.search(value) or AWS_ACCESS_KEY.search(value)
+    return name if quiet or not url_password(value) else f"{name} (a URL with a password)"
 
 
 def env_secrets(obj: Obj, policy: KubernetesPolicy) -> Iterator[Finding]:
@@ -283,9 +313,9 @@ def env_secrets(obj: Obj, policy: KubernetesPolicy) -> Iterator[Finding]:
         for env in container.get("env") or []:
             if not isinstance(env, dict) or env.get("value") in (None, ""):
                 continue
-            value = str(env["value"])
-            if SECRET_NAME.search(str(env.get("name", ""))) or _looks_secret(value):
-                yield Finding(ref(obj), f"container {container.get('name', '?')} env {env.get('name')}")
+            name, value = str(env.get("name")), str(env["value"])
+            if SECRET_NAME.search(name) or _looks_secret(value):
+                yield Finding(ref(obj), f"container {container.get('name', '?')} env {_secret_detail(name, value)}")
 
 
 def configmap_secrets(obj: Obj, policy: KubernetesPolicy) -> Iterator[Finding]:
@@ -295,7 +325,7 @@ def configmap_secrets(obj: Obj, policy: KubernetesPolicy) -> Iterator[Finding]:
     for key, value in sorted(entries.items()):
         text = str(value or "")
         if (SECRET_NAME.search(str(key)) and text.strip()) or _looks_secret(text):
-            yield Finding(ref(obj), f"key {key}")
+            yield Finding(ref(obj), f"key {_secret_detail(str(key), text)}")
 
 
 # --- access control (PF-44, PF-13 for the allow-lists) ---------------------------------------------
