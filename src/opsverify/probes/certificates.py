@@ -116,10 +116,12 @@ def describe(chain: tuple[str, ...]) -> list[CertInfo]:
 
 
 def days_text(left: timedelta) -> str:
-    """``"in 12 days"``, ``"in less than a day"``, ``"3 days ago"``."""
-    if left < timedelta(0):
-        return f"{-left // timedelta(days=1)} days ago" if left <= -timedelta(days=1) else "less than a day ago"
-    return f"in {left.days} days" if left >= timedelta(days=1) else "in less than a day"
+    """``"in 12 days"``, ``"in less than a day"``, ``"3 days ago"``: whole days rounded to nearest, both ways."""
+    days = round(abs(left) / timedelta(days=1))
+    if days == 0:
+        return "in less than a day" if left >= timedelta(0) else "less than a day ago"
+    count = f"{days} day" if days == 1 else f"{days} days"
+    return f"in {count}" if left >= timedelta(0) else f"{count} ago"
 
 
 def expiring(infos: list[CertInfo], below: timedelta, now: datetime | None = None) -> list[CertInfo]:
@@ -142,6 +144,12 @@ def weak_keys(infos: list[CertInfo], min_rsa: int, min_ec: int) -> list[tuple[Ce
 def sha1_signed(infos: list[CertInfo]) -> list[CertInfo]:
     """Certificates signed with SHA-1 (or MD5), self-signed trust anchors aside (their signature is never checked)."""
     return [i for i in infos if i.signature_hash in ("sha1", "md5") and not (i.self_signed and i.position != "leaf")]
+
+
+def capped(items: list[str], shown: int = 5) -> str:
+    """``"a, b, c, d, e and 3 more"``: the first ``shown`` items, then how many more."""
+    text = ", ".join(items[:shown])
+    return f"{text} and {len(items) - shown} more" if len(items) > shown else text
 
 
 def weak_suites(accepted: dict[str, tuple[str, ...]]) -> list[str]:
