@@ -153,8 +153,8 @@ def capped(items: list[str], shown: int = 5) -> str:
 
 
 def weak_suites(accepted: dict[str, tuple[str, ...]]) -> list[str]:
-    """The accepted cipher suites of a NULL/EXPORT/RC4/DES/3DES/anonymous family, once each."""
-    return list(dict.fromkeys(s for suites in accepted.values() for s in suites if WEAK_SUITE.search(s)))
+    """The accepted cipher suites of a NULL/EXPORT/RC4/DES/3DES/anonymous family, once each, sorted by name."""
+    return sorted({s for suites in accepted.values() for s in suites if WEAK_SUITE.search(s)})
 
 
 def matches_hostname(info: CertInfo, name: str) -> bool:

@@ -106,7 +106,8 @@ class Profile(Model):
                     f"tls: two TLS endpoints are named {endpoint.name!r}, at {at[0]} and {at[1]}: "
                     "rename the one in tls.endpoints"])
             key = (endpoint.host, endpoint.port, endpoint.server_name or endpoint.host, endpoint.protocol)
-            if key not in unique:
+            kept = unique.get(key)
+            if kept is None or (endpoint.check_hostname and not kept.check_hostname):  # verify-full over verify-ca
                 unique[key] = named[endpoint.name] = endpoint
         return list(unique.values())
 
