@@ -596,3 +596,20 @@ def test_a_verify_full_database_keeps_the_hostname_check_of_a_verify_ca_one_on_t
     ]})
     assert [(e.name, e.host, e.check_hostname) for e in profile.tls_endpoints()] == [
         ("main", "db.example.com", True), ("other", "db2.example.com", False)]
+
+
+def test_a_declared_endpoint_named_like_a_derived_one_elsewhere_stops_the_run(
+    run_checks: Run, profile_variant: Variant, sandbox: Profile
+) -> None:
+    """Two TLS endpoints of one name at two addresses: a usage error naming both, not a collection traceback."""
+    planner = next(s for s in sandbox.services if s.url.startswith("https://"))
+    parts = urlsplit(planner.url)
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["tls"] = {"endpoints": [{"name": planner.name, "host": "127.0.0.1", "port": 9443}]}
+
+    run = run_checks(profile_variant(mutate), TLS)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.result.stdout.str()
+    assert (f"tls: two TLS endpoints are named {planner.name!r}, at 127.0.0.1:9443 and {parts.hostname}:{parts.port}: "
+            "rename the one in tls.endpoints") in run.result.stderr.str()
+    assert "Traceback" not in run.result.stderr.str() + run.result.stdout.str()
