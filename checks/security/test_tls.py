@@ -20,6 +20,7 @@ from opsverify.probes.certificates import (
     WEAK_FAMILIES,
     CertificateError,
     CertInfo,
+    capped,
     describe,
     matches_hostname,
     sha1_signed,
@@ -28,7 +29,7 @@ from opsverify.probes.certificates import (
     weak_keys,
     weak_suites,
 )
-from opsverify.probes.tls import LEGACY, VERSIONS, TlsScan
+from opsverify.probes.tls import LEGACY, VERSIONS, TlsScan, parse_hsts
 from opsverify.profile.security import TlsEndpoint, TlsPolicy
 
 pytestmark = [pytest.mark.security]
@@ -92,18 +93,25 @@ def test_chain_is_trusted(tls_endpoint: TlsEndpoint, tls_scan_of: ScanOf, eviden
     evidence.record(trust=trust_source(tls_endpoint.ca_file), chain=" <- ".join(i.subject for i in infos),
                     ocsp_stapling=scan.ocsp)
     problem = verify_chain(scan.chain, tls_endpoint.ca_file)
-    expect(
-        problem is None,
-        f"{where(tls_endpoint, scan)}: the certificate chain of {infos[0].subject!r} does not verify against "
-        f"{trust_source(tls_endpoint.ca_file)} ({problem}); serve the chain of a trusted CA or declare its ca_file",
-    )
+    if tls_endpoint.ca_file is None:
+        fix = "serve the chain of a trusted CA or declare its ca_file"
+        against = trust_source(None)
+    else:
+        fix = ("serve the intermediate certificate(s) after the leaf, or declare the ca_file of the CA that issued "
+               "it")
+        against = str(tls_endpoint.ca_file)
+    expect(problem is None, f"{where(tls_endpoint, scan)}: the certificate chain of {infos[0].subject!r} does not "
+                            f"verify against {against} ({problem}); {fix}")
 
 
 @pytest.mark.weekly
 @pytest.mark.monthly
 @pytest.mark.runbook("PF-43", "QP-09")
 def test_certificate_matches_hostname(tls_endpoint: TlsEndpoint, tls_scan_of: ScanOf, evidence: Recorder) -> None:
-    """PF-43/QP-09: the leaf certificate is valid for server_name (default: host)."""
+    """PF-43/QP-09: the leaf certificate is valid for server_name (default: host), unless check_hostname is false."""
+    if not tls_endpoint.check_hostname:
+        pytest.skip(f"{tls_endpoint.name} has check_hostname false (a database with sslmode verify-ca: libpq "
+                    "checks no hostname)")
     scan, infos = certificates(tls_endpoint, tls_scan_of, evidence)
     leaf, name = infos[0], scan.server_name
     evidence.record(names=" ".join(leaf.names) or f"CN={leaf.subject}")
@@ -139,7 +147,7 @@ def test_no_weak_cipher_suites(tls_endpoint: TlsEndpoint, tls_scan_of: ScanOf, e
     weak = weak_suites(scan.accepted)
     expect(
         not weak,
-        f"{where(tls_endpoint, scan)} accepts weak cipher suites {', '.join(weak)} ({WEAK_FAMILIES}); "
+        f"{where(tls_endpoint, scan)} accepts weak cipher suites {capped(weak)} ({WEAK_FAMILIES}); "
         "remove them from the server's cipher list",
     )
 
@@ -181,13 +189,17 @@ def test_hsts_is_long_enough(
         pytest.skip(f"{tls_endpoint.name} is a {tls_endpoint.protocol} endpoint: HSTS applies to https only")
     scan = scanned(tls_endpoint, tls_scan_of, evidence)
     minimum = int(tls_policy.hsts_min_age.total_seconds())
-    evidence.record(hsts_max_age=scan.hsts_max_age, hsts_min_age=minimum)
+    evidence.record(hsts=" | ".join(scan.hsts_headers) or "none", hsts_min_age=minimum)
     expect(scan.hsts_error is None, f"{where(tls_endpoint, scan)}: the HTTPS GET for its headers failed "
                                     f"({scan.hsts_error}); see the server's log")
     fix = f'send "Strict-Transport-Security: max-age={minimum}" or longer'
-    expect(scan.hsts_max_age is not None,
+    expect(bool(scan.hsts_headers),
            f"{where(tls_endpoint, scan)} sends no Strict-Transport-Security header; expected max-age >= {minimum} "
            f"(tls.hsts_min_age {format_duration(tls_policy.hsts_min_age)}): {fix}")
-    expect((scan.hsts_max_age or 0) >= minimum,
-           f"{where(tls_endpoint, scan)} sends Strict-Transport-Security max-age={scan.hsts_max_age}, below {minimum} "
+    max_age, invalid = parse_hsts(scan.hsts_headers)
+    expect(invalid is None, f"{where(tls_endpoint, scan)} {invalid}, which browsers ignore (RFC 6797): "
+                            f"send exactly one \"Strict-Transport-Security: max-age={minimum}\" or longer")
+    evidence.record(hsts_max_age=max_age)
+    expect((max_age or 0) >= minimum,
+           f"{where(tls_endpoint, scan)} sends Strict-Transport-Security max-age={max_age}, below {minimum} "
            f"(tls.hsts_min_age {format_duration(tls_policy.hsts_min_age)}): {fix}")

@@ -116,10 +116,12 @@ def describe(chain: tuple[str, ...]) -> list[CertInfo]:
 
 
 def days_text(left: timedelta) -> str:
-    """``"in 12 days"``, ``"in less than a day"``, ``"3 days ago"``."""
-    if left < timedelta(0):
-        return f"{-left // timedelta(days=1)} days ago" if left <= -timedelta(days=1) else "less than a day ago"
-    return f"in {left.days} days" if left >= timedelta(days=1) else "in less than a day"
+    """``"in 12 days"``, ``"in less than a day"``, ``"3 days ago"``: whole days rounded to nearest, both ways."""
+    days = round(abs(left) / timedelta(days=1))
+    if days == 0:
+        return "in less than a day" if left >= timedelta(0) else "less than a day ago"
+    count = f"{days} day" if days == 1 else f"{days} days"
+    return f"in {count}" if left >= timedelta(0) else f"{count} ago"
 
 
 def expiring(infos: list[CertInfo], below: timedelta, now: datetime | None = None) -> list[CertInfo]:
@@ -144,9 +146,15 @@ def sha1_signed(infos: list[CertInfo]) -> list[CertInfo]:
     return [i for i in infos if i.signature_hash in ("sha1", "md5") and not (i.self_signed and i.position != "leaf")]
 
 
+def capped(items: list[str], shown: int = 5) -> str:
+    """``"a, b, c, d, e and 3 more"``: the first ``shown`` items, then how many more."""
+    text = ", ".join(items[:shown])
+    return f"{text} and {len(items) - shown} more" if len(items) > shown else text
+
+
 def weak_suites(accepted: dict[str, tuple[str, ...]]) -> list[str]:
-    """The accepted cipher suites of a NULL/EXPORT/RC4/DES/3DES/anonymous family, once each."""
-    return list(dict.fromkeys(s for suites in accepted.values() for s in suites if WEAK_SUITE.search(s)))
+    """The accepted cipher suites of a NULL/EXPORT/RC4/DES/3DES/anonymous family, once each, sorted by name."""
+    return sorted({s for suites in accepted.values() for s in suites if WEAK_SUITE.search(s)})
 
 
 def matches_hostname(info: CertInfo, name: str) -> bool:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, model_validator
 
-from opsverify.errors import OpsverifyError
+from opsverify.errors import OpsverifyError, ProfileError
 from opsverify.profile.model import (
     BackupSource,
     Database,
@@ -74,7 +74,8 @@ class Profile(Model):
     def tls_endpoints(self) -> list[TlsEndpoint]:
         """Every TLS endpoint the TLS checks handshake with (none without a ``tls`` section): the declared ones,
         then each https:// service, each database with sslmode verify-ca/verify-full and each Redis with ``tls``;
-        one per host and port, the first name kept."""
+        one per host, port, server name (SNI) and protocol, the first name kept. A derived endpoint named like
+        an earlier one is that one when it is the same address, else a ProfileError (two names, one per address)."""
         if self.tls is None:
             return []
         found = list(self.tls.endpoints)
@@ -82,18 +83,32 @@ class Profile(Model):
             parts = urlsplit(service.url)
             if parts.scheme == "https" and parts.hostname:
                 found.append(TlsEndpoint(name=service.name, host=parts.hostname, port=parts.port or 443,
-                                         protocol="https", server_name=None, ca_file=service.ca_file))
+                                         protocol="https", server_name=None, ca_file=service.ca_file,
+                                         check_hostname=True))
         for db in self.databases:
-            if db.sslmode in ("verify-ca", "verify-full"):
+            if db.sslmode in ("verify-ca", "verify-full"):  # verify-ca: libpq checks no hostname
                 found.append(TlsEndpoint(name=db.name, host=db.host, port=db.port, protocol="postgres",
-                                         server_name=None, ca_file=db.sslrootcert))
+                                         server_name=None, ca_file=db.sslrootcert,
+                                         check_hostname=db.sslmode == "verify-full"))
         for redis in self.redis:
             if redis.tls:
                 found.append(TlsEndpoint(name=redis.name, host=redis.host, port=redis.port, protocol="redis",
-                                         server_name=None, ca_file=redis.ca_file))
-        unique: dict[tuple[str, int], TlsEndpoint] = {}
+                                         server_name=None, ca_file=redis.ca_file, check_hostname=True))
+        unique: dict[tuple[str, int, str, str], TlsEndpoint] = {}
+        named: dict[str, TlsEndpoint] = {}
         for endpoint in found:
-            unique.setdefault((endpoint.host, endpoint.port), endpoint)
+            earlier = named.get(endpoint.name)
+            if earlier is not None:
+                if (earlier.host, earlier.port) == (endpoint.host, endpoint.port):
+                    continue
+                at = [f"{e.host}:{e.port}" for e in (earlier, endpoint)]
+                raise ProfileError(self.name, [
+                    f"tls: two TLS endpoints are named {endpoint.name!r}, at {at[0]} and {at[1]}: "
+                    "rename the one in tls.endpoints"])
+            key = (endpoint.host, endpoint.port, endpoint.server_name or endpoint.host, endpoint.protocol)
+            kept = unique.get(key)
+            if kept is None or (endpoint.check_hostname and not kept.check_hostname):  # verify-full over verify-ca
+                unique[key] = named[endpoint.name] = endpoint
         return list(unique.values())
 
     def objective(self, component: str) -> Objective:

@@ -8,6 +8,7 @@ benchmarks give; allow-lists name the exceptions a team accepts.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from opsverify.durations import format_duration
 from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
 
 Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
@@ -117,6 +119,30 @@ class TlsEndpoint(Named):
     )
     server_name: str | None = Field(None, description="the name the certificate must match (SNI); default: host")
     ca_file: ExistingFile | None = Field(None, description="CA bundle the chain must verify against; default: system")
+    check_hostname: bool = Field(
+        True, description="the leaf must be valid for server_name (false: a database with sslmode verify-ca)"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        if not is_host(value):
+            raise ValueError(f"{value!r} is not a host name or IP address (a URL? give only its host, and its port "
+                             "as port)")
+        return value
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def is_host(value: str) -> bool:
+    """Whether ``value`` is a DNS host name or an IP address (not a URL, not host:port)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return len(value) <= 253 and _HOST.fullmatch(value) is not None
+    return True
 
 
 class CertificateFile(Named):
@@ -140,6 +166,20 @@ class TlsPolicy(Model):
     hsts_min_age: Duration = Field(timedelta(days=180), description="smallest Strict-Transport-Security max-age")
     endpoints: list[TlsEndpoint] = Field(default_factory=list)
     certificate_files: list[CertificateFile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsPolicy:
+        if self.expiry_fail > self.expiry_warn:
+            fail, warn = format_duration(self.expiry_fail), format_duration(self.expiry_warn)
+            raise ValueError(f"expiry_fail {fail} is longer than expiry_warn {warn}: a certificate would fail "
+                             "before it warns; set expiry_fail <= expiry_warn")
+        for section, items in (("endpoints", self.endpoints), ("certificate_files", self.certificate_files)):
+            names = [item.name for item in items]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"tls.{section} declares {', '.join(map(repr, twice))} more than once: "
+                                 "give each a name of its own")
+        return self
 
 
 class ManifestSet(Named):
