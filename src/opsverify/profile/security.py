@@ -8,15 +8,17 @@ benchmarks give; allow-lists name the exceptions a team accepts.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
 
 Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+HOST_PORT_GLOB = re.compile(r"(\[[^\[\]\s]+\]|[^\[\]:\s]+):[^\[\]:\s]+")  # 0.0.0.0:443, *:22, [::]:80
 DANGEROUS_REDIS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SCRIPT")
 
 
@@ -60,8 +62,12 @@ class HostSecurity(Model):
         default_factory=list, description="application directories: no world-writable file or directory (QP-30)"
     )
     secret_files: list[str] = Field(
-        default_factory=lambda: [".env", "*.env", "*.key", "*-key.pem", "id_rsa", "id_ecdsa", "id_ed25519"],
-        description="name globs of secret files under app_dirs: none may be readable by group or others",
+        default_factory=lambda: [
+            ".env*", "*.env", "*.key", "*-key.pem", "*.key.pem", "privkey*.pem", "*private*.pem",
+            "id_rsa", "id_ecdsa", "id_ed25519",
+        ],
+        description="name globs of secret files under app_dirs: none may be readable by group or others (any file "
+        "under 64 KiB holding a PEM private key is held to the same rule, whatever its name)",
     )
     suid_paths: list[str] = Field(default_factory=lambda: ["/"], description="where SUID/SGID files are looked for")
     suid_allowed: list[str] = Field(
@@ -90,6 +96,26 @@ class HostSecurity(Model):
         timedelta(minutes=2),
         description="longest one command on the host may run (find over app_dirs or suid_paths, apt-get -s, sshd -T)",
     )
+
+    @field_validator("app_dirs", "suid_paths")
+    @classmethod
+    def _absolute_paths(cls, paths: list[str], info: ValidationInfo) -> list[str]:
+        if info.field_name == "suid_paths" and not paths:
+            raise ValueError("must name at least one directory (default [\"/\"])")
+        wrong = [p for p in paths if not p.startswith("/")]
+        if wrong:
+            raise ValueError(f"must be absolute paths on the host: {', '.join(repr(p) for p in wrong)}")
+        return paths
+
+    @field_validator("listening_allowed")
+    @classmethod
+    def _address_port_globs(cls, globs: list[str] | None) -> list[str] | None:
+        wrong = [g for g in globs or [] if not HOST_PORT_GLOB.fullmatch(g)]
+        if wrong:
+            raise ValueError(
+                f"must be address:port globs (\"0.0.0.0:443\", \"*:22\", \"[::]:80\"): {', '.join(map(repr, wrong))}"
+            )
+        return globs
 
 
 class TlsEndpoint(Named):
