@@ -127,6 +127,104 @@ def test_group_readable_env_fails(run_checks: Callable[..., Any], profile_varian
     )
 
 
+def test_symlinked_app_dir_is_scanned(run_checks: Callable[..., Any], profile_variant: Callable[..., Path],
+                                      tmp_path: Path) -> None:
+    """A Capistrano ``current`` -> ``releases/r1`` declared as the app dir: find follows the root link (-H)."""
+    release = tmp_path / "releases" / "r1"
+    release.mkdir(parents=True)
+    current = tmp_path / "current"
+    current.symlink_to(release, target_is_directory=True)
+    data = release / "data.json"
+    data.write_text("{}\n")
+    data.chmod(0o666)
+    env = release / ".env"
+    env.write_text("SECRET=x\n")
+    env.chmod(0o644)
+    helper = release / "helper"
+    shutil.copy("/bin/true", helper)
+    helper.chmod(0o4755)
+    run = run_checks(profile_variant(local_host(current, tmp_path / "scratch")), CHECKS)
+    expected = {WRITABLE.format("local"), SECRETS.format("local")}
+    if os.geteuid() == 0:
+        expected.add(SUID.format("local"))
+        assert run.message(SUID.format("local")) == (
+            f"host local: 1 SUID/SGID files are not allowed: {current}/helper (4755 root); expected only the "
+            "distribution's usual ones and security.suid_allowed: remove the bit (chmod u-s,g-s) or add the path to "
+            "security.suid_allowed"
+        )
+    assert run.failed() == expected
+    assert run.message(WRITABLE.format("local")) == (
+        f"host local: 1 world-writable files or directories under {current}: {current}/data.json (0666 {ME}); "
+        "expected none (QP-30): chmod o-w them"
+    )
+    assert run.message(SECRETS.format("local")) == (
+        f"host local: 1 secret files under {current} are readable by group or others: {current}/.env (0644 {ME}); "
+        "expected owner-only: chmod 600 them"
+    )
+
+
+PEM_KEY = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----\n"
+
+
+def test_runbook_env_files_and_private_keys_by_content_fail(run_checks: Callable[..., Any],
+                                                             profile_variant: Callable[..., Path], app_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """The runbook's .env.production, privkey1.pem, *.key.pem, *private*.pem, and a key in any small file."""
+    faults = {".env.production": "DATABASE_URL=x\n", "privkey1.pem": PEM_KEY, "tls.key.pem": PEM_KEY,
+              "server-private.pem": PEM_KEY, "config/signing.crt": "# bundle\n" + PEM_KEY}
+    for name, text in faults.items():
+        (app_dir / name).write_text(text)
+        (app_dir / name).chmod(0o640)
+    private = app_dir / "config" / "private.txt"  # a key, but owner-only: fine
+    private.write_text(PEM_KEY)
+    private.chmod(0o600)
+    big = app_dir / "config" / "big.log"  # 64 KiB or more: not searched
+    big.write_text(PEM_KEY + "x" * 70_000)
+    big.chmod(0o644)
+    plain = app_dir / "config" / "public.pem"  # a certificate, no key
+    plain.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    plain.chmod(0o644)
+    run = run_checks(profile_variant(local_host(app_dir, tmp_path / "scratch")), CHECKS)
+    test = SECRETS.format("local")
+    assert run.failed() == {test}
+    shown = ", ".join(f"{app_dir / name} (0640 {ME})" for name in sorted(faults))
+    assert run.message(test) == (
+        f"host local: 5 secret files under {app_dir} are readable by group or others: {shown}; expected owner-only: "
+        "chmod 600 them"
+    )
+    assert run.checks[test]["evidence"]["private_keys"].count(str(app_dir)) == 4
+
+
+def test_missing_app_dir_and_findings_fail_together(run_checks: Callable[..., Any],
+                                                    profile_variant: Callable[..., Path], app_dir: Path,
+                                                    tmp_path: Path) -> None:
+    data = app_dir / "data.json"
+    data.write_text("{}\n")
+    data.chmod(0o666)
+    (app_dir / ".env").chmod(0o644)
+    gone = tmp_path / "gone"
+    variant = profile_variant(local_host(app_dir, tmp_path / "scratch", app_dirs=[str(app_dir), str(gone)]))
+    run = run_checks(variant, CHECKS)
+    assert run.failed() == {WRITABLE.format("local"), SECRETS.format("local")}
+    assert run.message(WRITABLE.format("local")) == (
+        f"host local: 1 world-writable files or directories under {app_dir}: {data} (0666 {ME}); expected none "
+        f"(QP-30), and {gone} is no directory on local://: chmod o-w them, and create it or fix the host's security "
+        "section"
+    )
+    assert run.message(SECRETS.format("local")) == (
+        f"host local: 1 secret files under {app_dir} are readable by group or others: {app_dir / '.env'} "
+        f"(0644 {ME}); expected owner-only, and {gone} is no directory on local://: chmod 600 them, and create it or "
+        "fix the host's security section"
+    )
+    data.chmod(0o644)
+    (app_dir / ".env").chmod(0o600)
+    run = run_checks(variant, CHECKS)
+    assert run.failed() == {WRITABLE.format("local"), SECRETS.format("local")}
+    assert run.message(WRITABLE.format("local")) == (
+        f"host local: {gone} is no directory on local://; create it or fix the host's security section"
+    )
+
+
 @pytest.fixture
 def appd() -> Iterator[Path]:
     """A copy of /bin/sleep named ``appd`` in a directory any user may enter (removed after)."""
@@ -161,6 +259,17 @@ def test_app_process_running_as_root_fails(run_checks: Callable[..., Any], profi
     assert run.failed() == {test}
     assert run.message(test) == (
         f"host local: app processes run as root: appd (pid {proc.pid}); expected a non-root user: run them as a "
+        "dedicated user (systemd User=, Docker USER)"
+    )
+    procs = [start(appd) for _ in range(7)]
+    try:
+        run = run_checks(variant, CHECKS)
+    finally:
+        for each in procs:
+            stop(each)
+    shown = ", ".join(f"appd (pid {p.pid})" for p in sorted(procs, key=lambda p: p.pid)[:5])
+    assert run.message(test) == (
+        f"host local: app processes run as root: {shown} and 2 more; expected a non-root user: run them as a "
         "dedicated user (systemd User=, Docker USER)"
     )
     proc = start(appd, uid=pwd.getpwnam("nobody").pw_uid)
@@ -217,7 +326,7 @@ def ssh_host(server: Any, app: Path, scratch: Path) -> Callable[[dict[str, Any]]
         data["hosts"] = [{
             "name": "remote", "uri": f"ssh://{ME}@127.0.0.1:{server.port}", "ssh_config": str(server.ssh_config),
             "ssh_identity_file": str(server.identity), "cpu_max_percent": 100,
-            "security": {"app_dirs": [str(app)], "suid_paths": [str(app)], "listening_allowed": ["*"],
+            "security": {"app_dirs": [str(app)], "suid_paths": [str(app)], "listening_allowed": ["*:*"],
                          "sshd_config": str(server.identity.parent / "sshd_config")},
         }]
 
@@ -352,6 +461,19 @@ def test_security_update_pending_too_long_fails(run_checks: Callable[..., Any], 
     assert first.failed() == set()
     assert first.outcome(test) == "passed"
     assert f"{FAULT_PACKAGE} 2" in first.checks[test]["evidence"]["security_updates"]
+    # PF-08's first sighting passes, but says so: a warning in the report and the evidence, and the new state file
+    pending = first.checks[test]["evidence"]["security_updates"].split(", ")  # the machine's own ones besides
+    assert f"{FAULT_PACKAGE} 2" in pending
+    assert first.checks[test]["evidence"]["pending"] == f"{len(pending)} security updates pending (first seen now)"
+    assert first.checks[test]["evidence"]["state_file"] == (
+        f"{state} created by this run: pending updates age from now; keep this directory between runs (CI: cache "
+        "scratch_dir) or they can never age past security_updates_max_age"
+    )
+    shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+    assert f"PendingSecurityUpdatesWarning: host local: {len(pending)} security updates pending (first seen now): " \
+        f"{shown}; PF-08 fails once one stays pending longer than 7d (the state file {state} was just created: " \
+        "keep it between runs)" in first.result.stdout.str()
+    assert late.checks[test]["evidence"]["state_file"] == f"{state} (kept from earlier runs)"
     assert late.failed() == {test}
     assert late.message(test) == (
         f"host local: 1 security updates pending longer than 7d: {FAULT_PACKAGE} 2 "
@@ -438,3 +560,27 @@ def test_simulated_upgrade_lines_are_read_by_origin() -> None:
     assert is_allowed_setuid("/bin/su", [])
     assert not is_allowed_setuid("/srv/app/bin/su", [])
     assert is_allowed_setuid("/srv/app/bin/su", ["/srv/app/bin/*"])
+    # the distribution's globs match per path segment: * never crosses /
+    assert is_allowed_setuid("/usr/lib/x86_64-linux-gnu/utempter/utempter", [])
+    assert not is_allowed_setuid("/usr/lib/evil/x/utempter/utempter", [])
+    assert not is_allowed_setuid("/usr/lib/x86_64-linux-gnu/utempter/utempter/extra", [])
+
+
+def test_profile_refuses_relative_paths_and_listening_entries_without_a_port() -> None:
+    from pydantic import ValidationError
+
+    from opsverify.profile.security import HostSecurity
+
+    with pytest.raises(
+        ValidationError, match=r"app_dirs\n  Value error, must be absolute paths on the host: 'srv/app'",
+    ):
+        HostSecurity(app_dirs=["/srv/ok", "srv/app"])
+    with pytest.raises(ValidationError, match=r"suid_paths\n  Value error, must be absolute paths on the host: ''"):
+        HostSecurity(suid_paths=[""])
+    with pytest.raises(ValidationError, match=r"suid_paths\n  Value error, must name at least one directory"):
+        HostSecurity(suid_paths=[])
+    with pytest.raises(ValidationError, match=r"must be address:port globs \("):
+        HostSecurity(listening_allowed=["*:22", "*", "::1:80"])
+    ok = HostSecurity(listening_allowed=["0.0.0.0:443", "*:22", "[::]:80", "10.0.*:80??"])
+    assert ok.listening_allowed == ["0.0.0.0:443", "*:22", "[::]:80", "10.0.*:80??"]
+    assert HostSecurity().app_dirs == []  # none declared: the app-dir checks skip

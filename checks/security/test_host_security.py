@@ -9,7 +9,9 @@ An unreachable host fails every check, naming the first failure.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from fixtures.expect import expect, fail
+from fixtures.hostsecurity import PendingSecurityUpdatesWarning, state_note
 from fixtures.reporting import Recorder
 from opsverify.durations import format_duration
 from opsverify.probes.hostsecurity import (
@@ -27,6 +30,7 @@ from opsverify.probes.hostsecurity import (
     listening_sockets,
     login_user,
     pending_security_updates,
+    private_key_files,
     processes_named,
     readable_secrets,
     remember_first_seen,
@@ -65,22 +69,47 @@ def count(listing: Listing) -> str:
 
 
 def read_listing(host: Host, target: Any, listing: Listing, what: str, evidence: Recorder) -> Listing:
-    """The listing, once it is complete: a failed find fails, a missing root fails, an unreadable path skips."""
+    """The listing, once it is complete: a failed find fails, an unreadable path skips (a missing root is reported
+    by ``conclude``, together with what the other roots hold)."""
     __tracebackhide__ = True
     evidence.record(roots=" ".join(listing.roots), found=count(listing), entries=listing.named(20))
+    if listing.missing:
+        evidence.record(missing=" ".join(listing.missing))
     expect(listing.error is None, f"cannot list {what} on host {host.name} ({host.uri}): {listing.error}")
-    expect(
-        not listing.missing,
-        f"host {host.name}: {', '.join(listing.missing)} is no directory on {host.uri}; "
-        "create it or fix the host's security section",
-    )
-    if listing.denied and not listing.entries:
+    if listing.denied and not listing.entries and not listing.missing:
         user = login_user(target)
         pytest.skip(
             f"host {host.name}: {user} may not read {', '.join(listing.denied[:3])} (permission denied): run the check "
             f"as root or give {user} read access to list {what}"
         )
     return listing
+
+
+def existing(roots: list[str], listing: Listing) -> str:
+    return ", ".join(r for r in roots if r not in listing.missing) or "none"
+
+
+def conclude(host: Host, listing: Listing, finding: str | None, fix: str) -> None:
+    """Fail once for the missing roots and the findings under the others (one hides neither); pass when neither."""
+    __tracebackhide__ = True
+    missing = (
+        f"{', '.join(listing.missing)} {'is' if len(listing.missing) == 1 else 'are'} no directory on {host.uri}"
+        if listing.missing else None
+    )
+    create = "create it or fix the host's security section" if len(listing.missing) == 1 else (
+        "create them or fix the host's security section")
+    if finding and missing:
+        fail(f"host {host.name}: {finding}, and {missing}: {fix}, and {create}")
+    expect(finding is None, f"host {host.name}: {finding}: {fix}")
+    expect(missing is None, f"host {host.name}: {missing}; {create}")
+
+
+def and_more(shown: list[str], total: int, more: bool = False, limit: int = 5) -> str:
+    """``a, b, c, d, e and 3 more`` (``and more`` when the listing itself was cut short)."""
+    text = ", ".join(shown[:limit])
+    if more:
+        return text + " and more"
+    return text + (f" and {total - limit} more" if total > limit else "")
 
 
 @pytest.mark.monthly
@@ -90,10 +119,11 @@ def test_no_world_writable_files_in_app_dirs(secured_host: Host, testinfra_host:
     host, policy = secured_host, policy_of(secured_host)
     dirs, target = app_dirs_of(host), testinfra_host(secured_host)
     found = read_listing(host, target, world_writable(target, dirs, policy.scan_timeout), "the app dirs", evidence)
-    expect(
-        not found.entries,
-        f"host {host.name}: {count(found)} world-writable files or directories under {', '.join(dirs)}: "
-        f"{found.named()}; expected none (QP-30): chmod o-w them",
+    conclude(
+        host, found,
+        f"{count(found)} world-writable files or directories under {existing(dirs, found)}: {found.named()}; "
+        "expected none (QP-30)" if found.entries else None,
+        "chmod o-w them",
     )
 
 
@@ -106,11 +136,12 @@ def test_suid_files_are_allowed(secured_host: Host, testinfra_host: HostOf, evid
     found = read_listing(host, target, listing, "SUID/SGID files", evidence)
     foreign = [e for e in found.entries if not is_allowed_setuid(e.path, policy.suid_allowed)]
     evidence.record(not_allowed=", ".join(str(e) for e in foreign) or "none")
-    expect(
-        not foreign,
-        f"host {host.name}: {len(foreign)}{'+' if found.more else ''} SUID/SGID files are not allowed: "
-        f"{', '.join(str(e) for e in foreign[:5])}; expected only the distribution's usual ones and "
-        "security.suid_allowed: remove the bit (chmod u-s,g-s) or add the path to security.suid_allowed",
+    conclude(
+        host, found,
+        f"{len(foreign)}{'+' if found.more else ''} SUID/SGID files are not allowed: "
+        f"{and_more([str(e) for e in foreign], len(foreign), found.more)}; expected only the distribution's usual "
+        "ones and security.suid_allowed" if foreign else None,
+        "remove the bit (chmod u-s,g-s) or add the path to security.suid_allowed",
     )
 
 
@@ -156,8 +187,8 @@ def test_listening_sockets_are_allowed(secured_host: Host, testinfra_host: HostO
     expect(
         not foreign,
         f"host {host.name}: {len(foreign)} sockets listen beyond loopback and security.listening_allowed: "
-        f"{', '.join(str(s) for s in foreign[:5])}; expected only {', '.join(allowed) or 'loopback'}: stop them, "
-        "bind them to loopback or add their address:port to security.listening_allowed",
+        f"{and_more([str(s) for s in foreign], len(foreign))}; expected only {', '.join(allowed) or 'loopback'}: "
+        "stop them, bind them to loopback or add their address:port to security.listening_allowed",
     )
 
 
@@ -171,24 +202,33 @@ def test_app_processes_do_not_run_as_root(secured_host: Host, testinfra_host: Ho
     expect(found.error is None, f"cannot list the processes of host {host.name} ({host.uri}): {found.error}")
     root = [p for p in found.processes if p.uid == 0]
     evidence.record(running=", ".join(f"{p.name} pid {p.pid} uid {p.uid}" for p in found.processes) or "none")
+    named = and_more([f"{p.name} (pid {p.pid})" for p in root], len(root))
     expect(
         not root,
-        f"host {host.name}: app processes run as root: {', '.join(f'{p.name} (pid {p.pid})' for p in root[:5])}; "
+        f"host {host.name}: app processes run as root: {named}; "
         "expected a non-root user: run them as a dedicated user (systemd User=, Docker USER)",
     )
 
 
 @pytest.mark.monthly
 def test_secret_files_are_private(secured_host: Host, testinfra_host: HostOf, evidence: Recorder) -> None:
-    """Files under the app dirs named like ``secret_files`` (.env, keys) are readable by their owner only."""
+    """Files under the app dirs named like ``secret_files`` (.env*, keys) or holding a PEM private key (under 64 KiB)
+    are readable by their owner only."""
     host, policy = secured_host, policy_of(secured_host)
     dirs, target = app_dirs_of(host), testinfra_host(secured_host)
-    listing = readable_secrets(target, dirs, policy.secret_files, policy.scan_timeout)
-    found = read_listing(host, target, listing, "the secret files", evidence)
-    expect(
-        not found.entries,
-        f"host {host.name}: {count(found)} secret files under {', '.join(dirs)} are readable by group or others: "
-        f"{found.named()}; expected owner-only: chmod 600 them",
+    named = read_listing(host, target, readable_secrets(target, dirs, policy.secret_files, policy.scan_timeout),
+                         "the secret files", evidence)
+    keys = private_key_files(target, [d for d in dirs if d not in named.missing], policy.scan_timeout)
+    evidence.record(private_keys=keys.named(20) or "none")
+    expect(keys.error is None, f"cannot search the app dirs of host {host.name} ({host.uri}) for private keys: "
+                               f"{keys.error}")
+    merged = {e.path: e for e in sorted((*named.entries, *keys.entries), key=lambda e: e.path)}
+    found = replace(named, entries=tuple(merged.values()), more=named.more or keys.more)
+    conclude(
+        host, found,
+        f"{count(found)} secret files under {existing(dirs, found)} are readable by group or others: {found.named()}; "
+        "expected owner-only" if found.entries else None,
+        "chmod 600 them",
     )
 
 
@@ -220,13 +260,28 @@ def test_security_updates_are_installed(
         "apt-get update on the host (the check never updates)",
     )
     now = datetime.now(UTC)
-    updates = remember_first_seen(pending_updates_state(host), found.updates, now)
+    state = pending_updates_state(host)
+    existed = state.exists()
+    updates = remember_first_seen(state, found.updates, now)
+    evidence.record(state_file=state_note(state, existed))
     overdue = [u for u in updates if u.first_seen is not None and now - u.first_seen > limit]
     evidence.record(security_updates=", ".join(f"{u.package} {u.version}" for u in updates) or "none")
-    shown = ", ".join(
-        f"{u.package} {u.version} ({u.origin}, pending {in_hours(now - u.first_seen)})"
-        for u in overdue[:5] if u.first_seen is not None
-    )
+    if updates and not overdue:
+        fresh = sum(1 for u in updates if u.first_seen == now)
+        oldest = min(u.first_seen or now for u in updates)
+        since = "first seen now" if fresh == len(updates) else (
+            f"{fresh} first seen now, the oldest pending {in_hours(now - oldest)}" if fresh
+            else f"the oldest pending {in_hours(now - oldest)}")
+        text = f"{len(updates)} security updates pending ({since})"
+        evidence.record(pending=text)
+        warnings.warn(PendingSecurityUpdatesWarning(
+            f"host {host.name}: {text}: {', '.join(f'{u.package} {u.version}' for u in updates[:5])}"
+            f"{f' and {len(updates) - 5} more' if len(updates) > 5 else ''}; PF-08 fails once one stays pending "
+            f"longer than {format_duration(limit)}"
+            + ("" if existed else f" (the state file {state} was just created: keep it between runs)")
+        ), stacklevel=1)
+    shown = and_more([f"{u.package} {u.version} ({u.origin}, pending {in_hours(now - u.first_seen)})"
+                      for u in overdue if u.first_seen is not None], len(overdue))
     expect(
         not overdue,
         f"host {host.name}: {len(overdue)} security updates pending longer than {format_duration(limit)}: {shown} "

@@ -2,7 +2,8 @@
 
 Every command runs on the host under ``timeout`` (the policy's ``scan_timeout``) and its output is
 bounded (``head``): a host with a million world-writable files answers with the first ``LIMIT``.
-``find`` stays on the filesystem it starts on (``-xdev``). Nothing here changes the host: pending
+``find`` stays on the filesystem it starts on (``-xdev``) and follows a root that is a symlink (``-H``: a
+Capistrano ``current`` -> ``releases/r1``), never a link below it. Nothing here changes the host: pending
 updates are read with ``apt-get -s`` against the host's own package lists, never an update.
 """
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     import testinfra.host
 
 LIMIT = 200  # entries read of one listing; more are reported as "and more"
+KEY_SCAN_FILES = 5000  # files under the app dirs whose content is searched for a private key, at most
+KEY_SCAN_SIZE = "-64k"  # find -size: smaller than 64 KiB (a PEM key is a few KiB)
+PRIVATE_KEY = "-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----"  # PEM: RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8
 TIMED_OUT = 124  # timeout(1)'s exit status
 DENIED = re.compile(r"^find: '?(.*?)'?: Permission denied$")  # LC_ALL=C: ASCII quotes
 APT_LISTS = "/var/lib/apt/lists"
@@ -95,12 +99,15 @@ def _first_line(text: str, fallback: str) -> str:
 
 
 def find(target: testinfra.host.Host, roots: list[str], expression: str, timeout: timedelta) -> Listing:
-    """``find ROOTS -xdev EXPRESSION`` on the host, under ``timeout``, reading at most ``LIMIT`` entries."""
+    """``find -H ROOTS -xdev EXPRESSION`` on the host, under ``timeout``, reading at most ``LIMIT`` entries.
+
+    ``-H``: a root that is a symlink to a directory is searched (not listed as the link); links below are not followed.
+    """
     quoted = " ".join(shlex.quote(r) for r in roots)
     seconds = max(1, int(timeout.total_seconds()))
     script = (
         f"for d in {quoted}; do [ -d \"$d\" ] || echo \"M $d\"; done; "
-        f"{{ LC_ALL=C timeout {seconds} find {quoted} -xdev \\( {expression} \\) -printf 'F %m %u %p\\n' 2>&1; "
+        f"{{ LC_ALL=C timeout {seconds} find -H {quoted} -xdev \\( {expression} \\) -printf 'F %m %u %p\\n' 2>&1; "
         f"echo \"R $?\"; }} | head -n {LIMIT + 50}"
     )
     rc, out, err = _run(target, script)
@@ -144,9 +151,51 @@ def readable_secrets(target: testinfra.host.Host, dirs: list[str], globs: list[s
     return find(target, dirs, f"-type f \\( {names} \\) -perm /0044", timeout)
 
 
+def private_key_files(target: testinfra.host.Host, dirs: list[str], timeout: timedelta) -> Listing:
+    """Files under ``dirs`` that group or others may read and whose content holds a PEM private key.
+
+    Bounded: files smaller than 64 KiB, the first ``KEY_SCAN_FILES`` of them, ``grep -l`` under ``timeout``.
+    """
+    if not dirs:  # find without a root would search the login directory
+        return Listing(())
+    quoted = " ".join(shlex.quote(d) for d in dirs)
+    seconds = max(1, int(timeout.total_seconds()))
+    scan = (
+        f"find -H {quoted} -xdev -type f -size {KEY_SCAN_SIZE} -perm /0044 -print0 2>/dev/null "
+        f"| head -z -n {KEY_SCAN_FILES} | xargs -0 -r grep -lZE -e {shlex.quote(PRIVATE_KEY)} -- 2>/dev/null "
+        "| xargs -0 -r stat -c 'F %a %U %n'; exit 0"
+    )
+    script = (
+        f"{{ LC_ALL=C timeout {seconds} sh -c {shlex.quote(scan)}; echo \"R $?\"; }} | head -n {LIMIT + 50}"
+    )
+    rc, out, err = _run(target, script)
+    if rc != 0:
+        return Listing(tuple(dirs), error=_first_line(err or out, f"the shell on the host exited with {rc}"))
+    entries, status = [], None
+    for line in out.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "F" and rest.count(" ") >= 2:
+            mode, owner, path = rest.split(" ", 2)
+            entries.append(Entry(mode.zfill(4), owner, path))
+        elif kind == "R" and rest.isdigit():
+            status = int(rest)
+    more = len(entries) > LIMIT or status is None
+    error = f"grep for private keys did not finish within {seconds}s" if status == TIMED_OUT else None
+    return Listing(tuple(dirs), tuple(entries[:LIMIT]), more, error=error)
+
+
+def _matches_by_segment(path: str, glob: str) -> bool:
+    """``fnmatch`` per path segment: ``/usr/lib/*/utempter/utempter`` matches ``/usr/lib/x86_64-linux-gnu/...``
+    but not ``/usr/lib/a/b/utempter/utempter`` (``*`` never crosses ``/``)."""
+    parts, globs = path.split("/"), glob.split("/")
+    return len(parts) == len(globs) and all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs, strict=True))
+
+
 def is_allowed_setuid(path: str, allowed: list[str]) -> bool:
-    """Whether a SUID/SGID file is one of the distribution's usual ones or matches a declared glob."""
-    return any(fnmatch.fnmatchcase(path, glob) for glob in (*DISTRIBUTION_SUID, *allowed))
+    """Whether a SUID/SGID file is one of the distribution's usual ones (matched per path segment) or matches a
+    declared glob (``fnmatch`` on the whole path: ``/opt/vendor/*`` covers everything below it)."""
+    return (any(_matches_by_segment(path, glob) for glob in DISTRIBUTION_SUID)
+            or any(fnmatch.fnmatchcase(path, glob) for glob in allowed))
 
 
 @dataclass(frozen=True)

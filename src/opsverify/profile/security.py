@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from opsverify.durations import format_duration
 from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
@@ -22,6 +22,7 @@ from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named
 Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 FailAt = Annotated[Severity, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]  # `high` is HIGH
 _REDIS_COMMAND = re.compile(r"[A-Za-z0-9_-]+(\|[A-Za-z0-9_-]+)?")
+HOST_PORT_GLOB = re.compile(r"(\[[^\[\]\s]+\]|[^\[\]:\s]+):[^\[\]:\s]+")  # 0.0.0.0:443, *:22, [::]:80
 DANGEROUS_REDIS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SCRIPT")
 
 
@@ -77,8 +78,12 @@ class HostSecurity(Model):
         default_factory=list, description="application directories: no world-writable file or directory (QP-30)"
     )
     secret_files: list[str] = Field(
-        default_factory=lambda: [".env", "*.env", "*.key", "*-key.pem", "id_rsa", "id_ecdsa", "id_ed25519"],
-        description="name globs of secret files under app_dirs: none may be readable by group or others",
+        default_factory=lambda: [
+            ".env*", "*.env", "*.key", "*-key.pem", "*.key.pem", "privkey*.pem", "*private*.pem",
+            "id_rsa", "id_ecdsa", "id_ed25519",
+        ],
+        description="name globs of secret files under app_dirs: none may be readable by group or others (any file "
+        "under 64 KiB holding a PEM private key is held to the same rule, whatever its name)",
     )
     suid_paths: list[str] = Field(default_factory=lambda: ["/"], description="where SUID/SGID files are looked for")
     suid_allowed: list[str] = Field(
@@ -107,6 +112,26 @@ class HostSecurity(Model):
         timedelta(minutes=2),
         description="longest one command on the host may run (find over app_dirs or suid_paths, apt-get -s, sshd -T)",
     )
+
+    @field_validator("app_dirs", "suid_paths")
+    @classmethod
+    def _absolute_paths(cls, paths: list[str], info: ValidationInfo) -> list[str]:
+        if info.field_name == "suid_paths" and not paths:
+            raise ValueError("must name at least one directory (default [\"/\"])")
+        wrong = [p for p in paths if not p.startswith("/")]
+        if wrong:
+            raise ValueError(f"must be absolute paths on the host: {', '.join(repr(p) for p in wrong)}")
+        return paths
+
+    @field_validator("listening_allowed")
+    @classmethod
+    def _address_port_globs(cls, globs: list[str] | None) -> list[str] | None:
+        wrong = [g for g in globs or [] if not HOST_PORT_GLOB.fullmatch(g)]
+        if wrong:
+            raise ValueError(
+                f"must be address:port globs (\"0.0.0.0:443\", \"*:22\", \"[::]:80\"): {', '.join(map(repr, wrong))}"
+            )
+        return globs
 
 
 class TlsEndpoint(Named):
