@@ -22,7 +22,7 @@ FORBIDDEN = {
     "profile": ("sandbox", "restore", "actions", "probes", "backups", "localserver", "facts"),
     "sandbox": ("restore", "actions"),
     "scanners": ("sandbox", "restore", "actions", "probes", "backups", "localserver", "facts", "reporting"),
-    "rules": ("sandbox", "restore", "actions", "probes", "localserver", "facts"),  # pure functions over objects
+    "rules": ("sandbox", "restore", "actions", "localserver", "reporting"),  # judge facts (probes' value objects)
 }
 
 
