@@ -173,17 +173,31 @@ def sweep_databases(target: RestoreTarget, timeout: timedelta, own_prefix: str =
     """
     found: list[Orphan] = []
     with connect(target, None, timeout) as admin:
-        rows = admin.execute(
-            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE %s",
-            (SCRATCH_PREFIX.replace("_", r"\_") + "%",),
-        ).fetchall()
+        rows = _scratch_rows(admin)
+        noteless = {name for name, comment in rows if _note(comment) is None}
+        if noteless:  # another run may be between its CREATE DATABASE and its COMMENT: look again after a grace
+            time.sleep(NO_NOTE_GRACE)
+            rows = _scratch_rows(admin)
         for name, comment in rows:
-            ours = bool(own_prefix) and str(name).startswith(own_prefix)
-            reason = None if ours else orphan_reason(_note(comment), target.max_scratch_age, time.time())
+            ours = bool(own_prefix) and name.startswith(own_prefix)
+            note = _note(comment)
+            fresh = note is None and name not in noteless  # created since the first look: its note may follow
+            reason = None if ours or fresh else orphan_reason(note, target.max_scratch_age, time.time())
             if reason is not None:
-                drop_database(admin, str(name))
-            found.append(Orphan(str(name), reason))
+                drop_database(admin, name)
+            found.append(Orphan(name, reason))
     return found
+
+
+NO_NOTE_GRACE = 2.0  # seconds: a scratch database between its CREATE DATABASE and the COMMENT naming its creator
+
+
+def _scratch_rows(admin: psycopg.Connection) -> list[tuple[str, str | None]]:
+    rows = admin.execute(
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE %s",
+        (SCRATCH_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall()
+    return [(str(name), comment) for name, comment in rows]
 
 
 def _note(comment: str | None) -> object:
