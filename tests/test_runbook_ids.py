@@ -25,7 +25,7 @@ SHARED_INVENTORY = ROOT.parent / "shared" / "runbooks" / "INVENTORY.md"
 ROW = re.compile(r"^\| ((?:PF|QP)-\w\d) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", re.MULTILINE)
 KEYWORDS = {
     "postgres": r"PostgreSQL|pg_|\bDB\b|database|\bWAL\b|VACUUM|ANALYZE|\bindex|quer(y|ies)|replica|standby|failover"
-    r"|restore drill|dump|connection|\btables?\b|superuser",
+    r"|restore drill|dump|connection|\btables?\b|superuser|personal data",
     "redis": r"Redis|\bRDB\b|BGSAVE|cache",
     "config": r"config(uration)? backup|k8s YAML",
     "archive": r"\bmodel|results|tar\.gz",
@@ -40,6 +40,9 @@ KEYWORDS = {
     "k8s-workload": r"securityContext|NetworkPolic",  # Kubernetes rules over pods, policies, ConfigMaps (PF-45)
     "k8s-access": r"\bRBAC\b|cluster-admin|service-account",  # Kubernetes access rules (PF-44, PF-13)
     "tls": r"certificate|\bTLS\b|\bSSL\b",
+    "logs": r"\blogs?\b|log rotation",  # log directories, archives, error lines (lifecycle)
+    "audit-logs": r"audit logs",
+    "tmpfiles": r"/tmp\b",
 }
 ANY_KIND = frozenset({"PF-10", "PF-14", "PF-46", "PF-47"})  # every backup kind; every component's RTO/RPO; full system
 ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the parameter itself has none
@@ -63,6 +66,14 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "tls_endpoint": "tls",
     "certificate_file": "tls",
     "secured_host": "host",
+    "key_query": "postgres",
+    "hot_table": "postgres",
+    "job_table": "postgres",
+    "temp_tables": "postgres",
+    "personal_data": "postgres",
+    "archive_location": "logs",
+    "error_log": "logs",
+    "tmp_files": "tmpfiles",
 }
 NO_PROCEDURE = {"backup_directory"}  # arguments of checks no runbook procedure asks for (strays in a backup dir)
 NO_PROCEDURE |= {"secured_redis"}  # Redis hardening rules: PF-13 reviews allow-lists (RBAC, superusers), not these

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, model_validator
 
 from opsverify.errors import OpsverifyError, ProfileError
+from opsverify.profile.maintenance import Lifecycle
 from opsverify.profile.model import (
     BackupSource,
     Database,
@@ -50,6 +51,10 @@ class Profile(Model):
     tls: TlsPolicy | None = Field(None, description="TLS endpoints and certificate files checked (`-m security`)")
     kubernetes: KubernetesPolicy | None = Field(None, description="Kubernetes objects checked (`-m security`)")
     scanners: ScannerPolicy | None = Field(None, description="security scanner evidence checked (`-m security`)")
+    lifecycle: Lifecycle | None = Field(
+        None, description="job tables, temporary tables, personal data, logs and temporary files cleaned up "
+        "(`-m maintenance`)"
+    )
 
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> Profile:
@@ -221,6 +226,7 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
         database = _text(_get(source, "database"))
         if database is not None and database not in names["databases"]:
             problems.append((("backups", index, "database"), f"database {database!r} is not a declared database"))
+    problems += _lifecycle_problems(data, names)
     for index, replica in _items(data, "replicas"):
         primary = _text(_get(replica, "primary"))
         if primary is not None and primary not in names["databases"]:
@@ -249,7 +255,8 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
     return problems
 
 
-_SECRET_PAIRS = ("password", "backup_password", "replication_password", "secret_access_key")
+_SECRET_PAIRS = ("password", "backup_password", "replication_password", "secret_access_key", "maintenance_password")
+LIFECYCLE_PARTS = ("job_tables", "temp_tables", "personal_data", "log_dirs", "archives", "tmp_files", "error_logs")
 
 
 def _secret_problems(data: object) -> list[tuple[PathKey, str]]:
@@ -271,6 +278,22 @@ def _secret_problems(data: object) -> list[tuple[PathKey, str]]:
             if _get(item, key) is not None and _get(item, f"{key}_file") is not None:
                 problems.append(((*path, f"{key}_file"), f"both {key} and {key}_file are set, and which one is "
                                  "used would be a guess: keep one"))
+    return problems
+
+
+def _lifecycle_problems(data: object, names: dict[str, set[str]]) -> list[tuple[PathKey, str]]:
+    """Lifecycle parts naming a database or host the profile does not declare."""
+    lifecycle = _get(data, "lifecycle")
+    if not isinstance(lifecycle, (Mapping, Model)):
+        return []
+    problems: list[tuple[PathKey, str]] = []
+    for part in LIFECYCLE_PARTS:
+        for index, item in _items(lifecycle, part):
+            for key, section in (("database", "databases"), ("host", "hosts")):
+                value = _text(_get(item, key))
+                if value is not None and value not in names[section]:
+                    problems.append((("lifecycle", part, index, key), f"{key} {value!r} is not declared "
+                                     f"(known: {_known(names[section])})"))
     return problems
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from opsverify.durations import parse_duration
+from opsverify.profile.maintenance import PostgresMaintenance, RedisMaintenance
 from opsverify.profile.security import HostSecurity, PostgresSecurity, RedisSecurity
 from opsverify.profile.types import Duration, ExistingFile, Model, Name, Named, Percent
 
@@ -124,10 +125,35 @@ class Database(SecretSource):
     )
     backup_password: SecretStr | None = Field(None, description="the backup role's password: ${VAR} only")
     backup_password_file: ExistingFile | None = Field(None, description="a file holding the backup role's password")
+    maintenance: PostgresMaintenance = Field(
+        default=PostgresMaintenance(), description="thresholds of the maintenance checks (`-m maintenance`)"
+    )
+    maintenance_user: str | None = Field(
+        None,
+        description="the role the maintenance fixtures (vacuum_analyzed, archived_jobs, dropped_temp_tables) log in "
+        "as: the tables' owner (VACUUM needs it). Default: none declared, so those fixtures refuse, naming it; "
+        "the checks only read, as `user`",
+    )
+    maintenance_password: SecretStr | None = Field(None, description="the maintenance role's password: ${VAR} only")
+    maintenance_password_file: ExistingFile | None = Field(
+        None, description="a file holding the maintenance role's password"
+    )
 
     def backup_secret(self) -> str | None:
         """The backup role's password, from the environment or its file."""
         return read_secret(self.backup_password, self.backup_password_file)
+
+    def maintenance_secret(self) -> str | None:
+        """The maintenance role's password, from the environment or its file."""
+        return read_secret(self.maintenance_password, self.maintenance_password_file)
+
+    @model_validator(mode="after")
+    def _maintenance_password_needs_user(self) -> Database:
+        if self.maintenance_user is None and (
+            self.maintenance_password is not None or self.maintenance_password_file is not None
+        ):
+            raise ValueError("maintenance_password is the maintenance role's password: declare maintenance_user too")
+        return self
 
     @model_validator(mode="after")
     def _backup_password_needs_backup_user(self) -> Database:
@@ -158,6 +184,9 @@ class RedisInstance(SecretSource):
     ca_file: ExistingFile | None = Field(None, description="CA bundle for tls; default: the system store")
     security: RedisSecurity | None = Field(
         None, description="the security policy the server is checked against (`-m security`)"
+    )
+    maintenance: RedisMaintenance = Field(
+        default=RedisMaintenance(), description="thresholds of the maintenance checks (`-m maintenance`)"
     )
     ping_budget: Duration = timedelta(milliseconds=50)
     require_persistence: bool = Field(

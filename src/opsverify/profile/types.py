@@ -28,6 +28,13 @@ def _existing_file(path: Path) -> Path:
 
 
 ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path: write it from /")
+    return value
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]  # a path (or glob) on a host that may not be this one
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 

@@ -1,0 +1,299 @@
+"""Maintenance thresholds and the data lifecycle (issue 11): what ``pytest -m maintenance`` judges.
+
+Every database and Redis instance is checked with the defaults below (the runbooks' numbers);
+a ``maintenance:`` block changes them. The ``lifecycle:`` section declares what the runbooks
+clean up: job tables, temporary tables, personal data, log directories, archives, temporary
+files and the log files whose ERROR lines are counted. Each part absent: its checks skip,
+naming what to declare.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from pydantic import ByteSize, Field, field_validator, model_validator
+
+from opsverify.profile.types import AbsolutePath, Duration, Model, Name, Named, Percent
+
+SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"  # table or schema.table, unquoted
+TableName = str  # validated by SQL_NAME where declared
+MiB = 1024 * 1024
+
+
+def _sql_name(value: str) -> str:
+    if not re.match(SQL_NAME, value):
+        raise ValueError(f"{value!r} is not a table name (name or schema.name, letters, digits, _ and $)")
+    return value
+
+
+class KeyQuery(Named):
+    """A query the application depends on (PF-37): planned with ``EXPLAIN (FORMAT JSON)``; a read-only query
+    is also run with ``EXPLAIN (ANALYZE)`` inside a read-only transaction, a write never is."""
+
+    sql: str = Field(min_length=1, description="the statement, as the application sends it (literal values)")
+    budget: Duration = Field(default=timedelta(seconds=1), description="longest acceptable execution time")
+
+
+class PostgresMaintenance(Model):
+    """Thresholds of the PostgreSQL maintenance checks (PF-25..28, PF-37, PF-38, QP-07, QP-10, QP-11, QP-25)."""
+
+    max_connections_percent: Percent = Field(default=80, description="sessions as a share of max_connections (PF-38)")
+    max_idle_in_transaction: Duration = Field(
+        default=timedelta(minutes=5), description="longest idle-in-transaction session"
+    )
+    max_transaction_age: Duration = Field(default=timedelta(minutes=5), description="longest open transaction")
+    max_lock_wait: Duration = Field(
+        default=timedelta(minutes=1), description="longest wait of a session blocked by a lock"
+    )
+    max_wraparound_percent: Percent = Field(
+        default=50, description="oldest transaction ID age as a share of autovacuum_freeze_max_age"
+    )
+    large_table: ByteSize = Field(
+        default=ByteSize(10 * MiB),
+        description="tables at least this big are judged for vacuum/analyze age, unused indexes and sequential scans",
+    )
+    max_vacuum_age: Duration = Field(
+        default=timedelta(days=7), description="longest time since a large table's last (auto)vacuum (PF-25)"
+    )
+    max_analyze_age: Duration = Field(
+        default=timedelta(days=7), description="longest time since a large table's last (auto)analyze (PF-25)"
+    )
+    max_dead_tuple_percent: Percent = Field(default=20, description="dead tuples as a share of a large table's tuples")
+    max_database_size: ByteSize | None = Field(default=None, description="largest allowed database size (PF-26)")
+    max_table_size: ByteSize | None = Field(
+        default=None, description="largest allowed table size, indexes and TOAST included (PF-26)"
+    )
+    table_sizes: dict[str, ByteSize] = Field(
+        default_factory=dict, description="table name -> its own largest allowed size (overrides max_table_size)"
+    )
+    unused_index_min_size: ByteSize = Field(
+        default=ByteSize(MiB),
+        description="an index at least this big with no scan since the statistics reset is unused (PF-28, QP-25)",
+    )
+    max_index_bloat_percent: Percent = Field(
+        default=50, description="estimated bloat of an index at least unused_index_min_size big (PF-28)"
+    )
+    max_seq_scan_percent: Percent = Field(
+        default=50,
+        description="sequential scans as a share of all scans of a large table: a missing index (QP-25, PF-37)",
+    )
+    require_pg_stat_statements: bool = Field(
+        default=True, description="the pg_stat_statements extension must be installed (PF-27, QP-07)"
+    )
+    slow_query_mean: Duration = Field(
+        default=timedelta(seconds=1),
+        description="largest mean execution time of a statement in pg_stat_statements (PF-27, QP-07)",
+    )
+    slow_query_min_calls: int = Field(
+        default=1, ge=1, le=10**9, description="statements called fewer times are not judged"
+    )
+    key_queries: list[KeyQuery] = Field(default_factory=list, description="queries checked with EXPLAIN (PF-37)")
+    hot_tables: list[TableName] = Field(
+        default_factory=list,
+        description="tables whose planner statistics must exist and be fresh (QP-11); the "
+        "vacuum_analyzed fixture's default tables",
+    )
+    statistics_max_age: Duration = Field(
+        default=timedelta(days=7), description="longest time since a hot table's last (auto)analyze (QP-11)"
+    )
+
+    @field_validator("hot_tables")
+    @classmethod
+    def _table_names(cls, value: list[str]) -> list[str]:
+        return [_sql_name(v) for v in value]
+
+    @field_validator("table_sizes")
+    @classmethod
+    def _table_size_names(cls, value: dict[str, ByteSize]) -> dict[str, ByteSize]:
+        for name in value:
+            _sql_name(name)
+        return value
+
+    @field_validator("key_queries")
+    @classmethod
+    def _unique_queries(cls, value: list[KeyQuery]) -> list[KeyQuery]:
+        names = [q.name for q in value]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"key query name {dup!r} is used more than once")
+        return value
+
+
+class RedisMaintenance(Model):
+    """Thresholds of the Redis maintenance checks (PF-29 memory, PF-30 performance)."""
+
+    max_memory_percent: Percent = Field(
+        default=85, description="used_memory as a share of maxmemory (of the machine's memory when maxmemory is 0)"
+    )
+    max_fragmentation_ratio: float = Field(default=1.5, gt=1, le=100, description="largest mem_fragmentation_ratio")
+    fragmentation_min_memory: ByteSize = Field(
+        default=ByteSize(64 * MiB), description="the ratio is judged only when used_memory_rss is at least this big"
+    )
+    max_evicted_keys: int | None = Field(
+        default=0, ge=0, description="evicted_keys since the server started (null: any)"
+    )
+    max_rejected_connections: int = Field(default=0, ge=0, description="rejected_connections since the server started")
+    max_clients_percent: Percent = Field(default=80, description="connected_clients as a share of maxclients")
+    slowlog_threshold: Duration = Field(
+        default=timedelta(milliseconds=100), description="a slowlog entry slower than this counts"
+    )
+    slowlog_window: Duration = Field(default=timedelta(hours=24), description="only slowlog entries this recent count")
+    max_slow_entries: int = Field(default=0, ge=0, description="slow entries allowed in the window")
+    ttl_prefixes: list[str] = Field(
+        default_factory=list, description="key prefixes whose keys must all carry a TTL (sessions, caches)"
+    )
+    scan_count: int = Field(default=1000, ge=1, le=100_000, description="SCAN COUNT per call")
+    scan_max_keys: int = Field(default=100_000, ge=1, le=10**8, description="most keys read per prefix")
+    scan_time: Duration = Field(default=timedelta(seconds=5), description="longest time spent scanning per prefix")
+    max_expired_stale_percent: Percent = Field(
+        default=25,
+        description="expired_stale_perc: keys logically expired but not yet reclaimed (the expired-key backlog)",
+    )
+
+
+class JobTable(Named):
+    """A table of jobs whose finished rows must not outlive ``max_age`` (QP-23); ``archived_jobs`` moves them."""
+
+    database: Name = Field(description="the profile database holding the table")
+    table: TableName
+    status_column: str = "status"
+    finished: list[str] = Field(
+        default_factory=lambda: ["completed", "failed"], min_length=1, description="status values of finished jobs"
+    )
+    time_column: str = Field(default="completed_at", description="when the job finished (timestamp or timestamptz)")
+    max_age: Duration = timedelta(days=90)
+    archive_table: TableName | None = Field(
+        default=None, description="where archived_jobs moves old rows (same columns)"
+    )
+
+    @field_validator("table", "status_column", "time_column", "archive_table")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return value if value is None else _sql_name(value)
+
+
+class TempTables(Named):
+    """Temporary tables nothing may leave behind (QP-23): their names match ``pattern`` (a glob)."""
+
+    database: Name
+    pattern: str = Field(default="temp_optimization_*", description="glob of table names (* and ?), any schema")
+
+
+class PersonalData(Named):
+    """Rows holding personal data, kept no longer than ``retention`` after ``column`` (QP-31)."""
+
+    database: Name
+    table: TableName
+    column: str = Field(description="timestamp the retention counts from (e.g. last_login)")
+    retention: Duration
+
+    @field_validator("table", "column")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return _sql_name(value)
+
+
+class LogDirectory(Named):
+    """A log directory (PF-02; ``audit: true`` is QP-22's audit logs): nothing past retention, rotated files
+    compressed, the total under ``max_size``."""
+
+    path: AbsolutePath = Field(description="absolute directory")
+    host: Name | None = Field(default=None, description="the profile host it is on (ssh://); default: this machine")
+    pattern: str = Field(default="*", description="glob of the log file names in it")
+    retention: Duration = timedelta(days=30)
+    max_size: ByteSize | None = Field(default=None, description="largest total size of the matching files")
+    compressed: list[str] = Field(
+        default_factory=lambda: [".gz", ".xz", ".bz2", ".zst"], description="suffixes of compressed rotated files"
+    )
+    delaycompress: bool = Field(
+        default=False, description="logrotate's delaycompress: the newest rotated file (.1) may be uncompressed"
+    )
+    audit: bool = Field(default=False, description="an audit log directory (QP-22)")
+
+
+class ArchiveLocation(Named):
+    """Files past ``max_age`` belong in ``archive``, not ``live`` (QP-12); archives must be intact."""
+
+    live: AbsolutePath = Field(description="absolute directory the files are written to")
+    archive: AbsolutePath = Field(description="absolute directory holding the compressed archives")
+    host: Name | None = None
+    pattern: str = "*"
+    max_age: Duration = timedelta(days=90)
+
+
+class TmpFiles(Named):
+    """Temporary files nothing may leave past ``max_age`` (QP-24)."""
+
+    pattern: AbsolutePath = Field(description="absolute glob, e.g. /tmp/quantum_*")
+    host: Name | None = None
+    max_age: Duration = timedelta(days=1)
+
+
+class ErrorLog(Named):
+    """Log files whose lines matching ``match`` in the last ``window`` must stay under ``max_lines`` (QP-03)."""
+
+    paths: list[AbsolutePath] = Field(min_length=1, description="absolute files or globs")
+    host: Name | None = None
+    match: str = Field(default=r"\bERROR\b", description="regular expression of an error line")
+    window: Duration = timedelta(hours=24)
+    max_lines: int = Field(default=0, ge=0, description="error lines allowed in the window")
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"match {value!r} is not a regular expression: {err}") from None
+        return value
+
+
+class Lifecycle(Model):
+    """What the runbooks clean up, declared so the checks can prove it was (``pytest -m maintenance``)."""
+
+    job_tables: list[JobTable] = Field(default_factory=list)
+    temp_tables: list[TempTables] = Field(default_factory=list)
+    personal_data: list[PersonalData] = Field(default_factory=list)
+    log_dirs: list[LogDirectory] = Field(default_factory=list)
+    archives: list[ArchiveLocation] = Field(default_factory=list)
+    tmp_files: list[TmpFiles] = Field(default_factory=list)
+    error_logs: list[ErrorLog] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Lifecycle:
+        for part in ("job_tables", "temp_tables", "personal_data", "log_dirs", "archives", "tmp_files", "error_logs"):
+            names = [item.name for item in getattr(self, part)]
+            dup = next((n for n in names if names.count(n) > 1), None)
+            if dup:
+                raise ValueError(f"lifecycle.{part}: name {dup!r} is used more than once")
+        return self
+
+    def hosts(self) -> set[str]:
+        """The profile hosts the file parts name."""
+        parts: list[LogDirectory | ArchiveLocation | TmpFiles | ErrorLog] = [
+            *self.log_dirs,
+            *self.archives,
+            *self.tmp_files,
+            *self.error_logs,
+        ]
+        return {p.host for p in parts if p.host is not None}
+
+    def databases(self) -> set[str]:
+        parts: list[JobTable | TempTables | PersonalData] = [*self.job_tables, *self.temp_tables, *self.personal_data]
+        return {p.database for p in parts}
+
+
+__all__ = [
+    "ArchiveLocation",
+    "ErrorLog",
+    "JobTable",
+    "KeyQuery",
+    "Lifecycle",
+    "LogDirectory",
+    "PersonalData",
+    "PostgresMaintenance",
+    "RedisMaintenance",
+    "TempTables",
+    "TmpFiles",
+]
