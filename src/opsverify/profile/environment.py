@@ -282,13 +282,20 @@ def _secret_problems(data: object) -> list[tuple[PathKey, str]]:
 
 
 def _lifecycle_problems(data: object, names: dict[str, set[str]]) -> list[tuple[PathKey, str]]:
-    """Lifecycle parts naming a database or host the profile does not declare."""
+    """Lifecycle parts with a name used twice, or naming a database or host the profile does not declare."""
     lifecycle = _get(data, "lifecycle")
     if not isinstance(lifecycle, (Mapping, Model)):
         return []
     problems: list[tuple[PathKey, str]] = []
     for part in LIFECYCLE_PARTS:
+        first: dict[str, int] = {}
         for index, item in _items(lifecycle, part):
+            name = _text(_get(item, "name"))
+            if name is not None and name in first:
+                problems.append((("lifecycle", part, index, "name"), f"name {name!r} is used more than once "
+                                 f"(first at lifecycle.{part}[{first[name]}])"))
+            elif name is not None:
+                first[name] = index
             for key, section in (("database", "databases"), ("host", "hosts")):
                 value = _text(_get(item, key))
                 if value is not None and value not in names[section]:

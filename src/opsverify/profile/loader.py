@@ -44,11 +44,11 @@ MAX_INT_DIGITS = 30
 # `${VAR}`, `${VAR:-default}` (unset or empty: default) and `${VAR-default}` (unset only: default), as in POSIX sh
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-([^}]*))?\}")
 _SECRET_KEYS = {"password", "token", "secret", "secret_key", "secret_access_key", "replication_password"}
-_SECRET_KEYS |= {"backup_password"}  # a database's backup role (Database.backup_user)
+_SECRET_KEYS |= {"backup_password", "maintenance_password"}  # a database's backup and maintenance roles
 _PATH_KEYS = {
     *("password_file", "ca_file", "ssh_config", "ssh_identity_file"),
     *("secret_access_key_file", "rdb_file", "scratch_dir", "replication_password_file"),
-    "backup_password_file",
+    "backup_password_file", "maintenance_password_file",
 }
 _TAG = "tag:yaml.org,2002:"
 _STR = f"{_TAG}str"

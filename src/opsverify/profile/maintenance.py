@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import ByteSize, Field, field_validator
 
 from opsverify.profile.types import AbsolutePath, Duration, Model, Name, Named, Percent
 
@@ -259,15 +259,6 @@ class Lifecycle(Model):
     archives: list[ArchiveLocation] = Field(default_factory=list)
     tmp_files: list[TmpFiles] = Field(default_factory=list)
     error_logs: list[ErrorLog] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Lifecycle:
-        for part in ("job_tables", "temp_tables", "personal_data", "log_dirs", "archives", "tmp_files", "error_logs"):
-            names = [item.name for item in getattr(self, part)]
-            dup = next((n for n in names if names.count(n) > 1), None)
-            if dup:
-                raise ValueError(f"lifecycle.{part}: name {dup!r} is used more than once")
-        return self
 
     def hosts(self) -> set[str]:
         """The profile hosts the file parts name."""
