@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, WithJsonSchema, field_validator
 
 from opsverify.profile.types import AbsolutePath, Duration, Model, Name, Named, Percent
 
 SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"  # table or schema.table, unquoted
 TableName = str  # validated by SQL_NAME where declared
 MiB = 1024 * 1024
+Bytes = Annotated[  # "10MB", "512MiB" or a number of bytes; bounded like every integer of a profile
+    ByteSize,
+    Field(ge=0, le=2**60),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "examples": ["10MB", "512MiB"]},
+                {"type": "integer", "minimum": 0, "maximum": 2**60},
+            ]
+        }
+    ),
+]
 
 
 def _sql_name(value: str) -> str:
@@ -49,7 +62,7 @@ class PostgresMaintenance(Model):
     max_wraparound_percent: Percent = Field(
         default=50, description="oldest transaction ID age as a share of autovacuum_freeze_max_age"
     )
-    large_table: ByteSize = Field(
+    large_table: Bytes = Field(
         default=ByteSize(10 * MiB),
         description="tables at least this big are judged for vacuum/analyze age, unused indexes and sequential scans",
     )
@@ -60,14 +73,14 @@ class PostgresMaintenance(Model):
         default=timedelta(days=7), description="longest time since a large table's last (auto)analyze (PF-25)"
     )
     max_dead_tuple_percent: Percent = Field(default=20, description="dead tuples as a share of a large table's tuples")
-    max_database_size: ByteSize | None = Field(default=None, description="largest allowed database size (PF-26)")
-    max_table_size: ByteSize | None = Field(
+    max_database_size: Bytes | None = Field(default=None, description="largest allowed database size (PF-26)")
+    max_table_size: Bytes | None = Field(
         default=None, description="largest allowed table size, indexes and TOAST included (PF-26)"
     )
-    table_sizes: dict[str, ByteSize] = Field(
+    table_sizes: dict[str, Bytes] = Field(
         default_factory=dict, description="table name -> its own largest allowed size (overrides max_table_size)"
     )
-    unused_index_min_size: ByteSize = Field(
+    unused_index_min_size: Bytes = Field(
         default=ByteSize(MiB),
         description="an index at least this big with no scan since the statistics reset is unused (PF-28, QP-25)",
     )
@@ -105,7 +118,7 @@ class PostgresMaintenance(Model):
 
     @field_validator("table_sizes")
     @classmethod
-    def _table_size_names(cls, value: dict[str, ByteSize]) -> dict[str, ByteSize]:
+    def _table_size_names(cls, value: dict[str, Bytes]) -> dict[str, Bytes]:
         for name in value:
             _sql_name(name)
         return value
@@ -127,19 +140,22 @@ class RedisMaintenance(Model):
         default=85, description="used_memory as a share of maxmemory (of the machine's memory when maxmemory is 0)"
     )
     max_fragmentation_ratio: float = Field(default=1.5, gt=1, le=100, description="largest mem_fragmentation_ratio")
-    fragmentation_min_memory: ByteSize = Field(
-        default=ByteSize(64 * MiB), description="the ratio is judged only when used_memory_rss is at least this big"
+    fragmentation_min_memory: Bytes = Field(
+        default=ByteSize(64 * MiB),
+        description="the ratio is judged only when used_memory_rss is at least this big",
     )
     max_evicted_keys: int | None = Field(
-        default=0, ge=0, description="evicted_keys since the server started (null: any)"
+        default=0, ge=0, le=10**12, description="evicted_keys since the server started (null: any)"
     )
-    max_rejected_connections: int = Field(default=0, ge=0, description="rejected_connections since the server started")
+    max_rejected_connections: int = Field(
+        default=0, ge=0, le=10**12, description="rejected_connections since the server started"
+    )
     max_clients_percent: Percent = Field(default=80, description="connected_clients as a share of maxclients")
     slowlog_threshold: Duration = Field(
         default=timedelta(milliseconds=100), description="a slowlog entry slower than this counts"
     )
     slowlog_window: Duration = Field(default=timedelta(hours=24), description="only slowlog entries this recent count")
-    max_slow_entries: int = Field(default=0, ge=0, description="slow entries allowed in the window")
+    max_slow_entries: int = Field(default=0, ge=0, le=10**12, description="slow entries allowed in the window")
     ttl_prefixes: list[str] = Field(
         default_factory=list, description="key prefixes whose keys must all carry a TTL (sessions, caches)"
     )
@@ -202,7 +218,7 @@ class LogDirectory(Named):
     host: Name | None = Field(default=None, description="the profile host it is on (ssh://); default: this machine")
     pattern: str = Field(default="*", description="glob of the log file names in it")
     retention: Duration = timedelta(days=30)
-    max_size: ByteSize | None = Field(default=None, description="largest total size of the matching files")
+    max_size: Bytes | None = Field(default=None, description="largest total size of the matching files")
     compressed: list[str] = Field(
         default_factory=lambda: [".gz", ".xz", ".bz2", ".zst"], description="suffixes of compressed rotated files"
     )
@@ -237,7 +253,7 @@ class ErrorLog(Named):
     host: Name | None = None
     match: str = Field(default=r"\bERROR\b", description="regular expression of an error line")
     window: Duration = timedelta(hours=24)
-    max_lines: int = Field(default=0, ge=0, description="error lines allowed in the window")
+    max_lines: int = Field(default=0, ge=0, le=10**9, description="error lines allowed in the window")
 
     @field_validator("match")
     @classmethod
