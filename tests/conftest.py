@@ -67,7 +67,8 @@ def profile_variant(sandbox_profile: Path, tmp_path: Path) -> Callable[..., Path
 
 
 def _prune_references(data: dict[str, Any]) -> None:
-    """Drop drills and replicas (and backups' ``database``) naming a database, Redis or backup the variant removed."""
+    """Drop drills, replicas and lifecycle parts (and backups' ``database``) naming a database, Redis or backup the
+    variant removed."""
     names = {key: {i["name"] for i in data.get(key, [])} for key in ("databases", "redis", "backups")}
 
     def kept(drill: dict[str, Any]) -> bool:
@@ -79,6 +80,10 @@ def _prune_references(data: dict[str, Any]) -> None:
     for source in data.get("backups", []):
         if source.get("database") not in names["databases"]:
             source.pop("database", None)
+    lifecycle = data.get("lifecycle") or {}
+    for part in ("job_tables", "temp_tables", "personal_data"):  # the parts that live in a database
+        if part in lifecycle:
+            lifecycle[part] = [item for item in lifecycle[part] if item.get("database") in names["databases"]]
 
 
 def _short(nodeid: str) -> str:
