@@ -41,6 +41,10 @@ def _int(value: object) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _percent(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
 
@@ -113,9 +117,10 @@ def test_redis_evicted_at_most_max_evicted_keys(
     evicted, policy = _int(facts.stats.get("evicted_keys")), facts.memory.get("maxmemory_policy")
     evidence.record(evicted_keys=evicted, max_evicted_keys=limit, maxmemory_policy=policy)
     expect(evicted <= limit,
-           f"redis {redis_instance.name} at {facts.address} evicted {evicted} keys (evicted_keys, maxmemory-policy "
-           f"{policy}; expected at most {limit}): it ran out of maxmemory and dropped keys; raise maxmemory or "
-           "shrink the data, set maxmemory-policy noeviction where keys must not be lost, then CONFIG RESETSTAT")
+           f"redis {redis_instance.name} at {facts.address} evicted {_count(evicted, 'key')} (evicted_keys, "
+           f"maxmemory-policy {policy}; expected at most {limit}): it ran out of maxmemory and dropped keys; raise "
+           "maxmemory or shrink the data, set maxmemory-policy noeviction where keys must not be lost, then "
+           "CONFIG RESETSTAT")
 
 
 @pytest.mark.runbook("PF-29")
@@ -154,11 +159,12 @@ def test_redis_keys_under_ttl_prefixes_carry_a_ttl(
         pytest.skip(f"redis {name} at {where}: the checking user {facts.user} may not scan keys and read their TTL; "
                     f"grant it (ACL SETUSER {facts.user} {facts.scan_refused})")
     evidence.record(**{f"scan {s.prefix}": f"{s.scanned} keys read, {s.without_ttl} without TTL" + (
-        "" if s.complete else f" (cut short by {s.cut_short})") for s in facts.scans})
+        "" if s.complete else f" (cut short by {s.cut_short})") + (
+        f": {', '.join(sorted(s.examples))}" if s.examples else "") for s in facts.scans})
     bad = [s for s in facts.scans if s.without_ttl]
     if bad:
         found = "; ".join(
-            f"{s.without_ttl} of {s.scanned} keys under {s.prefix} (e.g. {', '.join(s.examples)})"
+            f"{s.without_ttl} of {s.scanned} keys under {s.prefix} (e.g. {', '.join(sorted(s.examples))})"
             + ("" if s.complete else f", of a scan cut short by {s.cut_short}") for s in bad)
         fail(f"redis {name} at {where} holds keys without a TTL: {found} (expected every key under "
              f"{', '.join(policy.ttl_prefixes)} to expire): set one where they are written (SET … EX) and EXPIRE "
@@ -176,7 +182,7 @@ def test_redis_rejected_at_most_max_rejected_connections(
     rejected = _int(facts.stats.get("rejected_connections"))
     evidence.record(rejected_connections=rejected, max_rejected_connections=limit, maxclients=facts.maxclients)
     expect(rejected <= limit,
-           f"redis {redis_instance.name} at {facts.address} rejected {rejected} connections at maxclients "
+           f"redis {redis_instance.name} at {facts.address} rejected {_count(rejected, 'connection')} at maxclients "
            f"{facts.maxclients} (rejected_connections; expected at most {limit}): clients were turned away; raise "
            "maxclients (and the open-files limit) or find the clients holding connections (CLIENT LIST), then "
            "CONFIG RESETSTAT")
@@ -226,7 +232,7 @@ def test_redis_slowlog_has_at_most_max_slow_entries(
                     slowlog_window=window, slowlog_read=len(facts.slow_entries), slowlog_length=facts.slowlog_length,
                     slowest=shown or None)
     expect(len(slow) <= policy.max_slow_entries,
-           f"redis {name} at {where} logged {len(slow)} commands slower than {threshold} in the last {window} "
-           f"({shown}{', …' if len(slow) > 5 else ''}; expected at most {policy.max_slow_entries}): find them "
+           f"redis {name} at {where} logged {_count(len(slow), 'command')} slower than {threshold} in the last "
+           f"{window} ({shown}{', …' if len(slow) > 5 else ''}; expected at most {policy.max_slow_entries}): find them "
            "(SLOWLOG GET 128) and replace them (KEYS, large ranges, long scripts) or split the work, then SLOWLOG "
            "RESET")
