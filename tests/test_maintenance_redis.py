@@ -228,6 +228,31 @@ def test_slow_script_fails_the_slowlog_check_naming_only_the_command(
     assert run.failed() == set()
 
 
+def test_slowlog_that_cannot_record_slow_commands_fails_the_slowlog_check(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer]
+) -> None:
+    server = throwaway("slowlog-log-slower-than 1000000")  # only commands over 1 s are logged
+    conn = server.client()
+    conn.eval(BUSY_SCRIPT, 0)  # 300 ms: slow by the profile, unseen by this slowlog
+    assert conn.slowlog_len() == 0
+    conn.close()
+    run = run_checks(profile_variant(redis_at(server)), CHECKS)
+    assert run.failed() == {SLOWLOG}
+    assert run.message(SLOWLOG) == (
+        f"{where(server)} logs only commands slower than 1s (slowlog-log-slower-than 1000000; expected at most "
+        "slowlog_threshold 100ms): slow commands go unseen; set slowlog-log-slower-than 100000 or less (CONFIG SET, "
+        "and in redis.conf)")
+    conn = server.client()
+    conn.config_set("slowlog-log-slower-than", -1)  # the slowlog switched off
+    conn.close()
+    run = run_checks(profile_variant(redis_at(server)), CHECKS)
+    assert run.failed() == {SLOWLOG}
+    assert run.message(SLOWLOG) == (
+        f"{where(server)} logs no command in its slowlog (slowlog-log-slower-than -1; expected at most "
+        "slowlog_threshold 100ms): slow commands go unseen; set slowlog-log-slower-than 100000 or less (CONFIG SET, "
+        "and in redis.conf)")
+
+
 def test_session_keys_without_ttl_fail_the_ttl_check(
     run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer]
 ) -> None:

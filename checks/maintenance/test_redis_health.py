@@ -10,6 +10,7 @@ SCAN per ``maintenance.ttl_prefixes`` prefix; never KEYS, never a command's argu
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -215,7 +216,8 @@ def test_redis_slowlog_has_at_most_max_slow_entries(
     redis_instance: RedisInstance, redis_health_of: HealthOf, evidence: Recorder
 ) -> None:
     """PF-30: at most ``max_slow_entries`` of the newest 128 slowlog entries are slower than ``slowlog_threshold``
-    and ran within ``slowlog_window`` (by the server's clock); only command names are read, never arguments."""
+    and ran within ``slowlog_window`` (by the server's clock); only command names are read, never arguments. The
+    slowlog must record such commands: ``slowlog-log-slower-than`` (when CONFIG is readable) at most the threshold."""
     facts = answering(redis_instance, redis_health_of)
     policy = redis_instance.maintenance
     name, where = redis_instance.name, facts.address
@@ -225,6 +227,15 @@ def test_redis_slowlog_has_at_most_max_slow_entries(
     expect(facts.slowlog_refused is None,
            f"redis {name} at {where} refused SLOWLOG GET ({facts.slowlog_refused}): cannot judge slow commands; "
            f"let {facts.user} run it (ACL SETUSER {facts.user} +slowlog|get)")
+    threshold_us = round(policy.slowlog_threshold.total_seconds() * 1_000_000)
+    logs_from = facts.slowlog_slower_than
+    evidence.record(slowlog_log_slower_than=logs_from)
+    expect(logs_from is None or 0 <= logs_from <= threshold_us,
+           f"redis {name} at {where} " + ("logs no command in its slowlog" if (logs_from or 0) < 0 else
+           f"logs only commands slower than {format_duration(timedelta(microseconds=logs_from or 0))}") +
+           f" (slowlog-log-slower-than {logs_from}; expected at most slowlog_threshold "
+           f"{duration_text(policy.slowlog_threshold)}): slow commands go unseen; set slowlog-log-slower-than "
+           f"{threshold_us} or less (CONFIG SET, and in redis.conf)")
     slow = facts.recent_slow(policy.slowlog_threshold, policy.slowlog_window)
     shown = ", ".join(f"{e.command} {format_duration(e.duration)} (id {e.id})" for e in slow[:5])
     threshold, window = duration_text(policy.slowlog_threshold), duration_text(policy.slowlog_window)

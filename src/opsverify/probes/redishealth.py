@@ -63,6 +63,7 @@ class RedisHealth:
     maxmemory: int | None = None  # CONFIG GET maxmemory, else INFO memory's maxmemory; None: unknown
     maxclients: int | None = None  # CONFIG GET maxclients, else INFO clients' maxclients (Redis 7+); None: unknown
     config_refused: str | None = None  # why CONFIG GET was refused (NOPERM: the grant; renamed: the server's reply)
+    slowlog_slower_than: int | None = None  # CONFIG GET slowlog-log-slower-than, microseconds (<0: logs nothing)
     slow_entries: tuple[SlowEntry, ...] = ()  # SLOWLOG GET 128, every entry (the check filters window/threshold)
     slowlog_length: int | None = None  # SLOWLOG LEN: entries the server holds (only the newest 128 are read)
     slowlog_refused: str | None = None  # NOPERM (the grant) or an unknown command
@@ -117,21 +118,23 @@ def _run(conn: redis.Redis, *args: Any) -> Any:
     return conn.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-def _config(conn: redis.Redis, memory: dict[str, Any], clients: dict[str, Any]) -> tuple[int | None, int | None,
-                                                                                            str | None]:
-    """maxmemory and maxclients from CONFIG GET; where it is refused or renamed away, from INFO (maxmemory is in
-    INFO memory, maxclients in INFO clients since Redis 7.0), and why CONFIG was refused."""
+def _config(conn: redis.Redis, memory: dict[str, Any], clients: dict[str, Any]) -> dict[str, Any]:
+    """maxmemory, maxclients and slowlog-log-slower-than from CONFIG GET; where it is refused or renamed away,
+    the first two from INFO (maxmemory is in INFO memory, maxclients in INFO clients since Redis 7.0), and why
+    CONFIG was refused."""
     import redis
 
     try:
-        values = _pairs(_run(conn, "CONFIG", "GET", "maxmemory"))
-        values.update(_pairs(_run(conn, "CONFIG", "GET", "maxclients")))
-        return _number(values.get("maxmemory", "")), _number(values.get("maxclients", "")), None
+        values: dict[str, Any] = {}
+        for name in ("maxmemory", "maxclients", "slowlog-log-slower-than"):
+            values.update(_pairs(_run(conn, "CONFIG", "GET", name)))
+        return {"maxmemory": _number(values.get("maxmemory", "")), "maxclients": _number(values.get("maxclients", "")),
+                "slowlog_slower_than": _number(values.get("slowlog-log-slower-than", ""))}
     except redis.ResponseError as exc:  # NOPERM (ACL), or CONFIG renamed away: the connection itself is fine
         refused = _refusal(exc)
     maxmemory, maxclients = memory.get("maxmemory"), clients.get("maxclients")
-    return (int(maxmemory) if isinstance(maxmemory, int) else None,
-            int(maxclients) if isinstance(maxclients, int) else None, refused)
+    return {"maxmemory": int(maxmemory) if isinstance(maxmemory, int) else None,
+            "maxclients": int(maxclients) if isinstance(maxclients, int) else None, "config_refused": refused}
 
 
 def _slowlog(conn: redis.Redis) -> tuple[list[SlowEntry], int | None, str | None]:
@@ -187,8 +190,8 @@ def _scan(conn: redis.Redis, prefix: str, count: int, max_keys: int, limit: time
 
 
 def probe_redis_health(instance: RedisInstance, connect: timedelta, request: timedelta) -> RedisHealth:
-    """INFO memory/stats/clients/keyspace, CONFIG GET maxmemory/maxclients, TIME, SLOWLOG GET 128 and a bounded
-    SCAN per ``maintenance.ttl_prefixes`` prefix, over one connection as the profile's user."""
+    """INFO memory/stats/clients/keyspace, CONFIG GET maxmemory/maxclients/slowlog-log-slower-than, TIME, SLOWLOG
+    GET 128 and a bounded SCAN per ``maintenance.ttl_prefixes`` prefix, over one connection as the profile's user."""
     import redis
 
     address = f"{instance.host}:{instance.port}"
@@ -203,8 +206,7 @@ def probe_redis_health(instance: RedisInstance, connect: timedelta, request: tim
                 facts[section] = dict(conn.info(section))
         except redis.exceptions.NoPermissionError as exc:
             return RedisHealth(address, user, info_refused=_refusal(exc), server_time=time.time())
-        facts["maxmemory"], facts["maxclients"], facts["config_refused"] = _config(
-            conn, facts["memory"], facts["clients"])
+        facts.update(_config(conn, facts["memory"], facts["clients"]))
         facts["server_time"] = server_clock(conn)
         entries, facts["slowlog_length"], facts["slowlog_refused"] = _slowlog(conn)
         facts["slow_entries"] = tuple(entries)
