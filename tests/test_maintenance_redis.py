@@ -364,7 +364,7 @@ def test_stopped_redis_fails_every_check_naming_the_first_failure(
 def test_checking_user_without_config_and_slowlog_reads_info_and_skips_naming_the_grant(
     run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer], tmp_path: Path
 ) -> None:
-    server = throwaway("maxmemory 64mb", "user checker on >checker-secret ~* +@all -config -slowlog")
+    server = throwaway("maxmemory 64mb", "user checker on >checker-secret ~* +@all -config -slowlog -scan")
     secret = tmp_path / "checker.pass"
     secret.write_text("checker-secret\n")
     secret.chmod(0o600)
@@ -379,6 +379,22 @@ def test_checking_user_without_config_and_slowlog_reads_info_and_skips_naming_th
     assert run.message(SLOWLOG) == (
         f"{where(server)}: the checking user checker may not read the slowlog; grant it (ACL SETUSER checker "
         "+slowlog|get)")
+    assert run.outcome(TTL) == "skipped"
+    assert run.message(TTL) == (
+        f"{where(server)}: the checking user checker may not scan keys and read their TTL; grant it (ACL SETUSER "
+        "checker +scan)")
     memory, clients = run.checks[MEMORY]["evidence"], run.checks[CLIENTS]["evidence"]
     assert (memory["maxmemory"], memory["config_refused"]) == (str(64 * 1024 * 1024), "+config|get")  # from INFO
     assert (run.outcome(CLIENTS), clients["maxclients"]) == ("passed", "10000")  # from INFO clients
+
+
+def test_scan_renamed_away_fails_the_ttl_check_naming_the_reply(
+    run_checks: Run, profile_variant: Variant, throwaway: Callable[..., RedisServer]
+) -> None:
+    server = throwaway('rename-command SCAN ""')
+    run = run_checks(profile_variant(redis_at(server)), CHECKS)
+    assert run.failed() == {TTL}
+    assert run.message(TTL) == (
+        f"{where(server)} refused SCAN or TTL (unknown command 'SCAN', with args beginning with: '0' 'MATCH' "
+        "'session:*' 'COUNT' '1000'): cannot tell whether the keys under session: expire; let default run them (ACL "
+        "SETUSER default +scan +ttl; renamed away: deny them by ACL to the application users instead)")

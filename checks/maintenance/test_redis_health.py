@@ -156,9 +156,13 @@ def test_redis_keys_under_ttl_prefixes_carry_a_ttl(
         pytest.skip(f"profile declares no maintenance.ttl_prefixes for redis {redis_instance.name}")
     facts = answering(redis_instance, redis_health_of)
     name, where = redis_instance.name, facts.address
-    if facts.scan_refused is not None:
+    if facts.scan_refused is not None and facts.scan_refused.startswith("+"):
         pytest.skip(f"redis {name} at {where}: the checking user {facts.user} may not scan keys and read their TTL; "
                     f"grant it (ACL SETUSER {facts.user} {facts.scan_refused})")
+    expect(facts.scan_refused is None,
+           f"redis {name} at {where} refused SCAN or TTL ({facts.scan_refused}): cannot tell whether the keys under "
+           f"{', '.join(policy.ttl_prefixes)} expire; let {facts.user} run them (ACL SETUSER {facts.user} +scan +ttl; "
+           "renamed away: deny them by ACL to the application users instead)")
     evidence.record(**{f"scan {s.prefix}": f"{s.scanned} keys read, {s.without_ttl} without TTL" + (
         "" if s.complete else f" (cut short by {s.cut_short})") + (
         f": {', '.join(sorted(s.examples))}" if s.examples else "") for s in facts.scans})

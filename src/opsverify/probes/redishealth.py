@@ -69,7 +69,7 @@ class RedisHealth:
     slowlog_refused: str | None = None  # NOPERM (the grant) or an unknown command
     server_time: float = 0.0  # the server's clock (TIME; this host's when refused), unix seconds
     scans: tuple[PrefixScan, ...] = ()
-    scan_refused: str | None = None  # NOPERM on SCAN/TTL: the grant the checking user lacks
+    scan_refused: str | None = None  # NOPERM on SCAN/TTL: the grant the checking user lacks; else the server's reply
     error: str | None = None
     unreachable: str | None = None
 
@@ -84,7 +84,7 @@ class RedisHealth:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return str(exc).splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
 
 
 def _refusal(exc: BaseException) -> str:
@@ -213,7 +213,7 @@ def probe_redis_health(instance: RedisInstance, connect: timedelta, request: tim
         try:
             facts["scans"] = tuple(_scan(conn, p, policy.scan_count, policy.scan_max_keys, policy.scan_time)
                                    for p in policy.ttl_prefixes)
-        except redis.exceptions.NoPermissionError as exc:
+        except redis.ResponseError as exc:  # NOPERM: the grant; SCAN or TTL renamed away: the server's reply
             facts["scan_refused"] = _refusal(exc)
     except redis.RedisError as exc:
         cause = unreachable(exc, connect, request)
