@@ -12,6 +12,7 @@ pytest_plugins = [
     "fixtures.scanners",
     "fixtures.kubernetes",
     "fixtures.redissecurity",
+    "fixtures.redishealth",
     "fixtures.security",
     "fixtures.hostsecurity",
     "fixtures.pgsecurity",

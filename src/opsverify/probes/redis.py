@@ -54,8 +54,11 @@ class RedisState:
         return not enabled or self.persistence.get("aof_last_write_status") == "ok"
 
 
-def client(instance: RedisInstance, connect: timedelta, request: timedelta) -> redis.Redis:
-    """A redis-py client bounded by the profile's timeouts: one attempt per command, no retries."""
+def client(
+    instance: RedisInstance, connect: timedelta, request: timedelta, decode_responses: bool = True
+) -> redis.Redis:
+    """A redis-py client bounded by the profile's timeouts: one attempt per command, no retries (replies as bytes
+    with ``decode_responses=False``: key names need not be UTF-8)."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -71,7 +74,7 @@ def client(instance: RedisInstance, connect: timedelta, request: timedelta) -> r
         socket_connect_timeout=connect.total_seconds(),
         socket_timeout=request.total_seconds(),
         retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
+        decode_responses=decode_responses,
         ssl=instance.tls,
         ssl_ca_certs=str(instance.ca_file) if instance.ca_file else None,
     )

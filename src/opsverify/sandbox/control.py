@@ -27,7 +27,7 @@ from opsverify.sandbox.manifests import write_manifests
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
 from opsverify.sandbox.profile import write_profile
-from opsverify.sandbox.redis import SAVE_RULES, app_user_config, bgsave, seed_redis
+from opsverify.sandbox.redis import MEMORY_LIMIT, SAVE_RULES, app_user_config, bgsave, seed_redis
 from opsverify.sandbox.scanners import create_scanner_evidence
 from opsverify.sandbox.seed import seed_databases
 from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
@@ -80,8 +80,9 @@ def _pids(layout: Layout, state: State) -> dict[str, int | None]:
 
 
 def _start_redis(layout: Layout, state: State) -> RedisServer:
-    """The sandbox Redis: the default user passworded (requirepass), an ACL application user, loopback only."""
-    extra = app_user_config(ensure_secret(layout, "redis_app"))
+    """The sandbox Redis: the default user passworded (requirepass), an ACL application user, loopback only, a
+    memory ceiling (maxmemory, noeviction)."""
+    extra = app_user_config(ensure_secret(layout, "redis_app")) + MEMORY_LIMIT
     return start_redis(layout.redis, state.ports["redis"], ensure_secret(layout, "redis"), save=SAVE_RULES, extra=extra)
 
 

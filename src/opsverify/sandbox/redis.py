@@ -10,8 +10,11 @@ from pathlib import Path
 from opsverify.errors import SandboxError
 from opsverify.localserver.redis import RedisServer
 
-__all__ = ["APP_USER", "SAVE_RULES", "app_user_config", "bgsave", "seed_redis"]
+__all__ = ["APP_USER", "MEMORY_LIMIT", "SAVE_RULES", "app_user_config", "bgsave", "seed_redis"]
 SAVE_RULES = "3600 1 300 100 60 10000"  # Redis 7's default snapshot rules: a careful team keeps persistence on
+# PF-29: a memory ceiling, as a careful team sets one; noeviction: a full cache refuses writes (an error the
+# application sees) rather than silently dropping keys, which would also change the drills' key counts
+MEMORY_LIMIT = ("maxmemory 256mb", "maxmemory-policy noeviction")
 APP_USER = "app"  # the application's ACL user: every key, no dangerous command (security.app_users)
 APP_DENIED = "-@dangerous -keys -flushall -flushdb -config -debug -module -shutdown -script"
 
