@@ -227,6 +227,50 @@ def test_maintenance_checks_change_nothing_but_what_they_declare(
     assert not list((tmp_path / "scratch").glob("opsverify_scratch_*"))  # every journal and dump removed
 
 
+def test_undeclared_roles_and_tables_skip_naming_them_and_a_refused_login_fails(
+    cluster: Postgres, cache: RedisServer, files: dict[str, Path], tmp_path: Path,
+    profile_variant: Callable[..., Path], run_checks: Callable[..., Any],
+) -> None:
+    mutate = owned(cluster, cache, files, tmp_path, role="staging")
+    tables = pg_state(cluster)
+
+    def undeclared(data: dict[str, Any]) -> None:
+        mutate(data)
+        for database in data["databases"]:
+            database.pop("maintenance_user")
+            database.pop("maintenance_password_file")
+        data["lifecycle"]["job_tables"][0].pop("archive_table")
+
+    run = run_checks(profile_variant(undeclared), CHECKS, extra=("-k", "vacuum or archive"))
+    assert run.failed() == set()
+    assert run.message("test_maintenance_actions.py::test_old_jobs_archive_without_loss[qp-finished-jobs]") == (
+        "job table qp-finished-jobs declares no archive_table: declare lifecycle.job_tables[].archive_table (same "
+        "columns as the job table) for archived_jobs to move old jobs into"
+    )
+    vacuum = "test_maintenance_actions.py::test_vacuum_analyze_advances_the_statistics[quantum_planner:users]"
+    assert run.outcome(vacuum) == "skipped"
+    assert run.message(vacuum) == (
+        "database quantum_planner declares no maintenance_user: declare the role the maintenance fixtures log in as "
+        "(databases[].maintenance_user, the tables' owner, with maintenance_password_file)"
+    )
+
+    def wrong_password(data: dict[str, Any]) -> None:
+        mutate(data)
+        for database in data["databases"]:
+            database["maintenance_password_file"] = str(tmp_path / "wrong.pass")
+        (tmp_path / "wrong.pass").write_text("not-the-password\n")
+        (tmp_path / "wrong.pass").chmod(0o600)
+
+    run = run_checks(profile_variant(wrong_password), CHECKS, extra=("-k", "vacuum and users"))
+    assert run.failed() == {vacuum}
+    assert run.message(vacuum) == (
+        f"VACUUM (ANALYZE) of users in quantum_planner: cannot open a maintenance session on database quantum_planner "
+        f"at 127.0.0.1:{cluster.port} as postgres (maintenance_user): password authentication failed for user "
+        '"postgres"'
+    )
+    assert pg_state(cluster) == tables
+
+
 # ------------------------------------------------------------------------------------------- the actions
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from fixtures.expect import expect, fail
 from opsverify.actions.maintenance import Archived, DeletedFiles, DroppedTables, Flushed, Vacuumed
-from opsverify.errors import CleanupError
+from opsverify.errors import OpsverifyError
 from opsverify.profile import Database, RedisInstance
 from opsverify.profile.maintenance import JobTable, LogDirectory, TempTables, TmpFiles
 
@@ -24,11 +24,12 @@ T = TypeVar("T")
 
 
 def proven(what: str, call: Callable[[], T]) -> T:
-    """The fixture's result; its in-transaction proof failing (rolled back) fails the check with its sentence."""
+    """The fixture's result; its proof failing (a transaction rolled back) or a server refusing fails the check with
+    its sentence."""
     __tracebackhide__ = True
     try:
         return call()
-    except CleanupError as err:
+    except OpsverifyError as err:
         fail(f"{what}: {err}")
 
 
@@ -39,12 +40,12 @@ def test_vacuum_analyze_advances_the_statistics(
     """PF-25/QP-10: ``VACUUM (ANALYZE)`` of a hot table advances ``last_vacuum`` and ``last_analyze`` and keeps its
     row count (on a table written meanwhile the counts are not compared)."""
     database, table = hot_table
-    done = vacuum_analyzed(table)
+    done = proven(f"VACUUM (ANALYZE) of {table} in {database.name}", lambda: vacuum_analyzed(table))
     expect(
         done.vacuum_advanced and done.analyze_advanced,
         f"VACUUM (ANALYZE) of {done.table} in {database.name} did not advance its statistics (last_vacuum "
         f"{done.vacuum_before} -> {done.vacuum_after}, last_analyze {done.analyze_before} -> {done.analyze_after}) "
-        "within 10 s: check that track_counts is on and the statistics collector runs",
+        "within 10 s: maintenance_user must own the table (VACUUM skips others) and track_counts must be on",
     )
 
 
@@ -75,7 +76,7 @@ def test_log_rotation_deletes_only_files_past_retention(
     log_directory: LogDirectory, rotated_logs: Callable[..., DeletedFiles]
 ) -> None:
     """PF-02/QP-22: files past retention are deleted; every newer file is left untouched (checked at teardown)."""
-    done = rotated_logs()
+    done = proven(f"rotation of {log_directory.path}", rotated_logs)
     expect(
         not any(path in done.kept for path in done.deleted),
         f"log rotation of {log_directory.path} both deleted and kept a file: report this as a bug",
@@ -85,7 +86,7 @@ def test_log_rotation_deletes_only_files_past_retention(
 @pytest.mark.runbook("QP-24")
 def test_tmp_cleanup_deletes_only_stale_files(tmp_files: TmpFiles, cleaned_tmp: Callable[..., DeletedFiles]) -> None:
     """QP-24: temporary files past ``max_age`` are deleted; newer ones are left untouched (checked at teardown)."""
-    done = cleaned_tmp()
+    done = proven(f"clean-up of {tmp_files.pattern}", cleaned_tmp)
     expect(
         not any(path in done.kept for path in done.deleted),
         f"clean-up of {tmp_files.pattern} both deleted and kept a file: report this as a bug",
@@ -98,7 +99,7 @@ def test_cache_flush_restores_every_key(
 ) -> None:
     """QP-24: FLUSHDB only as a fixture that restores state: every key dumped first, restored at teardown with its
     TTL, the key count and a sample of values verified, the dump file removed."""
-    done = flushed_cache()
+    done = proven(f"flush of redis {redis_instance.name}", flushed_cache)
     expect(
         done.dump.stat().st_mode & 0o077 == 0,
         f"the dump of redis {redis_instance.name} db {done.db} at {done.dump} is readable by others: "

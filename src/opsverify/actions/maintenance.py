@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from opsverify.actions.base import Action, NotApplicable, Permanent
-from opsverify.errors import CleanupError
+from opsverify.errors import CleanupError, OpsverifyError
 from opsverify.localserver.scratch import delete_note_last, make_scratch_dir
 from opsverify.profile import Database, RedisInstance, Timeouts
 from opsverify.profile.maintenance import JobTable, LogDirectory, TmpFiles
@@ -100,6 +100,20 @@ def maintenance_connect(
         )
     ms = int(statement_timeout.total_seconds() * 1000)
     lock_ms = max(1000, min(ms, int(timeouts.request.total_seconds() * 1000)))
+    try:
+        return _connect(db, timeouts, ms, lock_ms, autocommit)
+    except (psycopg.Error, OSError) as exc:
+        from opsverify.probes.postgres import first_line
+
+        raise OpsverifyError(
+            f"cannot open a maintenance session on database {db.name} at {db.host}:{db.port} as "
+            f"{db.maintenance_user} (maintenance_user): {first_line(exc)}"
+        ) from None
+
+
+def _connect(db: Database, timeouts: Timeouts, ms: int, lock_ms: int, autocommit: bool) -> psycopg.Connection:
+    import psycopg
+
     return psycopg.connect(
         host=db.host, port=db.port, dbname=db.dbname, user=db.maintenance_user, password=db.maintenance_secret(),
         sslmode=db.sslmode, sslrootcert=str(db.sslrootcert) if db.sslrootcert else None,
@@ -677,6 +691,17 @@ class FlushCache(Action[Flushed]):
             conn.close()
 
     def act(self) -> Flushed:
+        import redis
+
+        try:
+            return self._flush()
+        except redis.RedisError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OpsverifyError(
+                f"redis {self.instance.name} at {self.instance.host}:{self.instance.port} db {self.db}: {reason}"
+            ) from None
+
+    def _flush(self) -> Flushed:
         conn = self.client()
         try:
             self.journal.open("flush", instance=self.instance.name, host=self.instance.host, port=self.instance.port,
