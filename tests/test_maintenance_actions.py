@@ -295,6 +295,26 @@ def test_vacuum_advances_statistics_and_keeps_rows(cluster: Postgres, owned_prof
     assert not scratch(tmp_path, "v").exists()
 
 
+def test_vacuum_of_a_table_written_meanwhile_says_the_counts_are_not_comparable(
+    cluster: Postgres, owned_profile: Profile, tmp_path: Path
+) -> None:
+    db = owned_profile.databases[0]
+
+    class WrittenMeanwhile(VacuumAnalyze):
+        def _count(self, conn: Any, ident: Any) -> int:
+            rows = super()._count(conn, ident)
+            with cluster.connect("photonic_foundry") as app:  # the application writes between the two counts
+                app.execute("INSERT INTO models (name, architecture, version, parameters, created_at) "
+                            "VALUES (md5(random()::text), 'MZI', '1', 1, now())")
+            return rows
+
+    with performed(WrittenMeanwhile(db, "models", owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "w"))) as done:
+        assert done.written_meanwhile
+        assert done.rows_note == f"the table was written meanwhile: {done.rows_before} -> {done.rows_after} rows are " \
+            "not comparable"
+        assert done.rows_after == done.rows_before + 1
+
+
 def test_flushed_cache_is_restored_even_when_the_body_fails(cache: RedisServer, owned_profile: Profile,
                                                              tmp_path: Path) -> None:
     keys = redis_state(cache)

@@ -251,6 +251,10 @@ class VacuumAnalyze(Permanent[Vacuumed]):
                     if advanced or time.monotonic() > deadline:
                         break
                     time.sleep(0.2)
+                while rows1 != rows0 and writes1 == writes0 and time.monotonic() < deadline + 2:
+                    time.sleep(0.2)  # another session's write: its counters reach the statistics within ~1 s
+                    conn.execute("SELECT pg_stat_clear_snapshot()")
+                    writes1 = self._stats(conn)[2]
             finally:
                 self.differences += self.journal.remove()
         done = Vacuumed(self.database.name, self.table, vac0, vac1, ana0, ana1, rows0, rows1, writes1 != writes0)
@@ -262,8 +266,7 @@ class VacuumAnalyze(Permanent[Vacuumed]):
         row = conn.execute(STATS, (self.table,)).fetchone()
         return (row[0], row[1], int(row[2] or 0)) if row else (None, None, 0)
 
-    @staticmethod
-    def _count(conn: psycopg.Connection, ident: Any) -> int:
+    def _count(self, conn: psycopg.Connection, ident: Any) -> int:
         from psycopg import sql
 
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
