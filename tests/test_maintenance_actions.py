@@ -12,6 +12,7 @@ compared before and after).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -519,3 +520,28 @@ def test_killed_maintenance_is_finished_by_the_next_run(
         assert job_totals(cluster) == live
     assert f"opsverify janitor: removed maintenance journal {directory}" in out, out
     assert not directory.exists()
+
+
+def test_janitor_names_the_files_an_interrupted_rotation_left(
+    owned_profile: Profile, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A rotation killed between its journal and its deletes: the janitor names what past retention remains."""
+    from opsverify.actions.janitor import finish_maintenance, sweep_directories
+    from opsverify.actions.maintenance import Journal
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    directory = scratch(tmp_path, "killed_rotation")
+    journal = Journal(directory)
+    journal.open("files", glob=str(files["logs"] / "app.log*"), delete=[str(files["logs"] / "app.log.40.gz")])
+    note = json.loads((directory / ".opsverify-creator.json").read_text())
+    (directory / ".opsverify-creator.json").write_text(json.dumps({**note, "pid": dead.pid}))
+    said, keep = finish_maintenance([tmp_path / "scratch"], owned_profile)
+    assert said == [
+        f"an interrupted retention clean-up of {files['logs'] / 'app.log*'} left 1 file past retention: "
+        f"{files['logs'] / 'app.log.40.gz'}"
+    ]
+    assert keep == []
+    assert sweep_directories([tmp_path / "scratch"]) == [
+        f"removed maintenance journal {directory} (its creator (pid {dead.pid}) is gone)"
+    ]

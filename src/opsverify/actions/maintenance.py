@@ -940,4 +940,5 @@ def _finish_files(journal: dict[str, Any]) -> str:
     if not remain:
         return f"an interrupted retention clean-up of {where} had deleted every file past retention"
     shown = ", ".join(remain[:5]) + (f" and {len(remain) - 5} more" if len(remain) > 5 else "")
-    return f"an interrupted retention clean-up of {where} left {len(remain)} files past retention: {shown}"
+    files = f"{len(remain)} file{'s' if len(remain) != 1 else ''}"
+    return f"an interrupted retention clean-up of {where} left {files} past retention: {shown}"
