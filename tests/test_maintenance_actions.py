@@ -39,7 +39,7 @@ from opsverify.actions.maintenance import (
     user_tables,
     value_digest,
 )
-from opsverify.errors import CleanupError
+from opsverify.errors import CleanupError, OpsverifyError
 from opsverify.localserver.net import free_port
 from opsverify.localserver.redis import RedisServer, start_redis
 from opsverify.localserver.scratch import read_note
@@ -545,3 +545,29 @@ def test_janitor_names_the_files_an_interrupted_rotation_left(
     assert sweep_directories([tmp_path / "scratch"]) == [
         f"removed maintenance journal {directory} (its creator (pid {dead.pid}) is gone)"
     ]
+
+
+def test_a_drop_blocked_by_a_lock_times_out_and_changes_nothing(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    """An application session holding a lock on a temporary table: the drop gives up at its lock_timeout (the
+    profile's request timeout), rolls back, and says so in one sentence."""
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    tables = pg_state(cluster)
+    with cluster.connect("quantum_planner") as app:
+        app.execute("BEGIN")
+        app.execute("LOCK TABLE temp_optimization_b IN ACCESS SHARE MODE")
+        action = DropTempTables(db, "temp_optimization_*", owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "l"))
+        with pytest.raises(OpsverifyError) as caught, performed(action):
+            pass
+        app.execute("ROLLBACK")
+    assert str(caught.value) == (
+        "drop of temporary tables quantum_planner:temp_optimization_* failed and was rolled back (nothing was "
+        "changed): canceling statement due to lock timeout"
+    )
+    with cluster.connect("quantum_planner") as conn:
+        row = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'temp_optimization_%'").fetchone()
+    assert row is not None
+    assert row[0] == 2
+    assert pg_state(cluster) == tables
+    assert not scratch(tmp_path, "l").exists()

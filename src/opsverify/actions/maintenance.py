@@ -229,6 +229,16 @@ class VacuumAnalyze(Permanent[Vacuumed]):
         maintenance_connect(self.database, self.timeouts, self.timeout).close()
 
     def act(self) -> Vacuumed:
+        import psycopg
+
+        try:
+            return self._vacuum()
+        except psycopg.Error as exc:  # a lock or statement timeout, a refused privilege
+            from opsverify.probes.postgres import first_line
+
+            raise OpsverifyError(f"{self.kind} of {self.name} failed: {first_line(exc)}") from None
+
+    def _vacuum(self) -> Vacuumed:
         from psycopg import sql
 
         with maintenance_connect(self.database, self.timeouts, self.timeout) as conn:
@@ -296,6 +306,18 @@ class InTransaction(Permanent[R]):
         raise NotImplementedError
 
     def act(self) -> R:
+        import psycopg
+
+        try:
+            return self._in_transaction()
+        except psycopg.Error as exc:  # a lock or statement timeout, a serialization failure, a refused privilege
+            from opsverify.probes.postgres import first_line
+
+            raise OpsverifyError(
+                f"{self.kind} {self.name} failed and was rolled back (nothing was changed): {first_line(exc)}"
+            ) from None
+
+    def _in_transaction(self) -> R:
         with maintenance_connect(self.database, self.timeouts, self.timeout, autocommit=False) as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             own = self.own_tables(conn)
