@@ -2,8 +2,8 @@
 act, undo, verify), with scratch names made in one place and a janitor for what killed runs left.
 """
 
-from opsverify.actions.base import Action, performed
+from opsverify.actions.base import Action, NotApplicable, Permanent, performed
 from opsverify.actions.directory import ScratchDirectory
 from opsverify.actions.names import ScratchNames
 
-__all__ = ["Action", "ScratchDirectory", "ScratchNames", "performed"]
+__all__ = ["Action", "NotApplicable", "Permanent", "ScratchDirectory", "ScratchNames", "performed"]

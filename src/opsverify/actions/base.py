@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar, Generic, TypeVar
 
-from opsverify.errors import CleanupError
+from opsverify.errors import ActionRefused, CleanupError
 from opsverify.localserver.scratch import require_scratch_name
 
 T = TypeVar("T")
@@ -72,6 +72,32 @@ class Action(Generic[T]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
+
+
+class NotApplicable(ActionRefused):
+    """The action cannot run against what the profile declares (no ``maintenance_user``, a remote host):
+    ``perform`` skips, with this sentence naming what to declare."""
+
+
+class Permanent(Action[T]):
+    """An action whose change is the runbook's own and stays (VACUUM, archiving jobs, dropping temporary
+    tables, deleting old files): nothing to undo. ``act`` proves the change was exactly what it declared and
+    records any other difference in ``differences``; ``leftovers`` re-reads the live state and names them.
+    It acts on live resources by their declared name: the production gate decides, not the scratch prefix.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.differences: list[str] = []
+
+    def guard(self) -> None:
+        """Nothing to refuse by name; subclasses refuse what the profile does not declare (``NotApplicable``)."""
+
+    def undo(self) -> None:
+        """Nothing to reverse: the change is the maintenance itself."""
+
+    def leftovers(self, before: object) -> list[str]:
+        return list(self.differences)
 
 
 @contextmanager

@@ -25,23 +25,49 @@ from opsverify.localserver.scratch import (
     servers_in,
     stop_pid,
 )
-from opsverify.profile import RestoreTarget
+from opsverify.profile import Profile, RestoreTarget
 
 MAX_AGE = timedelta(hours=6)
 NO_NOTE_GRACE = 60.0  # seconds: a directory between its mkdir and its note
 
 
-def sweep_directories(roots: Iterable[Path], own_prefix: str = "", max_age: timedelta = MAX_AGE) -> list[str]:
-    """Stop and remove orphaned scratch directories under ``roots``; one sentence per thing done."""
+def sweep_directories(
+    roots: Iterable[Path], own_prefix: str = "", max_age: timedelta = MAX_AGE, keep: Iterable[Path] = ()
+) -> list[str]:
+    """Stop and remove orphaned scratch directories under ``roots`` (except ``keep``); one sentence per thing done."""
     done: list[str] = []
+    kept = {p.resolve() for p in keep}
     for root in sorted({r.resolve() for r in roots if r.is_dir()}):
         for path in sorted(root.glob(SCRATCH_PREFIX + "*")):
-            if not path.is_dir() or (own_prefix and path.name.startswith(own_prefix)):
+            if not path.is_dir() or (own_prefix and path.name.startswith(own_prefix)) or path.resolve() in kept:
                 continue
             reason = _reason(path, max_age, time.time())
             if reason is not None:
                 done.append(_remove(path, reason))
     return done
+
+
+def finish_maintenance(
+    roots: Iterable[Path], profile: Profile, max_age: timedelta = MAX_AGE
+) -> tuple[list[str], list[Path]]:
+    """What killed runs' maintenance journals ask for, done before ``sweep_directories`` removes them: a flushed
+    cache's keys restored, an interrupted transaction verified rolled back, an interrupted rotation's remaining
+    files named. One sentence each; the directories to keep (a restore that failed keeps its dump file)."""
+    from opsverify.actions.maintenance import KIND, finish_journal
+
+    done: list[str] = []
+    keep: list[Path] = []
+    for root in sorted({r.resolve() for r in roots if r.is_dir()}):
+        for path in sorted(root.glob(SCRATCH_PREFIX + "*")):
+            note = read_note(path) if path.is_dir() else None
+            if note is None or note.get("kind") != KIND or _reason(path, max_age, time.time()) is None:
+                continue
+            said = finish_journal(path, list(profile.databases), list(profile.redis), profile.timeouts)
+            if said is not None:
+                done.append(said)
+                if said.startswith("could not"):
+                    keep.append(path)
+    return done, keep
 
 
 def _reason(path: Path, max_age: timedelta, now: float) -> str | None:
