@@ -180,8 +180,13 @@ class JobTable(Named):
     time_column: str = Field(default="completed_at", description="when the job finished (timestamp or timestamptz)")
     max_age: Duration = timedelta(days=90)
     archive_table: TableName | None = Field(
-        default=None, description="where archived_jobs moves old rows (same columns)"
+        default=None, description="where archived_jobs moves old rows (same columns); empty: none"
     )
+
+    @field_validator("archive_table", mode="before")
+    @classmethod
+    def _no_archive(cls, value: object) -> object:
+        return None if value == "" else value  # `${VAR:-}` left empty: no archive table declared
 
     @field_validator("table", "status_column", "time_column", "archive_table")
     @classmethod

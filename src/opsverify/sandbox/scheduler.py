@@ -31,7 +31,7 @@ from typing import IO
 
 from opsverify.errors import SandboxError
 from opsverify.localserver.process import cmdline, pid_alive, stop_process
-from opsverify.sandbox import scanners
+from opsverify.sandbox import datacleanup, scanners
 from opsverify.sandbox.app import app_env
 from opsverify.sandbox.backups import SERIES, JobContext, Series, backups_of, cleanup, finish_backup, prepare, run_job
 from opsverify.sandbox.state import Layout
@@ -158,6 +158,18 @@ def tick(
     return report
 
 
+def data_upkeep(layout: Layout, now: float, context: Callable[[], JobContext], report: TickReport) -> None:
+    """The team's daily database cleanup (QP-23, QP-31, ``datacleanup``): finished jobs past 90 days archived,
+    users inactive for a year deleted; a failure is logged and retried at the next tick."""
+    try:
+        if datacleanup.cleanup_due(layout, now):
+            moved, removed = datacleanup.clean_data(layout, context().pg, now)
+            log_line(layout, f"data cleanup: archived {moved} finished job(s), deleted {removed} inactive user(s)")
+    except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
+        report.failures.append(f"data cleanup: {exc}")
+        log_line(layout, f"FAILED data cleanup: {exc} (retried at the next tick)")
+
+
 def base_backup(ctx: JobContext, now: float, report: TickReport) -> JobContext:
     """PF-20's weekly ``pg_basebackup`` (what point-in-time recovery replays the WAL archive onto), when due;
     the oldest beyond ``BASE_BACKUPS_KEPT`` are deleted."""
@@ -253,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stopping.is_set():
             try:
                 report = tick(layout, time.time(), lambda: _context(layout), lambda: _uploader(layout), pending)
+                data_upkeep(layout, time.time(), lambda: _context(layout), report)
             except Exception as exc:  # noqa: BLE001 - a bug in the loop itself: say so, go on
                 report = TickReport(failures=[f"tick failed: {exc!r}"])
                 log_line(layout, f"FAILED {report.failures[0]}")

@@ -91,13 +91,15 @@ SELECT 1 + i % 250, (ARRAY['vehicle-routing', 'portfolio', 'scheduling', 'max-cu
        CASE WHEN status IN ('completed', 'failed') THEN d END, created,
        CASE WHEN status IN ('completed', 'failed') THEN created + d * interval '1 millisecond' END
 FROM (
-    SELECT i, now() - (i / 10000.0) * interval '120 days' AS created, (50 + random() * 30000)::integer AS d,
+    SELECT i, now() - (i / 10000.0) * interval '80 days' AS created, (50 + random() * 30000)::integer AS d,
            CASE WHEN i <= 6 THEN 'queued' WHEN i <= 12 THEN 'running'
                 WHEN random() < 0.08 THEN 'failed' ELSE 'completed' END AS status
     FROM generate_series(1, 10000) AS i
 ) AS j;
 CREATE INDEX optimization_jobs_status_created_idx ON optimization_jobs (status, created_at);
 CREATE INDEX optimization_jobs_user_idx ON optimization_jobs (user_id);
+-- where the daily cleanup moves finished jobs older than 90 days (QP-23): the same columns, no keys
+CREATE TABLE optimization_jobs_archive (LIKE optimization_jobs);
 """
 
 WORKLOAD = {
