@@ -7,6 +7,7 @@ pytest_plugins = [
     "fixtures.components",
     "fixtures.backups",
     "fixtures.maintenance",
+    "fixtures.logfiles",
     "fixtures.drills",
     "fixtures.recovery",
     "fixtures.scanners",

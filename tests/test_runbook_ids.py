@@ -203,7 +203,7 @@ def test_every_check_carries_only_procedures_of_its_component_kind(collected: di
     assert kinds == {"postgres", "redis", "config", "archive", "globals", "http", "host", "dependency"} | {
         "bandit", "lockfile",  # the sandbox's scanner evidence (no trivy, pip-audit or safety report offline)
         "k8s-workload", "k8s-access", "tls",
-    }, (
+    } | {"logs", "audit-logs", "tmpfiles"}, (  # the sandbox's lifecycle files (checks/maintenance/test_log_files.py)
         "sandbox lacks a kind"
     )
 
