@@ -51,9 +51,13 @@ def listed(listing: FileListing, what: str, field: str) -> FileListing:
     """``listing`` when it could be listed; else the check fails naming the problem and the field to fix."""
     __tracebackhide__ = True
     if listing.error is not None:
-        missing = "does not exist" in listing.error
-        fix = "create it or correct" if missing else "grant the checking user read access or correct"
-        fail(f"cannot list {what}: {listing.error}: {fix} {field}")
+        if "does not exist" in listing.error:
+            fix = f"create it or correct {field}"
+        elif "permission denied" in listing.error:
+            fix = f"grant the checking user read access or correct {field}"
+        else:
+            fix = "check the host's ssh access (hosts[].uri, ssh_config, ssh_identity_file)"
+        fail(f"cannot list {what}: {listing.error}: {fix}")
     return listing
 
 

@@ -210,15 +210,18 @@ class FileSource:
 
         timer = threading.Timer(limit.total_seconds(), kill)
         timer.start()
+        read_all = False
         try:
             assert proc.stdout is not None
             yield proc.stdout
-            proc.stdout.read()  # the rest, so that cat's exit status tells whether all of it came
+            while proc.stdout.read(READ_SIZE):  # the rest, so that cat's exit status tells whether all of it came
+                pass
+            read_all = True
         finally:
+            if not read_all and proc.poll() is None:
+                proc.kill()  # the reader stopped early (a corrupt archive): nothing more is wanted
+            _, err = proc.communicate()  # ends by the deadline at the latest: the timer kills it then
             timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-            _, err = proc.communicate()
         if expired.is_set():
             raise OSError(f"reading {self.shown(path)} took longer than {limit}")
         if proc.returncode != 0:
