@@ -354,3 +354,30 @@ def test_a_file_without_timestamps_is_judged_by_its_mtime_and_gz_is_streamed(tmp
     assert (found.count, found.samples, found.files_read, found.files_skipped) == (2, ["ERROR a", "ERROR b"], 1, 1)
     found = count_error_lines(source, files, r"\bERROR\b", now - timedelta(days=1), now)
     assert (found.count, found.files_read) == (3, 2)
+
+
+def test_the_sandbox_logrotate_keeps_its_files_within_the_declared_limits_for_months(tmp_path: Path) -> None:
+    from opsverify.sandbox.lifecycle import lifecycle_dirs
+    from opsverify.sandbox.logfiles import create_lifecycle_files, upkeep
+    from opsverify.sandbox.state import Layout
+
+    layout = Layout(tmp_path / "state")
+    start = time.time() - 120 * DAY  # four months ago, then a tick every six hours until now
+    create_lifecycle_files(layout, start)
+    dirs = lifecycle_dirs(layout)
+    job_logs = sorted(p.name for p in dirs["job_logs"].iterdir())
+    now = start
+    while now < time.time() - 3600:
+        now += DAY / 4
+        upkeep(layout, now)
+    app = sorted(p.name for p in dirs["app_logs"].iterdir())
+    assert app == ["app.log", "app.log.1", *(f"app.log.{n}.gz" for n in range(2, 8))]  # rotate 7, delaycompress
+    audit = sorted(p.name for p in dirs["audit_logs"].iterdir())
+    assert audit == ["audit.log", *(f"audit.log.{n}.gz" for n in range(1, 8))]
+    for part in ("app_logs", "audit_logs"):
+        assert all(now - p.stat().st_mtime <= 30 * DAY for p in dirs[part].iterdir()), part
+    assert not list(dirs["job_logs"].iterdir())  # all four were past 90 days by now: archived, compressed
+    archived = {p.name for p in dirs["job_archive"].iterdir()}
+    assert len(archived) == 6
+    assert {f"{n}.gz" for n in job_logs} <= archived
+    assert not list(dirs["tmp"].iterdir())

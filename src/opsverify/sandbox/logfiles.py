@@ -91,7 +91,9 @@ def _rotate(directory: Path, name: str, delaycompress: bool, now: float) -> None
     live = directory / name
     if not live.exists():
         return
-    for n in range(ROTATED_KEPT, 0, -1):
+    for suffix in ("", ".gz"):  # rotate 7: the oldest goes
+        (directory / f"{name}.{ROTATED_KEPT}{suffix}").unlink(missing_ok=True)
+    for n in range(ROTATED_KEPT - 1, 0, -1):
         for suffix in ("", ".gz"):
             older = directory / f"{name}.{n}{suffix}"
             if older.exists():
@@ -112,7 +114,7 @@ def _rotate(directory: Path, name: str, delaycompress: bool, now: float) -> None
             shutil.copyfileobj(src, dst)
         os.utime(directory / f"{name}.1.gz", (mtime, mtime))
         live.unlink()
-    live.write_text(f"{_stamp(now)} [photonic-foundry] INFO log rotated\n")
+    _write(live, f"{_stamp(now)} [photonic-foundry] INFO log rotated\n", now)
 
 
 def upkeep(layout: Layout, now: float) -> list[str]:
