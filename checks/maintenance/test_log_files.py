@@ -254,8 +254,8 @@ def test_error_lines_in_the_window_are_under_the_threshold(
     evidence.record(files=len(files), files_read=found.files_read, files_before_window=found.files_skipped,
                     window=fmt(error_log.window), max_lines=error_log.max_lines, error_lines=found.count,
                     first_lines=" | ".join(found.samples))
-    expect(not found.errors, f"error log {error_log.name}: {found.errors[0] if found.errors else ''}: "
-                             f"grant the checking user read access or correct lifecycle.error_logs[].paths")
+    expect(not found.errors, f"error log {error_log.name}: {found.errors[0] if found.errors else ''}: make it "
+                             f"readable by the checking user or leave it out of lifecycle.error_logs[].paths")
     if found.count > error_log.max_lines:
         fail(f"error log {error_log.name}: {found.count} line(s) matching {error_log.match} in the last "
              f"{fmt(error_log.window)}, over max_lines {error_log.max_lines}; the first: {found.samples[0]!r}: "

@@ -250,15 +250,14 @@ def _walk(root: str, depth: int) -> Iterator[str]:
         yield root
         return
     try:
-        with os.scandir(root) as entries:
-            names = [e.path for e in entries]
+        with os.scandir(root) as entries:  # read lazily: a huge directory is never held whole
+            for entry in entries:
+                if depth == 1:
+                    yield entry.path
+                elif entry.is_dir():
+                    yield from _walk(entry.path, depth - 1)
     except OSError:
         return
-    for path in names:
-        if depth == 1:
-            yield path
-        elif os.path.isdir(path):
-            yield from _walk(path, depth - 1)
 
 
 # --- archives -----------------------------------------------------------------------------------------------
@@ -450,7 +449,8 @@ def count_in_file(source: FileSource, file: LoggedFile, match: re.Pattern[bytes]
         found.files_skipped += 1
         return
     if file.path.endswith(".zst"):
-        found.errors.append(f"{source.shown(file.path)}: {ZSTD_UNVERIFIED}")
+        found.errors.append(f"{source.shown(file.path)} is zstd-compressed, which opsverify cannot read (no zstd "
+                            "decompressor among its dependencies)")
         return
     current: datetime | None = None
     pending: list[bytes] = []  # matching lines before the file's first timestamp (at most SAMPLES kept)

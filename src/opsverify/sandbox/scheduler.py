@@ -9,7 +9,8 @@ applies each series' cleanup (``backups.cleanup``). After a ``down``, or a machi
 first tick catches up at once: one new backup per stale series (missed runs are not invented, so
 the schedule check reports the gap, as it would on a real host). A job that fails is logged to
 ``logs/backup-jobs.log`` and retried at the next tick; nothing a job raises stops the loop. An
-exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir.
+exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir. Each tick also plays
+the team's logrotate/cron over the sandbox's log files (``sandbox/logfiles.py``: ``upkeep``).
 """
 
 from __future__ import annotations
