@@ -8,6 +8,7 @@ pytest_plugins = [
     "fixtures.backups",
     "fixtures.maintenance",
     "fixtures.lifecycle",
+    "fixtures.logfiles",
     "fixtures.drills",
     "fixtures.recovery",
     "fixtures.scanners",

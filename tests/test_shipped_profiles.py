@@ -268,6 +268,16 @@ def scan_variables(root: Path) -> dict[str, str]:
     return {"PF_SCAN_REPORTS": str(reports), "PF_SRC_DIR": str(src), "PF_LOCK_FILE": str(lock)}
 
 
+def log_variables(root: Path) -> dict[str, str]:
+    """The application's log directory as logrotate leaves it (PF-02): the live log, yesterday's rotation gzipped."""
+    root.mkdir(parents=True)
+    (root / "app.log").write_text(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC INFO started\n")
+    (root / "app.log.1.gz").write_bytes(gzip.compress(b"INFO yesterday\n"))
+    day_ago = time.time() - 86400
+    os.utime(root / "app.log.1.gz", (day_ago, day_ago))
+    return {"PF_LOG_DIR": str(root)}
+
+
 def environ(variables: dict[str, str]) -> dict[str, str]:
     """This process's environment without any PF_/PG variable of its own, plus ``variables``."""
     kept = {k: v for k, v in os.environ.items() if not k.startswith(("PF_", "PG", "OPSVERIFY_"))}
@@ -294,6 +304,7 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
 ) -> None:
     variables = pf_variables(box, runbook_backups, *staging_role, runbook_database, restore_template)
     variables.update(scan_variables(tmp_path / "scans"))
+    variables.update(log_variables(tmp_path / "logs"))
     report = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "daily or dr", f"--profile={PF}", f"--report-dir={report}",

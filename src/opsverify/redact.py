@@ -61,3 +61,19 @@ URL_IN_TEXT = re.compile(r"""[a-z][a-z0-9+.-]*://[^\s"'<>]+""", re.IGNORECASE)
 def redact_urls(text: str) -> str:
     """``text`` with every URL in it (a library's error quoting the URL it failed on) redacted."""
     return URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+SECRET_VALUE = re.compile(
+    r"""(?P<key>\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|credentials?)\b["']?\s*[=:]\s*)"""
+    r"""(?P<quote>["']?)(?P<value>[^\s"',;&]+)""",
+    re.IGNORECASE,
+)
+AUTHORIZATION = re.compile(r"(?P<key>\b(?:Bearer|Basic|Token)\s+)(?P<value>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """A free text that may hold anything (a log line): URLs redacted, the values of ``password=…``,
+    ``token: …``, ``api_key=…`` and the like, and ``Bearer …``/``Basic …`` credentials masked."""
+    text = redact_urls(text)
+    text = SECRET_VALUE.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", text)
+    return AUTHORIZATION.sub(lambda m: f"{m.group('key')}{MASK}", text)

@@ -23,6 +23,7 @@ from opsverify.sandbox import apps, scheduler
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
 from opsverify.sandbox.hostsecurity import secure_app_files
+from opsverify.sandbox.logfiles import create_lifecycle_files
 from opsverify.sandbox.manifests import write_manifests
 from opsverify.sandbox.offsite import sync_offsite
 from opsverify.sandbox.postgres import REPLICATION_ROLE, Postgres, choose_base, remove_base
@@ -116,6 +117,7 @@ def _create(layout: Layout) -> None:
             apps.spawn_app(layout, name, state.ports[name])
         sync_offsite(layout, state.ports["s3"], time.time())
         create_scanner_evidence(layout)  # the team's CI: a real bandit report and the app's lock file
+        create_lifecycle_files(layout)  # logs, rotated logs, job logs and archives, a temporary file (issue 11)
         write_profile(layout, state.ports)
         scheduler.spawn_scheduler(layout)
     except BaseException:

@@ -9,7 +9,8 @@ applies each series' cleanup (``backups.cleanup``). After a ``down``, or a machi
 first tick catches up at once: one new backup per stale series (missed runs are not invented, so
 the schedule check reports the gap, as it would on a real host). A job that fails is logged to
 ``logs/backup-jobs.log`` and retried at the next tick; nothing a job raises stops the loop. An
-exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir.
+exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir. Each tick also plays
+the team's logrotate/cron over the sandbox's log files (``sandbox/logfiles.py``: ``upkeep``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import IO
 
 from opsverify.errors import SandboxError
 from opsverify.localserver.process import cmdline, pid_alive, stop_process
-from opsverify.sandbox import datacleanup, scanners
+from opsverify.sandbox import datacleanup, logfiles, scanners
 from opsverify.sandbox.app import app_env
 from opsverify.sandbox.backups import SERIES, JobContext, Series, backups_of, cleanup, finish_backup, prepare, run_job
 from opsverify.sandbox.state import Layout
@@ -153,6 +154,11 @@ def tick(
             log_line(layout, f"bandit: wrote {scanners.run_bandit(layout).name}")
     except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
         report.failures.append(f"bandit scan: {exc}")
+    try:  # the team's logrotate/cron: daily rotation, retention, job logs to the archive, stale quantum_* files
+        for line in logfiles.upkeep(layout, now):
+            log_line(layout, f"logrotate: {line}")
+    except OSError as exc:
+        report.failures.append(f"logrotate: {exc}")
     for failure in report.failures:
         log_line(layout, f"FAILED {failure} (retried at the next tick)")
     return report
