@@ -399,3 +399,27 @@ def test_too_many_connections_fail_the_connection_check(
             "holds them in pg_stat_activity, end idle ones or pool them (PgBouncer), or raise max_connections "
             "(superuser_reserved_connections keeps 1 of them for superusers)",
     })
+
+
+def test_the_sandbox_daily_vacuum_clears_a_large_table_never_vacuumed_nor_analyzed(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    """The sandbox scheduler's daily job (``upkeep.vacuum_analyze``) is what keeps its large tables passing."""
+    from opsverify.sandbox import upkeep
+
+    table = "opsverify_test_upkeep"
+    now = time.time()
+    try:
+        superuser_sql(cluster, LARGE_TABLE.format(name=table), dbname=DB)
+        assert upkeep.vacuum_due(cluster, now)  # never noted on this cluster
+        assert upkeep.vacuum_analyze(cluster) == ("photonic_foundry", "quantum_planner")
+        assert not upkeep.vacuum_due(cluster, time.time())
+        assert upkeep.vacuum_due(cluster, time.time() + upkeep.VACUUM_EVERY)
+        wait_for(cluster, "SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                 "WHERE relname = %s", table)
+        run = run_checks(profile_variant(on(cluster.port)), CHECKS)
+    finally:
+        superuser_sql(cluster, f"DROP TABLE IF EXISTS {table}", dbname=DB)
+        upkeep.vacuum_stamp(cluster).unlink(missing_ok=True)
+    fails_exactly(run, {})
+    assert f"public.{table}" in evidence(run, "test_large_tables_were_vacuumed_recently")["large_tables"]

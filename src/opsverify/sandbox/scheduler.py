@@ -10,6 +10,8 @@ first tick catches up at once: one new backup per stale series (missed runs are 
 the schedule check reports the gap, as it would on a real host). A job that fails is logged to
 ``logs/backup-jobs.log`` and retried at the next tick; nothing a job raises stops the loop. An
 exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir.
+Besides the backups it runs the team's other cron jobs: the daily bandit scan and the daily
+``VACUUM (ANALYZE)`` of both databases (``upkeep``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import IO
 
 from opsverify.errors import SandboxError
 from opsverify.localserver.process import cmdline, pid_alive, stop_process
-from opsverify.sandbox import scanners
+from opsverify.sandbox import scanners, upkeep
 from opsverify.sandbox.app import app_env
 from opsverify.sandbox.backups import SERIES, JobContext, Series, backups_of, cleanup, finish_backup, prepare, run_job
 from opsverify.sandbox.state import Layout
@@ -153,6 +155,12 @@ def tick(
             log_line(layout, f"bandit: wrote {scanners.run_bandit(layout).name}")
     except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
         report.failures.append(f"bandit scan: {exc}")
+    try:  # the daily VACUUM (ANALYZE) of both databases: the team's maintenance cron (PF-25, QP-10)
+        ctx = ctx or context()
+        if upkeep.vacuum_due(ctx.pg, now, EARLY):
+            log_line(layout, f"vacuum: VACUUM (ANALYZE) of {', '.join(upkeep.vacuum_analyze(ctx.pg))}")
+    except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
+        report.failures.append(f"vacuum: {exc}")
     for failure in report.failures:
         log_line(layout, f"FAILED {failure} (retried at the next tick)")
     return report
