@@ -423,3 +423,24 @@ def test_the_sandbox_daily_vacuum_clears_a_large_table_never_vacuumed_nor_analyz
         upkeep.vacuum_stamp(cluster).unlink(missing_ok=True)
     fails_exactly(run, {})
     assert f"public.{table}" in evidence(run, "test_large_tables_were_vacuumed_recently")["large_tables"]
+
+
+def test_table_held_by_an_exclusive_lock_fails_the_table_checks_not_the_probe(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    """A size needs an ACCESS SHARE lock: under a lock timeout the table part fails, the session part still reads."""
+    table = "opsverify_test_exclusive"
+    superuser_sql(cluster, f"CREATE TABLE {table} (id integer)", dbname=DB)
+    try:
+        with session(cluster, "opsverify-test-exclusive") as holder:
+            holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # then idle in transaction
+            run = run_checks(profile_variant(on(cluster.port)), CHECKS)
+            holder.rollback()
+    finally:
+        superuser_sql(cluster, f"DROP TABLE IF EXISTS {table}", dbname=DB)
+    message = (f"{where(cluster)}: cannot read the table sizes: canceling statement due to lock timeout (a session "
+               "holds a lock on a table)")
+    fails_exactly(run, {name: message for name in (
+        "test_large_tables_were_vacuumed_recently", "test_large_tables_were_analyzed_recently",
+        "test_large_tables_have_few_dead_tuples", "test_table_sizes_are_under_their_thresholds",
+    )})
