@@ -34,6 +34,7 @@ bench: setup  ## benchmarks against the peer tools (gzip -t, redis-check-rdb); p
 	@$(BIN)/python bench/bench_parallel.py
 	@$(BIN)/python bench/bench_profile.py
 	@$(BIN)/python bench/bench_tls.py
+	@$(BIN)/python bench/bench_maintenance.py
 
 sandbox-down:
 	$(BIN)/opsverify sandbox down

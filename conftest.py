@@ -18,6 +18,7 @@ pytest_plugins = [
     "fixtures.security",
     "fixtures.hostsecurity",
     "fixtures.pgsecurity",
+    "fixtures.pghealth",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

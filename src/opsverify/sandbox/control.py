@@ -19,7 +19,7 @@ from opsverify.localserver.net import LOOPBACK, free_port, port_is_free, wait_po
 from opsverify.localserver.postgres import Primary
 from opsverify.localserver.process import pid_alive
 from opsverify.localserver.redis import RedisServer, read_pid, start_redis
-from opsverify.sandbox import apps, scheduler
+from opsverify.sandbox import apps, scheduler, upkeep
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
 from opsverify.sandbox.hostsecurity import secure_app_files
@@ -105,6 +105,7 @@ def _create(layout: Layout) -> None:
         pg.grant_security_reads()
         pg.create_backup_role(ensure_secret(layout, "pg_backup"))
         seed_databases(pg)
+        upkeep.mark_vacuumed(pg)  # the seed's VACUUM (ANALYZE): the scheduler's daily one follows a day later
         server = _start_redis(layout, state)
         seed_redis(server)
         rdb = bgsave(server)

@@ -9,8 +9,10 @@ applies each series' cleanup (``backups.cleanup``). After a ``down``, or a machi
 first tick catches up at once: one new backup per stale series (missed runs are not invented, so
 the schedule check reports the gap, as it would on a real host). A job that fails is logged to
 ``logs/backup-jobs.log`` and retried at the next tick; nothing a job raises stops the loop. An
-exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir. Each tick also plays
-the team's logrotate/cron over the sandbox's log files (``sandbox/logfiles.py``: ``upkeep``).
+exclusive lock on ``run/scheduler.lock`` keeps a second scheduler off the same state dir.
+Besides the backups it runs the team's other cron jobs: the daily bandit scan, the daily
+``VACUUM (ANALYZE)`` of both databases (``upkeep``), the daily data cleanup (``datacleanup``) and,
+each tick, logrotate over the sandbox's log files (``logfiles.upkeep``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import IO
 
 from opsverify.errors import SandboxError
 from opsverify.localserver.process import cmdline, pid_alive, stop_process
-from opsverify.sandbox import datacleanup, logfiles, scanners
+from opsverify.sandbox import datacleanup, logfiles, scanners, upkeep
 from opsverify.sandbox.app import app_env
 from opsverify.sandbox.backups import SERIES, JobContext, Series, backups_of, cleanup, finish_backup, prepare, run_job
 from opsverify.sandbox.state import Layout
@@ -159,6 +161,12 @@ def tick(
             log_line(layout, f"logrotate: {line}")
     except OSError as exc:
         report.failures.append(f"logrotate: {exc}")
+    try:  # the daily VACUUM (ANALYZE) of both databases: the team's maintenance cron (PF-25, QP-10)
+        ctx = ctx or context()
+        if upkeep.vacuum_due(ctx.pg, now, EARLY):
+            log_line(layout, f"vacuum: VACUUM (ANALYZE) of {', '.join(upkeep.vacuum_analyze(ctx.pg))}")
+    except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
+        report.failures.append(f"vacuum: {exc}")
     for failure in report.failures:
         log_line(layout, f"FAILED {failure} (retried at the next tick)")
     return report
