@@ -15,6 +15,7 @@ pytest_plugins = [
     "fixtures.security",
     "fixtures.hostsecurity",
     "fixtures.pgsecurity",
+    "fixtures.pgqueries",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

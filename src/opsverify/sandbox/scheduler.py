@@ -31,7 +31,7 @@ from typing import IO
 
 from opsverify.errors import SandboxError
 from opsverify.localserver.process import cmdline, pid_alive, stop_process
-from opsverify.sandbox import scanners
+from opsverify.sandbox import scanners, workload
 from opsverify.sandbox.app import app_env
 from opsverify.sandbox.backups import SERIES, JobContext, Series, backups_of, cleanup, finish_backup, prepare, run_job
 from opsverify.sandbox.state import Layout
@@ -153,6 +153,13 @@ def tick(
             log_line(layout, f"bandit: wrote {scanners.run_bandit(layout).name}")
     except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
         report.failures.append(f"bandit scan: {exc}")
+    try:  # the application's daily reads (sandbox/workload.py): every index of the large tables stays in use
+        if workload.workload_due(layout, now):
+            ctx = ctx or context()
+            log_line(layout, f"workload: ran {workload.run_workload(ctx.pg)} queries")
+            workload.mark_workload(layout)
+    except Exception as exc:  # noqa: BLE001 - logged and retried at the next tick
+        report.failures.append(f"workload: {exc}")
     for failure in report.failures:
         log_line(layout, f"FAILED {failure} (retried at the next tick)")
     return report
