@@ -249,6 +249,47 @@ def test_key_query_over_budget_fails(run_checks: Run, profile_variant: Variant, 
     )}, healthy_ids((KEY, "loss-pairs")))
 
 
+def test_write_key_query_is_never_run_and_judged_by_its_pg_stat_statements_mean(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    query = {"name": "touch-simulation", "budget": "1s",
+             "sql": "UPDATE simulations SET loss_db = loss_db + 1 WHERE id = 1"}
+    variant = profile_variant(on(cluster.port, key_queries=[query]))
+    test = check("test_key_query_runs_within_budget", f"{DB}:touch-simulation")
+    plan = check("test_key_query_has_no_seq_scan_on_a_large_table", f"{DB}:touch-simulation")
+    ids = healthy_ids((KEY, "touch-simulation"))
+    denied = run_checks(variant, CHECKS)  # the read-only role may not plan a write: skipped, naming the privilege
+    fails_exactly(denied, {}, ids - {test, plan})
+    assert {denied.outcome(test), denied.outcome(plan)} == {"skipped"}
+    assert denied.message(test) == (
+        f"{where(cluster)}: key query touch-simulation cannot be planned as role opsverify: permission denied for "
+        "table simulations (EXPLAIN needs the privileges the statement needs: grant them to the role, or declare the "
+        "read the application does instead)"
+    )
+    row = "SELECT loss_db::text || '@' || xmin::text FROM simulations WHERE id = 1"
+    before = scalar(cluster, row)
+    superuser_sql(cluster, "GRANT UPDATE ON simulations TO opsverify", dbname=DB)
+    try:
+        untimed = run_checks(variant, CHECKS)
+        assert scalar(cluster, row) == before  # planned, never run
+    finally:
+        superuser_sql(cluster, "REVOKE UPDATE ON simulations FROM opsverify", dbname=DB)
+    fails_exactly(untimed, {}, ids - {test})
+    assert untimed.outcome(test) == "skipped"
+    assert untimed.message(test) == (
+        f"{where(cluster)}: key query touch-simulation is a write, which opsverify never runs, and pg_stat_statements "
+        "holds no timing of it: it cannot be timed here"
+    )
+    try:
+        superuser_sql(cluster, "GRANT UPDATE ON simulations TO opsverify", *[query["sql"]] * 2, dbname=DB)
+        timed = run_checks(variant, CHECKS)  # the application ran it twice: judged by its mean
+    finally:
+        superuser_sql(cluster, "REVOKE UPDATE ON simulations FROM opsverify", "SELECT pg_stat_statements_reset()",
+                      dbname=DB)
+    fails_exactly(timed, {}, ids)
+    assert timed.checks[test]["evidence"]["calls"] == "2"
+
+
 def test_hot_table_never_analyzed_and_a_missing_one_fail(
     run_checks: Run, profile_variant: Variant, cluster: Postgres
 ) -> None:

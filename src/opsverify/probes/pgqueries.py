@@ -97,9 +97,11 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND calls >= %(min_calls)s AND mean_exec_time > %(mean_ms)s
 ORDER BY mean_exec_time DESC LIMIT %(top)s
 """
+# A write's timing as the application's roles ran it: not the session role's own (its EXPLAIN is recorded too).
 STATEMENT_MEAN_SQL = """
 SELECT sum(calls)::bigint, sum(total_exec_time) / nullif(sum(calls), 0) FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid = %(queryid)s
+  AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
 """
 EXTENSION_SCHEMA_SQL = """
 SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -194,6 +196,7 @@ class KeyQueryPlan:
     statement_calls: int = 0
     queryid: int | None = None
     error: str | None = None
+    denied: str | None = None  # the server refused to plan it for want of a privilege (a write, as a read-only role)
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,8 @@ def _key_query(
 
     try:
         top = _explained(conn, "VERBOSE", query.sql)
+    except psycopg.errors.InsufficientPrivilege as exc:  # EXPLAIN needs the privileges the statement needs
+        return KeyQueryPlan(query.name, denied=first_line(exc))
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, error=first_line(exc))
     nodes = list(plan_nodes(top["Plan"]))
