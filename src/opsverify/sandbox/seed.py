@@ -67,7 +67,6 @@ SELECT 1 + i % 5000, (ARRAY['started', 'iteration', 'converged', 'checkpoint', '
        (i * 37 % 10000) / 100.0, format('step %s of simulation %s: residual %s', i / 5000, 1 + i % 5000,
        (i * 7919 % 1000000) / 1e6), now() - (i / 150000.0) * interval '90 days'
 FROM generate_series(1, 150000) AS i;  -- values from i, not random(): the 30 daily dumps gzip fast
-ALTER TABLE simulation_events ADD FOREIGN KEY (simulation_id) REFERENCES simulations (id);
 CREATE INDEX simulation_events_simulation_idx ON simulation_events (simulation_id);
 CREATE INDEX simulation_events_recorded_at_idx ON simulation_events (recorded_at);
 """
