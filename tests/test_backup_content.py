@@ -243,7 +243,7 @@ def test_table_empty_at_dump_time_and_filled_since_passes(
     run = run_checks(profile_variant(copy.only()), CONTENT)
     assert run.failed() == set(), run.result.stdout.str()
     assert run.outcome(HOLDS_ROWS.format(copy.name)) == "passed"
-    assert run.checks[HOLDS_ROWS.format(copy.name)]["evidence"]["dump_tables_with_rows"] == "1"
+    assert run.checks[HOLDS_ROWS.format(copy.name)]["evidence"]["dump_tables_with_rows"] == "2"
 
 
 def _rows_manifest(backup: Path, **rows: int) -> Path:
@@ -445,7 +445,7 @@ def test_bound_manifest_with_no_table_fails_only_the_manifest_check(
     check = MANIFEST.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"manifest {manifest.name} of pf-postgres-custom lists no table, but database photonic_foundry holds 2 "
+        f"manifest {manifest.name} of pf-postgres-custom lists no table, but database photonic_foundry holds 3 "
         f"live: {rewrite(manifest)} ({manifest})"
     )
 
