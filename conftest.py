@@ -19,6 +19,7 @@ pytest_plugins = [
     "fixtures.hostsecurity",
     "fixtures.pgsecurity",
     "fixtures.pghealth",
+    "fixtures.pgqueries",
     "fixtures.markers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it

@@ -131,7 +131,7 @@ def emptied_copy(dumper: Dumper) -> Iterator[str]:
     try:
         schema_and_data = dumper.run("pg_dump", "photonic_foundry").decode()
         dumper.run("psql", name, "-q", "-v", "ON_ERROR_STOP=1", stdin=schema_and_data)
-        dumper.run("psql", name, "-v", "ON_ERROR_STOP=1", "-c", "TRUNCATE models, simulations")
+        dumper.run("psql", name, "-v", "ON_ERROR_STOP=1", "-c", "TRUNCATE models, simulations, simulation_events")
         yield name
     finally:
         dumper.run("psql", "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -211,7 +211,7 @@ def test_schema_only_custom_dump_fails_only_the_rows_check(
     check = HOLDS_ROWS.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-custom holds no rows for any of the 2 table(s) the live database "
+        f"newest dump {newest.name} of pf-postgres-custom holds no rows for any of the 3 table(s) the live database "
         f"fills, first public.models (live ~{dumper.estimate('public.models')} rows; a schema-only dump or one of "
         f"emptied tables): {newest}"
     )
@@ -227,7 +227,7 @@ def test_dump_of_emptied_tables_fails_only_the_rows_check(
     check = HOLDS_ROWS.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-daily holds no rows for any of the 2 table(s) the live database "
+        f"newest dump {newest.name} of pf-postgres-daily holds no rows for any of the 3 table(s) the live database "
         f"fills, first public.models (live ~{dumper.estimate('public.models')} rows; a schema-only dump or one of "
         f"emptied tables): {newest}"
     )
@@ -243,7 +243,7 @@ def test_table_empty_at_dump_time_and_filled_since_passes(
     run = run_checks(profile_variant(copy.only()), CONTENT)
     assert run.failed() == set(), run.result.stdout.str()
     assert run.outcome(HOLDS_ROWS.format(copy.name)) == "passed"
-    assert run.checks[HOLDS_ROWS.format(copy.name)]["evidence"]["dump_tables_with_rows"] == "1"
+    assert run.checks[HOLDS_ROWS.format(copy.name)]["evidence"]["dump_tables_with_rows"] == "2"
 
 
 def _rows_manifest(backup: Path, **rows: int) -> Path:
@@ -293,7 +293,7 @@ def test_dump_leaving_a_table_out_fails_only_the_every_table_check(
     check = EVERY_TABLE.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-custom lacks 1 of the 2 table(s) database photonic_foundry holds "
+        f"newest dump {newest.name} of pf-postgres-custom lacks 1 of the 3 table(s) database photonic_foundry holds "
         f"live, first public.models (dump taken {_taken(newest)}; older than the tables it holds, so not created "
         f"since: add it to the job's dump, or to exclude_tables when it is never dumped): {newest}"
     )
@@ -345,7 +345,7 @@ def test_plain_dump_of_the_other_database_fails_the_every_table_check(
     check = EVERY_TABLE.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"newest dump {newest.name} of pf-postgres-daily lacks 2 of the 2 table(s) database photonic_foundry holds "
+        f"newest dump {newest.name} of pf-postgres-daily lacks 3 of the 3 table(s) database photonic_foundry holds "
         f"live, first public.models (dump taken {_taken(newest)}; it holds none of the live tables: check the job's "
         f"pg_dump -d): {newest}"
     )
@@ -445,7 +445,7 @@ def test_bound_manifest_with_no_table_fails_only_the_manifest_check(
     check = MANIFEST.format(copy.name)
     assert run.failed() == {check}, run.result.stdout.str()
     assert run.message(check) == (
-        f"manifest {manifest.name} of pf-postgres-custom lists no table, but database photonic_foundry holds 2 "
+        f"manifest {manifest.name} of pf-postgres-custom lists no table, but database photonic_foundry holds 3 "
         f"live: {rewrite(manifest)} ({manifest})"
     )
 
@@ -500,11 +500,11 @@ def test_archive_reader_reads_piped_and_directory_dumps(dumper: Dumper, emptied_
     dumper.run("pg_dump", emptied_copy, "-Fd", "-f", str(directory))
     full = dump_content(piped)
     assert (full.format, full.dbname) == ("pg-custom", "photonic_foundry")
-    assert full.rows == {"public.models": 1, "public.simulations": 1}
+    assert full.rows == {"public.models": 1, "public.simulations": 1, "public.simulation_events": 1}
     emptied = dump_content(directory)
     assert (emptied.format, emptied.dbname) == ("pg-directory", emptied_copy)
-    assert emptied.tables == {"public.models", "public.simulations"}
-    assert emptied.rows == {"public.models": 0, "public.simulations": 0}
+    assert emptied.tables == {"public.models", "public.simulations", "public.simulation_events"}
+    assert emptied.rows == {"public.models": 0, "public.simulations": 0, "public.simulation_events": 0}
 
 
 def test_unreachable_live_database_fails_the_content_checks(
@@ -601,7 +601,7 @@ def test_archive_database_may_be_the_live_sessions_current_database(sandbox: Pro
     live = probe_live_tables(db, sandbox.timeouts.connect, sandbox.timeouts.request)
     assert live.error is None
     assert live.current_database == "photonic_foundry"
-    assert set(live.oids) == {"public.models", "public.simulations"}
+    assert set(live.oids) == {"public.models", "public.simulations", "public.simulation_events"}
     assert live.oids["public.models"] < live.oids["public.simulations"]  # created first: a smaller OID
     alias = db.model_copy(update={"dbname": "pf_pooled"})
 

@@ -88,7 +88,7 @@ def test_table_created_in_the_source_after_the_backup_is_recorded_not_failed(
     assert run.failed() == set()
     assert run.outcome(COUNTS) == "passed"
     assert run.checks[COUNTS]["evidence"]["in_the_source_not_in_the_dump"] == "public.created_later"
-    assert run.checks[COUNTS]["evidence"]["tables"] == "2"
+    assert run.checks[COUNTS]["evidence"]["tables"] == "3"
 
 
 def test_table_whose_rows_row_level_security_hides_from_the_monitoring_role_fails_as_an_unreadable_source(
@@ -190,7 +190,7 @@ def test_custom_dump_of_names_with_spaces_and_quotes_restores_its_schema(
     assert run.failed() == set()
     assert run.outcome(live.check("test_restored_schema_matches_the_dump")) == "passed"
     assert run.outcome(COUNTS) == "passed"
-    assert run.checks[COUNTS]["evidence"]["tables"] == "3"
+    assert run.checks[COUNTS]["evidence"]["tables"] == "4"
 
 
 def test_manifest_without_checksums_skips_naming_from_source_or_falls_back_to_a_quiescent_source(

@@ -148,7 +148,7 @@ class Dumper:
         _finish(tmp, target, when, mode=0o600)
 
     def gzipped(self, target: Path, when: float, dbname: str) -> None:
-        """``pg_dump | gzip > target``, streamed in chunks."""
+        """``pg_dump | gzip > target``, streamed in chunks (gzip's default level 6)."""
         tmp = target.with_name(target.name + ".part")
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
@@ -160,7 +160,9 @@ class Dumper:
                 assert proc.stdout is not None
                 with (
                     tmp.open("wb") as raw,
-                    gzip.GzipFile(filename=target.stem, mode="wb", fileobj=raw, mtime=int(when)) as out,
+                    gzip.GzipFile(  # level 6: gzip's own default, as `pg_dump | gzip` writes
+                        filename=target.stem, mode="wb", fileobj=raw, mtime=int(when), compresslevel=6
+                    ) as out,
                 ):
                     while chunk := proc.stdout.read(1 << 16):
                         out.write(chunk)

@@ -82,6 +82,7 @@ class Postgres(Cluster):
                 "log_disconnections": "on",
                 "shared_preload_libraries": "'pg_stat_statements'",
                 "pg_stat_statements.track": "all",
+                "pg_stat_statements.track_utility": "off",  # the backup jobs' COPY is no slow application statement
                 "log_min_duration_statement": "1000",
                 "max_connections": "50",
                 "wal_level": "replica",

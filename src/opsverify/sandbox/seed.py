@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.workload import run_workload
 
 PHOTONIC_FOUNDRY = """
 SELECT setseed(0.42);
@@ -52,6 +53,22 @@ FROM (
 ) AS s;
 CREATE INDEX simulations_status_idx ON simulations (status);
 CREATE INDEX simulations_created_at_idx ON simulations (created_at);
+-- issue 11: a realistic volume, ~150k events (over the default large_table, 10 MiB), read through its indexes
+CREATE TABLE simulation_events (
+    id bigserial PRIMARY KEY,
+    simulation_id bigint NOT NULL,
+    kind text NOT NULL,
+    value double precision NOT NULL,
+    detail text NOT NULL,
+    recorded_at timestamptz NOT NULL
+);
+INSERT INTO simulation_events (simulation_id, kind, value, detail, recorded_at)
+SELECT 1 + i % 5000, (ARRAY['started', 'iteration', 'converged', 'checkpoint', 'metric'])[1 + i % 5],
+       (i * 37 % 10000) / 100.0, format('step %s of simulation %s: residual %s', i / 5000, 1 + i % 5000,
+       (i * 7919 % 1000000) / 1e6), now() - (i / 150000.0) * interval '90 days'
+FROM generate_series(1, 150000) AS i;  -- values from i, not random(): the 30 daily dumps gzip fast
+CREATE INDEX simulation_events_simulation_idx ON simulation_events (simulation_id);
+CREATE INDEX simulation_events_recorded_at_idx ON simulation_events (recorded_at);
 """
 
 QUANTUM_PLANNER = """
@@ -130,4 +147,7 @@ def seed_databases(pg: Postgres) -> dict[str, int]:
             conn.execute("VACUUM (ANALYZE)")
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             counts[f"{dbname}.{table}"] = int(str(row[0])) if row else 0
+    with pg.connect("photonic_foundry") as conn:  # the bulk load is no application statement: start empty
+        conn.execute("SELECT pg_stat_statements_reset()")
+    run_workload(pg)  # the application's index lookups on the large tables (the scheduler repeats them daily)
     return counts

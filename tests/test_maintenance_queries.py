@@ -1,0 +1,325 @@
+"""PostgreSQL index and query health (checks/maintenance/test_postgres_queries.py) against real faults.
+
+Every fault is made on a throwaway cluster configured like the sandbox's (make_cluster() of
+tests/test_security_postgres.py: pg_stat_statements loaded) and seeded like it (seed_databases:
+the ~150k-row simulation_events table with its used indexes); the variant profile is the sandbox's
+photonic_foundry at the throwaway's port, with its hot tables and key query. Each fault is undone in
+a ``finally``; the healthy sandbox and the healthy throwaway pass every check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_security_postgres import make_cluster, remove, superuser_sql
+
+from opsverify.backups.directory import human_size
+from opsverify.profile import load_profile
+from opsverify.profile.environment import Profile
+from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.seed import seed_databases
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+CHECKS = "maintenance/test_postgres_queries.py"
+FILE = "test_postgres_queries.py::"
+DB = "photonic_foundry"
+PER_DATABASE = (
+    "test_no_large_index_is_unused", "test_index_bloat_is_under_threshold",
+    "test_no_large_table_is_read_by_sequential_scans", "test_pg_stat_statements_is_installed_and_loaded",
+    "test_no_statement_is_slow",
+)
+KEY = "simulation-events"
+HOT = ("simulations", "models")
+NEVER_RESET = "the cluster was created (statistics never reset)"
+
+
+def check(name: str, param: str = DB) -> str:
+    return f"{FILE}{name}[{param}]"
+
+
+def healthy_ids(key_queries: tuple[str, ...] = (KEY,), hot: tuple[str, ...] = HOT) -> set[str]:
+    ids = {check(n) for n in PER_DATABASE}
+    for q in key_queries:
+        ids |= {check("test_key_query_runs_within_budget", f"{DB}:{q}"),
+                check("test_key_query_has_no_seq_scan_on_a_large_table", f"{DB}:{q}")}
+    return ids | {check("test_hot_table_statistics_are_fresh", f"{DB}:{t}") for t in hot}
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox: Profile) -> Iterator[Postgres]:
+    made = make_cluster(sandbox)
+    try:
+        seed_databases(made)
+        yield made
+    finally:
+        remove(made)
+
+
+def on(port: int, **maintenance: Any) -> Callable[[dict[str, Any]], None]:
+    """The variant: photonic_foundry alone at ``port``; ``maintenance`` entries extend (lists) or set its block."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        db = {**data["databases"][0], "port": port}
+        block = dict(db.get("maintenance", {}))
+        for key, value in maintenance.items():
+            block[key] = [*block.get(key, []), *value] if isinstance(value, list) else value
+        db["maintenance"] = block
+        data["databases"] = [db]
+        data.pop("lifecycle", None)  # it names quantum_planner, which the variant leaves out
+
+    return mutate
+
+
+def where(cluster: Postgres) -> str:
+    return f"database {DB} at 127.0.0.1:{cluster.port}/{DB}"
+
+
+def scalar(cluster: Postgres, query: str) -> Any:
+    with cluster.connect(DB) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def fails_exactly(run: Any, expected: dict[str, str], ids: set[str] | None = None) -> None:
+    assert run.failed() == set(expected), run.result.stdout.str()[-3000:]
+    for test, message in expected.items():
+        assert run.message(test) == message
+    others = (ids if ids is not None else healthy_ids()) - set(expected)
+    assert {t for t in others if run.outcome(t) != "passed"} == set(), {t: run.outcome(t) for t in others}
+
+
+def test_healthy_sandbox_passes_every_check(run_checks: Run, sandbox_profile: Path, sandbox: Profile) -> None:
+    run = run_checks(sandbox_profile, CHECKS)
+    assert run.failed() == set(), run.result.stdout.str()[-3000:]
+    expected = {n for n in run.checks if n.startswith(FILE)}
+    assert {t for t in expected if run.outcome(t) == "passed"} == expected
+    assert len(expected) == 2 * len(PER_DATABASE) + 2 * 2 + 4  # two key queries (2 checks each), four hot tables
+
+
+def test_healthy_throwaway_cluster_passes_every_check(run_checks: Run, profile_variant: Variant,
+                                                     cluster: Postgres) -> None:
+    fails_exactly(run_checks(profile_variant(on(cluster.port)), CHECKS), {})
+
+
+def test_unused_index_on_the_large_table_fails(run_checks: Run, profile_variant: Variant, cluster: Postgres) -> None:
+    try:
+        superuser_sql(cluster, "CREATE INDEX simulation_events_value_idx ON simulation_events (value)", dbname=DB)
+        run = run_checks(profile_variant(on(cluster.port)), CHECKS)
+        size = human_size(int(scalar(cluster, "SELECT pg_relation_size('simulation_events_value_idx')")))
+        table = human_size(int(scalar(cluster, "SELECT pg_table_size('simulation_events')")))
+    finally:
+        superuser_sql(cluster, "DROP INDEX IF EXISTS simulation_events_value_idx", dbname=DB)
+    fails_exactly(run, {check("test_no_large_index_is_unused"): (
+        f"{where(cluster)}: index public.simulation_events_value_idx ({size}) on table public.simulation_events "
+        f"({table}) has had no scan since {NEVER_RESET}, expected every index of a large table in use: check it is "
+        "unused on the replicas too and backs no constraint, then DROP INDEX CONCURRENTLY "
+        "public.simulation_events_value_idx"
+    )})
+
+
+def test_bloated_index_fails(run_checks: Run, profile_variant: Variant, cluster: Postgres) -> None:
+    from opsverify.probes.pgqueries import probe_queries
+
+    try:
+        superuser_sql(
+            cluster,
+            "CREATE TABLE readings (v bigint NOT NULL) WITH (autovacuum_enabled = false)",
+            "INSERT INTO readings SELECT i FROM generate_series(1, 30000) AS i",
+            "CREATE INDEX readings_v_idx ON readings (v)",
+            *["UPDATE readings SET v = v + 1000000"] * 4,  # each update adds a new entry per row: 4/5 are dead
+            "ANALYZE readings",
+            dbname=DB,
+        )
+        variant = profile_variant(on(cluster.port))
+        run = run_checks(variant, CHECKS)
+        db = load_profile(variant).databases[0]
+        facts = probe_queries(db, db.connect_budget * 5, db.connect_budget * 5)
+    finally:
+        superuser_sql(cluster, "DROP TABLE IF EXISTS readings", dbname=DB)
+    bloat = next(b for b in facts.index_bloat if b.index == "readings_v_idx")
+    assert bloat.percent > 70
+    fails_exactly(run, {check("test_index_bloat_is_under_threshold"): (
+        f"{where(cluster)}: index public.readings_v_idx on table public.readings is an estimated {bloat.percent:.0f}% "
+        f"bloated ({human_size(bloat.bloat)} of {human_size(bloat.size)}), expected at most 50%: REINDEX INDEX "
+        "CONCURRENTLY public.readings_v_idx"
+    )})
+
+
+def test_large_table_read_only_by_sequential_scans_fails(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    try:
+        superuser_sql(
+            cluster,
+            "CREATE TABLE audit_trail AS SELECT i AS id, md5(i::text) AS digest FROM generate_series(1, 200000) AS i",
+            *["SELECT count(*) FROM audit_trail WHERE digest = 'x'"] * 3,
+            dbname=DB,
+        )
+        run = run_checks(profile_variant(on(cluster.port)), CHECKS)
+        size = human_size(int(scalar(cluster, "SELECT pg_table_size('audit_trail')")))
+        scans, rows = (int(scalar(cluster, f"SELECT {c} FROM pg_stat_user_tables WHERE relname = 'audit_trail'"))
+                       for c in ("seq_scan", "seq_tup_read"))
+    finally:
+        superuser_sql(cluster, "DROP TABLE IF EXISTS audit_trail", dbname=DB)
+    assert scans >= 3
+    fails_exactly(run, {check("test_no_large_table_is_read_by_sequential_scans"): (
+        f"{where(cluster)}: table public.audit_trail ({size}) was read by sequential scans in 100% of its scans since "
+        f"{NEVER_RESET} ({scans} sequential, 0 by index, {rows} rows read sequentially), expected at most 50%: find "
+        "the statements that scan it in pg_stat_statements and add the index they need (EXPLAIN)"
+    )})
+
+
+def test_slow_statement_fails_and_a_role_without_read_all_stats_skips(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres, tmp_path: Path
+) -> None:
+    password = tmp_path / "nostats.pass"
+    password.write_text("nostats-secret\n")
+    try:
+        superuser_sql(cluster, *["SELECT pg_sleep(1.2)"] * 3, dbname=DB)
+        run = run_checks(profile_variant(on(cluster.port)), CHECKS)
+        queryid, mean = (scalar(cluster, f"SELECT {c} FROM pg_stat_statements WHERE query = 'SELECT pg_sleep($1)'")
+                         for c in ("queryid", "round(mean_exec_time::numeric / 1000, 1)"))
+        superuser_sql(cluster, "CREATE ROLE nostats LOGIN PASSWORD 'nostats-secret'",
+                      "GRANT pg_read_all_data TO nostats")
+
+        def as_nostats(data: dict[str, Any]) -> None:
+            on(cluster.port)(data)
+            data["databases"][0].update(user="nostats", password_file=str(password))
+
+        hidden = run_checks(profile_variant(as_nostats, name="nostats.yaml"), CHECKS)
+    finally:
+        superuser_sql(cluster, "SELECT pg_stat_statements_reset()", dbname=DB)
+        superuser_sql(cluster, "DROP ROLE IF EXISTS nostats")
+    fails_exactly(run, {check("test_no_statement_is_slow"): (
+        f"{where(cluster)}: statement {queryid} (SELECT pg_sleep($1)) has a mean execution time of {mean}s over 3 "
+        "calls, expected at most 1s: EXPLAIN (ANALYZE) it and add the index it needs or rewrite it "
+        "(pg_stat_statements holds the statement)"
+    )})
+    slow = check("test_no_statement_is_slow")
+    assert hidden.failed() == set(), hidden.result.stdout.str()[-3000:]
+    assert hidden.outcome(slow) == "skipped"
+    assert hidden.message(slow) == (
+        f"{where(cluster)}: role nostats cannot read the text of 1 statement(s) of other roles with a mean above 1s "
+        "(shown as <insufficient privilege>): GRANT pg_read_all_stats TO nostats (or pg_monitor)"
+    )
+
+
+def test_pg_stat_statements_not_installed_fails(run_checks: Run, profile_variant: Variant, cluster: Postgres) -> None:
+    try:
+        superuser_sql(cluster, "DROP EXTENSION pg_stat_statements", dbname=DB)
+        run = run_checks(profile_variant(on(cluster.port)), CHECKS)
+    finally:
+        superuser_sql(cluster, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname=DB)
+    slow = check("test_no_statement_is_slow")
+    fails_exactly(run, {check("test_pg_stat_statements_is_installed_and_loaded"): (
+        f"{where(cluster)}: the pg_stat_statements extension is not installed, expected it installed and loaded: "
+        f"CREATE EXTENSION pg_stat_statements in database {DB}"
+    )}, healthy_ids() - {slow})
+    assert run.outcome(slow) == "skipped"
+
+
+def test_key_query_with_a_seq_scan_on_the_large_table_fails(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    query = {"name": "events-by-detail", "budget": "10s",
+             "sql": "SELECT count(*) FROM simulation_events WHERE detail LIKE '%residual 0.5%'"}
+    run = run_checks(profile_variant(on(cluster.port, key_queries=[query])), CHECKS)
+    size = human_size(int(scalar(cluster, "SELECT pg_table_size('simulation_events')")))
+    test = check("test_key_query_has_no_seq_scan_on_a_large_table", f"{DB}:events-by-detail")
+    fails_exactly(run, {test: (
+        f"{where(cluster)}: key query events-by-detail plans a sequential scan of public.simulation_events ({size}, at "
+        "least large_table 10.0 MiB), expected index access: add an index on the columns it filters or joins by "
+        "(EXPLAIN shows the plan)"
+    )}, healthy_ids((KEY, "events-by-detail")))
+
+
+def test_key_query_over_budget_fails(run_checks: Run, profile_variant: Variant, cluster: Postgres) -> None:
+    query = {"name": "loss-pairs", "budget": "200ms",  # 25 million pairs of simulations: seconds, not 200ms
+             "sql": "SELECT count(*) FROM simulations a, simulations b WHERE a.loss_db + b.loss_db > 5.9"}
+    run = run_checks(profile_variant(on(cluster.port, key_queries=[query])), CHECKS)
+    test = check("test_key_query_runs_within_budget", f"{DB}:loss-pairs")
+    fails_exactly(run, {test: (
+        f"{where(cluster)}: key query loss-pairs did not finish before it was cancelled at 400ms (twice its budget), "
+        "expected within 200ms: EXPLAIN (ANALYZE) it and add the index it needs or rewrite it"
+    )}, healthy_ids((KEY, "loss-pairs")))
+
+
+def test_write_key_query_is_never_run_and_judged_by_its_pg_stat_statements_mean(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    query = {"name": "touch-simulation", "budget": "1s",
+             "sql": "UPDATE simulations SET loss_db = loss_db + 1 WHERE id = 1"}
+    variant = profile_variant(on(cluster.port, key_queries=[query]))
+    test = check("test_key_query_runs_within_budget", f"{DB}:touch-simulation")
+    plan = check("test_key_query_has_no_seq_scan_on_a_large_table", f"{DB}:touch-simulation")
+    ids = healthy_ids((KEY, "touch-simulation"))
+    denied = run_checks(variant, CHECKS)  # the read-only role may not plan a write: skipped, naming the privilege
+    fails_exactly(denied, {}, ids - {test, plan})
+    assert {denied.outcome(test), denied.outcome(plan)} == {"skipped"}
+    assert denied.message(test) == (
+        f"{where(cluster)}: key query touch-simulation cannot be planned as role opsverify: permission denied for "
+        "table simulations (EXPLAIN needs the privileges the statement needs: grant them to the role, or declare the "
+        "read the application does instead)"
+    )
+    row = "SELECT loss_db::text || '@' || xmin::text FROM simulations WHERE id = 1"
+    before = scalar(cluster, row)
+    superuser_sql(cluster, "GRANT UPDATE ON simulations TO opsverify", dbname=DB)
+    try:
+        untimed = run_checks(variant, CHECKS)
+        assert scalar(cluster, row) == before  # planned, never run
+    finally:
+        superuser_sql(cluster, "REVOKE UPDATE ON simulations FROM opsverify", dbname=DB)
+    fails_exactly(untimed, {}, ids - {test})
+    assert untimed.outcome(test) == "skipped"
+    assert untimed.message(test) == (
+        f"{where(cluster)}: key query touch-simulation is a write, which opsverify never runs, and pg_stat_statements "
+        "holds no timing of it: it cannot be timed here"
+    )
+    try:
+        superuser_sql(cluster, "GRANT UPDATE ON simulations TO opsverify", *[query["sql"]] * 2, dbname=DB)
+        timed = run_checks(variant, CHECKS)  # the application ran it twice: judged by its mean
+    finally:
+        superuser_sql(cluster, "REVOKE UPDATE ON simulations FROM opsverify", "SELECT pg_stat_statements_reset()",
+                      dbname=DB)
+    fails_exactly(timed, {}, ids)
+    assert timed.checks[test]["evidence"]["calls"] == "2"
+
+
+def test_hot_table_never_analyzed_and_a_missing_one_fail(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    try:
+        superuser_sql(
+            cluster,
+            "CREATE TABLE solver_runs (id int) WITH (autovacuum_enabled = false)",
+            "INSERT INTO solver_runs SELECT generate_series(1, 1000)",
+            dbname=DB,
+        )
+        run = run_checks(profile_variant(on(cluster.port, hot_tables=["solver_runs", "solver_queue"])), CHECKS)
+    finally:
+        superuser_sql(cluster, "DROP TABLE IF EXISTS solver_runs", dbname=DB)
+    hot = "test_hot_table_statistics_are_fresh"
+    fails_exactly(run, {
+        check(hot, f"{DB}:solver_runs"): (
+            f"{where(cluster)}: hot table solver_runs has no planner statistics (pg_class.reltuples is -1: never "
+            "analyzed), expected statistics analyzed within 7d: ANALYZE solver_runs (and check autovacuum analyzes it)"
+        ),
+        check(hot, f"{DB}:solver_queue"): (
+            f"{where(cluster)}: hot table solver_queue does not exist, expected a table whose statistics are kept "
+            "fresh: correct maintenance.hot_tables or create the table"
+        ),
+    }, healthy_ids(hot=(*HOT, "solver_runs", "solver_queue")))
+
+
+def test_maintenance_selects_the_slow_query_log_rule(run_checks: Run, sandbox_profile: Path) -> None:
+    """QP-26 is the security rule PG-SLOW-QUERY-LOG, selected by ``-m maintenance`` too (not duplicated)."""
+    run = run_checks(sandbox_profile, "security/test_postgres_security.py", extra=("-m", "maintenance"))
+    rule = "test_postgres_security.py::test_postgres_meets_security_rule[{}-PG-SLOW-QUERY-LOG]"
+    assert set(run.checks) == {rule.format(db) for db in (DB, "quantum_planner")}
+    assert {run.outcome(t) for t in run.checks} == {"passed"}
+
