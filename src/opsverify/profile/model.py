@@ -161,7 +161,7 @@ class Database(SecretSource):
             raise ValueError("backup_password is the backup role's password: declare backup_user (the role) too")
         return self
 
-    @field_validator("wal_archive", "base_backups", mode="before")
+    @field_validator("wal_archive", "base_backups", "maintenance_user", mode="before")
     @classmethod
     def _blank_path_is_none(cls, value: object) -> object:
         return value or None  # `${PF_WAL_ARCHIVE:-}` left empty: none declared
