@@ -391,3 +391,19 @@ def test_throwaway_redis_stops_for_real(tmp_path: Path) -> None:
     assert refuses(server.port)
     assert not pid_alive(server.pid)
     assert os.stat(tmp_path / "redis" / "redis.conf").st_mode & 0o777 == 0o600
+
+
+def test_a_sandbox_seeded_by_an_older_opsverify_is_recreated_by_up(tmp_path: Path) -> None:
+    """A state.json without ``seed`` (made before issue 11) counts as seed 1: ``up`` purges and recreates it, since
+    this version's checks read tables and files the old seed never made (simulation_events, log directories)."""
+    import json
+
+    from opsverify.sandbox.state import SEED_VERSION, Layout, load_state
+
+    layout = Layout(tmp_path)
+    layout.state_file.write_text(json.dumps({"ports": {}, "pg_base": str(tmp_path / "pg"), "ready": True}))
+    old = load_state(layout)
+    assert old is not None
+    assert (old.seed, SEED_VERSION) == (1, 2)
+    source = (Path(sandbox.__file__).parent / "control.py").read_text()
+    assert "if state is not None and state.seed < SEED_VERSION:" in source  # up() recreates it

@@ -1,5 +1,8 @@
 """``up``, ``down`` and ``status`` of the embedded sandbox.
 
+A sandbox whose data an older opsverify seeded (``state.seed`` below ``SEED_VERSION``) is recreated
+by ``up``: the checks of this version read tables and files the old seed never made.
+
 ``down`` stops every server and keeps the data: the next ``up`` restarts them on the same ports
 (a new port only when another program took the old one) without seeding again, in about a
 second. ``down(purge=True)`` also deletes the state dir and PostgreSQL's ``/tmp`` data dir.
@@ -31,7 +34,16 @@ from opsverify.sandbox.profile import write_profile
 from opsverify.sandbox.redis import MEMORY_LIMIT, SAVE_RULES, app_user_config, bgsave, seed_redis
 from opsverify.sandbox.scanners import create_scanner_evidence
 from opsverify.sandbox.seed import seed_databases
-from opsverify.sandbox.state import COMPONENTS, SPAWNED, Layout, State, ensure_secret, load_state, save_state
+from opsverify.sandbox.state import (
+    COMPONENTS,
+    SEED_VERSION,
+    SPAWNED,
+    Layout,
+    State,
+    ensure_secret,
+    load_state,
+    save_state,
+)
 from opsverify.sandbox.status import ComponentStatus, SandboxStatus
 from opsverify.sandbox.tls import create_tls
 
@@ -90,7 +102,8 @@ def _start_redis(layout: Layout, state: State) -> RedisServer:
 def _create(layout: Layout) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
     base, as_postgres = choose_base(layout)
-    state = State(ports=_fresh_ports(), pg_base=str(base), pg_as_postgres=as_postgres, created=time.time())
+    state = State(ports=_fresh_ports(), pg_base=str(base), pg_as_postgres=as_postgres, created=time.time(),
+                  seed=SEED_VERSION)
     stale = _postgres(layout, state)
     if (stale.data / "postmaster.pid").exists():
         stale.stop()
@@ -159,6 +172,9 @@ def up(state_dir: Path) -> SandboxStatus:
     state = load_state(layout)
     if state is not None and not (state.ready and _postgres(layout, state).exists):
         _teardown(layout, state, purge=True)  # a first `up` that did not finish, or data that is gone
+        state = None
+    if state is not None and state.seed < SEED_VERSION:  # data an older opsverify made: what checks read is missing
+        _teardown(layout, state, purge=True)
         state = None
     if state is None:
         _create(layout)

@@ -19,6 +19,9 @@ from opsverify.localserver.net import free_port
 APPS = ("photonic-foundry", "quantum-planner", "quantum-backend")
 SPAWNED = (*APPS, "s3")  # processes the sandbox spawns itself: the apps and the S3 server (moto)
 COMPONENTS = ("postgres", "replica", "redis", *SPAWNED)
+# What the sandbox's data holds, as the checks read it: a sandbox made by an older seed is recreated by `up`.
+# 2: issue 11 (simulation_events, the jobs' archive table, jobs within 90 days, log files, maintenance declarations)
+SEED_VERSION = 2
 
 
 @dataclass
@@ -30,6 +33,7 @@ class State:
     pg_as_postgres: bool = False
     created: float = 0.0
     ready: bool = False
+    seed: int = 1  # the SEED_VERSION its data was made with (a state.json without it: the first)
 
 
 @dataclass(frozen=True)
