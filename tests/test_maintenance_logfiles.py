@@ -202,6 +202,76 @@ def test_a_truncated_archive_fails_the_integrity_check(run_checks: Run, profile_
     )
 
 
+def test_twenty_thousand_files_are_all_judged_however_they_are_listed(
+    run_checks: Run, profile_variant: Variant, tree: Tree
+) -> None:
+    bulk = tree.root / "logs" / "bulk"
+    bulk.mkdir(parents=True)
+    old = time.time() - 60 * DAY
+    for n in range(20_000):
+        path = bulk / f"req-{n:05d}.log"
+        path.touch()
+        if n % 2:  # half of them, spread over the whole directory: the last listed surely among them
+            os.utime(path, (old - n, old - n))
+    run = run_checks(profile_variant(lifecycle(tree, log_dirs__path=str(bulk))), CHECKS)
+    test = f"{T}test_log_directory_holds_nothing_past_retention[app-logs]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"log directory app-logs ({bulk}) holds 10000 file(s) older than retention 30d; the oldest, req-19999.log, "
+        "is 60d old: delete files past retention (logrotate's rotate/maxage) or raise lifecycle.log_dirs[].retention"
+    )
+    assert run.checks[test]["evidence"]["files"] == "20000"
+
+
+def test_a_remote_listing_cut_by_its_bound_fails_and_never_passes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from opsverify.probes import logfiles
+    from opsverify.profile.model import Host
+
+    for n in range(3):
+        write(tmp_path / f"app.log.{n}.gz", b"x", days_old=1, packed=True)
+    # the "host" runs the real listing script here, then hangs as a slow find would, past its bound
+    monkeypatch.setattr(logfiles, "ssh_command", lambda host, connect: ["sh", "-c", 'eval "$0"; sleep 30'])
+    host = Host.model_validate({"name": "log-host", "uri": "ssh://ops@127.0.0.1:22"})
+    source = FileSource(host, Timeouts(connect=timedelta(seconds=1), request=timedelta(milliseconds=300)))
+    seen: list[str] = []
+    started = time.monotonic()
+    listing = source.list_files(f"{tmp_path}/*.gz", lambda f: seen.append(f.name))
+    assert time.monotonic() - started < 10
+    assert listing.error is None
+    assert listing.incomplete is None  # the script itself ended the listing: complete, however slow ssh is after
+    assert sorted(seen) == ["app.log.0.gz", "app.log.1.gz", "app.log.2.gz"]
+    monkeypatch.setattr(logfiles, "ssh_command",
+                        lambda host, connect: ["sh", "-c", 'eval "$(echo "$0" | sed "s/; echo END//")"; sleep 30'])
+    listing = source.list_files(f"{tmp_path}/*.gz")
+    assert listing.count == 3
+    assert listing.incomplete == (
+        f"the listing of log-host:{tmp_path}/*.gz stopped after 3 file(s): it did not finish within 2.8s "
+        "(connect + 6 x the request timeout)"
+    )
+
+
+def test_a_stale_quantum_directory_and_symlink_fail_the_tmp_check(
+    run_checks: Run, profile_variant: Variant, tree: Tree
+) -> None:
+    stale = time.time() - 3.5 * DAY
+    work = tree.tmp / "quantum_run_77"
+    write(work / "partial.dat", "x" * 100, days_old=5)
+    os.utime(work, (stale, stale))
+    link = tree.tmp / "quantum_latest"
+    link.symlink_to(tree.root / "nowhere")  # dangling, as a cleaned target leaves it
+    os.utime(link, (stale + 3600, stale + 3600), follow_symlinks=False)
+    run = run_checks(profile_variant(lifecycle(tree)), CHECKS)
+    test = f"{T}test_no_stale_temporary_files[quantum-tmp]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"2 temporary file(s) matching {tree.tmp}/quantum_* are older than max_age 1d; the oldest, quantum_run_77 (a "
+        "directory), is 3d old: delete them (the cleanup job of quantum-tmp did not run or missed them)"
+    )
+    assert run.checks[test]["evidence"]["first_stale"] == "quantum_run_77 (a directory), quantum_latest (a symlink)"
+
+
 def test_a_stale_quantum_file_fails_the_tmp_check(run_checks: Run, profile_variant: Variant, tree: Tree) -> None:
     write(tree.tmp / "quantum_solver_8812", "x" * 512, days_old=2.5)
     run = run_checks(profile_variant(lifecycle(tree)), CHECKS)
@@ -230,9 +300,9 @@ def test_error_lines_over_the_threshold_in_the_window_fail_and_old_ones_do_not_c
     assert run.failed() == {test}
     # app.log's one ERROR line, worker.log's two in the window (the trace's inherits its time); not the old two
     assert run.message(test) == (
-        f"error log app-errors: 3 line(s) matching \\bERROR\\b in the last 1d, over max_lines 2; the first: "
-        f"'{stamp_of(tree.app / 'app.log', 1)} ERROR backend timeout': look into them (every matching line is in "
-        f"{tree.app}/*.log)"
+        f"error log app-errors: 3 line(s) matching \\bERROR\\b in the last 24h, over max_lines 2; the first, in "
+        f"{tree.app}/app.log: '{stamp_of(tree.app / 'app.log', 1)} ERROR backend timeout': look into them (matching "
+        f"lines are in {tree.app}/app.log, {tree.app}/worker.log)"
     )
     evidence = run.checks[test]["evidence"]
     assert "password=***" in evidence["first_lines"]
@@ -313,7 +383,8 @@ def test_files_on_an_ssh_host_are_listed_and_streamed_there(
         f"truncated after {len(whole) - 4:,} compressed bytes (no trailer): restore it from a backup or archive the "
         "original again"
     )
-    assert run.message(errors).startswith("error log app-errors: 4 line(s) matching \\bERROR\\b in the last 1d")
+    assert run.message(errors).startswith("error log app-errors: 4 line(s) matching \\bERROR\\b in the last 24h, over "
+                                         f"max_lines 2; the first, in log-host:{tree.app}/app.log: ")
 
 
 def test_an_unreachable_ssh_host_fails_naming_it(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -24,10 +25,13 @@ from opsverify.durations import format_duration as fmt
 from opsverify.probes.logfiles import (
     COMPRESSED,
     ZSTD_UNVERIFIED,
+    ErrorLines,
     FileListing,
     LoggedFile,
+    Worst,
     archive_problem,
-    count_error_lines,
+    count_in_file,
+    glob_matches,
 )
 from opsverify.profile.maintenance import ArchiveLocation, ErrorLog, LogDirectory, TmpFiles
 
@@ -47,8 +51,15 @@ def age(value: timedelta) -> str:
     return f"{max(seconds, 0)}s"
 
 
+def window(value: timedelta) -> str:
+    """A window as its runbook says it: whole hours up to two days in hours (``24h``, not ``1d``)."""
+    if value <= timedelta(hours=48) and value % timedelta(hours=1) == timedelta(0) and value >= timedelta(hours=1):
+        return f"{value // timedelta(hours=1)}h"
+    return fmt(value)
+
+
 def listed(listing: FileListing, what: str, field: str) -> FileListing:
-    """``listing`` when it could be listed; else the check fails naming the problem and the field to fix."""
+    """``listing`` when it was listed to its end; else the check fails naming the problem and the field to fix."""
     __tracebackhide__ = True
     if listing.error is not None:
         if "does not exist" in listing.error:
@@ -58,27 +69,30 @@ def listed(listing: FileListing, what: str, field: str) -> FileListing:
         else:
             fix = "check the host's ssh access (hosts[].uri, ssh_config, ssh_identity_file)"
         fail(f"cannot list {what}: {listing.error}: {fix}")
+    if listing.incomplete is not None:
+        fail(f"cannot list every file of {what}, so it is not judged: {listing.incomplete}: raise timeouts.request "
+             "or clean the directory up so that it lists in time")
     return listing
 
 
-def names(files: list[LoggedFile], limit: int = SHOWN) -> str:
+def names(files: list[LoggedFile], count: int | None = None, limit: int = SHOWN) -> str:
+    count = len(files) if count is None else count
     shown = ", ".join(f.name for f in files[:limit])
-    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+    return shown + (f" and {count - limit} more" if count > limit else "")
 
 
 def where(log_directory: LogDirectory) -> str:
     return f"{log_directory.host}:{log_directory.path}" if log_directory.host else str(log_directory.path)
 
 
-def log_files(log_directory: LogDirectory, file_listing_of: ListingOf, evidence: Recorder) -> list[LoggedFile]:
+def log_files(log_directory: LogDirectory, file_listing_of: ListingOf, evidence: Recorder,
+              visit: Callable[[LoggedFile], None] | None = None) -> FileListing:
+    """Every file of the log directory handed to ``visit`` (streamed); what was listed, when all of it was."""
     pattern = posixpath.join(log_directory.path, log_directory.pattern)
-    listing = listed(file_listing_of(log_directory.host, pattern), f"log directory {log_directory.name}",
-                     "lifecycle.log_dirs[].path")
-    evidence.record(directory=where(log_directory), pattern=log_directory.pattern, files=len(listing.files),
+    listing = file_listing_of(log_directory.host, pattern, visit)
+    evidence.record(directory=where(log_directory), pattern=log_directory.pattern, files=listing.count,
                     total_bytes=listing.total_size)
-    if listing.truncated:
-        evidence.record(truncated=f"only the first {len(listing.files)} files were listed")
-    return list(listing.files)
+    return listed(listing, f"log directory {log_directory.name}", "lifecycle.log_dirs[].path")
 
 
 def rotation(name: str, compressed: list[str]) -> tuple[str, int | str, bool] | None:
@@ -94,20 +108,42 @@ def rotation(name: str, compressed: list[str]) -> tuple[str, int | str, bool] | 
     return None
 
 
-def uncompressed_rotated(files: list[LoggedFile], log_directory: LogDirectory) -> list[LoggedFile]:
-    """Rotated files left uncompressed; with ``delaycompress``, each log's newest rotation (.1, the newest date)
-    is allowed to be."""
-    rotated = [(f, r) for f in files if (r := rotation(f.name, log_directory.compressed)) is not None]
-    latest: dict[str, str] = {}  # per log, its newest dated rotation
-    for _, (base, key, _) in rotated:
-        if isinstance(key, str) and key > latest.get(base, ""):
-            latest[base] = key
+class Uncompressed:
+    """Rotated files left uncompressed, judged as they stream by (per log, only its newest dated plain rotation is
+    held back until the end); with ``delaycompress``, each log's newest rotation (.1, the newest date) is allowed."""
 
-    def newest(base: str, key: int | str) -> bool:
-        return key == 1 if isinstance(key, int) else latest.get(base) == key
+    def __init__(self, log_directory: LogDirectory) -> None:
+        self.compressed, self.delay = log_directory.compressed, log_directory.delaycompress
+        self.plain = Worst(key=lambda f: f.path)
+        self.latest: dict[str, str] = {}  # per log, its newest dated rotation
+        self.held: dict[str, tuple[str, LoggedFile]] = {}  # per log, its newest dated plain rotation
 
-    delay = log_directory.delaycompress
-    return [f for f, (base, key, packed) in rotated if not packed and not (delay and newest(base, key))]
+    def add(self, file: LoggedFile) -> None:
+        found = rotation(file.name, self.compressed)
+        if found is None:
+            return
+        base, key, packed = found
+        if isinstance(key, str) and key > self.latest.get(base, ""):
+            self.latest[base] = key
+        if packed:
+            return
+        if not self.delay or (isinstance(key, int) and key != 1):
+            self.plain.add(file)
+        elif isinstance(key, str):
+            held = self.held.get(base)
+            if held is None or key > held[0]:
+                self.held[base] = (key, file)
+                if held is not None:
+                    self.plain.add(held[1])
+            else:
+                self.plain.add(file)
+
+    def done(self) -> Worst:
+        for base, (key, file) in self.held.items():
+            if self.latest.get(base) != key:
+                self.plain.add(file)
+        self.held.clear()
+        return self.plain
 
 
 @pytest.mark.daily
@@ -115,16 +151,19 @@ def uncompressed_rotated(files: list[LoggedFile], log_directory: LogDirectory) -
 def test_log_directory_holds_nothing_past_retention(
     log_directory: LogDirectory, file_listing_of: ListingOf, now: datetime, evidence: Recorder
 ) -> None:
-    """No file matching the directory's ``pattern`` is older (mtime) than ``retention`` (default 30d)."""
-    files = log_files(log_directory, file_listing_of, evidence)
+    """No file matching the directory's ``pattern`` is older (mtime) than ``retention`` (default 30d); every file
+    is judged, however many there are."""
     limit = log_directory.retention
-    old = sorted((f for f in files if f.age(now) > limit), key=lambda f: f.mtime)
-    evidence.record(retention=fmt(limit), past_retention=len(old))
-    if files:
-        evidence.record(oldest_age=age(min(files, key=lambda f: f.mtime).age(now)))
-    if old:
-        fail(f"log directory {log_directory.name} ({where(log_directory)}) holds {len(old)} file(s) older than "
-             f"retention {fmt(limit)}; the oldest, {old[0].name}, is {age(old[0].age(now))} old: delete files past "
+    old = Worst(key=lambda f: f.mtime)
+    listing = log_files(log_directory, file_listing_of, evidence,
+                        lambda f: old.add(f) if f.age(now) > limit else None)
+    evidence.record(retention=fmt(limit), past_retention=old.count)
+    if listing.oldest is not None:
+        evidence.record(oldest_age=age(listing.oldest.age(now)))
+    if old.count:
+        oldest = old.first[0]
+        fail(f"log directory {log_directory.name} ({where(log_directory)}) holds {old.count} file(s) older than "
+             f"retention {fmt(limit)}; the oldest, {oldest.name}, is {age(oldest.age(now))} old: delete files past "
              f"retention (logrotate's rotate/maxage) or raise lifecycle.log_dirs[].retention")
 
 
@@ -135,13 +174,16 @@ def test_rotated_log_files_are_compressed(
 ) -> None:
     """Every rotated file (``x.log.1``, ``x.log-20261129``, ``x.1.log``) ends in a ``compressed`` suffix; the live
     file is not judged, and with ``delaycompress: true`` neither is each log's newest rotation (``.1``)."""
-    files = log_files(log_directory, file_listing_of, evidence)
-    plain = uncompressed_rotated(files, log_directory)
-    evidence.record(delaycompress=log_directory.delaycompress, uncompressed_rotated=names(plain, 20))
-    if plain:
+    judged = Uncompressed(log_directory)
+    log_files(log_directory, file_listing_of, evidence, judged.add)
+    plain = judged.done()
+    evidence.record(delaycompress=log_directory.delaycompress, uncompressed_rotated=plain.count,
+                    first_uncompressed=names(plain.first, plain.count, 5))
+    if plain.count:
         allowed = " (delaycompress allows each log's newest rotation only)" if log_directory.delaycompress else ""
-        fail(f"log directory {log_directory.name} ({where(log_directory)}) holds {len(plain)} rotated file(s) not "
-             f"compressed{allowed}: {names(plain)}: enable compress in its logrotate rule and gzip them")
+        fail(f"log directory {log_directory.name} ({where(log_directory)}) holds {plain.count} rotated file(s) not "
+             f"compressed{allowed}: {names(plain.first, plain.count)}: enable compress in its logrotate rule and "
+             "gzip them")
 
 
 @pytest.mark.daily
@@ -150,14 +192,14 @@ def test_log_directory_is_under_its_size_cap(
     log_directory: LogDirectory, file_listing_of: ListingOf, evidence: Recorder
 ) -> None:
     """The matching files' total size is at most ``max_size`` (none declared: recorded only)."""
-    files = log_files(log_directory, file_listing_of, evidence)
-    total = sum(f.size for f in files)
+    listing = log_files(log_directory, file_listing_of, evidence)
+    total = listing.total_size
     cap = log_directory.max_size
     evidence.record(max_size=human_size(cap) if cap is not None else "none declared", total=human_size(total))
-    if cap is not None and total > cap:
-        largest = max(files, key=lambda f: f.size)
+    if cap is not None and total > cap and listing.largest is not None:
+        largest = listing.largest
         fail(f"log directory {log_directory.name} ({where(log_directory)}) holds {human_size(total)} in "
-             f"{len(files)} file(s), over max_size {human_size(cap)}; the largest is {largest.name} "
+             f"{listing.count} file(s), over max_size {human_size(cap)}; the largest is {largest.name} "
              f"({human_size(largest.size)}): rotate and compress more often, shorten retention or raise max_size")
 
 
@@ -171,14 +213,15 @@ def test_live_location_holds_nothing_past_the_archive_age(
     live = str(archive_location.live)
     shown = f"{archive_location.host}:{live}" if archive_location.host else live
     pattern = posixpath.join(archive_location.live, archive_location.pattern)
-    listing = listed(file_listing_of(archive_location.host, pattern),
-                     f"the live location of archive {archive_location.name}", "lifecycle.archives[].live")
     limit = archive_location.max_age
-    old = sorted((f for f in listing.files if f.age(now) > limit), key=lambda f: f.mtime)
-    evidence.record(live=shown, files=len(listing.files), max_age=fmt(limit), past_max_age=len(old))
-    if old:
-        fail(f"{len(old)} file(s) in {shown} (archive {archive_location.name}) are older than max_age {fmt(limit)}; "
-             f"the oldest, {old[0].name}, is {age(old[0].age(now))} old: move them compressed to "
+    old = Worst(key=lambda f: f.mtime)
+    listing = file_listing_of(archive_location.host, pattern, lambda f: old.add(f) if f.age(now) > limit else None)
+    evidence.record(live=shown, files=listing.count, max_age=fmt(limit), past_max_age=old.count)
+    listed(listing, f"the live location of archive {archive_location.name}", "lifecycle.archives[].live")
+    if old.count:
+        oldest = old.first[0]
+        fail(f"{old.count} file(s) in {shown} (archive {archive_location.name}) are older than max_age {fmt(limit)}; "
+             f"the oldest, {oldest.name}, is {age(oldest.age(now))} old: move them compressed to "
              f"{archive_location.archive}")
 
 
@@ -193,21 +236,40 @@ def test_archives_are_intact(
     archive = str(archive_location.archive)
     shown = f"{archive_location.host}:{archive}" if archive_location.host else archive
     pattern = posixpath.join(archive_location.archive, archive_location.pattern)
-    listing = listed(file_listing_of(archive_location.host, pattern),
-                     f"the archive directory of {archive_location.name}", "lifecycle.archives[].archive")
     source = file_source_of(archive_location.host)
-    packed = [f for f in listing.files if f.name.endswith(COMPRESSED)]
-    problems = [(f, p) for f in packed if (p := archive_problem(source, f.path)) is not None]
-    unverified = [f for f, p in problems if p == ZSTD_UNVERIFIED]
-    broken = [(f, p) for f, p in problems if p != ZSTD_UNVERIFIED]
-    evidence.record(archive=shown, files=len(listing.files), compressed=len(packed),
-                    verified=len(packed) - len(problems), total_bytes=listing.total_size)
-    if unverified:
-        evidence.record(unverified=names(unverified, 20))
-    if broken:
-        first, problem = broken[0]
-        fail(f"{len(broken)} of {len(packed)} archive(s) in {shown} (archive {archive_location.name}) are not intact; "
-             f"{first.name}: {problem}: restore it from a backup or archive the original again")
+    packed = Worst(key=lambda f: f.path)
+    unverified = Worst(key=lambda f: f.path)
+    broken = Worst(key=lambda f: f.path)
+    problems: dict[str, str] = {}  # of the broken ones kept
+
+    def verify(file: LoggedFile) -> None:
+        if not file.name.endswith(COMPRESSED):
+            return
+        packed.add(file)
+        problem = archive_problem(source, file.path)
+        if problem == ZSTD_UNVERIFIED:
+            unverified.add(file)
+        elif problem is not None:
+            broken.add(file)
+            problems[file.path] = problem
+            kept = {f.path for f in broken.first}
+            for path in [p for p in problems if p not in kept]:
+                del problems[path]
+
+    listing = file_listing_of(archive_location.host, pattern, verify)
+    evidence.record(archive=shown, files=listing.count, compressed=packed.count,
+                    verified=packed.count - unverified.count - broken.count, total_bytes=listing.total_size)
+    if unverified.count:
+        evidence.record(unverified=names(unverified.first, unverified.count, 5))
+    listed(listing, f"the archive directory of {archive_location.name}", "lifecycle.archives[].archive")
+    if broken.count:
+        first = broken.first[0]
+        fail(f"{broken.count} of {packed.count} archive(s) in {shown} (archive {archive_location.name}) are not "
+             f"intact; {first.name}: {problems[first.path]}: restore it from a backup or archive the original again")
+
+
+def kind(file: LoggedFile) -> str:
+    return "" if file.kind == "file" else f" (a {file.kind})"
 
 
 @pytest.mark.daily
@@ -215,20 +277,22 @@ def test_archives_are_intact(
 def test_no_stale_temporary_files(
     tmp_files: TmpFiles, file_listing_of: ListingOf, now: datetime, evidence: Recorder
 ) -> None:
-    """No file matching the absolute glob ``pattern`` (``/tmp/quantum_*``) is older (mtime) than ``max_age``
-    (default 1d)."""
+    """No file, directory or symlink (its own mtime, as ``find -mtime`` sees it) matching the absolute glob
+    ``pattern`` (``/tmp/quantum_*``) is older than ``max_age`` (default 1d)."""
     pattern = str(tmp_files.pattern)
     shown = f"{tmp_files.host}:{pattern}" if tmp_files.host else pattern
-    listing = listed(file_listing_of(tmp_files.host, pattern), f"temporary files {tmp_files.name}",
-                     "lifecycle.tmp_files[].pattern")
     limit = tmp_files.max_age
-    old = sorted((f for f in listing.files if f.age(now) > limit), key=lambda f: f.mtime)
-    evidence.record(pattern=shown, files=len(listing.files), max_age=fmt(limit), stale=len(old),
-                    stale_bytes=sum(f.size for f in old))
-    if old:
-        fail(f"{len(old)} temporary file(s) matching {shown} are older than max_age {fmt(limit)}; the oldest, "
-             f"{old[0].name}, is {age(old[0].age(now))} old: delete them (the cleanup job of {tmp_files.name} did not "
-             f"run or missed them)")
+    old = Worst(key=lambda f: f.mtime)
+    listing = file_listing_of(tmp_files.host, pattern, lambda f: old.add(f) if f.age(now) > limit else None,
+                              any_kind=True)
+    evidence.record(pattern=shown, files=listing.count, max_age=fmt(limit), stale=old.count, stale_bytes=old.size,
+                    first_stale=", ".join(f.name + kind(f) for f in old.first))
+    listed(listing, f"temporary files {tmp_files.name}", "lifecycle.tmp_files[].pattern")
+    if old.count:
+        oldest = old.first[0]
+        fail(f"{old.count} temporary file(s) matching {shown} are older than max_age {fmt(limit)}; the oldest, "
+             f"{oldest.name}{kind(oldest)}, is {age(oldest.age(now))} old: delete them (the cleanup job of "
+             f"{tmp_files.name} did not run or missed them)")
 
 
 @pytest.mark.daily
@@ -238,25 +302,35 @@ def test_error_lines_in_the_window_are_under_the_threshold(
 ) -> None:
     """Lines matching ``match`` (default ``\\bERROR\\b``) with a time in the last ``window`` (default 24h) number at
     most ``max_lines``; every declared path (or glob) must name at least one existing file."""
-    files: list[LoggedFile] = []
-    seen: set[str] = set()
+    source = file_source_of(error_log.host)
+    match = re.compile(error_log.match.encode())
+    since = now - error_log.window
+    found = ErrorLines()
+    files = 0
+    earlier: list[str] = []  # a file an earlier declared path also matched was read already
+
+    def read(file: LoggedFile) -> None:
+        if not any(glob_matches(file.path, other) for other in earlier):
+            count_in_file(source, file, match, since, now, found)
+
     for path in error_log.paths:
         pattern = str(path)
         shown = f"{error_log.host}:{pattern}" if error_log.host else pattern
-        listing = listed(file_listing_of(error_log.host, pattern), f"error log {error_log.name}",
+        listing = listed(file_listing_of(error_log.host, pattern, read), f"error log {error_log.name}",
                          "lifecycle.error_logs[].paths")
-        expect(bool(listing.files), f"error log {error_log.name}: {shown} matches no file (it is declared, so the "
+        expect(bool(listing.count), f"error log {error_log.name}: {shown} matches no file (it is declared, so the "
                                     f"log must exist): correct lifecycle.error_logs[].paths or check the logging")
-        files += [f for f in listing.files if f.path not in seen]
-        seen.update(f.path for f in listing.files)
-    since = now - error_log.window
-    found = count_error_lines(file_source_of(error_log.host), files, error_log.match, since, now)
-    evidence.record(files=len(files), files_read=found.files_read, files_before_window=found.files_skipped,
-                    window=fmt(error_log.window), max_lines=error_log.max_lines, error_lines=found.count,
-                    first_lines=" | ".join(found.samples))
+        files += listing.count
+        earlier.append(pattern)
+    evidence.record(files=files, files_read=found.files_read, files_before_window=found.files_skipped,
+                    window=window(error_log.window), max_lines=error_log.max_lines, error_lines=found.count,
+                    first_lines=" | ".join(found.samples), files_with_errors=found.files_matched,
+                    first_files=", ".join(found.first_files))
     expect(not found.errors, f"error log {error_log.name}: {found.errors[0] if found.errors else ''}: make it "
                              f"readable by the checking user or leave it out of lifecycle.error_logs[].paths")
     if found.count > error_log.max_lines:
+        more = found.files_matched - len(found.first_files)
+        files_shown = ", ".join(found.first_files) + (f" and {more} more" if more > 0 else "")
         fail(f"error log {error_log.name}: {found.count} line(s) matching {error_log.match} in the last "
-             f"{fmt(error_log.window)}, over max_lines {error_log.max_lines}; the first: {found.samples[0]!r}: "
-             f"look into them (every matching line is in {', '.join(str(p) for p in error_log.paths)})")
+             f"{window(error_log.window)}, over max_lines {error_log.max_lines}; the first, in {found.first[0][0]}: "
+             f"{found.samples[0]!r}: look into them (matching lines are in {files_shown})")

@@ -2,9 +2,12 @@
 
 ``FileSource(host, timeouts)`` reads files on this machine (``host`` None or ``local://``) or on an ssh://
 profile host through the ssh client (BatchMode, the profile's connect timeout, as the remote backup copies
-in ``backups/remote.py``). ``list_files(glob)`` lists names, sizes and mtimes only (never content), at most
-``MAX_FILES`` of them, a remote listing bounded by connect + request timeout. ``open(path)`` streams a file's
-bytes (remote: ``cat`` through the ssh channel, bounded by connect + ``STREAM_FACTOR`` x request timeout).
+in ``backups/remote.py``). ``list_files(glob, visit)`` streams names, sizes and mtimes only (never content):
+every matching file is handed to ``visit`` as it is listed (``os.scandir`` here; there, the output of ``find``,
+spooled to a temporary file within connect + ``STREAM_FACTOR`` x request timeout, then read line by line), and
+only counters, the oldest and the largest are kept; a listing cut by that bound says so (``incomplete``).
+``open(path)`` streams a file's bytes (remote: ``cat`` through the ssh channel, bounded by connect +
+``STREAM_FACTOR`` x request timeout).
 
 ``count_error_lines`` streams declared files line by line in constant memory (files last written before the
 window are skipped, ``.gz``/``.xz``/``.bz2`` read decompressing): each line's time is its leading timestamp
@@ -21,43 +24,49 @@ from __future__ import annotations
 import bz2
 import fnmatch
 import getpass
+import heapq
 import io
 import lzma
 import os
 import re
 import shlex
+import stat
 import subprocess
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
+from typing import Any
 
 from opsverify.backups.gzipstream import GunzipReader, GzipStream
 from opsverify.backups.remote import FetchError, ssh_command
 from opsverify.backups.verdict import ByteStream, CorruptBackup
+from opsverify.durations import format_duration
 from opsverify.probes.outage import connect_timed_out, request_timed_out
 from opsverify.profile.model import Host, Timeouts
 from opsverify.redact import redact_text
 
-MAX_FILES = 10_000  # files listed per directory or glob
 MAX_LINE = 64 * 1024  # longer lines are read in pieces; only the first piece counts
-STREAM_FACTOR = 6  # a remote file streams within connect + 6 x the request timeout
+STREAM_FACTOR = 6  # a remote file (or listing) streams within connect + 6 x the request timeout
 SAMPLES = 3
 SAMPLE_CHARS = 120
 READ_SIZE = 1 << 20
 COMPRESSED = (".gz", ".xz", ".bz2", ".zst")
 GLOB_META = re.compile(r"[*?[]")
+KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink"}
 
 
 @dataclass(frozen=True)
 class LoggedFile:
-    """One file: its absolute path, size and last modification (no content)."""
+    """One file (or, when asked for, directory or symlink): its absolute path, size and last modification."""
 
     path: str
     size: int
     mtime: datetime
+    kind: str = "file"
 
     @property
     def name(self) -> str:
@@ -67,20 +76,68 @@ class LoggedFile:
         return now - self.mtime
 
 
-@dataclass(frozen=True)
+Visit = Callable[[LoggedFile], None]
+
+
+@dataclass
 class FileListing:
-    """The files matching a glob, or why they could not be listed; ``user`` is who listed them."""
+    """What a streamed listing of a glob found: how many, their total size, the oldest and the largest (never the
+    files themselves: each was handed to the caller's ``visit`` as it was listed), or why it could not be listed
+    (``error``) or not to its end (``incomplete``, with what was listed until then); ``user`` is who listed them."""
 
     where: str
-    files: tuple[LoggedFile, ...] = ()
+    count: int = 0
+    total_size: int = 0
+    oldest: LoggedFile | None = None
+    largest: LoggedFile | None = None
     error: str | None = None
     unreachable: str | None = None
-    truncated: bool = False
+    incomplete: str | None = None
     user: str = ""
 
+    def add(self, file: LoggedFile, visit: Visit | None) -> None:
+        self.count += 1
+        self.total_size += file.size
+        if self.oldest is None or file.mtime < self.oldest.mtime:
+            self.oldest = file
+        if self.largest is None or file.size > self.largest.size:
+            self.largest = file
+        if visit is not None:
+            visit(file)
+
+
+class Worst:
+    """The ``limit`` first of many files by ``key`` (a bounded heap) and how many there were: constant memory."""
+
+    def __init__(self, key: Callable[[LoggedFile], Any], limit: int = 5) -> None:
+        self.key, self.limit = key, limit
+        self.count = 0
+        self.size = 0
+        self._heap: list[tuple[Any, int, LoggedFile]] = []  # the negated order: the worst kept one on top
+
+    def add(self, file: LoggedFile) -> None:
+        self.count += 1
+        self.size += file.size
+        item = (_Reversed(self.key(file)), self.count, file)
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, item)
+        elif item[0] > self._heap[0][0]:
+            heapq.heapreplace(self._heap, item)
+
     @property
-    def total_size(self) -> int:
-        return sum(f.size for f in self.files)
+    def first(self) -> list[LoggedFile]:
+        return [f for _, _, f in sorted(self._heap, key=lambda i: (i[0].value, i[1]))]
+
+
+@dataclass(frozen=True)
+class _Reversed:
+    value: Any
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return bool(other.value < self.value)
+
+    def __gt__(self, other: _Reversed) -> bool:
+        return bool(self.value < other.value)
 
 
 def split_glob(pattern: str) -> tuple[str, int]:
@@ -118,79 +175,110 @@ class FileSource:
         """``path`` as messages show it: ``host:path`` on a remote host."""
         return f"{self.host.name}:{path}" if self.host else path
 
-    def list_files(self, pattern: str) -> FileListing:
-        """The regular files matching the absolute glob ``pattern`` (at most ``MAX_FILES``), sorted by path."""
-        return self._remote_list(pattern) if self.host else self._local_list(pattern)
+    def list_files(self, pattern: str, visit: Visit | None = None, any_kind: bool = False) -> FileListing:
+        """Stream the regular files matching the absolute glob ``pattern`` (with ``any_kind``, directories and
+        symlinks too, by their own lstat), each handed to ``visit``; every one is listed, in constant memory."""
+        if self.host:
+            return self._remote_list(pattern, visit, any_kind)
+        return self._local_list(pattern, visit, any_kind)
 
-    def _local_list(self, pattern: str) -> FileListing:
+    def _local_list(self, pattern: str, visit: Visit | None, any_kind: bool) -> FileListing:
         root, depth = split_glob(pattern)
         user = getpass.getuser()
-        where = self.shown(pattern)
+        listing = FileListing(self.shown(pattern), user=user)
         problem = _directory_problem(root, user)
         if problem:
-            return FileListing(where, error=problem, user=user)
-        found: list[LoggedFile] = []
-        truncated = False
+            listing.error = problem
+            return listing
         for path in _walk(root, depth):
             if not glob_matches(path, pattern):
                 continue
             try:
-                info = os.stat(path)
+                info = os.lstat(path) if any_kind else os.stat(path)
             except OSError:  # removed meanwhile, or a dangling link
                 continue
-            if not os.path.isfile(path):
+            kind = KINDS.get(stat.S_IFMT(info.st_mode))
+            if kind is None or (kind != "file" and not any_kind):
                 continue
-            if len(found) == MAX_FILES:
-                truncated = True
-                break
-            found.append(LoggedFile(path, info.st_size, _stamp(info.st_mtime)))
-        return FileListing(where, tuple(sorted(found, key=lambda f: f.path)), truncated=truncated, user=user)
+            listing.add(LoggedFile(path, info.st_size, _stamp(info.st_mtime), kind), visit)
+        return listing
 
-    def _remote_list(self, pattern: str) -> FileListing:
+    def _remote_list(self, pattern: str, visit: Visit | None, any_kind: bool) -> FileListing:
         assert self.host is not None
         root, depth = split_glob(pattern)
-        where = self.shown(pattern)
+        listing = FileListing(self.shown(pattern))
         q = shlex.quote(root)
+        types = r"\( -type f -o -type d -o -type l \)" if any_kind else "-type f"
         script = (
             f"id -un; if [ ! -e {q} ]; then echo E missing; elif [ ! -d {q} ]; then echo E notdir; "
             f"elif [ ! -r {q} ] || [ ! -x {q} ]; then echo E denied; else LC_ALL=C find {q} -mindepth {depth} "
-            f"-maxdepth {depth} -type f -path {shlex.quote(pattern)} -printf 'F %T@\\t%s\\t%p\\n' 2>/dev/null "
-            f"| head -n {MAX_FILES + 1}; fi"
+            f"-maxdepth {depth} {types} -path {shlex.quote(pattern)} -printf '%y %T@\\t%s\\t%p\\n' 2>/dev/null; "
+            "echo END; fi"
         )
-        limit = self.timeouts.connect + self.timeouts.request
+        limit = self.timeouts.connect + self.timeouts.request * STREAM_FACTOR
         try:
-            done = subprocess.run(
-                [*ssh_command(self.host, self.timeouts.connect), script], capture_output=True,
-                stdin=subprocess.DEVNULL, timeout=limit.total_seconds(), check=False,
-            )
-        except FileNotFoundError:
-            return FileListing(where, error="the ssh client is not installed: run `make setup` (openssh-client)")
+            args = [*ssh_command(self.host, self.timeouts.connect), script]
         except FetchError as exc:
-            return FileListing(where, error=str(exc))
-        except subprocess.TimeoutExpired:
-            cause = request_timed_out(limit)
-            return FileListing(where, error=f"cannot reach {self.host.uri}: {cause}", unreachable=cause)
-        out = done.stdout.decode(errors="replace").splitlines()
-        if done.returncode != 0 or not out:
-            lines = done.stderr.decode(errors="replace").strip().splitlines() or [f"ssh exit code {done.returncode}"]
-            cause = lines[-1]
-            unreachable = connect_timed_out(self.timeouts.connect) if "timed out" in cause else None
-            return FileListing(where, error=f"cannot reach {self.host.uri}: {cause}", unreachable=unreachable)
-        user = out[0].strip()
-        shown_root = self.shown(root)
-        errors = {"missing": f"directory {shown_root} does not exist",
-                  "notdir": f"{shown_root} is not a directory",
-                  "denied": f"permission denied reading directory {shown_root} (as user {user})"}
-        found: list[LoggedFile] = []
-        for line in out[1:]:
-            if line.startswith("E "):
-                return FileListing(where, error=errors.get(line[2:], line[2:]), user=user)
-            stamp, size, path = line[2:].split("\t", 2)
-            if glob_matches(path, pattern):
-                found.append(LoggedFile(path, int(size), _stamp(float(stamp))))
-        truncated = len(found) > MAX_FILES
-        files = tuple(sorted(found[:MAX_FILES], key=lambda f: f.path))
-        return FileListing(where, files, truncated=truncated, user=user)
+            listing.error = str(exc)
+            return listing
+        # the listing streams into a spooled file (disk, not memory) under the deadline, then is read line by line
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            except FileNotFoundError:
+                listing.error = "the ssh client is not installed: run `make setup` (openssh-client)"
+                return listing
+            try:
+                returncode: int | None = proc.wait(limit.total_seconds())
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                returncode = None
+            out.seek(0)
+            first = out.readline()
+            if not first.endswith(b"\n"):  # not even the login user: ssh never got in
+                if returncode is None:
+                    cause = request_timed_out(limit)
+                    listing.error, listing.unreachable = f"cannot reach {self.host.uri}: {cause}", cause
+                    return listing
+                err.seek(0)
+                lines = err.read().decode(errors="replace").strip().splitlines() or [f"ssh exit code {returncode}"]
+                cause = lines[-1]
+                listing.unreachable = connect_timed_out(self.timeouts.connect) if "timed out" in cause else None
+                listing.error = f"cannot reach {self.host.uri}: {cause}"
+                return listing
+            listing.user = user = first.decode(errors="replace").strip()
+            shown_root = self.shown(root)
+            errors = {"missing": f"directory {shown_root} does not exist",
+                      "notdir": f"{shown_root} is not a directory",
+                      "denied": f"permission denied reading directory {shown_root} (as user {user})"}
+            ended = False
+            for raw in out:
+                if not raw.endswith(b"\n"):  # cut by the deadline mid-line
+                    break
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith("E "):
+                    listing.error = errors.get(line[2:], line[2:])
+                    return listing
+                if line == "END":
+                    ended = True
+                    break
+                try:
+                    kind, rest = line.split(" ", 1)
+                    stamp, size, path = rest.split("\t", 2)
+                    found = LoggedFile(path, int(size), _stamp(float(stamp)),
+                                       {"f": "file", "d": "directory", "l": "symlink"}[kind])
+                except (ValueError, KeyError):
+                    continue
+                if glob_matches(path, pattern):
+                    listing.add(found, visit)
+            if not ended:
+                stopped = f"the listing of {listing.where} stopped after {listing.count:,} file(s)"
+                listing.incomplete = (
+                    f"{stopped}: it did not finish within {format_duration(limit)} (connect + {STREAM_FACTOR} x the "
+                    "request timeout)" if returncode is None else f"{stopped} (exit code {returncode})"
+                )
+        return listing
 
     @contextmanager
     def open(self, path: str) -> Iterator[ByteStream]:
@@ -374,20 +462,32 @@ def line_time(line: bytes, now: datetime) -> datetime | None:
 
 @dataclass
 class ErrorLines:
-    """Lines matching the error pattern in the window, over the files read: their count and the first few."""
+    """Lines matching the error pattern in the window, over the files read: their count, the first few (by path,
+    then line) and the first few files holding any (by path): constant memory however many files are read."""
 
     count: int = 0
-    samples: list[str] = field(default_factory=list)
+    first: list[tuple[str, int, str]] = field(default_factory=list)  # (shown path, line number, redacted text)
+    files_matched: int = 0
+    first_files: list[str] = field(default_factory=list)
     files_read: int = 0
     files_skipped: int = 0  # last written before the window
     errors: list[str] = field(default_factory=list)
 
-    def add(self, line: bytes) -> None:
+    @property
+    def samples(self) -> list[str]:
+        return [text for _, _, text in self.first]
+
+    def add(self, line: bytes, where: str = "", number: int = 0) -> None:
         self.count += 1
-        if len(self.samples) < SAMPLES:
-            text = line.decode(errors="replace").rstrip("\r\n")
-            cut = text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
-            self.samples.append(redact_text(cut))
+        if len(self.first) == SAMPLES and (where, number) >= self.first[-1][:2]:
+            return
+        text = line.decode(errors="replace").rstrip("\r\n")
+        cut = text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+        self.first = sorted([*self.first, (where, number, redact_text(cut))])[:SAMPLES]
+
+    def matched_in(self, where: str) -> None:
+        self.files_matched += 1
+        self.first_files = sorted([*self.first_files, where])[:SAMPLES]
 
 
 def _lines(stream: ByteStream) -> Iterator[bytes]:
@@ -452,16 +552,18 @@ def count_in_file(source: FileSource, file: LoggedFile, match: re.Pattern[bytes]
         found.errors.append(f"{source.shown(file.path)} is zstd-compressed, which opsverify cannot read (no zstd "
                             "decompressor among its dependencies)")
         return
+    where = source.shown(file.path)
+    before = found.count
     current: datetime | None = None
-    pending: list[bytes] = []  # matching lines before the file's first timestamp (at most SAMPLES kept)
+    pending: list[tuple[int, bytes]] = []  # matching lines before the file's first timestamp (at most SAMPLES kept)
     pending_count = 0
     try:
         with source.open(file.path) as raw:
-            for line in _lines(_text_stream(raw, file.path)):
+            for number, line in enumerate(_lines(_text_stream(raw, file.path)), 1):
                 stamp = line_time(line, now)
                 if stamp is not None:
                     if current is None and pending_count:
-                        _settle(pending, pending_count, stamp >= since, found)
+                        _settle(pending, pending_count, stamp >= since, found, where)
                         pending, pending_count = [], 0
                     current = stamp
                 if not match.search(line):
@@ -469,25 +571,27 @@ def count_in_file(source: FileSource, file: LoggedFile, match: re.Pattern[bytes]
                 if current is None:
                     pending_count += 1
                     if len(pending) < SAMPLES:
-                        pending.append(line)
+                        pending.append((number, line))
                 elif current >= since:
-                    found.add(line)
+                    found.add(line, where, number)
     except CorruptBackup as exc:
-        found.errors.append(f"{source.shown(file.path)}: {exc}")
+        found.errors.append(f"{where}: {exc}")
         return
     except OSError as exc:
         found.errors.append(str(exc) if source.host else f"cannot read {file.path}: {exc.strerror or exc}")
         return
     if current is None and pending_count:  # no timestamp at all: the file's mtime decides
-        _settle(pending, pending_count, file.mtime >= since, found)
+        _settle(pending, pending_count, file.mtime >= since, found, where)
     found.files_read += 1
+    if found.count > before:
+        found.matched_in(where)
 
 
-def _settle(pending: list[bytes], count: int, inside: bool, found: ErrorLines) -> None:
+def _settle(pending: list[tuple[int, bytes]], count: int, inside: bool, found: ErrorLines, where: str) -> None:
     if not inside:
         return
-    for line in pending:
-        found.add(line)
+    for number, line in pending:
+        found.add(line, where, number)
     found.count += count - len(pending)
 
 
