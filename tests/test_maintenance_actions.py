@@ -553,7 +553,7 @@ def held(pytester: pytest.Pytester, proc: subprocess.Popen[bytes], root: Path) -
     return found[0]
 
 
-@pytest.mark.parametrize(("kind", "sig"), [("flush", signal.SIGKILL), ("archive", signal.SIGTERM)])
+@pytest.mark.parametrize(("kind", "sig"), [("flush", signal.SIGKILL), ("archive", signal.SIGKILL)])
 def test_killed_maintenance_is_finished_by_the_next_run(
     kind: str, sig: signal.Signals, cluster: Postgres, cache: RedisServer, files: dict[str, Path], jobs_reset: None,
     tmp_path: Path, private_tmp: Path, pytester: pytest.Pytester, profile_variant: Callable[..., Path],
@@ -594,6 +594,34 @@ def test_killed_maintenance_is_finished_by_the_next_run(
         assert said in out, out
         assert job_totals(cluster) == live
     assert f"opsverify janitor: removed maintenance journal {directory}" in out, out
+    assert not directory.exists()
+
+
+def test_sigterm_while_flushed_restores_the_keys_in_the_same_run(
+    cache: RedisServer, files: dict[str, Path], cluster: Postgres, tmp_path: Path, private_tmp: Path,
+    pytester: pytest.Pytester, profile_variant: Callable[..., Path], team_conftest: Path,
+) -> None:
+    """SIGTERM (a supervisor's stop) while the cache is flushed: the run tears down (every key restored, the
+    journal removed) and exits 143."""
+    mutate = owned(cluster, cache, files, tmp_path, role="staging")
+
+    def private(data: dict[str, Any]) -> None:
+        mutate(data)
+        data["scratch_dir"] = str(private_tmp / "scratch")
+
+    keys = redis_state(cache)
+    proc = start_held_run(pytester, profile_variant(private), "flush", private_tmp)
+    try:
+        directory = held(pytester, proc, private_tmp / "scratch")
+        assert directory.name.startswith("opsverify_journal_")  # no older janitor's opsverify_scratch_* sweep
+        assert cache.client().dbsize() == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert redis_state(cache) == keys
     assert not directory.exists()
 
 
