@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,14 +29,18 @@ from typing import Any
 import pytest
 
 from opsverify.actions import performed
+from opsverify.actions.base import NotApplicable
 from opsverify.actions.maintenance import (
     ArchiveJobs,
     CleanTmp,
     DropTempTables,
     FlushCache,
+    KeysLost,
     RotateLogs,
     VacuumAnalyze,
     checksums,
+    finish_journal,
+    read_records,
     user_tables,
     value_digest,
 )
@@ -65,7 +70,7 @@ def cluster(sandbox: Profile) -> Iterator[Postgres]:
     try:
         seed_databases(made)
         with made.connect("quantum_planner") as conn:
-            conn.execute("CREATE TABLE optimization_jobs_archive (LIKE optimization_jobs)")
+            conn.execute("CREATE TABLE IF NOT EXISTS optimization_jobs_archive (LIKE optimization_jobs)")
         yield made
     finally:
         remove(made)
@@ -350,9 +355,78 @@ def test_sabotaged_cache_restore_is_caught(cache: RedisServer, owned_profile: Pr
     with pytest.raises(CleanupError) as caught, performed(action):
         pass
     assert str(caught.value) == (
-        f"cache flush {owned_profile.redis[0].name} db 0 left 1 of {action.flushed} keys missing after the "
-        "restore (user:9) behind: remove it by hand"
+        f"cache flush {owned_profile.redis[0].name} db 0: 1 of {action.flushed} keys missing after the "
+        f"restore (user:9); {KEPT.format(action.dump)}"
     )
+    assert action.dump.exists()  # the only copy of the lost key is kept
+
+
+KEPT = ("their dump is kept in {}: the next run's janitor restores them (make room first if the server refused them "
+        "for memory), or by hand: RESTORE each record (key, expiry, DUMP payload) of that file")
+OOM = "command not allowed when used memory > 'maxmemory'."
+
+
+def test_keys_refused_for_memory_keep_the_dump_and_the_janitor_restores_them_later(
+    cache: RedisServer, owned_profile: Profile, tmp_path: Path
+) -> None:
+    """RESTORE refused (maxmemory reached while flushed): the CleanupError names the keys (decoded) and the kept
+    dump; the janitor keeps it while the server still refuses, and restores every key once it has room."""
+    keys = redis_state(cache)
+    instance = owned_profile.redis[0]
+    directory = scratch(tmp_path, "oom")
+    action = FlushCache(instance, 0, owned_profile.timeouts, directory)
+    with pytest.raises(KeysLost) as caught, performed(action):
+        cache.client().config_set("maxmemory", 1)  # the application filled the memory meanwhile
+    names = [k.decode() for k, _, _ in read_records(action.dump)]
+    n = len(names)
+    assert str(caught.value) == (
+        f"cache flush {instance.name} db 0: {n} of {n} keys missing after the restore ({', '.join(names[:5])} and "
+        f"{n - 5} more); the server refused {n}: {', '.join(f'{k} ({OOM})' for k in names[:3])} and {n - 3} more; "
+        f"{KEPT.format(action.dump)}"
+    )
+    assert cache.client().dbsize() == 0
+    assert action.dump.exists()
+    said = finish_journal(directory, [], [instance], owned_profile.timeouts)
+    assert said == (
+        f"could not restore {n} keys of redis {instance.name} db 0 that an interrupted cache flush had flushed "
+        f"(0 restored; the server refused {', '.join(f'{k} ({OOM})' for k in names[:3])} and {n - 3} more): their "
+        f"dump is kept in {action.dump} and the next run retries (make room first if refused for memory)"
+    )
+    cache.client().config_set("maxmemory", 0)
+    said = finish_journal(directory, [], [instance], owned_profile.timeouts)
+    assert said == (f"restored {n} keys of redis {instance.name} db 0 that an interrupted cache flush had flushed "
+                    "(0 written meanwhile kept, 0 expired meanwhile)")
+    assert redis_state(cache) == keys
+
+
+def test_a_flush_without_room_to_restore_is_refused_and_an_unreachable_server_is_one_sentence(
+    cache: RedisServer, owned_profile: Profile, tmp_path: Path
+) -> None:
+    keys = redis_state(cache)
+    instance = owned_profile.redis[0]
+    client = cache.client()
+    limit = int(client.info("memory")["used_memory"]) + 1000
+    client.config_set("maxmemory", limit)
+    try:
+        with pytest.raises(NotApplicable) as refused, performed(
+                FlushCache(instance, 0, owned_profile.timeouts, scratch(tmp_path, "room"))):
+            pass
+    finally:
+        client.config_set("maxmemory", 0)
+    assert re.fullmatch(
+        rf"refused to flush redis {instance.name} at {instance.host}:{instance.port} db 0: used_memory \d+ \+ the "
+        rf"dump's \d+ bytes exceeds maxmemory {limit} \(policy noeviction\), so the restore could be refused for "
+        r"memory; raise maxmemory or free memory first", str(refused.value)), str(refused.value)
+    assert redis_state(cache) == keys
+    assert not scratch(tmp_path, "room").exists()
+
+    port = free_port()
+    gone = instance.model_copy(update={"port": port})
+    with pytest.raises(OpsverifyError) as caught, performed(FlushCache(gone, 0, owned_profile.timeouts,
+                                                                       scratch(tmp_path, "gone"))):
+        pass
+    assert str(caught.value) == (f"redis {instance.name} at {instance.host}:{port} db 0: Error 111 connecting to "
+                                 f"{instance.host}:{port}. Connection refused.")
 
 
 def test_archive_moves_old_jobs_and_a_sabotaged_one_rolls_back(
@@ -473,12 +547,13 @@ def held(pytester: pytest.Pytester, proc: subprocess.Popen[bytes], root: Path) -
         assert proc.poll() is None, "the held run ended before its action was in place"
         assert time.monotonic() < deadline, "the held run never put its action in place"
         time.sleep(0.2)
-    found = [p for p in root.glob("opsverify_scratch_*") if (read_note(p) or {}).get("pid") == proc.pid]
+    candidates = [*root.glob("opsverify_scratch_*"), *root.glob("opsverify_journal_*")]
+    found = [p for p in candidates if (read_note(p) or {}).get("pid") == proc.pid]
     assert len(found) == 1, found
     return found[0]
 
 
-@pytest.mark.parametrize(("kind", "sig"), [("flush", signal.SIGKILL), ("archive", signal.SIGTERM)])
+@pytest.mark.parametrize(("kind", "sig"), [("flush", signal.SIGKILL), ("archive", signal.SIGKILL)])
 def test_killed_maintenance_is_finished_by_the_next_run(
     kind: str, sig: signal.Signals, cluster: Postgres, cache: RedisServer, files: dict[str, Path], jobs_reset: None,
     tmp_path: Path, private_tmp: Path, pytester: pytest.Pytester, profile_variant: Callable[..., Path],
@@ -519,6 +594,34 @@ def test_killed_maintenance_is_finished_by_the_next_run(
         assert said in out, out
         assert job_totals(cluster) == live
     assert f"opsverify janitor: removed maintenance journal {directory}" in out, out
+    assert not directory.exists()
+
+
+def test_sigterm_while_flushed_restores_the_keys_in_the_same_run(
+    cache: RedisServer, files: dict[str, Path], cluster: Postgres, tmp_path: Path, private_tmp: Path,
+    pytester: pytest.Pytester, profile_variant: Callable[..., Path], team_conftest: Path,
+) -> None:
+    """SIGTERM (a supervisor's stop) while the cache is flushed: the run tears down (every key restored, the
+    journal removed) and exits 143."""
+    mutate = owned(cluster, cache, files, tmp_path, role="staging")
+
+    def private(data: dict[str, Any]) -> None:
+        mutate(data)
+        data["scratch_dir"] = str(private_tmp / "scratch")
+
+    keys = redis_state(cache)
+    proc = start_held_run(pytester, profile_variant(private), "flush", private_tmp)
+    try:
+        directory = held(pytester, proc, private_tmp / "scratch")
+        assert directory.name.startswith("opsverify_journal_")  # no older janitor's opsverify_scratch_* sweep
+        assert cache.client().dbsize() == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert redis_state(cache) == keys
     assert not directory.exists()
 
 

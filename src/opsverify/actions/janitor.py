@@ -27,6 +27,7 @@ from opsverify.localserver.scratch import (
 )
 from opsverify.profile import Profile, RestoreTarget
 
+JOURNAL_PREFIX = "opsverify_journal_"  # maintenance journals (a flushed cache's dump): no older janitor matches it
 MAX_AGE = timedelta(hours=6)
 NO_NOTE_GRACE = 60.0  # seconds: a directory between its mkdir and its note
 
@@ -38,7 +39,7 @@ def sweep_directories(
     done: list[str] = []
     kept = {p.resolve() for p in keep}
     for root in sorted({r.resolve() for r in roots if r.is_dir()}):
-        for path in sorted(root.glob(SCRATCH_PREFIX + "*")):
+        for path in sorted([*root.glob(SCRATCH_PREFIX + "*"), *root.glob(JOURNAL_PREFIX + "*")]):
             if not path.is_dir() or (own_prefix and path.name.startswith(own_prefix)) or path.resolve() in kept:
                 continue
             reason = _reason(path, max_age, time.time())
@@ -58,7 +59,7 @@ def finish_maintenance(
     done: list[str] = []
     keep: list[Path] = []
     for root in sorted({r.resolve() for r in roots if r.is_dir()}):
-        for path in sorted(root.glob(SCRATCH_PREFIX + "*")):
+        for path in sorted([*root.glob(SCRATCH_PREFIX + "*"), *root.glob(JOURNAL_PREFIX + "*")]):
             note = read_note(path) if path.is_dir() else None
             if note is None or note.get("kind") != KIND or _reason(path, max_age, time.time()) is None:
                 continue

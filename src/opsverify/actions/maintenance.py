@@ -31,8 +31,16 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from opsverify.actions.base import Action, NotApplicable, Permanent
+from opsverify.actions.janitor import JOURNAL_PREFIX  # no older opsverify's janitor matches it
 from opsverify.errors import CleanupError, OpsverifyError
-from opsverify.localserver.scratch import delete_note_last, make_scratch_dir
+from opsverify.localserver.scratch import (
+    SCRATCH_PREFIX,
+    creator,
+    delete_note_last,
+    make_scratch_dir,
+    require_scratch_name,
+    write_note,
+)
 from opsverify.profile import Database, RedisInstance, Timeouts
 from opsverify.profile.maintenance import JobTable, LogDirectory, TmpFiles
 
@@ -48,6 +56,12 @@ STATS_WAIT = 10.0  # seconds: the statistics collector flushes asynchronously
 SAMPLE = 100  # keys whose value is compared after a RESTORE
 SAMPLE_EVERY = 8  # a key is in the sample when crc32(key) % SAMPLE_EVERY == 0 (until SAMPLE are taken)
 SAMPLE_FILE = "sample.json"
+RESTORE_BATCH = 100  # keys per RESTORE pipeline: a small batch refused for memory is retried once
+
+
+def journal_dir(scratch: Path) -> Path:
+    """The journal directory for a scratch name (``opsverify_scratch_X`` -> ``opsverify_journal_X``)."""
+    return scratch.with_name(scratch.name.replace(SCRATCH_PREFIX, JOURNAL_PREFIX, 1))
 
 
 # ---------------------------------------------------------------------------------------------- journal
@@ -61,7 +75,13 @@ class Journal:
         self.state: dict[str, Any] = {}
 
     def open(self, action: str, **state: Any) -> None:
-        make_scratch_dir(self.directory, kind=KIND, action=action)
+        if self.directory.name.startswith(JOURNAL_PREFIX):
+            require_scratch_name(SCRATCH_PREFIX + self.directory.name[len(JOURNAL_PREFIX):], "directory")
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700)
+            write_note(self.directory, creator(kind=KIND, action=action))
+        else:
+            make_scratch_dir(self.directory, kind=KIND, action=action)
         self.write(action=action, creator_pid=os.getpid(), **state)
 
     def write(self, **state: Any) -> None:
@@ -647,34 +667,48 @@ class Restored:
     failed: list[str] = field(default_factory=list)
 
 
-def restore_keys(conn: redis.Redis, path: Path, batch: int = 500) -> Restored:
-    """RESTORE every key of the dump file that is missing (no REPLACE: a key written meanwhile wins)."""
-    import redis
-
+def restore_keys(conn: redis.Redis, path: Path, batch: int = RESTORE_BATCH) -> Restored:
+    """RESTORE every key of the dump file that is missing (no REPLACE: a key written meanwhile wins), in small
+    batches; a key the server refused for memory (OOM) is retried once after its batch."""
     done = Restored()
     records = read_records(path)
     while chunk := [r for _, r in zip(range(batch), records, strict=False)]:
-        now_ms = int(time.time() * 1000)
-        todo = []
-        for key, expires, payload in chunk:
-            if expires < 0:
-                todo.append((key, 0, payload))  # no TTL
-            elif expires - now_ms > 0:
-                todo.append((key, expires - now_ms, payload))  # the remaining TTL
-            else:
-                done.expired += 1
-        with conn.pipeline(transaction=False) as pipe:
-            for key, ttl, payload in todo:
-                pipe.restore(key, ttl, payload)
-            answers = pipe.execute(raise_on_error=False)
-        for (key, _, _), answer in zip(todo, answers, strict=True):
-            if not isinstance(answer, redis.ResponseError):
-                done.restored += 1
-            elif "BUSYKEY" in str(answer):
-                done.kept += 1
-            else:
-                done.failed.append(f"{key!r}: {str(answer).splitlines()[0]}")
+        refused = _restore_chunk(conn, chunk, done, retry=True)
+        if refused:
+            _restore_chunk(conn, refused, done, retry=False)
     return done
+
+
+def _restore_chunk(conn: redis.Redis, chunk: list[tuple[bytes, int, bytes]], done: Restored,
+                   retry: bool) -> list[tuple[bytes, int, bytes]]:
+    """One pipeline of RESTOREs counted into ``done``; with ``retry`` the records refused for memory (OOM) are
+    returned for one more try, else every refusal is a failed key (its name decoded, the server's answer)."""
+    import redis
+
+    now_ms = int(time.time() * 1000)
+    todo = []
+    for key, expires, payload in chunk:
+        if expires < 0:
+            todo.append((key, expires, 0, payload))  # no TTL
+        elif expires - now_ms > 0:
+            todo.append((key, expires, expires - now_ms, payload))  # the remaining TTL
+        else:
+            done.expired += 1
+    with conn.pipeline(transaction=False) as pipe:
+        for key, _, ttl, payload in todo:
+            pipe.restore(key, ttl, payload)
+        answers = pipe.execute(raise_on_error=False)
+    refused = []
+    for (key, expires, _, payload), answer in zip(todo, answers, strict=True):
+        if not isinstance(answer, redis.ResponseError):
+            done.restored += 1
+        elif "BUSYKEY" in str(answer):
+            done.kept += 1
+        elif retry and (str(answer).startswith("OOM") or "maxmemory" in str(answer)):
+            refused.append((key, expires, payload))
+        else:
+            done.failed.append(f"{key.decode(errors='replace')} ({str(answer).splitlines()[0]})")
+    return refused
 
 
 @dataclass(frozen=True)
@@ -701,6 +735,7 @@ class FlushCache(Action[Flushed]):
         self.flushed = 0
         self.restored: Restored | None = None
         self.app_written: int = 0
+        self.undo_failed = ""
 
     def guard(self) -> None:
         """Nothing to refuse by name: the production gate decides whether a live server may be flushed."""
@@ -709,11 +744,18 @@ class FlushCache(Action[Flushed]):
         return binary_client(self.instance, self.timeouts, self.db)
 
     def snapshot(self) -> int:
+        import redis
+
         conn = self.client()
         try:
             return int(conn.dbsize())
+        except redis.RedisError as exc:
+            raise OpsverifyError(f"{self._where()}: {_reason(exc)}") from None
         finally:
             conn.close()
+
+    def _where(self) -> str:
+        return f"redis {self.instance.name} at {self.instance.host}:{self.instance.port} db {self.db}"
 
     def act(self) -> Flushed:
         import redis
@@ -721,10 +763,23 @@ class FlushCache(Action[Flushed]):
         try:
             return self._flush()
         except redis.RedisError as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OpsverifyError(
-                f"redis {self.instance.name} at {self.instance.host}:{self.instance.port} db {self.db}: {reason}"
-            ) from None
+            raise OpsverifyError(f"{self._where()}: {_reason(exc)}") from None
+
+    def headroom(self, conn: redis.Redis, dump_bytes: int) -> None:
+        """Refuse (``NotApplicable``) to flush when the restore may not fit: with a ``maxmemory`` and a policy that
+        refuses writes rather than evicting any key (``noeviction``, ``volatile-*``), the server must hold
+        ``used_memory`` + the dump's size, so that the restore fits even when the application refills the flushed
+        memory meanwhile."""
+        info: dict[str, Any] = conn.info("memory")  # type: ignore[assignment]
+        limit, used = int(info.get("maxmemory", 0) or 0), int(info.get("used_memory", 0) or 0)
+        policy = info.get("maxmemory_policy", "noeviction")
+        policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+        if limit and not policy.startswith("allkeys-") and used + dump_bytes > limit:
+            raise NotApplicable(
+                f"refused to flush {self._where()}: used_memory {used} + the dump's {dump_bytes} bytes exceeds "
+                f"maxmemory {limit} (policy {policy}), so the restore could be refused for memory; raise maxmemory "
+                f"or free memory first"
+            )
 
     def _flush(self) -> Flushed:
         conn = self.client()
@@ -751,6 +806,7 @@ class FlushCache(Action[Flushed]):
                             sample[key.hex()] = value_digest(conn, key)  # keys without a TTL: they cannot expire
                 out.flush()
                 os.fsync(out.fileno())
+            self.headroom(conn, self.dump.stat().st_size)
             sample_file = self.journal.directory / SAMPLE_FILE
             sample_file.write_text(json.dumps(sample))
             sample_file.chmod(0o600)
@@ -775,23 +831,45 @@ class FlushCache(Action[Flushed]):
         if self.dump.exists() and self.journal.state.get("state") in ("flushing", "flushed"):
             conn = self.client()
             try:
-                self.restored = restore_keys(conn, self.dump, self.batch)
+                self.restored = restore_keys(conn, self.dump, min(self.batch, RESTORE_BATCH))
                 self.app_written = self.restored.kept
-                self.journal.write(state="restored")
+            except Exception as exc:
+                self.undo_failed = _reason(exc)
+                raise
             finally:
                 conn.close()
 
     def leftovers(self, before: object) -> list[str]:
+        """The sample compared; a key missing after the restore keeps the dump (the only copy) and raises
+        ``KeysLost`` naming it and how to restore; else the journal is removed and proven gone."""
         left: list[str] = []
+        if self.restored is None and self.journal.state.get("state") in ("flushing", "flushed"):
+            raise KeysLost(
+                f"cache flush {self.name}: the restore of its {self.flushed} keys failed ({self.undo_failed}); "
+                f"{self._kept()}"
+            )
         if self.restored is not None:
-            left += [f"key {f} not restored" for f in self.restored.failed[:5]]
             count, names = self._missing()
-            if count:
-                more = f" and {count - len(names)} more" if count > len(names) else ""
-                left.append(f"{count} of {self.flushed} keys missing after the restore ({', '.join(names)}{more})")
+            if count or self.restored.failed:
+                raise KeysLost(self._lost(count, names))
+            self.journal.write(state="restored")
             left += self._compare_sample()
         left += self.journal.remove()
         return left
+
+    def _lost(self, count: int, names: list[str]) -> str:
+        failed = self.restored.failed if self.restored else []
+        shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        refused = f"; the server refused {len(failed)}: {shown}" if failed else ""
+        more = f" and {count - len(names)} more" if count > len(names) else ""
+        missing = f" ({', '.join(names)}{more})" if names else ""
+        lost = f"{count} of {self.flushed} keys missing after the restore{missing}{refused}"
+        return f"cache flush {self.name}: {lost}; {self._kept()}"
+
+    def _kept(self) -> str:
+        return (f"their dump is kept in {self.dump}: the next run's janitor restores them (make room first if the "
+                "server refused them for memory), or by hand: RESTORE each record (key, expiry, DUMP payload) of "
+                "that file")
 
     def _missing(self) -> tuple[int, list[str]]:
         """Keys of the dump file (not expired meanwhile) that do not exist now: their count and the first five."""
@@ -841,6 +919,14 @@ class FlushCache(Action[Flushed]):
 
     def _written_meanwhile(self) -> bool:
         return bool(self.restored and self.restored.kept)
+
+
+class KeysLost(CleanupError):
+    """Keys a restore could not bring back: their dump is kept (``performed`` reports it as it is)."""
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def value_digest(conn: redis.Redis, key: bytes) -> str | None:
@@ -914,9 +1000,13 @@ def _finish_flush(directory: Path, journal: dict[str, Any], instances: list[Redi
         done = restore_keys(conn, directory / DUMP_FILE)
     finally:
         conn.close()
-    failed = f"; {len(done.failed)} failed ({done.failed[0]})" if done.failed else ""
+    if done.failed:  # "could not": the janitor keeps the directory, the next run retries
+        shown = ", ".join(done.failed[:3]) + (f" and {len(done.failed) - 3} more" if len(done.failed) > 3 else "")
+        return (f"could not restore {len(done.failed)} keys of redis {name} db {db} that an interrupted cache flush "
+                f"had flushed ({done.restored} restored; the server refused {shown}): their dump is kept in "
+                f"{directory / DUMP_FILE} and the next run retries (make room first if refused for memory)")
     return (f"restored {done.restored} keys of redis {name} db {db} that an interrupted cache flush had flushed "
-            f"({done.kept} written meanwhile kept, {done.expired} expired meanwhile){failed}")
+            f"({done.kept} written meanwhile kept, {done.expired} expired meanwhile)")
 
 
 def _finish_transaction(journal: dict[str, Any], databases: list[Database], timeouts: Timeouts) -> str:
