@@ -30,7 +30,8 @@ def proven(what: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except OpsverifyError as err:
-        fail(f"{what}: {err}")
+        message = f"{what}: {err}"
+    fail(message)  # outside the except: one sentence, not the error and "During handling of the above exception"
 
 
 @pytest.mark.runbook("PF-25", "QP-10")

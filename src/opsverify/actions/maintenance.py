@@ -17,10 +17,12 @@ understands what a killed run left (``finish_journals``).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
 import os
+import re
 import struct
 import time
 import zlib
@@ -42,7 +44,7 @@ from opsverify.localserver.scratch import (
     write_note,
 )
 from opsverify.profile import Database, RedisInstance, Timeouts
-from opsverify.profile.maintenance import JobTable, LogDirectory, TmpFiles
+from opsverify.profile.maintenance import JobTable, LogDirectory, TmpFiles, temp_pattern_problem, tmp_glob_problem
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,6 +64,8 @@ RESTORE_BATCH = 100  # keys per RESTORE pipeline: a small batch refused for memo
 def journal_dir(scratch: Path) -> Path:
     """The journal directory for a scratch name (``opsverify_scratch_X`` -> ``opsverify_journal_X``)."""
     return scratch.with_name(scratch.name.replace(SCRATCH_PREFIX, JOURNAL_PREFIX, 1))
+GLOB_CHARS = re.compile(r"[*?[]")
+TAG = "/* opsverify */ "  # the slow-statement check ignores statements starting with it
 
 
 # ---------------------------------------------------------------------------------------------- journal
@@ -166,10 +170,23 @@ def checksums(conn: psycopg.Connection, tables: list[str]) -> dict[str, tuple[in
 
     found: dict[str, tuple[int, str]] = {}
     for table in tables:
-        query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM {} t")
+        query = sql.SQL(TAG + "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text "
+                        "FROM {} t")
         row = conn.execute(query.format(table_identifier(table))).fetchone()
         found[table] = (int(row[0]), str(row[1])) if row else (0, "0")
     return found
+
+
+def unreadable_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """Those of ``tables`` the session's role may not SELECT from (they cannot be checksummed)."""
+    if not tables:
+        return []
+    rows = conn.execute(
+        TAG + "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname || '.' || c.relname = ANY(%s) AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+        (tables,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def compare(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> list[str]:
@@ -342,12 +359,15 @@ class InTransaction(Permanent[R]):
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             own = self.own_tables(conn)
             others = [t for t in user_tables(conn) if t not in own]
+            unread = unreadable_tables(conn, others)
+            others = [t for t in others if t not in unread]
+            self.refuse(others)
             before = checksums(conn, others)
             self.journal.open(self.action, database=self.database.name, host=self.database.host,
                               port=self.database.port, state="begun", **self.journal_state())
             try:
                 result, diffs = self.change(conn)
-                after = checksums(conn, [t for t in user_tables(conn) if t not in own])
+                after = checksums(conn, [t for t in user_tables(conn) if t not in own and t not in unread])
                 diffs += compare(before, after)
                 if diffs:
                     conn.rollback()
@@ -357,6 +377,9 @@ class InTransaction(Permanent[R]):
                     )
                 conn.commit()
                 self.journal.write(state="committed")
+                if unread:
+                    result = dataclasses.replace(result, not_proved=tuple(unread),  # type: ignore[type-var]
+                                                 note=self.not_proved_note(unread))
             except BaseException:
                 if not conn.closed:
                     conn.rollback()
@@ -367,6 +390,15 @@ class InTransaction(Permanent[R]):
 
     def journal_state(self) -> dict[str, Any]:
         return {}
+
+    def refuse(self, others: list[str]) -> None:
+        """Raise ``OpsverifyError`` when the change may not be made (before anything is changed)."""
+
+    def not_proved_note(self, unread: list[str]) -> str:
+        shown = ", ".join(f"{t} (no SELECT)" for t in unread)
+        return (f"not proved: {shown}: the role {self.database.maintenance_user} (maintenance_user) cannot read "
+                f"{'it' if len(unread) == 1 else 'them'}; GRANT SELECT ON {', '.join(unread)} TO "
+                f"{self.database.maintenance_user} if the team wants them proved")
 
 
 @dataclass(frozen=True)
@@ -382,6 +414,8 @@ class Archived:
     live_after: int
     archive_before: int
     archive_after: int
+    not_proved: tuple[str, ...] = ()  # other tables the maintenance_user cannot SELECT: left out of the proof
+    note: str = ""  # "not proved: ... (no SELECT)", naming the grant; empty when every other table was proved
 
 
 class ArchiveJobs(InTransaction["Archived"]):
@@ -477,6 +511,8 @@ class DroppedTables:
     database: str
     pattern: str
     tables: tuple[str, ...]
+    not_proved: tuple[str, ...] = ()  # other tables the maintenance_user cannot SELECT: left out of the proof
+    note: str = ""  # "not proved: ... (no SELECT)", naming the grant; empty when every other table was proved
 
 
 class DropTempTables(InTransaction["DroppedTables"]):
@@ -486,10 +522,11 @@ class DropTempTables(InTransaction["DroppedTables"]):
     action = "drop"
 
     def __init__(
-        self, database: Database, pattern: str, timeouts: Timeouts, timeout: timedelta, directory: Path
+        self, database: Database, pattern: str, timeouts: Timeouts, timeout: timedelta, directory: Path,
+        max_tables: int = 50,
     ) -> None:
         super().__init__(database, f"{database.name}:{pattern}", timeouts, timeout, directory)
-        self.pattern = pattern
+        self.pattern, self.max_tables = pattern, max_tables
         self.matching: list[str] = []
 
     def journal_state(self) -> dict[str, Any]:
@@ -498,9 +535,29 @@ class DropTempTables(InTransaction["DroppedTables"]):
     def _matching(self, conn: psycopg.Connection) -> list[str]:
         return [t for t in user_tables(conn) if fnmatch.fnmatchcase(t.split(".", 1)[1], self.pattern)]
 
+    def guard(self) -> None:
+        problem = temp_pattern_problem(self.pattern)
+        if problem:
+            raise OpsverifyError(f"{self.kind} {self.name} refused (nothing was changed): {problem}")
+        super().guard()
+
     def own_tables(self, conn: psycopg.Connection) -> set[str]:
         self.matching = self._matching(conn)
+        if len(self.matching) > self.max_tables:
+            raise OpsverifyError(
+                f"{self.kind} {self.name} refused (nothing was changed): pattern {self.pattern} matches "
+                f"{len(self.matching)} tables, more than max_tables {self.max_tables} ({_shown(self.matching)}): "
+                "narrow lifecycle.temp_tables[].pattern or raise its max_tables"
+            )
         return set(self.matching)
+
+    def refuse(self, others: list[str]) -> None:
+        if not others:
+            raise OpsverifyError(
+                f"{self.kind} {self.name} refused (nothing was changed): pattern {self.pattern} matches "
+                f"{_shown(self.matching)} and leaves no other readable table to prove the drop against: narrow "
+                "lifecycle.temp_tables[].pattern"
+            )
 
     def drop(self, conn: psycopg.Connection, tables: list[str]) -> None:
         from psycopg import sql
@@ -513,6 +570,11 @@ class DropTempTables(InTransaction["DroppedTables"]):
         remaining = self._matching(conn)
         diffs = [f"table {t} matching {self.pattern} remains" for t in remaining]
         return DroppedTables(self.database.name, self.pattern, tuple(self.matching)), diffs
+
+
+def _shown(names: list[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more if names else "no table"
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -540,9 +602,11 @@ class OldFiles(Permanent[DeletedFiles]):
 
     kind = "retention clean-up"
 
-    def __init__(self, name: str, glob: str, host: str | None, max_age: timedelta, directory: Path) -> None:
+    def __init__(self, name: str, glob: str, host: str | None, max_age: timedelta, directory: Path,
+                 root: str | None = None, declared: str = "its path") -> None:
         super().__init__(name)
         self.glob, self.host, self.max_age = glob, host, max_age
+        self.root, self.declared = root, declared  # the directory that must exist, and where it is declared
         self.journal = Journal(directory)
         self.cutoff = 0.0
         self.old: list[str] = []
@@ -575,9 +639,17 @@ class OldFiles(Permanent[DeletedFiles]):
         for path in paths:
             Path(path).unlink(missing_ok=True)
 
+    def deletable(self, path: str) -> bool:
+        """Whether a file past retention may be deleted (a rotation never deletes a live log)."""
+        return True
+
     def act(self) -> DeletedFiles:
+        if self.root is not None and not os.path.isdir(self.root):
+            raise OpsverifyError(
+                f"{self.kind} {self.name}: directory {self.root} does not exist: create it or fix {self.declared}"
+            )
         before = self.files()
-        self.old = [p for p, s in before.items() if s.mtime_ns / 1e9 < self.cutoff]
+        self.old = [p for p, s in before.items() if s.mtime_ns / 1e9 < self.cutoff and self.deletable(p)]
         self.journal.open("files", name=self.name, glob=self.glob, max_age=self.max_age.total_seconds(),
                           cutoff=self.cutoff, delete=self.old, state="deleting")
         self.delete(self.old)
@@ -604,13 +676,57 @@ class OldFiles(Permanent[DeletedFiles]):
         return [*self.differences, *left]
 
 
+# rotated log file names, as checks/maintenance/test_log_files.py's compression check knows them
+NUMBERED = re.compile(r"^(?P<base>.+)\.(?P<n>\d+)$")  # app.log.1
+DATED = re.compile(r"^(?P<base>.+)-(?P<date>\d{8}(?:\d{2,6})?)$")  # app.log-20261129
+INFIX = re.compile(r"^(?P<stem>.+)\.(?P<n>\d+)\.(?P<ext>[A-Za-z]+)$")  # app.1.log
+
+
+def is_rotated(name: str, compressed: list[str]) -> bool:
+    """``x.log.1``, ``x.log.2.gz``, ``x.log-20261129``, ``x.1.log``: a rotated file; a live file is none of them."""
+    suffix = next((s for s in compressed if name.endswith(s)), "")
+    plain = name[: len(name) - len(suffix)] if suffix else name
+    return any(p.match(plain) for p in (NUMBERED, DATED, INFIX))
+
+
 class RotateLogs(OldFiles):
-    """Log files of a ``lifecycle.log_dirs`` entry past its ``retention`` deleted (PF-02, QP-22)."""
+    """Rotated log files (``x.log.1``, ``x.log.2.gz``, ``x.log-20261129``, ``x.1.log``) of a ``lifecycle.log_dirs``
+    entry past its ``retention`` deleted (PF-02, QP-22): only regular files directly in its directory (no symlink
+    followed), never a live log."""
 
     kind = "log rotation"
 
     def __init__(self, logs: LogDirectory, directory: Path) -> None:
-        super().__init__(logs.name, os.path.join(logs.path, logs.pattern), logs.host, logs.retention, directory)
+        super().__init__(logs.name, os.path.join(logs.path, logs.pattern), logs.host, logs.retention, directory,
+                         root=os.path.realpath(logs.path), declared="lifecycle.log_dirs[].path")
+        self.pattern, self.compressed = logs.pattern, list(logs.compressed)
+
+    def guard(self) -> None:
+        super().guard()
+        if "/" in self.pattern or ".." in self.pattern:
+            raise OpsverifyError(
+                f"{self.kind} {self.name} refused: pattern {self.pattern!r} must be a plain file-name glob (no '/' "
+                "and no '..'): fix lifecycle.log_dirs[].pattern"
+            )
+
+    def files(self) -> dict[str, FileState]:
+        found: dict[str, FileState] = {}
+        assert self.root is not None
+        try:
+            entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except OSError:
+            return found
+        for entry in entries:
+            if entry.name.startswith(".") and not self.pattern.startswith("."):
+                continue  # as glob: hidden files only by a pattern naming them
+            if not fnmatch.fnmatch(entry.name, self.pattern) or not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            found[os.path.join(self.root, entry.name)] = FileState(st.st_ino, st.st_size, st.st_mtime_ns)
+        return found
+
+    def deletable(self, path: str) -> bool:
+        return is_rotated(os.path.basename(path), self.compressed)
 
 
 class CleanTmp(OldFiles):
@@ -619,7 +735,17 @@ class CleanTmp(OldFiles):
     kind = "temporary file clean-up"
 
     def __init__(self, tmp: TmpFiles, directory: Path, pattern: str | None = None) -> None:
-        super().__init__(tmp.name, pattern or str(tmp.pattern), tmp.host, tmp.max_age, directory)
+        glob = pattern or str(tmp.pattern)
+        parts = glob.split("/")
+        wild = next((i for i, part in enumerate(parts) if GLOB_CHARS.search(part)), len(parts) - 1)
+        super().__init__(tmp.name, glob, tmp.host, tmp.max_age, directory, root="/".join(parts[:wild]) or "/",
+                         declared="lifecycle.tmp_files[].pattern")
+
+    def guard(self) -> None:
+        super().guard()
+        problem = tmp_glob_problem(self.glob) if os.path.isabs(self.glob) else f"pattern {self.glob!r} is not absolute"
+        if problem:
+            raise OpsverifyError(f"{self.kind} {self.name} refused: {problem}")
 
 
 # ---------------------------------------------------------------------------------------------- Redis

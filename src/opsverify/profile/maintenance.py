@@ -198,7 +198,32 @@ class TempTables(Named):
     """Temporary tables nothing may leave behind (QP-23): their names match ``pattern`` (a glob)."""
 
     database: Name
-    pattern: str = Field(default="temp_optimization_*", description="glob of table names (* and ?), any schema")
+    pattern: str = Field(
+        default="temp_optimization_*",
+        description="glob of table names (* and ?), any schema; 3 literal characters or more before a wildcard",
+    )
+    max_tables: int = Field(
+        default=50, ge=1, le=10_000, description="dropped_temp_tables refuses to drop more matching tables than this"
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _narrow(cls, value: str) -> str:
+        problem = temp_pattern_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def temp_pattern_problem(pattern: str) -> str | None:
+    """Why a temp_tables glob is too broad to drop by (fewer than 3 literal characters before its first wildcard,
+    ``*`` or ``?`` alone); None when it is not."""
+    if len(re.split(r"[*?\[]", pattern, maxsplit=1)[0]) < 3:
+        return (
+            f"temp_tables pattern {pattern!r} is too broad: it must start with at least 3 literal characters "
+            "before its first wildcard (e.g. temp_optimization_*)"
+        )
+    return None
 
 
 class PersonalData(Named):
@@ -232,6 +257,17 @@ class LogDirectory(Named):
     )
     audit: bool = Field(default=False, description="an audit log directory (QP-22)")
 
+    @field_validator("pattern")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _file_name_glob(value)
+
+
+def _file_name_glob(value: str) -> str:
+    if "/" in value or ".." in value:
+        raise ValueError(f"pattern {value!r} must be a plain file-name glob (no '/' and no '..'), e.g. app.log*")
+    return value
+
 
 class ArchiveLocation(Named):
     """Files past ``max_age`` belong in ``archive``, not ``live`` (QP-12); archives must be intact."""
@@ -242,6 +278,11 @@ class ArchiveLocation(Named):
     pattern: str = "*"
     max_age: Duration = timedelta(days=90)
 
+    @field_validator("pattern")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _file_name_glob(value)
+
 
 class TmpFiles(Named):
     """Temporary files nothing may leave past ``max_age`` (QP-24)."""
@@ -249,6 +290,26 @@ class TmpFiles(Named):
     pattern: AbsolutePath = Field(description="absolute glob, e.g. /tmp/quantum_*")
     host: Name | None = None
     max_age: Duration = timedelta(days=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _narrow(cls, value: str) -> str:
+        problem = tmp_glob_problem(str(value))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def tmp_glob_problem(pattern: str) -> str | None:
+    """Why a tmp_files glob is too broad to delete by (``/*``, ``/tmp/*``, a last component of wildcards only, a
+    ``..``); None when it is not."""
+    last = pattern.rstrip("/").rsplit("/", 1)[-1]
+    if ".." in pattern.split("/") or not last.strip("*?"):
+        return (
+            f"tmp_files pattern {pattern!r} is too broad: its last component must hold a literal part (e.g. "
+            "/tmp/quantum_*), never only wildcards, and no '..'"
+        )
+    return None
 
 
 class ErrorLog(Named):
@@ -308,4 +369,6 @@ __all__ = [
     "RedisMaintenance",
     "TempTables",
     "TmpFiles",
+    "temp_pattern_problem",
+    "tmp_glob_problem",
 ]

@@ -1,0 +1,242 @@
+"""The maintenance actions' guards (issue 11 review): what each refuses, and what it never deletes or drops.
+
+Reuses tests/test_maintenance_actions.py's throwaway cluster, Redis and files: a ``*`` temp_tables pattern, a
+log pattern leaving its directory, a live log, a missing directory, a table the maintenance_user cannot read
+and an unreachable server, each with the exact refusal or message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from opsverify.actions import performed
+from opsverify.actions.maintenance import ArchiveJobs, CleanTmp, DropTempTables, RotateLogs
+from opsverify.errors import OpsverifyError
+from opsverify.localserver.net import free_port
+from opsverify.profile.environment import Profile
+from opsverify.profile.maintenance import ArchiveLocation, LogDirectory, TempTables, TmpFiles
+from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.seed import seed_databases
+from tests import test_maintenance_actions as base
+from tests.test_maintenance_actions import DAY, TIMEOUT, job_totals, pg_state, scratch
+from tests.test_security_postgres import make_cluster, remove
+
+cache = base.cache  # the module's fixtures, reused: its Redis, files and profile, on this module's cluster
+files = base.files
+jobs_reset = base.jobs_reset
+owned_profile = base.owned_profile
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox: Profile) -> Iterator[Postgres]:
+    """tests/test_maintenance_actions.py's throwaway cluster (the seed holds the archive table already)."""
+    made = make_cluster(sandbox)
+    try:
+        seed_databases(made)
+        with made.connect("quantum_planner") as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS optimization_jobs_archive (LIKE optimization_jobs)")
+        yield made
+    finally:
+        remove(made)
+
+
+def refusal(model: Any, **fields: Any) -> str:
+    with pytest.raises(ValidationError) as caught:
+        model(**fields)
+    return str(caught.value.errors()[0]["msg"])
+
+
+def test_broad_temp_table_patterns_are_refused_at_load_and_by_the_action(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    for pattern in ("*", "?*", "te*", "[a-z]*"):
+        assert refusal(TempTables, name="t", database="d", pattern=pattern) == (
+            f"Value error, temp_tables pattern {pattern!r} is too broad: it must start with at least 3 literal "
+            "characters before its first wildcard (e.g. temp_optimization_*)"
+        )
+    assert TempTables(name="t", database="d").max_tables == 50
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    tables = pg_state(cluster)
+    with pytest.raises(OpsverifyError) as caught, performed(
+        DropTempTables(db, "*", owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "g0"))
+    ):
+        pass
+    assert str(caught.value) == (
+        "drop of temporary tables quantum_planner:* refused (nothing was changed): temp_tables pattern '*' is too "
+        "broad: it must start with at least 3 literal characters before its first wildcard (e.g. temp_optimization_*)"
+    )
+    capped = DropTempTables(db, "temp_optimization_*", owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "g1"), 1)
+    with pytest.raises(OpsverifyError) as caught, performed(capped):
+        pass
+    assert str(caught.value) == (
+        "drop of temporary tables quantum_planner:temp_optimization_* refused (nothing was changed): pattern "
+        "temp_optimization_* matches 2 tables, more than max_tables 1 (public.temp_optimization_a, "
+        "public.temp_optimization_b): narrow lifecycle.temp_tables[].pattern or raise its max_tables"
+    )
+    with cluster.connect("postgres") as conn:
+        conn.execute("DROP DATABASE IF EXISTS only_temp")
+        conn.execute("CREATE DATABASE only_temp")
+    with cluster.connect("only_temp") as conn:
+        conn.execute("CREATE TABLE tmp_a (x int)")
+        conn.execute("CREATE TABLE tmp_b (x int)")
+    only = db.model_copy(update={"dbname": "only_temp"})
+    with pytest.raises(OpsverifyError) as caught, performed(
+        DropTempTables(only, "tmp_*", owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "g2"))
+    ):
+        pass
+    assert str(caught.value) == (
+        "drop of temporary tables quantum_planner:tmp_* refused (nothing was changed): pattern tmp_* matches "
+        "public.tmp_a, public.tmp_b and leaves no other readable table to prove the drop against: narrow "
+        "lifecycle.temp_tables[].pattern"
+    )
+    with cluster.connect("only_temp") as conn:
+        row = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    assert row is not None
+    assert row[0] == 2
+    assert pg_state(cluster) == tables
+    for name in ("g0", "g1", "g2"):
+        assert not scratch(tmp_path, name).exists()
+
+
+def test_file_patterns_leaving_their_directory_are_refused_and_symlinks_not_followed(
+    owned_profile: Profile, files: dict[str, Path], tmp_path: Path
+) -> None:
+    for model, extra in ((LogDirectory, {"path": "/var/log/app"}), (ArchiveLocation, {"live": "/a", "archive": "/b"})):
+        for pattern in ("../*", "sub/app.log*", ".."):
+            assert refusal(model, name="x", pattern=pattern, **extra) == (
+                f"Value error, pattern {pattern!r} must be a plain file-name glob (no '/' and no '..'), e.g. app.log*"
+            )
+    for pattern in ("/*", "/tmp/*", "/tmp/quantum/*?", "/tmp/../etc/x*"):
+        assert refusal(TmpFiles, name="x", pattern=pattern) == (
+            f"Value error, tmp_files pattern {pattern!r} is too broad: its last component must hold a literal part "
+            "(e.g. /tmp/quantum_*), never only wildcards, and no '..'"
+        )
+    assert owned_profile.lifecycle is not None
+    logs = owned_profile.lifecycle.log_dirs[0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.log.9"
+    victim.write_text("not the log directory's\n")
+    os.utime(victim, (time.time() - 90 * DAY, time.time() - 90 * DAY))
+    (files["logs"] / "app.log.50").symlink_to(victim)
+    escaping = RotateLogs(logs.model_copy(update={"pattern": "../*"}), scratch(tmp_path, "p1"))
+    with pytest.raises(OpsverifyError) as caught, performed(escaping):
+        pass
+    assert str(caught.value) == (
+        "log rotation app-logs refused: pattern '../*' must be a plain file-name glob (no '/' and no '..'): fix "
+        "lifecycle.log_dirs[].pattern"
+    )
+    with performed(RotateLogs(logs, scratch(tmp_path, "p2"))) as done:
+        assert sorted(Path(p).name for p in done.deleted) == ["app.log.31.gz", "app.log.40.gz"]
+    assert victim.exists()
+    assert (files["logs"] / "app.log.50").is_symlink()
+    tmp = owned_profile.lifecycle.tmp_files[0]
+    with pytest.raises(OpsverifyError) as caught, performed(CleanTmp(tmp, scratch(tmp_path, "p3"), "/tmp/*")):
+        pass
+    assert str(caught.value) == (
+        "temporary file clean-up quantum-tmp refused: tmp_files pattern '/tmp/*' is too broad: its last component "
+        "must hold a literal part (e.g. /tmp/quantum_*), never only wildcards, and no '..'"
+    )
+
+
+def test_rotation_never_deletes_a_live_log(owned_profile: Profile, files: dict[str, Path], tmp_path: Path) -> None:
+    assert owned_profile.lifecycle is not None
+    logs = owned_profile.lifecycle.log_dirs[0].model_copy(update={"pattern": "*.log*"})
+    old = time.time() - 60 * DAY
+    for name in ("app.log", "worker.log", "app.log-20260101", "app.1.log", "app.log.3"):
+        (files["logs"] / name).write_text("line\n")
+        os.utime(files["logs"] / name, (old, old))
+    with performed(RotateLogs(logs, scratch(tmp_path, "live"))) as done:
+        assert sorted(Path(p).name for p in done.deleted) == [
+            "app.1.log", "app.log-20260101", "app.log.3", "app.log.31.gz", "app.log.40.gz"
+        ]
+    assert sorted(p.name for p in files["logs"].iterdir()) == ["app.log", "app.log.1", "app.log.2.gz", "worker.log"]
+
+
+def test_a_missing_directory_fails_naming_it(owned_profile: Profile, tmp_path: Path) -> None:
+    assert owned_profile.lifecycle is not None
+    gone = tmp_path / "no-such-dir"
+    logs = owned_profile.lifecycle.log_dirs[0].model_copy(update={"path": str(gone)})
+    with pytest.raises(OpsverifyError) as caught, performed(RotateLogs(logs, scratch(tmp_path, "m1"))):
+        pass
+    assert str(caught.value) == (
+        f"log rotation app-logs: directory {gone} does not exist: create it or fix lifecycle.log_dirs[].path"
+    )
+    tmp = owned_profile.lifecycle.tmp_files[0]
+    with pytest.raises(OpsverifyError) as caught, performed(
+        CleanTmp(tmp, scratch(tmp_path, "m2"), str(gone / "quantum_*"))
+    ):
+        pass
+    assert str(caught.value) == (
+        f"temporary file clean-up quantum-tmp: directory {gone} does not exist: create it or fix "
+        "lifecycle.tmp_files[].pattern"
+    )
+
+
+@pytest.fixture
+def limited_role(cluster: Postgres, tmp_path: Path) -> Iterator[Path]:
+    """A maintenance role that may move jobs and read every table but su_owned (created after the grant)."""
+    secret = tmp_path / "limited.pass"
+    secret.write_text("limited-secret\n")
+    secret.chmod(0o600)
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("CREATE ROLE limited_maint LOGIN PASSWORD 'limited-secret'")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO limited_maint")
+        conn.execute("GRANT INSERT, DELETE ON optimization_jobs, optimization_jobs_archive TO limited_maint")
+        conn.execute("CREATE TABLE su_owned AS SELECT g AS x FROM generate_series(1, 10) g")
+    try:
+        yield secret
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("DROP TABLE su_owned")
+            conn.execute("DROP OWNED BY limited_maint")
+            conn.execute("DROP ROLE limited_maint")
+
+
+def test_an_unreadable_table_is_left_out_of_the_proof_and_named(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, limited_role: Path, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    db = db.model_copy(update={"maintenance_user": "limited_maint", "maintenance_password_file": limited_role})
+    assert owned_profile.lifecycle is not None
+    jobs = owned_profile.lifecycle.job_tables[0]
+    live = job_totals(cluster)
+    with performed(ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "u"))) as d:
+        assert d.not_proved == ("public.su_owned",)
+        assert d.note == (
+            "not proved: public.su_owned (no SELECT): the role limited_maint (maintenance_user) cannot read it; "
+            "GRANT SELECT ON public.su_owned TO limited_maint if the team wants them proved"
+        )
+    assert job_totals(cluster) == (live[0] - d.rows, live[1] + d.rows)
+
+
+def test_an_unreachable_server_says_one_sentence(
+    cluster: Postgres, cache: Any, files: dict[str, Path], tmp_path: Path, profile_variant: Callable[..., Path],
+    run_checks: Callable[..., Any],
+) -> None:
+    port = free_port()
+    mutate = base.owned(cluster, cache, files, tmp_path, role="staging")
+
+    def unreachable(data: dict[str, Any]) -> None:
+        mutate(data)
+        for database in data["databases"]:
+            database["port"] = port
+
+    run = run_checks(profile_variant(unreachable), base.CHECKS, extra=("-k", "vacuum and users"))
+    vacuum = "test_maintenance_actions.py::test_vacuum_analyze_advances_the_statistics[quantum_planner:users]"
+    assert run.failed() == {vacuum}
+    message = run.message(vacuum)
+    assert message.startswith(
+        f"VACUUM (ANALYZE) of users in quantum_planner: cannot open a maintenance session on database quantum_planner "
+        f"at 127.0.0.1:{port} as postgres (maintenance_user): "
+    ), message
+    out = run.result.stdout.str()
+    assert "During handling of the above exception" not in out, out
+    assert out.count("cannot open a maintenance session on database quantum_planner") == 1, out
