@@ -10,6 +10,7 @@ a ``finally``; the healthy sandbox and the healthy throwaway pass every check.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +324,59 @@ def test_maintenance_selects_the_slow_query_log_rule(run_checks: Run, sandbox_pr
     assert set(run.checks) == {rule.format(db) for db in (DB, "quantum_planner")}
     assert {run.outcome(t) for t in run.checks} == {"passed"}
 
+
+
+BYPASS = "SELECT 1; COMMIT; BEGIN READ WRITE; DELETE FROM victim_rows WHERE id > 90; COMMIT"
+HIDDEN_BYPASS = "SELECT 1 /* ; */, ';', E'\\';'; COMMIT; BEGIN READ WRITE; DELETE FROM victim_rows -- ;"
+
+
+def test_a_key_query_of_several_statements_or_transaction_control_is_refused_at_load(
+    profile_variant: Variant, cluster: Postgres
+) -> None:
+    from opsverify.errors import ProfileError
+
+    queries = [{"name": "bypass", "sql": BYPASS}, {"name": "hidden", "sql": HIDDEN_BYPASS},
+               {"name": "commit", "sql": "COMMIT"}, {"name": "literals", "sql": "SELECT ';' /* ; */, 1 AS \"a;b\";"}]
+    with pytest.raises(ProfileError) as caught:
+        load_profile(profile_variant(on(cluster.port, key_queries=queries)))
+    several = ("holds more than one statement (a ';' outside strings and comments): declare exactly one statement, "
+               "the key query opsverify plans")
+    assert [p.split(": ", 1)[1] for p in caught.value.problems] == [  # the literals query passes
+        several, several, "starts with COMMIT, transaction control: declare the one statement the application runs, "
+        "opsverify plans it in its own read-only transaction",
+    ]
+    assert [p.split(" (line", 1)[0] for p in caught.value.problems] == [
+        f"databases[0].maintenance.key_queries[{i}].sql" for i in (1, 2, 3)]  # [0] is the sandbox's own
+
+
+def test_a_key_query_bypassing_validation_changes_nothing(
+    profile_variant: Variant, cluster: Postgres
+) -> None:
+    """The probe itself refuses several statements (extended protocol) and never runs a write, even one in a CTE,
+    even when the role may write: row count and xmin unchanged."""
+    from opsverify.probes.pgqueries import probe_queries
+    from opsverify.profile.maintenance import KeyQuery
+
+    rows = "SELECT count(*)::text || ':' || string_agg(xmin::text, ',' ORDER BY id) FROM victim_rows"
+    queries = [KeyQuery.model_construct(name=name, sql=sql, budget=timedelta(seconds=1)) for name, sql in (
+        ("bypass", BYPASS), ("hidden", HIDDEN_BYPASS),
+        ("cte", "WITH d AS (DELETE FROM victim_rows WHERE id > 90 RETURNING id) SELECT count(*) FROM d"))]
+    try:
+        superuser_sql(cluster, "CREATE TABLE victim_rows AS SELECT generate_series(1, 100) AS id",
+                      "GRANT SELECT, DELETE ON victim_rows TO opsverify", dbname=DB)
+        before = scalar(cluster, rows)
+        db = load_profile(profile_variant(on(cluster.port))).databases[0]
+        db = db.model_copy(update={"maintenance": db.maintenance.model_copy(update={"key_queries": queries})})
+        facts = probe_queries(db, db.connect_budget * 5, db.connect_budget * 5)
+        after = scalar(cluster, rows)
+    finally:
+        superuser_sql(cluster, "DROP TABLE IF EXISTS victim_rows", dbname=DB)
+    assert after == before
+    assert before.startswith("100:")
+    plans = facts.key_queries
+    assert facts.error is None
+    refused = "cannot insert multiple commands into a prepared statement"
+    assert plans["bypass"].error == plans["hidden"].error == refused
+    assert plans["cte"].write
+    assert plans["cte"].error is None
+    assert plans["cte"].elapsed is None

@@ -28,6 +28,7 @@ GRANT_STATS = "GRANT pg_read_all_stats TO {role} (or pg_monitor)"
 TOP = 5
 TEXT_CHARS = 80
 WRITE_NODES = ("ModifyTable", "LockRows")  # INSERT/UPDATE/DELETE/MERGE, SELECT … FOR UPDATE/SHARE: never analyzed
+MARK = "/* opsverify */"  # opsverify's own statements start with it: the slow-statement check leaves them out
 
 STATS_RESET_SQL = "SELECT stats_reset, now() FROM pg_stat_database WHERE datname = current_database()"
 # Indexes with no scan since the reset, big enough, on big enough tables, that enforce no constraint.
@@ -252,19 +253,30 @@ def plan_nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 
 def _explained(conn: psycopg.Connection, options: str, sql: str) -> Mapping[str, Any]:
-    row = conn.execute(f"EXPLAIN ({options}, FORMAT JSON) {sql}").fetchone()
+    # binary=True: the extended query protocol, whose Parse refuses more than one statement (the simple one runs
+    # every statement of a string), whatever the profile's validation let through.
+    row = conn.execute(f"{MARK} EXPLAIN ({options}, FORMAT JSON) {sql}", binary=True).fetchone()
     if row is None:
         raise ValueError("EXPLAIN returned no plan")
     doc = row[0]
-    if isinstance(doc, str):
+    if isinstance(doc, bytes | str):
         import json
 
         doc = json.loads(doc)
     return dict(doc[0])
 
 
-def _key_query(
-    conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None, query_timeout: timedelta
+def _key_query(conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None) -> KeyQueryPlan:
+    """Plan (and, a read, run) ``query`` inside its own ``BEGIN READ ONLY`` … ``ROLLBACK`` transaction."""
+    conn.execute("BEGIN READ ONLY")
+    try:
+        return _key_query_in_transaction(conn, query, large, schema)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _key_query_in_transaction(
+    conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None
 ) -> KeyQueryPlan:
     import psycopg
 
@@ -274,7 +286,7 @@ def _key_query(
         return KeyQueryPlan(query.name, denied=first_line(exc))
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, error=first_line(exc))
-    nodes = list(plan_nodes(top["Plan"]))
+    nodes = list(plan_nodes(top["Plan"]))  # data-modifying CTEs are among the Plans (InitPlan/CTE subplans)
     scans = []
     for node in nodes:
         if node.get("Node Type") == "Seq Scan" and node.get("Relation Name"):
@@ -299,15 +311,13 @@ def _key_query(
                                 statement_calls=int(row[0]), queryid=queryid)
         return plan
     limit = query.budget * 2
-    conn.execute(f"SET statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
+    conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
     try:
         analyzed = _explained(conn, "ANALYZE", query.sql)
     except psycopg.errors.QueryCanceled:
         return KeyQueryPlan(query.name, tuple(scans), False, timed_out=limit, queryid=queryid)
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, tuple(scans), False, queryid=queryid, error=first_line(exc))
-    finally:
-        conn.execute(f"SET statement_timeout = {max(1, int(query_timeout.total_seconds() * 1000))}")
     return KeyQueryPlan(query.name, tuple(scans), False, _ms(analyzed.get("Execution Time", 0)), queryid=queryid)
 
 
@@ -366,7 +376,7 @@ def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query
     stats_row = conn.execute(HAS_STATS_SQL).fetchone()
     statements = _statements(conn, settings)
     hot = {name: _hot_table(conn, name) for name in settings.hot_tables}
-    plans = {q.name: _key_query(conn, q, sizes["large"], statements["schema"], query_timeout)
+    plans = {q.name: _key_query(conn, q, sizes["large"], statements["schema"])
              for q in settings.key_queries}
     return PgQueryFacts(
         address, db.user, reset[0] if reset else None, reset[1] if reset else None, unused, bloat, shares,
