@@ -380,3 +380,34 @@ def test_a_key_query_bypassing_validation_changes_nothing(
     assert plans["cte"].write
     assert plans["cte"].error is None
     assert plans["cte"].elapsed is None
+
+
+def test_a_table_locked_by_another_session_is_left_out_and_the_other_checks_pass(
+    run_checks: Run, profile_variant: Variant, cluster: Postgres
+) -> None:
+    """LOCK TABLE … IN ACCESS EXCLUSIVE MODE held idle in a transaction: the sizes skip that table (named in the
+    evidence), a key query reading it skips naming the lock, every other check passes."""
+    query = {"name": "held", "budget": "1s", "sql": "SELECT count(*) FROM held_rows WHERE id = 7"}
+    superuser_sql(cluster, "CREATE TABLE held_rows AS SELECT i AS id, md5(i::text) AS digest "
+                  "FROM generate_series(1, 200000) AS i", "GRANT SELECT ON held_rows TO opsverify", dbname=DB)
+    try:
+        with cluster.connect(DB) as holder:
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE held_rows IN ACCESS EXCLUSIVE MODE")
+            run = run_checks(profile_variant(on(cluster.port, key_queries=[query])), CHECKS)
+            holder.execute("ROLLBACK")
+    finally:
+        superuser_sql(cluster, "DROP TABLE IF EXISTS held_rows", dbname=DB)
+    skipped = {check(n, f"{DB}:held") for n in ("test_key_query_runs_within_budget",
+                                               "test_key_query_has_no_seq_scan_on_a_large_table")}
+    fails_exactly(run, {}, healthy_ids((KEY, "held")) - skipped)
+    for test in skipped:
+        assert run.outcome(test) == "skipped"
+        assert run.message(test) == (
+            f"{where(cluster)}: key query held cannot be planned now: canceling statement due to lock timeout (a lock "
+            "held by another session on a table it reads; test_no_session_waits_long_on_a_lock judges the lock): "
+            "rerun once it is released"
+        )
+    for name in ("test_no_large_index_is_unused", "test_index_bloat_is_under_threshold",
+                 "test_no_large_table_is_read_by_sequential_scans"):
+        assert run.checks[check(name)]["evidence"]["locked_tables"] == "public.held_rows"

@@ -32,13 +32,19 @@ MARK = "/* opsverify */"  # opsverify's own statements start with it: the slow-s
 
 STATS_RESET_SQL = "SELECT stats_reset, now() FROM pg_stat_database WHERE datname = current_database()"
 # Indexes with no scan since the reset, big enough, on big enough tables, that enforce no constraint.
+# A size takes an ACCESS SHARE lock: the relations another session holds (or waits for) in ACCESS EXCLUSIVE mode
+# are left out first (a MATERIALIZED CTE, so no size is read before), under the session's lock_timeout besides.
 UNUSED_SQL = """
-SELECT s.schemaname, s.relname, s.indexrelname, pg_relation_size(s.indexrelid), pg_table_size(s.relid)
-FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
-WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
-  AND pg_relation_size(s.indexrelid) >= %(min_index)s AND pg_table_size(s.relid) >= %(large)s
-ORDER BY pg_relation_size(s.indexrelid) DESC, 1, 2, 3
+WITH s AS MATERIALIZED (
+    SELECT s.schemaname, s.relname, s.indexrelname, s.indexrelid, s.relid
+    FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+    WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
+      AND s.relid <> ALL(%(locked)s::oid[]) AND s.indexrelid <> ALL(%(locked)s::oid[])
+)
+SELECT schemaname, relname, indexrelname, pg_relation_size(indexrelid), pg_table_size(relid) FROM s
+WHERE pg_relation_size(indexrelid) >= %(min_index)s AND pg_table_size(relid) >= %(large)s
+ORDER BY 4 DESC, 1, 2, 3
 """
 # The btree bloat estimate: the pages the index's live tuples need at its fillfactor, from the average width of
 # each key column (pg_stats of the table; of the index itself for an expression column), its null fraction,
@@ -46,9 +52,9 @@ ORDER BY pg_relation_size(s.indexrelid) DESC, 1, 2, 3
 # pointer, the 24-byte page header and the 16-byte btree special space, plus the metapage; the rest of its
 # real size is bloat. Deduplicated indexes (PostgreSQL 13+) come out smaller than estimated: 0 %.
 BLOAT_SQL = """
-WITH idx AS (
+WITH keys AS MATERIALIZED (
     SELECT i.indexrelid, i.indrelid, n.nspname, t.relname AS tblname, c.relname AS idxname, c.reltuples,
-           pg_relation_size(i.indexrelid) AS bytes, current_setting('block_size')::numeric AS bs,
+           current_setting('block_size')::numeric AS bs,
            coalesce(substring(array_to_string(c.reloptions, ' ') FROM 'fillfactor=([0-9]+)')::numeric, 90) AS ff,
            k.attnum, k.pos
     FROM pg_index i
@@ -58,7 +64,9 @@ WITH idx AS (
     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
     WHERE c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree') AND k.pos <= i.indnkeyatts
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
-      AND pg_relation_size(i.indexrelid) >= %(min_index)s
+      AND i.indrelid <> ALL(%(locked)s::oid[]) AND i.indexrelid <> ALL(%(locked)s::oid[])
+), idx AS (
+    SELECT *, pg_relation_size(indexrelid) AS bytes FROM keys WHERE pg_relation_size(indexrelid) >= %(min_index)s
 ), cols AS (
     SELECT idx.*, coalesce(ta.attname, ia.attname) AS attname,
            CASE WHEN idx.attnum = 0 THEN idx.idxname ELSE idx.tblname END AS statrel
@@ -82,10 +90,21 @@ SELECT nspname, tblname, idxname, bytes,
 FROM tuples ORDER BY 1, 2, 3
 """
 SEQ_SCAN_SQL = """
+WITH t AS MATERIALIZED (SELECT * FROM pg_stat_user_tables WHERE relid <> ALL(%(locked)s::oid[]))
 SELECT schemaname, relname, pg_table_size(relid), coalesce(seq_scan, 0), coalesce(idx_scan, 0),
        coalesce(seq_tup_read, 0)
-FROM pg_stat_user_tables WHERE pg_table_size(relid) >= %(large)s ORDER BY 1, 2
+FROM t WHERE pg_table_size(relid) >= %(large)s ORDER BY 1, 2
 """
+# The relations of this database another session holds or waits for in ACCESS EXCLUSIVE mode (pg_locks is
+# readable by every role): reading their size would wait for it.
+LOCKED_SQL = """
+SELECT DISTINCT l.relation, quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY 2
+"""
+LOCKED_BY_OTHERS = "a lock held by another session"
 EXTENSION_SQL = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
 PRELOAD_SQL = "SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'"
 HAS_STATS_SQL = "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
@@ -198,6 +217,7 @@ class KeyQueryPlan:
     queryid: int | None = None
     error: str | None = None
     denied: str | None = None  # the server refused to plan it for want of a privilege (a write, as a read-only role)
+    locked: str | None = None  # planning it waited past the lock timeout: a table it reads is locked by another session
 
 
 @dataclass(frozen=True)
@@ -229,7 +249,9 @@ class PgQueryFacts:
     reads_all_stats: bool = True
     key_queries: Mapping[str, KeyQueryPlan] = field(default_factory=dict)
     hot_tables: Mapping[str, HotTableStats] = field(default_factory=dict)
+    locked_tables: tuple[str, ...] = ()  # left out of the size-based parts: locked in ACCESS EXCLUSIVE mode by others
     error: str | None = None
+    lock_error: bool = False  # the read failed on a lock held by another session (not on the role)
     unreachable: str | None = None
 
     @property
@@ -284,6 +306,8 @@ def _key_query_in_transaction(
         top = _explained(conn, "VERBOSE", query.sql)
     except psycopg.errors.InsufficientPrivilege as exc:  # EXPLAIN needs the privileges the statement needs
         return KeyQueryPlan(query.name, denied=first_line(exc))
+    except psycopg.errors.LockNotAvailable as exc:  # EXPLAIN locks the tables it plans
+        return KeyQueryPlan(query.name, locked=first_line(exc))
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, error=first_line(exc))
     nodes = list(plan_nodes(top["Plan"]))  # data-modifying CTEs are among the Plans (InitPlan/CTE subplans)
@@ -363,9 +387,23 @@ def _statements(conn: psycopg.Connection, settings: PostgresMaintenance) -> dict
 
 
 def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
-    """Every fact from an open read-only session (each query under the session's statement timeout)."""
+    """Every fact from an open read-only session (each query under the session's statement timeout; those that lock
+    relations also under a lock timeout of half of it). A lock timeout all the same is a lock, not the role."""
+    import psycopg
+
+    try:
+        return _read_query_facts(conn, db, address, query_timeout)
+    except psycopg.errors.LockNotAvailable as exc:
+        return PgQueryFacts(address, db.user, error=f"{first_line(exc)} ({LOCKED_BY_OTHERS} on a table)",
+                            lock_error=True)
+
+
+def _read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
     settings = db.maintenance
-    sizes = {"min_index": int(settings.unused_index_min_size), "large": int(settings.large_table)}
+    conn.execute(f"SET lock_timeout = {max(1, int(query_timeout.total_seconds() * 1000) // 2)}")
+    locked_rows = conn.execute(LOCKED_SQL).fetchall()
+    sizes: dict[str, Any] = {"min_index": int(settings.unused_index_min_size), "large": int(settings.large_table),
+                             "locked": [int(r[0]) for r in locked_rows]}
     reset = conn.execute(STATS_RESET_SQL).fetchone()
     unused = tuple(UnusedIndex(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
                    for r in conn.execute(UNUSED_SQL, sizes).fetchall())
@@ -381,7 +419,7 @@ def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query
     return PgQueryFacts(
         address, db.user, reset[0] if reset else None, reset[1] if reset else None, unused, bloat, shares,
         statements["installed"], statements["loaded"], statements["error"], statements["slow"],
-        bool(stats_row and stats_row[0]), plans, hot,
+        bool(stats_row and stats_row[0]), plans, hot, tuple(str(r[1]) for r in locked_rows),
     )
 
 
