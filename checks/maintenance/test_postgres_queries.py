@@ -145,7 +145,8 @@ def test_pg_stat_statements_is_installed_and_loaded(
 @pytest.mark.runbook("PF-27", "QP-07")
 def test_no_statement_is_slow(database: Database, pg_queries_of: QueriesOf, evidence: Recorder) -> None:
     """No statement of this database in pg_stat_statements called at least ``slow_query_min_calls`` times has a
-    mean execution time above ``slow_query_mean``."""
+    mean execution time above ``slow_query_mean`` (opsverify's own, starting with ``/* opsverify */``, aside); one
+    whose text the role may not read fails all the same, naming the grant that shows it."""
     facts, where = _facts(database, pg_queries_of)
     settings = database.maintenance
     evidence.record(slow_query_mean=format_duration(settings.slow_query_mean),
@@ -155,14 +156,16 @@ def test_no_statement_is_slow(database: Database, pg_queries_of: QueriesOf, evid
                     "test_pg_stat_statements_is_installed_and_loaded)")
     expect(facts.statements_error is None,
            f"{where}: pg_stat_statements cannot be read as role {facts.role}: {facts.statements_error}")
-    hidden = [s for s in facts.slow_statements if s.hidden]
-    if hidden:
-        pytest.skip(f"{where}: role {facts.role} cannot read the text of {len(hidden)} statement(s) of other roles "
-                    f"with a mean above {format_duration(settings.slow_query_mean)} (shown as {hidden[0].text}): "
-                    f"{facts.stats_grant}")
     if facts.slow_statements:
         s = facts.slow_statements[0]
-        evidence.record(slowest_queryid=s.queryid, slowest_mean=format_duration(s.mean))
+        evidence.record(slowest_queryid=s.queryid, slowest_mean=format_duration(s.mean),
+                        hidden_texts=sum(1 for h in facts.slow_statements if h.hidden))
+        if s.hidden:  # another role's statement, its text (and queryid) hidden without pg_read_all_stats
+            who = f"statement {s.queryid}" if s.queryid is not None else "a statement (queryid hidden)"
+            fail(f"{where}: {who} of another role, its text hidden from role {facts.role} ({s.text}), has a mean "
+                 f"execution time of {format_duration(s.mean)} over {s.calls} calls"
+                 f"{_more(len(facts.slow_statements))}, expected at most {format_duration(settings.slow_query_mean)}: "
+                 f"{facts.stats_grant} to read it, then EXPLAIN (ANALYZE) it and add the index it needs or rewrite it")
         fail(f"{where}: statement {s.queryid} ({s.text}) has a mean execution time of {format_duration(s.mean)} over "
              f"{s.calls} calls{_more(len(facts.slow_statements))}, expected at most "
              f"{format_duration(settings.slow_query_mean)}: EXPLAIN (ANALYZE) it and add the index it needs or "

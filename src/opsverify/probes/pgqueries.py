@@ -30,11 +30,11 @@ TEXT_CHARS = 80
 WRITE_NODES = ("ModifyTable", "LockRows")  # INSERT/UPDATE/DELETE/MERGE, SELECT … FOR UPDATE/SHARE: never analyzed
 MARK = "/* opsverify */"  # opsverify's own statements start with it: the slow-statement check leaves them out
 
-STATS_RESET_SQL = "SELECT stats_reset, now() FROM pg_stat_database WHERE datname = current_database()"
+STATS_RESET_SQL = MARK + " SELECT stats_reset, now() FROM pg_stat_database WHERE datname = current_database()"
 # Indexes with no scan since the reset, big enough, on big enough tables, that enforce no constraint.
 # A size takes an ACCESS SHARE lock: the relations another session holds (or waits for) in ACCESS EXCLUSIVE mode
 # are left out first (a MATERIALIZED CTE, so no size is read before), under the session's lock_timeout besides.
-UNUSED_SQL = """
+UNUSED_SQL = MARK + """
 WITH s AS MATERIALIZED (
     SELECT s.schemaname, s.relname, s.indexrelname, s.indexrelid, s.relid
     FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
@@ -51,7 +51,7 @@ ORDER BY 4 DESC, 1, 2, 3
 # the 8-byte index tuple header (+4 for the null bitmap when a column has nulls), MAXALIGN 8, the 4-byte line
 # pointer, the 24-byte page header and the 16-byte btree special space, plus the metapage; the rest of its
 # real size is bloat. Deduplicated indexes (PostgreSQL 13+) come out smaller than estimated: 0 %.
-BLOAT_SQL = """
+BLOAT_SQL = MARK + """
 WITH keys AS MATERIALIZED (
     SELECT i.indexrelid, i.indrelid, n.nspname, t.relname AS tblname, c.relname AS idxname, c.reltuples,
            current_setting('block_size')::numeric AS bs,
@@ -89,7 +89,7 @@ SELECT nspname, tblname, idxname, bytes,
        greatest(bytes - bs * (1 + ceil(reltuples / floor((bs - 24 - 16) * ff / 100 / per_tuple))), 0)::bigint
 FROM tuples ORDER BY 1, 2, 3
 """
-SEQ_SCAN_SQL = """
+SEQ_SCAN_SQL = MARK + """
 WITH t AS MATERIALIZED (SELECT * FROM pg_stat_user_tables WHERE relid <> ALL(%(locked)s::oid[]))
 SELECT schemaname, relname, pg_table_size(relid), coalesce(seq_scan, 0), coalesce(idx_scan, 0),
        coalesce(seq_tup_read, 0)
@@ -97,7 +97,7 @@ FROM t WHERE pg_table_size(relid) >= %(large)s ORDER BY 1, 2
 """
 # The relations of this database another session holds or waits for in ACCESS EXCLUSIVE mode (pg_locks is
 # readable by every role): reading their size would wait for it.
-LOCKED_SQL = """
+LOCKED_SQL = MARK + """
 SELECT DISTINCT l.relation, quote_ident(n.nspname) || '.' || quote_ident(c.relname)
 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
@@ -105,30 +105,31 @@ WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg
 ORDER BY 2
 """
 LOCKED_BY_OTHERS = "a lock held by another session"
-EXTENSION_SQL = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
-PRELOAD_SQL = "SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'"
-HAS_STATS_SQL = "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
+EXTENSION_SQL = MARK + " SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+PRELOAD_SQL = MARK + " SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'"
+HAS_STATS_SQL = MARK + " SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
 # The slowest statements of this database (one row per role, statement and nesting level): a role without
 # pg_read_all_stats sees other roles' timings, but neither their text nor their queryid (so no grouping by it).
-SLOW_SQL = """
+# opsverify's own statements (their text starts with MARK: these probes', the maintenance actions') are left out.
+SLOW_SQL = MARK + """
 SELECT queryid, calls, mean_exec_time, query
 FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND calls >= %(min_calls)s AND mean_exec_time > %(mean_ms)s
+  AND calls >= %(min_calls)s AND mean_exec_time > %(mean_ms)s AND coalesce(query, '') NOT LIKE %(mark)s
 ORDER BY mean_exec_time DESC LIMIT %(top)s
 """
 # A write's timing as the application's roles ran it: not the session role's own (its EXPLAIN is recorded too).
-STATEMENT_MEAN_SQL = """
+STATEMENT_MEAN_SQL = MARK + """
 SELECT sum(calls)::bigint, sum(total_exec_time) / nullif(sum(calls), 0) FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid = %(queryid)s
   AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
 """
-EXTENSION_SCHEMA_SQL = """
+EXTENSION_SCHEMA_SQL = MARK + """
 SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'pg_stat_statements'
 """
-RELATION_SIZE_SQL = "SELECT pg_table_size(to_regclass(%(name)s))"
-HOT_TABLE_SQL = """
+RELATION_SIZE_SQL = MARK + " SELECT pg_table_size(to_regclass(%(name)s))"
+HOT_TABLE_SQL = MARK + """
 SELECT c.reltuples, greatest(s.last_analyze, s.last_autoanalyze), has_table_privilege(c.oid, 'SELECT'),
        (SELECT count(*) FROM pg_stats p WHERE p.schemaname = n.nspname AND p.tablename = c.relname), n.nspname,
        c.relname
@@ -290,11 +291,11 @@ def _explained(conn: psycopg.Connection, options: str, sql: str) -> Mapping[str,
 
 def _key_query(conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None) -> KeyQueryPlan:
     """Plan (and, a read, run) ``query`` inside its own ``BEGIN READ ONLY`` … ``ROLLBACK`` transaction."""
-    conn.execute("BEGIN READ ONLY")
+    conn.execute(f"{MARK} BEGIN READ ONLY")
     try:
         return _key_query_in_transaction(conn, query, large, schema)
     finally:
-        conn.execute("ROLLBACK")
+        conn.execute(f"{MARK} ROLLBACK")
 
 
 def _key_query_in_transaction(
@@ -335,7 +336,7 @@ def _key_query_in_transaction(
                                 statement_calls=int(row[0]), queryid=queryid)
         return plan
     limit = query.budget * 2
-    conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
+    conn.execute(f"{MARK} SET LOCAL statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
     try:
         analyzed = _explained(conn, "ANALYZE", query.sql)
     except psycopg.errors.QueryCanceled:
@@ -366,7 +367,7 @@ def _statements(conn: psycopg.Connection, settings: PostgresMaintenance) -> dict
     if row is None:
         return found
     found["installed"], found["schema"] = True, str(row[0])
-    params = {"min_calls": settings.slow_query_min_calls, "top": TOP,
+    params = {"min_calls": settings.slow_query_min_calls, "top": TOP, "mark": MARK + "%",
               "mean_ms": settings.slow_query_mean.total_seconds() * 1000}
     try:
         rows = conn.execute(SLOW_SQL.format(schema=found["schema"]), params).fetchall()
@@ -400,7 +401,7 @@ def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query
 
 def _read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
     settings = db.maintenance
-    conn.execute(f"SET lock_timeout = {max(1, int(query_timeout.total_seconds() * 1000) // 2)}")
+    conn.execute(f"{MARK} SET lock_timeout = {max(1, int(query_timeout.total_seconds() * 1000) // 2)}")
     locked_rows = conn.execute(LOCKED_SQL).fetchall()
     sizes: dict[str, Any] = {"min_index": int(settings.unused_index_min_size), "large": int(settings.large_table),
                              "locked": [int(r[0]) for r in locked_rows]}
