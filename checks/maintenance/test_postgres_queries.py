@@ -51,7 +51,8 @@ def _when(moment: datetime | None) -> str:
 
 
 def _more(count: int) -> str:
-    return f" (and {count - 1} more)" if count > 1 else ""
+    """", and 2 more": no parentheses, which would double those a message closes just before (the scan counts)."""
+    return f", and {count - 1} more" if count > 1 else ""
 
 
 @pytest.mark.weekly
