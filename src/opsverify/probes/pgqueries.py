@@ -28,26 +28,33 @@ GRANT_STATS = "GRANT pg_read_all_stats TO {role} (or pg_monitor)"
 TOP = 5
 TEXT_CHARS = 80
 WRITE_NODES = ("ModifyTable", "LockRows")  # INSERT/UPDATE/DELETE/MERGE, SELECT … FOR UPDATE/SHARE: never analyzed
+MARK = "/* opsverify */"  # opsverify's own statements start with it: the slow-statement check leaves them out
 
-STATS_RESET_SQL = "SELECT stats_reset, now() FROM pg_stat_database WHERE datname = current_database()"
+STATS_RESET_SQL = MARK + " SELECT stats_reset, now() FROM pg_stat_database WHERE datname = current_database()"
 # Indexes with no scan since the reset, big enough, on big enough tables, that enforce no constraint.
-UNUSED_SQL = """
-SELECT s.schemaname, s.relname, s.indexrelname, pg_relation_size(s.indexrelid), pg_table_size(s.relid)
-FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
-WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
-  AND pg_relation_size(s.indexrelid) >= %(min_index)s AND pg_table_size(s.relid) >= %(large)s
-ORDER BY pg_relation_size(s.indexrelid) DESC, 1, 2, 3
+# A size takes an ACCESS SHARE lock: the relations another session holds (or waits for) in ACCESS EXCLUSIVE mode
+# are left out first (a MATERIALIZED CTE, so no size is read before), under the session's lock_timeout besides.
+UNUSED_SQL = MARK + """
+WITH s AS MATERIALIZED (
+    SELECT s.schemaname, s.relname, s.indexrelname, s.indexrelid, s.relid
+    FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+    WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
+      AND s.relid <> ALL(%(locked)s::oid[]) AND s.indexrelid <> ALL(%(locked)s::oid[])
+)
+SELECT schemaname, relname, indexrelname, pg_relation_size(indexrelid), pg_table_size(relid) FROM s
+WHERE pg_relation_size(indexrelid) >= %(min_index)s AND pg_table_size(relid) >= %(large)s
+ORDER BY 4 DESC, 1, 2, 3
 """
 # The btree bloat estimate: the pages the index's live tuples need at its fillfactor, from the average width of
 # each key column (pg_stats of the table; of the index itself for an expression column), its null fraction,
 # the 8-byte index tuple header (+4 for the null bitmap when a column has nulls), MAXALIGN 8, the 4-byte line
 # pointer, the 24-byte page header and the 16-byte btree special space, plus the metapage; the rest of its
 # real size is bloat. Deduplicated indexes (PostgreSQL 13+) come out smaller than estimated: 0 %.
-BLOAT_SQL = """
-WITH idx AS (
+BLOAT_SQL = MARK + """
+WITH keys AS MATERIALIZED (
     SELECT i.indexrelid, i.indrelid, n.nspname, t.relname AS tblname, c.relname AS idxname, c.reltuples,
-           pg_relation_size(i.indexrelid) AS bytes, current_setting('block_size')::numeric AS bs,
+           current_setting('block_size')::numeric AS bs,
            coalesce(substring(array_to_string(c.reloptions, ' ') FROM 'fillfactor=([0-9]+)')::numeric, 90) AS ff,
            k.attnum, k.pos
     FROM pg_index i
@@ -57,7 +64,9 @@ WITH idx AS (
     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
     WHERE c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree') AND k.pos <= i.indnkeyatts
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
-      AND pg_relation_size(i.indexrelid) >= %(min_index)s
+      AND i.indrelid <> ALL(%(locked)s::oid[]) AND i.indexrelid <> ALL(%(locked)s::oid[])
+), idx AS (
+    SELECT *, pg_relation_size(indexrelid) AS bytes FROM keys WHERE pg_relation_size(indexrelid) >= %(min_index)s
 ), cols AS (
     SELECT idx.*, coalesce(ta.attname, ia.attname) AS attname,
            CASE WHEN idx.attnum = 0 THEN idx.idxname ELSE idx.tblname END AS statrel
@@ -80,35 +89,47 @@ SELECT nspname, tblname, idxname, bytes,
        greatest(bytes - bs * (1 + ceil(reltuples / floor((bs - 24 - 16) * ff / 100 / per_tuple))), 0)::bigint
 FROM tuples ORDER BY 1, 2, 3
 """
-SEQ_SCAN_SQL = """
+SEQ_SCAN_SQL = MARK + """
+WITH t AS MATERIALIZED (SELECT * FROM pg_stat_user_tables WHERE relid <> ALL(%(locked)s::oid[]))
 SELECT schemaname, relname, pg_table_size(relid), coalesce(seq_scan, 0), coalesce(idx_scan, 0),
        coalesce(seq_tup_read, 0)
-FROM pg_stat_user_tables WHERE pg_table_size(relid) >= %(large)s ORDER BY 1, 2
+FROM t WHERE pg_table_size(relid) >= %(large)s ORDER BY 1, 2
 """
-EXTENSION_SQL = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
-PRELOAD_SQL = "SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'"
-HAS_STATS_SQL = "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
+# The relations of this database another session holds or waits for in ACCESS EXCLUSIVE mode (pg_locks is
+# readable by every role): reading their size would wait for it.
+LOCKED_SQL = MARK + """
+SELECT DISTINCT l.relation, quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY 2
+"""
+LOCKED_BY_OTHERS = "a lock held by another session"
+EXTENSION_SQL = MARK + " SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+PRELOAD_SQL = MARK + " SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'"
+HAS_STATS_SQL = MARK + " SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
 # The slowest statements of this database (one row per role, statement and nesting level): a role without
 # pg_read_all_stats sees other roles' timings, but neither their text nor their queryid (so no grouping by it).
-SLOW_SQL = """
+# opsverify's own statements (their text starts with MARK: these probes', the maintenance actions') are left out.
+SLOW_SQL = MARK + """
 SELECT queryid, calls, mean_exec_time, query
 FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND calls >= %(min_calls)s AND mean_exec_time > %(mean_ms)s
+  AND calls >= %(min_calls)s AND mean_exec_time > %(mean_ms)s AND coalesce(query, '') NOT LIKE %(mark)s
 ORDER BY mean_exec_time DESC LIMIT %(top)s
 """
 # A write's timing as the application's roles ran it: not the session role's own (its EXPLAIN is recorded too).
-STATEMENT_MEAN_SQL = """
+STATEMENT_MEAN_SQL = MARK + """
 SELECT sum(calls)::bigint, sum(total_exec_time) / nullif(sum(calls), 0) FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid = %(queryid)s
   AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
 """
-EXTENSION_SCHEMA_SQL = """
+EXTENSION_SCHEMA_SQL = MARK + """
 SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'pg_stat_statements'
 """
-RELATION_SIZE_SQL = "SELECT pg_table_size(to_regclass(%(name)s))"
-HOT_TABLE_SQL = """
+RELATION_SIZE_SQL = MARK + " SELECT pg_table_size(to_regclass(%(name)s))"
+HOT_TABLE_SQL = MARK + """
 SELECT c.reltuples, greatest(s.last_analyze, s.last_autoanalyze), has_table_privilege(c.oid, 'SELECT'),
        (SELECT count(*) FROM pg_stats p WHERE p.schemaname = n.nspname AND p.tablename = c.relname), n.nspname,
        c.relname
@@ -197,6 +218,7 @@ class KeyQueryPlan:
     queryid: int | None = None
     error: str | None = None
     denied: str | None = None  # the server refused to plan it for want of a privilege (a write, as a read-only role)
+    locked: str | None = None  # planning it waited past the lock timeout: a table it reads is locked by another session
 
 
 @dataclass(frozen=True)
@@ -228,7 +250,9 @@ class PgQueryFacts:
     reads_all_stats: bool = True
     key_queries: Mapping[str, KeyQueryPlan] = field(default_factory=dict)
     hot_tables: Mapping[str, HotTableStats] = field(default_factory=dict)
+    locked_tables: tuple[str, ...] = ()  # left out of the size-based parts: locked in ACCESS EXCLUSIVE mode by others
     error: str | None = None
+    lock_error: bool = False  # the read failed on a lock held by another session (not on the role)
     unreachable: str | None = None
 
     @property
@@ -252,19 +276,30 @@ def plan_nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 
 def _explained(conn: psycopg.Connection, options: str, sql: str) -> Mapping[str, Any]:
-    row = conn.execute(f"EXPLAIN ({options}, FORMAT JSON) {sql}").fetchone()
+    # binary=True: the extended query protocol, whose Parse refuses more than one statement (the simple one runs
+    # every statement of a string), whatever the profile's validation let through.
+    row = conn.execute(f"{MARK} EXPLAIN ({options}, FORMAT JSON) {sql}", binary=True).fetchone()
     if row is None:
         raise ValueError("EXPLAIN returned no plan")
     doc = row[0]
-    if isinstance(doc, str):
+    if isinstance(doc, bytes | str):
         import json
 
         doc = json.loads(doc)
     return dict(doc[0])
 
 
-def _key_query(
-    conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None, query_timeout: timedelta
+def _key_query(conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None) -> KeyQueryPlan:
+    """Plan (and, a read, run) ``query`` inside its own ``BEGIN READ ONLY`` … ``ROLLBACK`` transaction."""
+    conn.execute(f"{MARK} BEGIN READ ONLY")
+    try:
+        return _key_query_in_transaction(conn, query, large, schema)
+    finally:
+        conn.execute(f"{MARK} ROLLBACK")
+
+
+def _key_query_in_transaction(
+    conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None
 ) -> KeyQueryPlan:
     import psycopg
 
@@ -272,9 +307,11 @@ def _key_query(
         top = _explained(conn, "VERBOSE", query.sql)
     except psycopg.errors.InsufficientPrivilege as exc:  # EXPLAIN needs the privileges the statement needs
         return KeyQueryPlan(query.name, denied=first_line(exc))
+    except psycopg.errors.LockNotAvailable as exc:  # EXPLAIN locks the tables it plans
+        return KeyQueryPlan(query.name, locked=first_line(exc))
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, error=first_line(exc))
-    nodes = list(plan_nodes(top["Plan"]))
+    nodes = list(plan_nodes(top["Plan"]))  # data-modifying CTEs are among the Plans (InitPlan/CTE subplans)
     scans = []
     for node in nodes:
         if node.get("Node Type") == "Seq Scan" and node.get("Relation Name"):
@@ -299,15 +336,13 @@ def _key_query(
                                 statement_calls=int(row[0]), queryid=queryid)
         return plan
     limit = query.budget * 2
-    conn.execute(f"SET statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
+    conn.execute(f"{MARK} SET LOCAL statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
     try:
         analyzed = _explained(conn, "ANALYZE", query.sql)
     except psycopg.errors.QueryCanceled:
         return KeyQueryPlan(query.name, tuple(scans), False, timed_out=limit, queryid=queryid)
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, tuple(scans), False, queryid=queryid, error=first_line(exc))
-    finally:
-        conn.execute(f"SET statement_timeout = {max(1, int(query_timeout.total_seconds() * 1000))}")
     return KeyQueryPlan(query.name, tuple(scans), False, _ms(analyzed.get("Execution Time", 0)), queryid=queryid)
 
 
@@ -332,7 +367,7 @@ def _statements(conn: psycopg.Connection, settings: PostgresMaintenance) -> dict
     if row is None:
         return found
     found["installed"], found["schema"] = True, str(row[0])
-    params = {"min_calls": settings.slow_query_min_calls, "top": TOP,
+    params = {"min_calls": settings.slow_query_min_calls, "top": TOP, "mark": MARK + "%",
               "mean_ms": settings.slow_query_mean.total_seconds() * 1000}
     try:
         rows = conn.execute(SLOW_SQL.format(schema=found["schema"]), params).fetchall()
@@ -353,9 +388,23 @@ def _statements(conn: psycopg.Connection, settings: PostgresMaintenance) -> dict
 
 
 def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
-    """Every fact from an open read-only session (each query under the session's statement timeout)."""
+    """Every fact from an open read-only session (each query under the session's statement timeout; those that lock
+    relations also under a lock timeout of half of it). A lock timeout all the same is a lock, not the role."""
+    import psycopg
+
+    try:
+        return _read_query_facts(conn, db, address, query_timeout)
+    except psycopg.errors.LockNotAvailable as exc:
+        return PgQueryFacts(address, db.user, error=f"{first_line(exc)} ({LOCKED_BY_OTHERS} on a table)",
+                            lock_error=True)
+
+
+def _read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
     settings = db.maintenance
-    sizes = {"min_index": int(settings.unused_index_min_size), "large": int(settings.large_table)}
+    conn.execute(f"{MARK} SET lock_timeout = {max(1, int(query_timeout.total_seconds() * 1000) // 2)}")
+    locked_rows = conn.execute(LOCKED_SQL).fetchall()
+    sizes: dict[str, Any] = {"min_index": int(settings.unused_index_min_size), "large": int(settings.large_table),
+                             "locked": [int(r[0]) for r in locked_rows]}
     reset = conn.execute(STATS_RESET_SQL).fetchone()
     unused = tuple(UnusedIndex(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
                    for r in conn.execute(UNUSED_SQL, sizes).fetchall())
@@ -366,12 +415,12 @@ def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query
     stats_row = conn.execute(HAS_STATS_SQL).fetchone()
     statements = _statements(conn, settings)
     hot = {name: _hot_table(conn, name) for name in settings.hot_tables}
-    plans = {q.name: _key_query(conn, q, sizes["large"], statements["schema"], query_timeout)
+    plans = {q.name: _key_query(conn, q, sizes["large"], statements["schema"])
              for q in settings.key_queries}
     return PgQueryFacts(
         address, db.user, reset[0] if reset else None, reset[1] if reset else None, unused, bloat, shares,
         statements["installed"], statements["loaded"], statements["error"], statements["slow"],
-        bool(stats_row and stats_row[0]), plans, hot,
+        bool(stats_row and stats_row[0]), plans, hot, tuple(str(r[1]) for r in locked_rows),
     )
 
 

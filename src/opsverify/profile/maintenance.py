@@ -40,12 +40,97 @@ def _sql_name(value: str) -> str:
     return value
 
 
+# A key query is one statement EXPLAIN accepts; its first word (after comments and parentheses) must be one of these.
+EXPLAINABLE = ("SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE", "DELETE", "MERGE")
+TRANSACTION_CONTROL = ("BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE", "SET")
+_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def sql_outside_literals(sql: str) -> str:
+    """``sql`` with every string literal, quoted identifier, comment and dollar-quoted body blanked to spaces
+    (PostgreSQL's lexical rules: '' and E'\\'' escapes, "" in identifiers, nested /* */, $tag$…$tag$);
+    an unterminated one raises ValueError."""
+    out, i, n = [], 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+        elif c == "/" and sql.startswith("/*", i):
+            depth, end = 1, i + 2
+            while depth and end < n:
+                if sql.startswith("/*", end):
+                    depth, end = depth + 1, end + 2
+                elif sql.startswith("*/", end):
+                    depth, end = depth - 1, end + 2
+                else:
+                    end += 1
+            if depth:
+                raise ValueError("a /* comment is not closed")
+        elif c in "'\"":
+            prefix = sql[max(0, i - 2) : i]  # E'…' (not the end of a name like "name'") takes backslash escapes
+            escapes = c == "'" and prefix[-1:] in ("e", "E") and not (prefix[:-1].isalnum() or prefix[:-1] == "_")
+            end = i + 1
+            while True:
+                if end >= n:
+                    raise ValueError("a quoted string or identifier is not closed")
+                if escapes and sql[end] == "\\":
+                    end += 2
+                elif sql[end] == c:
+                    if sql.startswith(c * 2, end):
+                        end += 2
+                    else:
+                        end += 1
+                        break
+                else:
+                    end += 1
+        elif c == "$" and (m := _DOLLAR.match(sql, i)) and not (i and (sql[i - 1].isalnum() or sql[i - 1] in "_$")):
+            close = sql.find(m.group(0), m.end())
+            if close < 0:
+                raise ValueError(f"a dollar-quoted string {m.group(0)} is not closed")
+            end = close + len(m.group(0))
+        else:
+            out.append(c)
+            i += 1
+            continue
+        out.append(" " * (end - i))
+        i = end
+    return "".join(out)
+
+
+def single_statement(sql: str) -> str:
+    """``sql`` when it is exactly one statement EXPLAIN accepts (no ``;`` but one trailing, outside literals and
+    comments; no transaction control), else ValueError naming why."""
+    bare = sql_outside_literals(sql)
+    body = bare.rstrip()
+    if body.endswith(";"):
+        body = body[:-1]
+    if ";" in body:
+        raise ValueError("holds more than one statement (a ';' outside strings and comments): declare exactly one "
+                         "statement, the key query opsverify plans")
+    word = re.match(r"[\s(]*([A-Za-z_]+)", body)
+    first = word.group(1).upper() if word else ""
+    if first in TRANSACTION_CONTROL:
+        raise ValueError(f"starts with {first}, transaction control: declare the one statement the application "
+                         "runs, opsverify plans it in its own read-only transaction")
+    if first not in EXPLAINABLE:
+        raise ValueError(f"starts with {first or 'no keyword'}, expected a statement EXPLAIN accepts "
+                         f"({', '.join(EXPLAINABLE)})")
+    return sql
+
+
 class KeyQuery(Named):
     """A query the application depends on (PF-37): planned with ``EXPLAIN (FORMAT JSON)``; a read-only query
-    is also run with ``EXPLAIN (ANALYZE)`` inside a read-only transaction, a write never is."""
+    is also run with ``EXPLAIN (ANALYZE)`` inside a read-only transaction, a write never is. ``sql`` is exactly
+    one statement (checked at load: ``single_statement``)."""
 
     sql: str = Field(min_length=1, description="the statement, as the application sends it (literal values)")
     budget: Duration = Field(default=timedelta(seconds=1), description="longest acceptable execution time")
+
+    @field_validator("sql")
+    @classmethod
+    def _one_statement(cls, value: str) -> str:
+        return single_statement(value)
 
 
 class PostgresMaintenance(Model):
