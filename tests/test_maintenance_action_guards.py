@@ -23,28 +23,14 @@ from opsverify.localserver.net import free_port
 from opsverify.profile.environment import Profile
 from opsverify.profile.maintenance import ArchiveLocation, LogDirectory, TempTables, TmpFiles
 from opsverify.sandbox.postgres import Postgres
-from opsverify.sandbox.seed import seed_databases
 from tests import test_maintenance_actions as base
 from tests.test_maintenance_actions import DAY, TIMEOUT, job_totals, pg_state, scratch
-from tests.test_security_postgres import make_cluster, remove
 
-cache = base.cache  # the module's fixtures, reused: its Redis, files and profile, on this module's cluster
+cluster = base.cluster  # the module's fixtures, reused: its cluster (a module-scoped one of this module), Redis,
+cache = base.cache  # files and profile
 files = base.files
 jobs_reset = base.jobs_reset
 owned_profile = base.owned_profile
-
-
-@pytest.fixture(scope="module")
-def cluster(sandbox: Profile) -> Iterator[Postgres]:
-    """tests/test_maintenance_actions.py's throwaway cluster (the seed holds the archive table already)."""
-    made = make_cluster(sandbox)
-    try:
-        seed_databases(made)
-        with made.connect("quantum_planner") as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS optimization_jobs_archive (LIKE optimization_jobs)")
-        yield made
-    finally:
-        remove(made)
 
 
 def refusal(model: Any, **fields: Any) -> str:
