@@ -304,7 +304,7 @@ def test_killed_run_leaves_a_scratch_database_that_the_next_run_drops(
             assert time.monotonic() < deadline, "the drill never created its scratch database"
             time.sleep(0.2)
         time.sleep(1)  # mid-restore: psql sleeps inside the dump
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGKILL)  # a SIGTERM'd run runs its teardowns (fixtures/actions.py): no orphan
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
