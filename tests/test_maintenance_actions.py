@@ -678,3 +678,45 @@ def test_a_drop_blocked_by_a_lock_times_out_and_changes_nothing(
     assert row[0] == 2
     assert pg_state(cluster) == tables
     assert not scratch(tmp_path, "l").exists()
+
+
+def test_each_action_check_fails_on_its_own_real_fault(
+    cluster: Postgres, cache: RedisServer, files: dict[str, Path], jobs_reset: None, tmp_path: Path,
+    profile_variant: Callable[..., Path], run_checks: Callable[..., Any],
+) -> None:
+    """A view that depends on a temporary table (the drop is refused, nothing dropped), a log directory and the
+    temporary directory that are gone, a Redis that does not answer: exactly those four checks fail, in one
+    sentence each; vacuum and archive still pass."""
+    own = owned(cluster, cache, files, tmp_path)
+
+    def mutate(data: dict[str, Any]) -> None:
+        own(data)
+        data["redis"][0]["port"] = free_port()  # nothing listens there
+
+    profile = profile_variant(mutate)
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("CREATE VIEW temp_user_view AS SELECT x FROM temp_optimization_a")
+    shutil.rmtree(files["logs"])
+    shutil.rmtree(files["tmp"])
+    try:
+        run = run_checks(profile, CHECKS, extra=("-m", "maintenance", "--allow-maintenance"))
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("DROP VIEW IF EXISTS temp_user_view")
+    failed = {t.split("::")[1].split("[")[0]: run.message(t) for t in run.failed()}
+    assert set(failed) == {
+        "test_temp_tables_drop_leaves_other_tables_unchanged", "test_log_rotation_deletes_only_files_past_retention",
+        "test_tmp_cleanup_deletes_only_stale_files", "test_cache_flush_restores_every_key",
+    }, run.result.stdout.str()
+    assert len(run.failed()) == 4  # the audit log directory is still there and rotates
+    assert "because other objects depend on it" in failed["test_temp_tables_drop_leaves_other_tables_unchanged"]
+    assert failed["test_log_rotation_deletes_only_files_past_retention"] == (
+        f"rotation of {files['logs']}: log rotation app-logs: directory {files['logs']} does not exist: create it or "
+        "fix lifecycle.log_dirs[].path")
+    assert f"{files['tmp']} does not exist" in failed["test_tmp_cleanup_deletes_only_stale_files"]
+    assert "Connection refused" in failed["test_cache_flush_restores_every_key"]
+    assert all("\n" not in m and "Traceback" not in m for m in failed.values())
+    with cluster.connect("quantum_planner") as conn:  # the refused drop changed nothing
+        row = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'temp_optimization_%'").fetchone()
+        assert row is not None
+        assert row[0] == 2
