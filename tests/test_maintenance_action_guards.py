@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from opsverify.actions import performed
 from opsverify.actions.maintenance import ArchiveJobs, CleanTmp, DropTempTables, RotateLogs
-from opsverify.errors import OpsverifyError
+from opsverify.errors import CleanupError, OpsverifyError
 from opsverify.localserver.net import free_port
 from opsverify.profile.environment import Profile
 from opsverify.profile.maintenance import ArchiveLocation, LogDirectory, TempTables, TmpFiles
@@ -79,7 +79,7 @@ def test_broad_temp_table_patterns_are_refused_at_load_and_by_the_action(
         pass
     assert str(caught.value) == (
         "drop of temporary tables quantum_planner:tmp_* refused (nothing was changed): pattern tmp_* matches "
-        "public.tmp_a, public.tmp_b and leaves no other readable table to prove the drop against: narrow "
+        "public.tmp_a, public.tmp_b and leaves no other table to prove the drop against: narrow "
         "lifecycle.temp_tables[].pattern"
     )
     with cluster.connect("only_temp") as conn:
@@ -186,7 +186,7 @@ def limited_role(cluster: Postgres, tmp_path: Path) -> Iterator[Path]:
             conn.execute("DROP ROLE limited_maint")
 
 
-def test_an_unreadable_table_is_left_out_of_the_proof_and_named(
+def test_an_unreadable_table_is_proved_by_statistics_and_named_when_track_counts_is_off(
     cluster: Postgres, owned_profile: Profile, jobs_reset: None, limited_role: Path, tmp_path: Path
 ) -> None:
     db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
@@ -195,12 +195,91 @@ def test_an_unreadable_table_is_left_out_of_the_proof_and_named(
     jobs = owned_profile.lifecycle.job_tables[0]
     live = job_totals(cluster)
     with performed(ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "u"))) as d:
+        assert d.rows > 0
+        assert d.not_proved == ()  # the statistics proof reads no table: su_owned is proved without SELECT
+        assert d.note == ""
+    assert job_totals(cluster) == (live[0] - d.rows, live[1] + d.rows)
+    with cluster.connect("postgres") as conn:
+        conn.execute("ALTER ROLE limited_maint SET track_counts = off")  # the proof falls back to reading tables
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("INSERT INTO optimization_jobs SELECT * FROM optimization_jobs_archive")
+        conn.execute("TRUNCATE optimization_jobs_archive")
+    with performed(ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "v"))) as d:
+        assert d.rows > 0
         assert d.not_proved == ("public.su_owned",)
         assert d.note == (
-            "not proved: public.su_owned (no SELECT): the role limited_maint (maintenance_user) cannot read it; "
-            "GRANT SELECT ON public.su_owned TO limited_maint if the team wants them proved"
+            "not proved: public.su_owned (no SELECT): track_counts is off, so the proof reads every other table, and "
+            "the role limited_maint (maintenance_user) cannot read it; turn track_counts on, or GRANT SELECT ON "
+            "public.su_owned TO limited_maint, if the team wants them proved"
         )
     assert job_totals(cluster) == (live[0] - d.rows, live[1] + d.rows)
+
+
+@pytest.fixture
+def side_table(cluster: Postgres) -> Iterator[str]:
+    """A table of the team's beside the job table (an audit log), with rows, dropped after."""
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("CREATE TABLE job_audit (job_id bigint, note text)")
+        conn.execute("INSERT INTO job_audit SELECT g, 'seen' FROM generate_series(1, 20) g")
+    try:
+        yield "public.job_audit"
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("DROP TABLE IF EXISTS job_audit")
+            conn.execute("DROP FUNCTION IF EXISTS audit_job_delete() CASCADE")
+
+
+def test_the_proof_catches_a_trigger_write_a_truncate_and_an_altered_column_and_rolls_back(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, side_table: str, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    assert owned_profile.lifecycle is not None
+    jobs = owned_profile.lifecycle.job_tables[0]
+    live, tables = job_totals(cluster), pg_state(cluster)
+    prefix = "archive of jobs quantum_planner.optimization_jobs rolled back: "
+
+    class Truncates(ArchiveJobs):
+        def move(self, conn: Any, args: tuple[Any, ...]) -> tuple[int, int]:
+            conn.execute("TRUNCATE job_audit")
+            return super().move(conn, args)
+
+    class AltersAColumn(ArchiveJobs):
+        def move(self, conn: Any, args: tuple[Any, ...]) -> tuple[int, int]:
+            conn.execute("ALTER TABLE job_audit DROP COLUMN note")
+            return super().move(conn, args)
+
+    for n, (sabotaged, message) in enumerate((
+        (Truncates, "table public.job_audit was rewritten or truncated (new storage file)"),
+        (AltersAColumn, "table public.job_audit changed columns (job_id bigint, note text -> job_id bigint)"),
+    )):
+        with pytest.raises(CleanupError) as caught, performed(
+            sabotaged(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, f"s{n}"))
+        ):
+            pass
+        assert str(caught.value) == f"{prefix}{message} (nothing was changed)"
+        assert job_totals(cluster) == live
+        assert pg_state(cluster) == tables
+
+    with cluster.connect("quantum_planner") as conn:  # the team's audit trigger: each archived job writes a row
+        conn.execute("CREATE FUNCTION audit_job_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "INSERT INTO job_audit VALUES (0, 'deleted'); RETURN OLD; END $$")
+        conn.execute("CREATE TRIGGER audit_delete AFTER DELETE ON optimization_jobs FOR EACH ROW "
+                      "EXECUTE FUNCTION audit_job_delete()")
+        row = conn.execute(
+            f"SELECT count(*) FROM optimization_jobs WHERE {jobs.status_column} = ANY(%s) "
+            f"AND {jobs.time_column} < now() - %s", (list(jobs.finished), jobs.max_age)
+        ).fetchone()
+    assert row is not None
+    assert row[0] > 1
+    with pytest.raises(CleanupError) as caught, performed(
+        ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "trigger"))
+    ):
+        pass
+    assert str(caught.value) == (
+        f"{prefix}table public.job_audit had {row[0]} rows inserted by this transaction (nothing was changed)"
+    )
+    assert job_totals(cluster) == live
+    assert pg_state(cluster) == tables
 
 
 def test_an_unreachable_server_says_one_sentence(

@@ -53,7 +53,7 @@ def test_vacuum_analyze_advances_the_statistics(
 @pytest.mark.runbook("QP-23")
 def test_old_jobs_archive_without_loss(job_table: JobTable, archived_jobs: Callable[..., Archived]) -> None:
     """QP-23: finished jobs older than ``max_age`` move to the archive table in one transaction; live + archived
-    equals the count before and every other table kept its rows and checksum (proved before COMMIT)."""
+    equals the count before and the transaction changed no other table (proved before COMMIT)."""
     done = proven(f"archiving old jobs of {job_table.table}", archived_jobs)
     before, after = done.live_before + done.archive_before, done.live_after + done.archive_after
     expect(
@@ -68,7 +68,7 @@ def test_temp_tables_drop_leaves_other_tables_unchanged(
     temp_tables: TempTables, dropped_temp_tables: Callable[..., DroppedTables]
 ) -> None:
     """QP-23: tables matching the ``temp_tables`` pattern are dropped, none remains, and every other table kept its
-    rows and checksum (proved before COMMIT)."""
+    rows, storage and columns (proved before COMMIT)."""
     proven(f"dropping {temp_tables.pattern} tables in {temp_tables.database}", dropped_temp_tables)
 
 

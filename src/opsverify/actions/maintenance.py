@@ -2,7 +2,7 @@
 
 - ``VacuumAnalyze``: ``VACUUM (ANALYZE)`` of a table; ``last_vacuum``/``last_analyze`` advanced, row count kept.
 - ``ArchiveJobs``: finished jobs older than the cutoff moved to the archive table in ONE transaction; inside
-  it, live + archived == before and every other table's row count and checksum unchanged, else ROLLBACK.
+  it, live + archived == before and no other table written, truncated or altered by it, else ROLLBACK.
 - ``DropTempTables``: tables matching a glob dropped in one transaction, with the same proof.
 - ``RotateLogs`` / ``CleanTmp``: files past retention deleted; every newer file untouched (inode, size, mtime;
   a live log may only grow).
@@ -204,6 +204,71 @@ def compare(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]
     return diffs
 
 
+# The proof that a transaction changed no other table, in O(tables) rather than by reading every row: the
+# transaction's own row writes per table (pg_stat_xact_user_tables: inserts, updates and deletes made so far by this
+# transaction, triggers and cascades included, never another session's), and each table's storage file and columns
+# (pg_class.relfilenode changes on TRUNCATE, VACUUM FULL, CLUSTER and a rewriting ALTER TABLE; a dropped, added or
+# retyped column changes the column list). Needs track_counts (on by default); without it the proof reads tables.
+MARKS = (
+    TAG + "SELECT n.nspname || '.' || c.relname, c.relfilenode, coalesce((SELECT string_agg(a.attname || ' ' || "
+    "format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND "
+    "a.attnum > 0 AND NOT a.attisdropped), ''), coalesce(x.n_tup_ins, 0), coalesce(x.n_tup_upd, 0), "
+    "coalesce(x.n_tup_del, 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_stat_xact_user_tables x ON x.relid = c.oid WHERE c.relkind IN ('r', 'p') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+    "AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1"
+)
+
+
+@dataclass(frozen=True)
+class TableMark:
+    """What the statistics proof compares of one table: its storage file, its columns and this transaction's writes."""
+
+    relfilenode: int
+    columns: str
+    inserted: int
+    updated: int
+    deleted: int
+
+
+def table_marks(conn: psycopg.Connection, exclude: set[str]) -> dict[str, TableMark]:
+    """Every user table but ``exclude``: its ``TableMark`` (catalog and statistics reads only, no table read)."""
+    rows = conn.execute(MARKS).fetchall()
+    return {str(r[0]): TableMark(int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]))
+            for r in rows if str(r[0]) not in exclude}
+
+
+def _writes(before: TableMark, now: TableMark) -> str:
+    counts = [(now.inserted - before.inserted, "inserted"), (now.updated - before.updated, "updated"),
+              (now.deleted - before.deleted, "deleted")]
+    return ", ".join(f"{n} row{'s' if n != 1 else ''} {verb}" for n, verb in counts if n)
+
+
+def compare_marks(before: dict[str, TableMark], after: dict[str, TableMark]) -> list[str]:
+    """The other tables' differences, one phrase each (what this transaction did to them)."""
+    diffs = []
+    for table, mark in before.items():
+        now = after.get(table)
+        if now is None:
+            diffs.append(f"table {table} is gone")
+            continue
+        if now.columns != mark.columns:
+            diffs.append(f"table {table} changed columns ({mark.columns} -> {now.columns})")
+        if now.relfilenode != mark.relfilenode:
+            diffs.append(f"table {table} was rewritten or truncated (new storage file)")
+        written = _writes(mark, now)
+        if written:
+            diffs.append(f"table {table} had {written} by this transaction")
+    diffs += [f"table {t} appeared" for t in after if t not in before]
+    return diffs
+
+
+def counts_tracked(conn: psycopg.Connection) -> bool:
+    """Whether the server counts row writes per table (``track_counts``), which the statistics proof reads."""
+    row = conn.execute("SELECT current_setting('track_counts')").fetchone()
+    return row is not None and str(row[0]) == "on"
+
+
 def _qualified(conn: psycopg.Connection, name: str) -> str:
     """``name`` resolved on the search path as ``schema.table`` (as ``user_tables`` names it)."""
     row = conn.execute(
@@ -321,8 +386,9 @@ class VacuumAnalyze(Permanent[Vacuumed]):
 
 
 class InTransaction(Permanent[R]):
-    """A change made in ONE repeatable-read transaction that proves, before COMMIT, that every other table of the
-    database kept its row count and checksum; any difference: ROLLBACK and ``CleanupError`` naming it."""
+    """A change made in ONE repeatable-read transaction that proves, before COMMIT, that it changed no other table of
+    the database (no row written, no storage file replaced, no column changed: ``table_marks``; where track_counts is
+    off, every other readable table's row count and checksum); any difference: ROLLBACK and ``CleanupError``."""
 
     action = "transaction"
 
@@ -358,17 +424,22 @@ class InTransaction(Permanent[R]):
         with maintenance_connect(self.database, self.timeouts, self.timeout, autocommit=False) as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             own = self.own_tables(conn)
+            tracked = counts_tracked(conn)
             others = [t for t in user_tables(conn) if t not in own]
-            unread = unreadable_tables(conn, others)
+            unread = [] if tracked else unreadable_tables(conn, others)
             others = [t for t in others if t not in unread]
             self.refuse(others)
-            before = checksums(conn, others)
+            marks = table_marks(conn, own) if tracked else {}
+            sums = {} if tracked else checksums(conn, others)
             self.journal.open(self.action, database=self.database.name, host=self.database.host,
                               port=self.database.port, state="begun", **self.journal_state())
             try:
                 result, diffs = self.change(conn)
-                after = checksums(conn, [t for t in user_tables(conn) if t not in own and t not in unread])
-                diffs += compare(before, after)
+                if tracked:
+                    diffs += compare_marks(marks, table_marks(conn, own))
+                else:
+                    diffs += compare(sums, checksums(conn, [t for t in user_tables(conn)
+                                                            if t not in own and t not in unread]))
                 if diffs:
                     conn.rollback()
                     self.journal.write(state="rolled back")
@@ -395,10 +466,10 @@ class InTransaction(Permanent[R]):
         """Raise ``OpsverifyError`` when the change may not be made (before anything is changed)."""
 
     def not_proved_note(self, unread: list[str]) -> str:
-        shown = ", ".join(f"{t} (no SELECT)" for t in unread)
-        return (f"not proved: {shown}: the role {self.database.maintenance_user} (maintenance_user) cannot read "
-                f"{'it' if len(unread) == 1 else 'them'}; GRANT SELECT ON {', '.join(unread)} TO "
-                f"{self.database.maintenance_user} if the team wants them proved")
+        shown, role = ", ".join(f"{t} (no SELECT)" for t in unread), self.database.maintenance_user
+        return (f"not proved: {shown}: track_counts is off, so the proof reads every other table, and the role {role} "
+                f"(maintenance_user) cannot read {'it' if len(unread) == 1 else 'them'}; turn track_counts on, or "
+                f"GRANT SELECT ON {', '.join(unread)} TO {role}, if the team wants them proved")
 
 
 @dataclass(frozen=True)
@@ -555,7 +626,7 @@ class DropTempTables(InTransaction["DroppedTables"]):
         if not others:
             raise OpsverifyError(
                 f"{self.kind} {self.name} refused (nothing was changed): pattern {self.pattern} matches "
-                f"{_shown(self.matching)} and leaves no other readable table to prove the drop against: narrow "
+                f"{_shown(self.matching)} and leaves no other table to prove the drop against: narrow "
                 "lifecycle.temp_tables[].pattern"
             )
 
