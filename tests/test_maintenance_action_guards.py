@@ -215,6 +215,36 @@ def test_an_unreadable_table_is_proved_by_statistics_and_named_when_track_counts
     assert job_totals(cluster) == (live[0] - d.rows, live[1] + d.rows)
 
 
+def test_a_partitioned_archive_table_takes_the_jobs_and_its_partitions_are_its_own(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    assert owned_profile.lifecycle is not None
+    declared = owned_profile.lifecycle.job_tables[0]
+    jobs = declared.model_copy(update={"archive_table": "jobs_archive_parted"})
+    live, tables = job_totals(cluster), pg_state(cluster)
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute(f"CREATE TABLE jobs_archive_parted (LIKE optimization_jobs) PARTITION BY RANGE "
+                     f"({declared.time_column})")
+        conn.execute("CREATE TABLE jobs_archive_parted_old PARTITION OF jobs_archive_parted DEFAULT")
+    try:
+        with performed(ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT,
+                                   scratch(tmp_path, "p"))) as done:
+            assert done.rows > 0
+            assert done.archive == "public.jobs_archive_parted"
+        with cluster.connect("quantum_planner") as conn:
+            row = conn.execute("SELECT count(*) FROM jobs_archive_parted_old").fetchone()
+        assert row is not None
+        assert row[0] == done.rows
+        assert job_totals(cluster) == (live[0] - done.rows, live[1])
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("INSERT INTO optimization_jobs SELECT * FROM jobs_archive_parted")
+            conn.execute("DROP TABLE jobs_archive_parted")
+    assert job_totals(cluster) == live
+    assert pg_state(cluster) == tables
+
+
 @pytest.fixture
 def side_table(cluster: Postgres) -> Iterator[str]:
     """A table of the team's beside the job table (an audit log), with rows, dropped after."""

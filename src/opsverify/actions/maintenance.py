@@ -263,6 +263,17 @@ def compare_marks(before: dict[str, TableMark], after: dict[str, TableMark]) -> 
     return diffs
 
 
+def with_partitions(conn: psycopg.Connection, tables: set[str]) -> set[str]:
+    """``tables`` and every partition under them (a partitioned job or archive table writes into its partitions)."""
+    rows = conn.execute(
+        TAG + "SELECT n2.nspname || '.' || c2.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "CROSS JOIN LATERAL pg_partition_tree(c.oid) p JOIN pg_class c2 ON c2.oid = p.relid "
+        "JOIN pg_namespace n2 ON n2.oid = c2.relnamespace WHERE n.nspname || '.' || c.relname = ANY(%s)",
+        (sorted(tables),),
+    ).fetchall()
+    return tables | {str(r[0]) for r in rows}
+
+
 def counts_tracked(conn: psycopg.Connection) -> bool:
     """Whether the server counts row writes per table (``track_counts``), which the statistics proof reads."""
     row = conn.execute("SELECT current_setting('track_counts')").fetchone()
@@ -423,7 +434,7 @@ class InTransaction(Permanent[R]):
     def _in_transaction(self) -> R:
         with maintenance_connect(self.database, self.timeouts, self.timeout, autocommit=False) as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            own = self.own_tables(conn)
+            own = with_partitions(conn, self.own_tables(conn))
             tracked = counts_tracked(conn)
             others = [t for t in user_tables(conn) if t not in own]
             unread = [] if tracked else unreadable_tables(conn, others)
