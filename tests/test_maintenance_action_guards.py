@@ -245,6 +245,54 @@ def test_a_partitioned_archive_table_takes_the_jobs_and_its_partitions_are_its_o
     assert pg_state(cluster) == tables
 
 
+def test_an_archive_table_with_its_own_column_order_and_extra_columns_takes_the_jobs_by_name(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    assert owned_profile.lifecycle is not None
+    jobs = owned_profile.lifecycle.job_tables[0].model_copy(update={"archive_table": "jobs_archive_own"})
+    live = job_totals(cluster)
+    with cluster.connect("quantum_planner") as conn:  # columns reversed, an archived_at of its own, no user_id yet
+        conn.execute("CREATE TABLE jobs_archive_own (archived_at timestamptz NOT NULL DEFAULT now(), completed_at "
+                     "timestamptz, created_at timestamptz, duration_ms int, qubits int, status text, solver text, "
+                     "problem_type text, id bigint GENERATED ALWAYS AS IDENTITY)")
+    try:
+        with pytest.raises(OpsverifyError) as caught, performed(
+            ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "c0"))
+        ):
+            pass
+        assert str(caught.value) == (
+            "archive of jobs quantum_planner.optimization_jobs refused (nothing was changed): archive table "
+            "public.jobs_archive_own lacks column user_id of public.optimization_jobs: add it (ALTER TABLE "
+            "public.jobs_archive_own ADD COLUMN …) or fix lifecycle.job_tables[].archive_table"
+        )
+        assert job_totals(cluster) == live
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("ALTER TABLE jobs_archive_own ADD COLUMN user_id int")
+        with performed(ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT,
+                                   scratch(tmp_path, "c1"))) as done:
+            assert done.rows > 0
+        with cluster.connect("quantum_planner") as conn:
+            moved = conn.execute("SELECT count(*) FROM jobs_archive_own a JOIN optimization_jobs_archive b USING (id)"
+                                 ).fetchone()
+            same = conn.execute(
+                "SELECT count(*) FROM jobs_archive_own WHERE status IN ('completed', 'failed') AND user_id > 0 "
+                "AND created_at <= completed_at AND archived_at > completed_at"
+            ).fetchone()
+        assert moved is not None
+        assert moved[0] == 0  # nothing went to the declared archive: only to this one
+        assert same is not None
+        assert same[0] == done.rows  # every value in its own column
+        assert job_totals(cluster) == (live[0] - done.rows, live[1])
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("INSERT INTO optimization_jobs (id, user_id, problem_type, solver, status, qubits, "
+                         "duration_ms, created_at, completed_at) SELECT id, user_id, problem_type, solver, status, "
+                         "qubits, duration_ms, created_at, completed_at FROM jobs_archive_own")
+            conn.execute("DROP TABLE jobs_archive_own")
+    assert job_totals(cluster) == live
+
+
 @pytest.fixture
 def side_table(cluster: Postgres) -> Iterator[str]:
     """A table of the team's beside the job table (an audit log), with rows, dropped after."""

@@ -537,6 +537,7 @@ class ArchiveJobs(InTransaction["Archived"]):
         self.table = _qualified(conn, self.jobs.table)
         self.archive = _qualified(conn, self.jobs.archive_table)
         self.totals = [self._count(conn, self.table), self._count(conn, self.archive)]
+        self.names = self.columns(conn)  # refused here, before the journal, when the archive lacks a column
         return {self.table, self.archive}
 
     def _count(self, conn: psycopg.Connection, table: str, where: Any = None, args: tuple[Any, ...] = ()) -> int:
@@ -555,13 +556,32 @@ class ArchiveJobs(InTransaction["Archived"]):
             sql.Identifier(self.jobs.status_column), sql.Identifier(self.jobs.time_column)
         )
 
+    def columns(self, conn: psycopg.Connection) -> list[str]:
+        """The job table's stored columns, by name, each of which the archive table must have (in any order; the
+        archive may have more, such as an ``archived_at`` with a default)."""
+        query = (TAG + "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                 "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum")
+        mine = [str(r[0]) for r in conn.execute(query, (self.table,)).fetchall()]
+        theirs = {str(r[0]) for r in conn.execute(query, (self.archive,)).fetchall()}
+        missing = [c for c in mine if c not in theirs]
+        if missing:
+            raise OpsverifyError(
+                f"{self.kind} {self.name} refused (nothing was changed): archive table {self.archive} lacks "
+                f"column{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {self.table}: add "
+                f"{'them' if len(missing) > 1 else 'it'} (ALTER TABLE {self.archive} ADD COLUMN …) or fix "
+                "lifecycle.job_tables[].archive_table"
+            )
+        return mine
+
     def move(self, conn: psycopg.Connection, args: tuple[Any, ...]) -> tuple[int, int]:
-        """INSERT the selected rows into the archive, DELETE them from the job table: (inserted, deleted)."""
+        """INSERT the selected rows into the archive (by column name), DELETE them from the job table: (inserted,
+        deleted)."""
         from psycopg import sql
 
+        names = sql.SQL(", ").join(sql.Identifier(c) for c in self.names)
         copied = conn.execute(
-            sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE {}").format(
-                table_identifier(self.archive), table_identifier(self.table), self.selection()
+            sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} WHERE {}").format(
+                table_identifier(self.archive), names, names, table_identifier(self.table), self.selection()
             ), args,
         ).rowcount
         deleted = conn.execute(
