@@ -199,6 +199,29 @@ def test_a_teams_own_action_is_undone_and_a_sabotaged_undo_is_named(
                                  "behind: remove it by hand*"])
 
 
+TEAM_VACUUM = """
+def test_orders_are_vacuumed(database, vacuum_analyzed):
+    vacuum_analyzed("no_such_orders")
+"""
+
+
+def test_an_opsverify_error_in_a_teams_own_check_is_one_sentence_not_a_traceback(
+    pytester: pytest.Pytester, sandbox_profile: Path, team_conftest: Path
+) -> None:
+    pytester.makepyfile(test_team=TEAM_VACUUM)
+    result = pytester.runpytest_subprocess(
+        "-c", str(Path(__file__).resolve().parents[1] / "pyproject.toml"), "--rootdir", str(pytester.path),
+        f"--profile={sandbox_profile}", "--no-reports", "-p", "no:randomly", "-m", "", "test_team.py", timeout=120,
+    )
+    result.assert_outcomes(failed=2)  # one per database of the profile
+    result.stdout.fnmatch_lines([
+        "NotApplicable: table no_such_orders does not exist in database quantum_planner (or is not on the "
+        "maintenance_user's search_path): name it as schema.table, as the database has it",
+    ], consecutive=False)
+    assert "Traceback" not in result.stdout.str()
+    assert "def test_orders_are_vacuumed" not in result.stdout.str()  # no source listing either
+
+
 def test_janitor_stops_tools_still_writing_into_an_orphan(tmp_path: Path) -> None:
     """A killed run's pg_basebackup goes on writing into its directory: it is stopped before the delete."""
     import subprocess

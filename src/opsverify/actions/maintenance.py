@@ -280,14 +280,15 @@ def counts_tracked(conn: psycopg.Connection) -> bool:
     return row is not None and str(row[0]) == "on"
 
 
-def _qualified(conn: psycopg.Connection, name: str) -> str:
+def _qualified(conn: psycopg.Connection, name: str, database: str) -> str:
     """``name`` resolved on the search path as ``schema.table`` (as ``user_tables`` names it)."""
     row = conn.execute(
         "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.oid = to_regclass(%s)", (name,)
     ).fetchone()
     if row is None:
-        raise NotApplicable(f"table {name} does not exist in the database")
+        raise NotApplicable(f"table {name} does not exist in database {database} (or is not on the maintenance_user's "
+                            "search_path): name it as schema.table, as the database has it")
     return str(row[0])
 
 
@@ -355,7 +356,7 @@ class VacuumAnalyze(Permanent[Vacuumed]):
         from psycopg import sql
 
         with maintenance_connect(self.database, self.timeouts, self.timeout) as conn:
-            self.table = _qualified(conn, self.table)
+            self.table = _qualified(conn, self.table, self.database.name)
             ident = table_identifier(self.table)
             conn.execute("SELECT pg_stat_clear_snapshot()")
             vac0, ana0, writes0 = self._stats(conn)
@@ -534,8 +535,8 @@ class ArchiveJobs(InTransaction["Archived"]):
 
     def own_tables(self, conn: psycopg.Connection) -> set[str]:
         assert self.jobs.archive_table is not None
-        self.table = _qualified(conn, self.jobs.table)
-        self.archive = _qualified(conn, self.jobs.archive_table)
+        self.table = _qualified(conn, self.jobs.table, self.database.name)
+        self.archive = _qualified(conn, self.jobs.archive_table, self.database.name)
         self.totals = [self._count(conn, self.table), self._count(conn, self.archive)]
         self.names = self.columns(conn)  # refused here, before the journal, when the archive lacks a column
         return {self.table, self.archive}
