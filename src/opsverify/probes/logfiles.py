@@ -164,6 +164,33 @@ def _stamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def tree_mtime_ns(path: str) -> int:
+    """The mtime (ns) a temporary entry is judged by (QP-24, and ``cleaned_tmp``, one definition for both): a file's
+    or symlink's own (lstat), a directory's the newest of itself and everything below it, so that a directory
+    something still writes into is not stale; no symlink is followed and no other filesystem entered (a mount
+    point's own mtime counts, not what is below it). An entry removed meanwhile is passed over. OSError when
+    ``path`` itself is gone."""
+    top = os.lstat(path)
+    newest = top.st_mtime_ns
+    if not stat.S_ISDIR(top.st_mode):
+        return newest
+    pending = [path]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    newest = max(newest, info.st_mtime_ns)
+                    if stat.S_ISDIR(info.st_mode) and info.st_dev == top.st_dev:
+                        pending.append(entry.path)
+        except OSError:  # unreadable, or removed meanwhile
+            continue
+    return newest
+
+
 class FileSource:
     """The files of one machine: this one (``host`` None or local://) or an ssh:// profile host."""
 
@@ -177,7 +204,8 @@ class FileSource:
 
     def list_files(self, pattern: str, visit: Visit | None = None, any_kind: bool = False) -> FileListing:
         """Stream the regular files matching the absolute glob ``pattern`` (with ``any_kind``, directories and
-        symlinks too, by their own lstat), each handed to ``visit``; every one is listed, in constant memory."""
+        symlinks too, by their own lstat, a directory with the newest mtime below it: ``tree_mtime_ns``), each handed
+        to ``visit``; every one is listed, in constant memory."""
         if self.host:
             return self._remote_list(pattern, visit, any_kind)
         return self._local_list(pattern, visit, any_kind)
@@ -200,7 +228,13 @@ class FileSource:
             kind = KINDS.get(stat.S_IFMT(info.st_mode))
             if kind is None or (kind != "file" and not any_kind):
                 continue
-            listing.add(LoggedFile(path, info.st_size, _stamp(info.st_mtime), kind), visit)
+            mtime = info.st_mtime_ns
+            if kind == "directory":
+                try:
+                    mtime = tree_mtime_ns(path)
+                except OSError:  # removed meanwhile
+                    continue
+            listing.add(LoggedFile(path, info.st_size, _stamp(mtime / 1e9), kind), visit)
         return listing
 
     def _remote_list(self, pattern: str, visit: Visit | None, any_kind: bool) -> FileListing:
@@ -209,11 +243,15 @@ class FileSource:
         listing = FileListing(self.shown(pattern))
         q = shlex.quote(root)
         types = r"\( -type f -o -type d -o -type l \)" if any_kind else "-type f"
+        # with any_kind, a directory's mtime is replaced by the newest below it, as tree_mtime_ns does here
+        newest = (" | while IFS= read -r l; do case \"$l\" in 'd '*) p=\"${l#*\t*\t}\"; n=$(LC_ALL=C find \"$p\" -xdev "
+                  "-printf '%T@\\n' 2>/dev/null | sort -rn | head -n 1); if [ -n \"$n\" ]; then printf 'd %s\\t%s\\n' "
+                  "\"$n\" \"${l#d *\t}\"; fi;; *) printf '%s\\n' \"$l\";; esac; done" if any_kind else "")
         script = (
             f"id -un; if [ ! -e {q} ]; then echo E missing; elif [ ! -d {q} ]; then echo E notdir; "
             f"elif [ ! -r {q} ] || [ ! -x {q} ]; then echo E denied; else LC_ALL=C find {q} -mindepth {depth} "
-            f"-maxdepth {depth} {types} -path {shlex.quote(pattern)} -printf '%y %T@\\t%s\\t%p\\n' 2>/dev/null; "
-            "echo END; fi"
+            f"-maxdepth {depth} {types} -path {shlex.quote(pattern)} -printf '%y %T@\\t%s\\t%p\\n' 2>/dev/null"
+            f"{newest}; echo END; fi"
         )
         limit = self.timeouts.connect + self.timeouts.request * STREAM_FACTOR
         try:
