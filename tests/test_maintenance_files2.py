@@ -4,6 +4,8 @@
   (a directory's is the newest below it): a stale file, a stale directory with its contents (no symlink in it
   followed out, no other filesystem entered), a stale symlink (unlinked, its target kept); a directory something
   still writes into is kept. The check fails before and passes after.
+- A truncated or corrupt ``.zst`` archive fails the archive check as a ``.gz`` one does (streamed through
+  ``zstandard``); a ``.zst`` log's error lines are counted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,13 @@ import pytest
 from opsverify.actions import performed
 from opsverify.actions.maintenance import CleanTmp
 from opsverify.errors import CleanupError
-from opsverify.probes.logfiles import FileSource, tree_mtime_ns
+from opsverify.probes.logfiles import FileSource, LoggedFile, count_error_lines, tree_mtime_ns
 from opsverify.profile import load_profile
 from opsverify.profile.maintenance import TmpFiles
 from opsverify.profile.model import Host, Timeouts
+from tests.test_maintenance_logfiles import Tree, lifecycle, stamp, tree, write
+
+__all__ = ["tree"]  # the fixture, shared with the log-file self-tests
 
 DAY = 86400.0
 LOG_CHECKS = "maintenance/test_log_files.py"
@@ -182,3 +187,56 @@ def test_a_remote_listing_ages_a_directory_by_the_newest_entry_below_it(
     assert local["quantum_busy"] == ("directory", int(os.stat(stale_tree["busy"] / "new.dat").st_mtime))
     assert local["quantum_run_7"] == ("directory", int(os.lstat(stale_tree["run"]).st_mtime))
     assert local["quantum_latest"] == ("symlink", int(os.lstat(stale_tree["link"]).st_mtime))
+
+
+# ------------------------------------------------------------------------------------------- .zst archives
+
+
+def zst(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(write_checksum=True).compress(data)
+
+
+def test_a_truncated_zst_archive_fails_the_integrity_check_as_a_gz_one_does(
+    run_checks: Run, profile_variant: Variant, tree: Tree
+) -> None:
+    write(tree.archive / "job-6.log.zst", zst(b"job 6 finished\n" * 1000), days_old=100)
+    whole = zst(b"job 4 finished\n" * 1000 + os.urandom(50_000))
+    cut = write(tree.archive / "job-4.log.zst", whole[: len(whole) // 2], days_old=100)
+    variant = profile_variant(lifecycle(tree))
+    run = run_checks(variant, LOG_CHECKS)
+    test = f"{T}test_archives_are_intact[job-logs]"
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 of 3 archive(s) in {tree.archive} (archive job-logs) are not intact; job-4.log.zst: zstd stream truncated "
+        f"after {len(whole) // 2:,} compressed bytes (its last frame does not end): restore it from a backup or "
+        "archive the original again"
+    )
+    corrupt = bytearray(whole)
+    corrupt[-2] ^= 0xFF  # the frame's checksum no longer matches its content
+    cut.write_bytes(bytes(corrupt))
+    run = run_checks(variant, f"{LOG_CHECKS}::test_archives_are_intact")
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 of 3 archive(s) in {tree.archive} (archive job-logs) are not intact; job-4.log.zst: zstd stream corrupt "
+        f"after {len(whole):,} compressed bytes (zstd decompress error: Restored data doesn't match checksum): "
+        "restore it from a backup or archive the original again"
+    )
+    cut.write_bytes(whole)
+    run = run_checks(variant, f"{LOG_CHECKS}::test_archives_are_intact")
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.failed() == set()
+    assert run.checks[test]["evidence"]["verified"] == "3"
+
+
+def test_error_lines_of_a_zst_log_are_counted(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    log = write(tmp_path / "app.log.1.zst", zst(f"{stamp(600)} ERROR solver crashed\n{stamp(300)} INFO ok\n".encode()))
+    file = LoggedFile(str(log), log.stat().st_size, now)
+    found = count_error_lines(FileSource(None, Timeouts()), [file], r"\bERROR\b", now - timedelta(hours=24), now)
+    assert (found.count, found.errors, found.files_read) == (1, [], 1)
+    log.write_bytes(log.read_bytes()[:-6])
+    found = count_error_lines(FileSource(None, Timeouts()), [file], r"\bERROR\b", now - timedelta(hours=24), now)
+    assert found.errors == [f"{log}: zstd stream truncated after {log.stat().st_size:,} compressed bytes (its last "
+                            "frame does not end)"]
