@@ -711,9 +711,10 @@ def test_each_action_check_fails_on_its_own_real_fault(
     assert len(run.failed()) == 4  # the audit log directory is still there and rotates
     assert "because other objects depend on it" in failed["test_temp_tables_drop_leaves_other_tables_unchanged"]
     assert failed["test_log_rotation_deletes_only_files_past_retention"] == (
-        f"rotation of {files['logs']}: log rotation app-logs: directory {files['logs']} does not exist: create it or "
-        "fix lifecycle.log_dirs[].path")
-    assert f"{files['tmp']} does not exist" in failed["test_tmp_cleanup_deletes_only_stale_files"]
+        f"log rotation app-logs: directory {files['logs']} does not exist: create it or fix lifecycle.log_dirs[].path")
+    assert failed["test_tmp_cleanup_deletes_only_stale_files"] == (
+        f"temporary file clean-up quantum-tmp: directory {files['tmp']} does not exist: create it or fix "
+        "lifecycle.tmp_files[].pattern")
     assert "Connection refused" in failed["test_cache_flush_restores_every_key"]
     assert all("\n" not in m and "Traceback" not in m for m in failed.values())
     with cluster.connect("quantum_planner") as conn:  # the refused drop changed nothing

@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.maintenance, pytest.mark.monthly]
 T = TypeVar("T")
 
 
-def proven(what: str, call: Callable[[], T]) -> T:
+def proven(what: str | None, call: Callable[[], T]) -> T:
     """The fixture's result; its proof failing (a transaction rolled back) or a server refusing fails the check with
-    its sentence."""
+    its sentence (after ``what``; None: the error names its subject itself, as the file actions' do)."""
     __tracebackhide__ = True
     try:
         return call()
     except OpsverifyError as err:
-        message = f"{what}: {err}"
+        message = f"{what}: {err}" if what else str(err)
     fail(message)  # outside the except: one sentence, not the error and "During handling of the above exception"
 
 
@@ -77,7 +77,7 @@ def test_log_rotation_deletes_only_files_past_retention(
     log_directory: LogDirectory, rotated_logs: Callable[..., DeletedFiles]
 ) -> None:
     """PF-02/QP-22: files past retention are deleted; every newer file is left untouched (checked at teardown)."""
-    done = proven(f"rotation of {log_directory.path}", rotated_logs)
+    done = proven(None, rotated_logs)  # "log rotation app-logs: directory … does not exist: …", "… left … behind"
     expect(
         not any(path in done.kept for path in done.deleted),
         f"log rotation of {log_directory.path} both deleted and kept a file: report this as a bug",
@@ -87,7 +87,7 @@ def test_log_rotation_deletes_only_files_past_retention(
 @pytest.mark.runbook("QP-24")
 def test_tmp_cleanup_deletes_only_stale_files(tmp_files: TmpFiles, cleaned_tmp: Callable[..., DeletedFiles]) -> None:
     """QP-24: temporary files past ``max_age`` are deleted; newer ones are left untouched (checked at teardown)."""
-    done = proven(f"clean-up of {tmp_files.pattern}", cleaned_tmp)
+    done = proven(None, cleaned_tmp)  # as the rotation: "temporary file clean-up quantum-tmp: …"
     expect(
         not any(path in done.kept for path in done.deleted),
         f"clean-up of {tmp_files.pattern} both deleted and kept a file: report this as a bug",

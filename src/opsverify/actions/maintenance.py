@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 import time
 import zlib
@@ -688,6 +689,7 @@ class FileState:
     inode: int
     size: int
     mtime_ns: int
+    kind: str = "file"  # or "directory", "symlink" (CleanTmp only)
 
 
 @dataclass(frozen=True)
@@ -833,7 +835,11 @@ class RotateLogs(OldFiles):
 
 
 class CleanTmp(OldFiles):
-    """Temporary files of a ``lifecycle.tmp_files`` entry past their ``max_age`` deleted (QP-24)."""
+    """Temporary entries of a ``lifecycle.tmp_files`` entry past their ``max_age`` deleted (QP-24), every kind the
+    QP-24 check counts, judged by the same mtime (``tree_mtime_ns``: a directory's is the newest below it): a
+    regular file, a symlink (unlinked, never followed), a directory with its contents (no symlink followed out of
+    it, no other filesystem entered; what it could not remove is a leftover). A newer directory is proven kept
+    (same inode; what is written into it is not the clean-up's)."""
 
     kind = "temporary file clean-up"
 
@@ -843,12 +849,127 @@ class CleanTmp(OldFiles):
         wild = next((i for i, part in enumerate(parts) if GLOB_CHARS.search(part)), len(parts) - 1)
         super().__init__(tmp.name, glob, tmp.host, tmp.max_age, directory, root="/".join(parts[:wild]) or "/",
                          declared="lifecycle.tmp_files[].pattern")
+        self.unremoved: dict[str, str] = {}  # a directory past retention not fully removed: why
 
     def guard(self) -> None:
         super().guard()
         problem = tmp_glob_problem(self.glob) if os.path.isabs(self.glob) else f"pattern {self.glob!r} is not absolute"
         if problem:
             raise OpsverifyError(f"{self.kind} {self.name} refused: {problem}")
+
+    def files(self) -> dict[str, FileState]:
+        import glob
+
+        from opsverify.probes.logfiles import tree_mtime_ns
+
+        found = {}
+        for path in sorted(glob.glob(self.glob)):
+            try:
+                st = os.lstat(path)
+                kind = ENTRY_KINDS.get(stat.S_IFMT(st.st_mode))
+                if kind is None:
+                    continue
+                mtime = tree_mtime_ns(path) if kind == "directory" else st.st_mtime_ns
+            except OSError:  # removed meanwhile
+                continue
+            found[path] = FileState(st.st_ino, st.st_size, mtime, kind)
+        return found
+
+    def delete(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                continue
+            if not is_dir:
+                Path(path).unlink(missing_ok=True)
+                continue
+            problems = remove_tree(path)
+            if problems:
+                more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+                self.unremoved[path] = f"{problems[0]}{more}"
+
+    def leftovers(self, before: object) -> list[str]:
+        assert isinstance(before, dict)
+        left = [f"directory {p} (past retention) not fully removed: {self.unremoved[p]}" if p in self.unremoved
+                else f"{p} (past retention) still there" for p in self.old if os.path.lexists(p)]
+        now = self.files()
+        for path, was in before.items():
+            if path in self.old:
+                continue
+            is_ = now.get(path)
+            what = f"newer {was.kind} {path}"
+            if is_ is None:
+                left.append(f"{what} deleted")
+            elif is_.inode != was.inode or is_.kind != was.kind:
+                left.append(f"{what} replaced (inode {was.inode} -> {is_.inode})")
+            elif was.kind != "file":
+                continue  # a directory may be written into; a symlink's own inode is its proof
+            elif is_.size < was.size:
+                left.append(f"{what} shrank ({was.size} -> {is_.size} bytes)")
+            elif is_.size == was.size and is_.mtime_ns != was.mtime_ns:
+                left.append(f"{what} modified (mtime changed, same size)")
+        return [*self.differences, *left]
+
+
+ENTRY_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink"}
+
+
+def remove_tree(path: str) -> list[str]:
+    """Remove the directory ``path`` and everything in it, through directory descriptors opened ``O_NOFOLLOW`` (a
+    symlink in it is unlinked, never followed, even one swapped in meanwhile) and never entering another
+    filesystem (a mount point in it is left, with its parents); what could not be removed, each with why."""
+    problems: list[str] = []
+    parent, name = os.path.split(path.rstrip("/"))
+    try:
+        dev = os.lstat(path).st_dev
+        parent_fd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        return [f"{path}: {exc.strerror or exc}"]
+    try:
+        _remove_in(parent_fd, name, path, dev, problems)
+    finally:
+        os.close(parent_fd)
+    return problems
+
+
+def _remove_in(parent_fd: int, name: str, shown: str, dev: int, problems: list[str]) -> None:
+    """Remove directory ``name`` of ``parent_fd`` with its contents (see ``remove_tree``)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        problems.append(f"{shown}: {exc.strerror or exc}")
+        return
+    before = len(problems)
+    try:
+        if os.fstat(fd).st_dev != dev:
+            problems.append(f"{shown} is a mount point of another filesystem")
+            return
+        with os.scandir(fd) as entries:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in children:
+            if is_dir:
+                _remove_in(fd, child, f"{shown}/{child}", dev, problems)
+                continue
+            try:
+                os.unlink(child, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"{shown}/{child}: {exc.strerror or exc}")
+    except OSError as exc:
+        problems.append(f"{shown}: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
+    if len(problems) == before:
+        try:
+            os.rmdir(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(f"{shown}: {exc.strerror or exc}")
 
 
 # ---------------------------------------------------------------------------------------------- Redis
