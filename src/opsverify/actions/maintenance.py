@@ -137,12 +137,10 @@ def maintenance_connect(
 
 
 def _connect(db: Database, timeouts: Timeouts, ms: int, lock_ms: int, autocommit: bool) -> psycopg.Connection:
-    import psycopg
+    from opsverify.probes.postgres import open_session
 
-    return psycopg.connect(
-        host=db.host, port=db.port, dbname=db.dbname, user=db.maintenance_user, password=db.maintenance_secret(),
-        sslmode=db.sslmode, sslrootcert=str(db.sslrootcert) if db.sslrootcert else None,
-        connect_timeout=max(1, int(timeouts.connect.total_seconds())),
+    return open_session(
+        db, db.maintenance_user, db.maintenance_secret(), timeouts.connect, timedelta(milliseconds=ms),
         options=f"-c statement_timeout={ms} -c lock_timeout={lock_ms}",
         application_name=f"opsverify-maintenance-{os.getpid()}", autocommit=autocommit,
     )

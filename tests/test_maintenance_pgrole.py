@@ -1,0 +1,180 @@
+"""PostgreSQL sessions and roles of the maintenance checks and fixtures, against real faults.
+
+- A server cut off mid-query (a network partition: the link of a network namespace taken down while
+  the check's backend is SIGSTOPped) fails the check within the keepalive bound instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_security_postgres import make_cluster, remove, superuser_sql
+
+from opsverify.profile.environment import Profile
+from opsverify.sandbox.postgres import Postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+Variant = Callable[..., Path]
+DB = "photonic_foundry"
+
+
+# ---------------------------------------------------------------------------------------------- a partition
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A network namespace joined to this one by a veth pair: ``host_ip`` here, ``peer_ip`` inside ``name``."""
+
+    name: str
+    host_link: str
+    peer_link: str
+    host_ip: str
+    peer_ip: str
+
+    def cut(self) -> None:
+        """The partition: this end of the link goes down, so the veth silently drops what the namespace sends."""
+        ip("link", "set", self.host_link, "down")
+
+    def mend(self) -> None:
+        ip("link", "set", self.host_link, "up")
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
+
+
+@pytest.fixture
+def namespace() -> Iterator[Namespace]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a network partition needs root and iproute2 (ip netns, veth)")
+    tag = f"{os.getpid() % 100000}"
+    subnet = f"10.231.{os.getpid() % 250}"
+    ns = Namespace(f"opsverify-pgrole-{tag}", f"ovh{tag}", f"ovn{tag}", f"{subnet}.1", f"{subnet}.2")
+    ip("netns", "add", ns.name)
+    try:
+        ip("link", "add", ns.host_link, "type", "veth", "peer", "name", ns.peer_link)
+        ip("link", "set", ns.peer_link, "netns", ns.name)
+        ip("addr", "add", f"{ns.host_ip}/30", "dev", ns.host_link)
+        ip("link", "set", ns.host_link, "up")
+        ip("-n", ns.name, "addr", "add", f"{ns.peer_ip}/30", "dev", ns.peer_link)
+        ip("-n", ns.name, "link", "set", ns.peer_link, "up")
+        ip("-n", ns.name, "link", "set", "lo", "up")
+        mac = Path(f"/sys/class/net/{ns.host_link}/address").read_text().strip()  # no ARP: a cut link times out
+        ip("-n", ns.name, "neigh", "replace", ns.host_ip, "lladdr", mac, "dev", ns.peer_link, "nud", "permanent")
+        yield ns
+    finally:
+        subprocess.run(["ip", "link", "del", ns.host_link], timeout=10, capture_output=True, check=False)
+        ip("netns", "del", ns.name)
+    assert ns.name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+
+
+@pytest.fixture
+def reachable_cluster(sandbox: Profile, namespace: Namespace) -> Iterator[Postgres]:
+    """A throwaway cluster (make_cluster) listening on loopback and on the veth address the namespace reaches."""
+    made = make_cluster(sandbox)
+    try:
+        superuser_sql(made, f"ALTER SYSTEM SET listen_addresses = '127.0.0.1,{namespace.host_ip}'")
+        with (made.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"\nhost all all {namespace.peer_ip}/32 scram-sha-256\n")
+        made.stop()
+        made.start()
+        yield made
+    finally:
+        remove(made)
+
+
+def backends_from(cluster: Postgres, client: str) -> list[int]:
+    with cluster.connect() as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE client_addr = %s::inet", (client,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def run_in(namespace: Namespace, profile: Path, report: Path, target: str) -> subprocess.Popen[str]:
+    """The checks of ``target`` run by a pytest process inside the namespace (its TCP goes through the veth)."""
+    args = ["ip", "netns", "exec", namespace.name, sys.executable, "-m", "pytest", str(ROOT / "checks" / target),
+            "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), "--profile", str(profile),
+            "--report-dir", str(report), "-p", "no:randomly", "-p", "no:cacheprovider"]
+    return subprocess.Popen(args, cwd=report.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def outcomes(report: Path) -> dict[str, tuple[str, str]]:
+    evidence = json.loads((report / "evidence.json").read_text())
+    return {c["id"].split("/")[-1]: (c["outcome"], c["message"]) for c in evidence["checks"]}
+
+
+HEALTH = "maintenance/test_postgres_health.py"
+
+
+def test_a_partition_mid_query_fails_the_check_within_the_keepalive_bound(
+    profile_variant: Variant, reachable_cluster: Postgres, namespace: Namespace, tmp_path: Path
+) -> None:
+    from opsverify.probes.postgres import lost, tcp_options
+
+    def mutate(data: dict[str, Any]) -> None:
+        db = {**data["databases"][0], "host": namespace.host_ip, "port": reachable_cluster.port, "sslmode": "require"}
+        data["databases"] = [db]
+        data["timeouts"] = {"connect": "3s", "request": "5s"}
+        data.pop("lifecycle", None)
+
+    variant = profile_variant(mutate)
+    assert tcp_options(timedelta(seconds=3), timedelta(seconds=5)) == {
+        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
+        "tcp_user_timeout": 8000,
+    }
+    healthy = tmp_path / "healthy"
+    output, _ = run_in(namespace, variant, healthy, HEALTH).communicate(timeout=120)
+    checks = outcomes(healthy)
+    assert len(checks) == 10, output[-3000:]
+    assert {o for o, _ in checks.values()} == {"passed"}, output[-3000:]
+
+    report = tmp_path / "report"
+    stopped: list[int] = []
+    proc = run_in(namespace, variant, report, HEALTH)
+    try:
+        deadline = time.monotonic() + 60
+        while not stopped and time.monotonic() < deadline and proc.poll() is None:
+            stopped = backends_from(reachable_cluster, namespace.peer_ip)
+            time.sleep(0.005)
+        assert stopped, "the check's session never reached the server"
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)  # the query in flight (or about to be sent) gets no answer ...
+        namespace.cut()  # ... and nothing gets through: not even the server kernel's ACK of a keepalive probe
+        cut_at = time.monotonic()
+        output, _ = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - cut_at
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        namespace.mend()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert elapsed < 40, (elapsed, output[-3000:])  # 8 s of silence, then the rest of the run (was: forever)
+    where = f"database {DB} at {namespace.host_ip}:{reachable_cluster.port}/{DB}"
+    cause = lost(timedelta(seconds=3), timedelta(seconds=5))
+    assert cause == ("the server stopped answering mid-session: no TCP reply within 8s (the 5s query timeout, then "
+                     "3 keepalive probes 1s apart): check the network path to it and that its host and postmaster run")
+    found = outcomes(report)
+    assert set(found) == set(checks), output[-3000:]
+    assert {o for o, _ in found.values()} == {"failed"}, output[-3000:]
+    first, *later = found.values()
+    assert first[1] == f"{where}: cannot read its health as role opsverify: {cause}"
+    skipped = re.compile(
+        re.escape(f"{where}: cannot read its health as role opsverify: skipped probing: {DB} at "
+                  f"{namespace.host_ip}:{reachable_cluster.port} did not answer at ")
+        + r"\d\d:\d\d:\d\d" + re.escape(f" ({cause})")
+    )
+    assert all(skipped.fullmatch(m) for _, m in later), later
