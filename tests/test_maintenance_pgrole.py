@@ -178,3 +178,61 @@ def test_a_partition_mid_query_fails_the_check_within_the_keepalive_bound(
         + r"\d\d:\d\d:\d\d" + re.escape(f" ({cause})")
     )
     assert all(skipped.fullmatch(m) for _, m in later), later
+
+
+# ---------------------------------------------------------------------------------------------- profile check --connect
+
+
+def profile_check(profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsverify", "profile", "check", str(profile), *extra],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+
+
+def connect_rows(stdout: str) -> dict[tuple[str, str], str]:
+    """(component, kind) -> the RESULT cell of the ``--connect`` table."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("COMPONENT"))
+    kind_at, address_at, result_at = (lines[header].index(w) for w in ("KIND", "ADDRESS", "RESULT"))
+    return {(line[:kind_at].strip(), line[kind_at:address_at].strip()): line[result_at:]
+            for line in lines[header + 1:] if len(line) > result_at}
+
+
+def test_connect_logs_in_as_the_maintenance_role_and_names_the_field_to_fix(
+    profile_variant: Variant, sandbox: Profile, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-maintenance-password-4242\n")
+    pf, qp = sandbox.databases
+    assert pf.maintenance_user == qp.maintenance_user == "postgres"
+
+    def faults(data: dict[str, Any]) -> None:
+        data["databases"][0]["maintenance_password_file"] = str(wrong)
+        data["databases"][1]["maintenance_user"] = "opsverify_no_such_maintainer"
+
+    done = profile_check(profile_variant(faults), "--connect")
+    table = connect_rows(done.stdout)
+    assert done.returncode == 1, done.stdout + done.stderr
+    refused = ("FAILED: as role {0} (the maintenance user): password authentication failed for user \"{0}\": check "
+               "maintenance_user and its maintenance_password (or maintenance_password_file)")
+    assert {k: v for k, v in table.items() if not v.startswith("ok: ")} == {
+        (pf.name, "maintenance role"): refused.format("postgres"),
+        (qp.name, "maintenance role"): refused.format("opsverify_no_such_maintainer"),
+    }
+    assert "not-the-maintenance-password-4242" not in done.stdout + done.stderr
+    assert table[(pf.name, "database")].endswith(f" as {pf.user}")  # the checking role still logs in
+
+    def no_password(data: dict[str, Any]) -> None:
+        data["databases"][0].pop("maintenance_password_file")
+
+    done = profile_check(profile_variant(no_password), "--connect")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert {k: v for k, v in connect_rows(done.stdout).items() if not v.startswith("ok: ")} == {
+        (pf.name, "maintenance role"): "FAILED: as role postgres (the maintenance user): fe_sendauth: no password "
+        "supplied: set maintenance_password or maintenance_password_file"}
+
+    done = profile_check(profile_variant(), "--connect")  # the healthy sandbox's maintenance role logs in
+    healthy = connect_rows(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for db in (pf, qp):
+        assert re.fullmatch(r"ok: PostgreSQL 15[\d.]* as postgres \(the maintenance user\)",
+                            healthy[(db.name, "maintenance role")])
