@@ -23,12 +23,16 @@ from typing import Any
 import pytest
 from test_security_postgres import make_cluster, remove, superuser_sql
 
+from opsverify.backups.directory import human_size
 from opsverify.profile.environment import Profile
 from opsverify.sandbox.postgres import Postgres
+from opsverify.sandbox.seed import seed_databases
 
 ROOT = Path(__file__).resolve().parents[1]
 Variant = Callable[..., Path]
+Run = Callable[..., Any]
 DB = "photonic_foundry"
+CHECKS = "maintenance/test_postgres_queries.py"
 
 
 # ---------------------------------------------------------------------------------------------- a partition
@@ -236,3 +240,84 @@ def test_connect_logs_in_as_the_maintenance_role_and_names_the_field_to_fix(
     for db in (pf, qp):
         assert re.fullmatch(r"ok: PostgreSQL 15[\d.]* as postgres \(the maintenance user\)",
                             healthy[(db.name, "maintenance role")])
+
+
+# ---------------------------------------------------------------------------------------------- write key queries
+
+
+@pytest.fixture(scope="module")
+def seeded(sandbox: Profile) -> Iterator[Postgres]:
+    """A throwaway cluster configured and seeded like the sandbox's (simulation_events: ~150k rows, over 10 MiB)."""
+    made = make_cluster(sandbox)
+    try:
+        seed_databases(made)
+        yield made
+    finally:
+        remove(made)
+
+
+def test_explain_of_a_write_is_allowed_in_a_read_only_transaction_and_its_analyze_is_not(seeded: Postgres) -> None:
+    import psycopg
+
+    with seeded.connect(DB) as conn:
+        conn.execute("BEGIN READ ONLY")
+        plan = conn.execute("EXPLAIN (FORMAT JSON) UPDATE simulation_events SET detail = detail WHERE id = 42")
+        assert plan.fetchone() is not None
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("EXPLAIN (ANALYZE) UPDATE simulation_events SET detail = detail WHERE id = 42")
+        conn.execute("ROLLBACK")
+
+
+def test_write_key_queries_are_planned_as_the_maintenance_user_never_run(
+    run_checks: Run, profile_variant: Variant, seeded: Postgres, tmp_path: Path
+) -> None:
+    from test_maintenance_queries import check, fails_exactly, healthy_ids, on, scalar, where
+
+    password = tmp_path / "maintainer.pass"
+    password.write_text(seeded.password + "\n")
+    queries = [{"name": "rescale-by-value", "budget": "1s",  # value has no index: a sequential scan of 150k rows
+                "sql": "UPDATE simulation_events SET detail = detail WHERE value = 42.5"},
+               {"name": "touch-event", "budget": "1s",  # through the primary key
+                "sql": "UPDATE simulation_events SET detail = detail WHERE id = 42"},
+               {"name": "simulation-events-read", "budget": "1s",  # a read stays the monitoring role's
+                "sql": "SELECT kind FROM simulation_events WHERE simulation_id = 7"}]
+
+    def as_maintainer(data: dict[str, Any]) -> None:
+        on(seeded.port, key_queries=queries)(data)
+        data["databases"][0].update(maintenance_user="postgres", maintenance_password_file=str(password))
+
+    rows = "SELECT count(*)::text || ':' || sum(xmin::text::bigint)::text FROM simulation_events"
+    before = scalar(seeded, rows)
+    run = run_checks(profile_variant(as_maintainer), CHECKS)
+    assert scalar(seeded, rows) == before  # planned, never run
+    names = ("rescale-by-value", "touch-event", "simulation-events-read")
+    seq, budget = "test_key_query_has_no_seq_scan_on_a_large_table", "test_key_query_runs_within_budget"
+    size = human_size(int(scalar(seeded, "SELECT pg_table_size('simulation_events')")))
+    bad = f"{where(seeded)}: key query rescale-by-value (a write, planned as maintenance_user postgres)"
+    writes = {check(budget, f"{DB}:{n}") for n in names[:2]}
+    fails_exactly(run, {check(seq, f"{DB}:rescale-by-value"): (
+        f"{bad} plans a sequential scan of public.simulation_events ({size}, at least large_table 10.0 MiB), "
+        "expected index access: add an index on the columns it filters or joins by (EXPLAIN shows the plan)"
+    )}, healthy_ids(("simulation-events", *names)) - writes)
+    for name in names[:2]:  # writes are never run: without a pg_stat_statements mean they are not timed
+        assert run.outcome(check(budget, f"{DB}:{name}")) == "skipped"
+    assert run.message(check(budget, f"{DB}:touch-event")) == (
+        f"{where(seeded)}: key query touch-event (a write, planned as maintenance_user postgres) is a write, which "
+        "opsverify never runs, and pg_stat_statements holds no timing of it: it cannot be timed here")
+    assert run.outcome(check(seq, f"{DB}:touch-event")) == "passed"
+
+    def without(data: dict[str, Any]) -> None:
+        on(seeded.port, key_queries=queries[:1])(data)
+        for key in ("maintenance_user", "maintenance_password_file"):
+            data["databases"][0].pop(key, None)
+
+    skipped = run_checks(profile_variant(without), CHECKS)
+    tests = {check(t, f"{DB}:rescale-by-value") for t in (seq, budget)}
+    fails_exactly(skipped, {}, healthy_ids(("simulation-events", "rescale-by-value")) - tests)
+    for test in tests:
+        assert skipped.outcome(test) == "skipped"
+        assert skipped.message(test) == (
+            f"{where(seeded)}: key query rescale-by-value cannot be planned as role opsverify: permission denied for "
+            "table simulation_events (EXPLAIN needs the privileges the statement needs: for a write, declare "
+            "maintenance_user, the role it is then planned as in a read-only transaction, never run; for a read, "
+            "grant SELECT to the role)")
