@@ -321,3 +321,23 @@ def test_write_key_queries_are_planned_as_the_maintenance_user_never_run(
             "table simulation_events (EXPLAIN needs the privileges the statement needs: for a write, declare "
             "maintenance_user, the role it is then planned as in a read-only transaction, never run; for a read, "
             "grant SELECT to the role)")
+
+
+# ---------------------------------------------------------------------------------------------- job table archive
+
+
+@pytest.mark.parametrize("archive", ["optimization_jobs", "public.optimization_jobs", "Optimization_Jobs"])
+def test_a_job_table_archived_into_itself_is_refused_at_load(tmp_path: Path, archive: str) -> None:
+    profile = tmp_path / "profile.yaml"
+    text = ("name: x\ndatabases: [{name: qp, dbname: qp, user: u}]\nlifecycle:\n  job_tables:\n"
+            "    - {name: jobs, database: qp, table: optimization_jobs, archive_table: ARCHIVE}\n")
+    profile.write_text(text.replace("ARCHIVE", archive))
+    done = profile_check(profile)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"opsverify: profile {profile} is not valid: lifecycle.job_tables[0] (line 5): archive_table {archive} is the "
+        "job table optimization_jobs itself, so archived_jobs would move its old rows into the table it takes them "
+        "from: name a separate table with the same columns, or leave archive_table empty"]
+    profile.write_text(text.replace("ARCHIVE", "archive.optimization_jobs"))  # another schema: another table
+    done = profile_check(profile)
+    assert done.returncode == 0, done.stdout + done.stderr
