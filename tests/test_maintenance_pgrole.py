@@ -1,7 +1,8 @@
 """PostgreSQL sessions and roles of the maintenance checks and fixtures, against real faults.
 
-- A server cut off mid-query (a network partition: the link of a network namespace taken down while
-  the check's backend is SIGSTOPped) fails the check within the keepalive bound instead of hanging.
+- A server cut off mid-query (a network partition: the check runs in a network namespace whose veth link
+  is taken down while its query waits on a lock and its backend is SIGSTOPped) fails the check within the
+  keepalive bound instead of hanging. (SIGSTOP alone on loopback would not do: the kernel still ACKs.)
 """
 
 from __future__ import annotations
@@ -100,10 +101,7 @@ def reachable_cluster(sandbox: Profile, namespace: Namespace) -> Iterator[Postgr
         remove(made)
 
 
-def backends_from(cluster: Postgres, client: str) -> list[int]:
-    with cluster.connect() as conn:
-        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE client_addr = %s::inet", (client,)).fetchall()
-    return [int(r[0]) for r in rows]
+WAITING = "SELECT pid FROM pg_stat_activity WHERE client_addr = %s::inet AND wait_event_type = 'Lock'"
 
 
 def run_in(namespace: Namespace, profile: Path, report: Path, target: str) -> subprocess.Popen[str]:
@@ -130,14 +128,15 @@ def test_a_partition_mid_query_fails_the_check_within_the_keepalive_bound(
     def mutate(data: dict[str, Any]) -> None:
         db = {**data["databases"][0], "host": namespace.host_ip, "port": reachable_cluster.port, "sslmode": "require"}
         data["databases"] = [db]
-        data["timeouts"] = {"connect": "3s", "request": "5s"}
+        data["timeouts"] = {"connect": "3s", "request": "10s"}
         data.pop("lifecycle", None)
 
     variant = profile_variant(mutate)
-    assert tcp_options(timedelta(seconds=3), timedelta(seconds=5)) == {
-        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
-        "tcp_user_timeout": 8000,
+    assert tcp_options(timedelta(seconds=3), timedelta(seconds=10)) == {
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 1, "keepalives_count": 3,
+        "tcp_user_timeout": 13000,
     }
+    superuser_sql(reachable_cluster, "CREATE TABLE held_rows (id int)", dbname=DB)
     healthy = tmp_path / "healthy"
     output, _ = run_in(namespace, variant, healthy, HEALTH).communicate(timeout=120)
     checks = outcomes(healthy)
@@ -146,30 +145,34 @@ def test_a_partition_mid_query_fails_the_check_within_the_keepalive_bound(
 
     report = tmp_path / "report"
     stopped: list[int] = []
-    proc = run_in(namespace, variant, report, HEALTH)
-    try:
-        deadline = time.monotonic() + 60
-        while not stopped and time.monotonic() < deadline and proc.poll() is None:
-            stopped = backends_from(reachable_cluster, namespace.peer_ip)
-            time.sleep(0.005)
-        assert stopped, "the check's session never reached the server"
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)  # the query in flight (or about to be sent) gets no answer ...
-        namespace.cut()  # ... and nothing gets through: not even the server kernel's ACK of a keepalive probe
-        cut_at = time.monotonic()
-        output, _ = proc.communicate(timeout=120)
-        elapsed = time.monotonic() - cut_at
-    finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
-        namespace.mend()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    assert elapsed < 40, (elapsed, output[-3000:])  # 8 s of silence, then the rest of the run (was: forever)
+    with reachable_cluster.connect(DB) as holder, reachable_cluster.connect() as watcher:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE held_rows IN ACCESS EXCLUSIVE MODE")  # the probe's table sizes wait for it
+        proc = run_in(namespace, variant, report, HEALTH)
+        try:
+            deadline = time.monotonic() + 60
+            while not stopped and time.monotonic() < deadline and proc.poll() is None:
+                stopped = [int(r[0]) for r in watcher.execute(WAITING, (namespace.peer_ip,)).fetchall()]
+                time.sleep(0.01)
+            assert stopped, "the check's query never waited on the server"
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)  # the query in flight gets no answer (nor its lock timeout) ...
+            namespace.cut()  # ... and nothing gets through: not even the server kernel's ACK of a keepalive probe
+            cut_at = time.monotonic()
+            output, _ = proc.communicate(timeout=120)
+            elapsed = time.monotonic() - cut_at
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            namespace.mend()
+            holder.execute("ROLLBACK")
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert elapsed < 45, (elapsed, output[-3000:])  # 13 s of silence, then the rest of the run (was: forever)
     where = f"database {DB} at {namespace.host_ip}:{reachable_cluster.port}/{DB}"
-    cause = lost(timedelta(seconds=3), timedelta(seconds=5))
-    assert cause == ("the server stopped answering mid-session: no TCP reply within 8s (the 5s query timeout, then "
+    cause = lost(timedelta(seconds=3), timedelta(seconds=10))
+    assert cause == ("the server stopped answering mid-session: no TCP reply within 13s (the 10s query timeout, then "
                      "3 keepalive probes 1s apart): check the network path to it and that its host and postmaster run")
     found = outcomes(report)
     assert set(found) == set(checks), output[-3000:]
