@@ -709,7 +709,12 @@ def test_each_action_check_fails_on_its_own_real_fault(
         "test_tmp_cleanup_deletes_only_stale_files", "test_cache_flush_restores_every_key",
     }, run.result.stdout.str()
     assert len(run.failed()) == 4  # the audit log directory is still there and rotates
-    assert "because other objects depend on it" in failed["test_temp_tables_drop_leaves_other_tables_unchanged"]
+    assert failed["test_temp_tables_drop_leaves_other_tables_unchanged"] == (
+        "dropping temp_optimization_* tables in quantum_planner: drop of temporary tables "
+        "quantum_planner:temp_optimization_* refused and rolled back (nothing was changed): table "
+        "public.temp_optimization_a matching temp_optimization_* has objects depending on it (view temp_user_view "
+        "depends on table temp_optimization_a), which a drop without CASCADE never removes: drop or repoint them, or "
+        "narrow lifecycle.temp_tables[].pattern")
     assert failed["test_log_rotation_deletes_only_files_past_retention"] == (
         f"log rotation app-logs: directory {files['logs']} does not exist: create it or fix lifecycle.log_dirs[].path")
     assert failed["test_tmp_cleanup_deletes_only_stale_files"] == (

@@ -58,6 +58,7 @@ def test_connect_reaches_every_component_of_the_healthy_sandbox(sandbox_profile:
     expected |= {(h.name, "host") for h in sandbox.hosts} | {(b.name, "backups") for b in sandbox.backups}
     expected |= {(b.name, "offsite") for b in sandbox.backups if b.offsite is not None}
     expected |= {(d.name, "backup role") for d in sandbox.databases if d.backup_user is not None}
+    expected |= {(d.name, "maintenance role") for d in sandbox.databases if d.maintenance_user is not None}
     assert set(table) == expected
     db = sandbox.databases[0]
     assert table[(db.name, "database")].startswith("ok: PostgreSQL 15")

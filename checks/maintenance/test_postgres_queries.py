@@ -1,7 +1,8 @@
 """PostgreSQL index and query health (issue 11): unused and bloated indexes, missing indexes, slow statements,
 the declared key queries and the hot tables' planner statistics.
 
-Per database, one read-only session as the database's ``user`` (``pg_queries_of``) measures everything;
+Per database, one read-only session as the database's ``user`` (``pg_queries_of``) measures everything
+(a write key query it may not plan: planned, never run, as ``maintenance_user`` when one is declared);
 each check judges one part against the database's ``maintenance`` thresholds. Runbook: PF-27/QP-07
 (pg_stat_statements), PF-28/QP-25 (index usage, unused and missing indexes), PF-37 (query optimisation:
 EXPLAIN of the key queries, sequential scans of large tables), QP-11 (statistics of hot tables).
@@ -178,9 +179,15 @@ def _plan(key_query: tuple[Database, KeyQuery], pg_queries_of: QueriesOf) -> tup
     facts, where = _facts(database, pg_queries_of)
     plan = facts.key_queries[query.name]
     what = f"{where}: key query {query.name}"
+    if plan.denied is not None and database.maintenance_user is None:
+        pytest.skip(f"{what} cannot be planned as role {facts.role}: {plan.denied} (EXPLAIN needs the privileges the "
+                    "statement needs: for a write, declare maintenance_user, the role it is then planned as in a "
+                    "read-only transaction, never run; for a read, grant SELECT to the role)")
     if plan.denied is not None:
         pytest.skip(f"{what} cannot be planned as role {facts.role}: {plan.denied} (EXPLAIN needs the privileges the "
                     "statement needs: grant them to the role, or declare the read the application does instead)")
+    if plan.planned_as is not None:
+        what += f" (a write, planned as maintenance_user {plan.planned_as})"
     if plan.locked is not None:
         pytest.skip(f"{what} cannot be planned now: {plan.locked} (a lock held by another session on a table it "
                     "reads; test_no_session_waits_long_on_a_lock judges the lock): rerun once it is released")

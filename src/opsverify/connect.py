@@ -3,11 +3,12 @@
 Each component is opened with the existing probes and clients (``probes/*``, ``backups/catalog``,
 ``backups/s3``), bounded by the profile's timeouts, several at a time: a database or a replica
 connects, authenticates and reads its version (a database with a `backup_user` once more as that role,
-the one backup jobs use); the restore target also whether its role may create
-databases; Redis authenticates, answers PING and ``INFO server``; an HTTP service answers its health
-path; a dependency is reachable as its check wants it; a host runs ``hostname`` through testinfra; a
-backup source lists its directory (here, over ssh, or the S3 prefix) and counts the files matching its
-pattern; an offsite copy lists its prefix. Addresses are shown redacted and no secret is printed.
+the one backup jobs use, and with a `maintenance_user` once more as that one, the maintenance
+fixtures'); the restore target also whether its role may create databases; Redis authenticates,
+answers PING and ``INFO server``; an HTTP service answers its health path; a dependency is
+reachable as its check wants it; a host runs ``hostname`` through testinfra; a backup source lists
+its directory (here, over ssh, or the S3 prefix) and counts the files matching its pattern; an
+offsite copy lists its prefix. Addresses are shown redacted and no secret is printed.
 """
 
 from __future__ import annotations
@@ -238,6 +239,23 @@ def _backup_role(db: Database, profile: Profile) -> tuple[bool, str]:
     return True, f"PostgreSQL {_short(version)} as {user} (the backup user)"
 
 
+def _maintenance_role(db: Database, profile: Profile) -> tuple[bool, str]:
+    """Log in as the database's ``maintenance_user`` (the role the maintenance fixtures and write key queries use)."""
+    role = Database.model_construct(name=db.name, host=db.host, port=db.port, dbname=db.dbname,
+                                    user=db.maintenance_user, password=db.maintenance_password,
+                                    password_file=db.maintenance_password_file, sslmode=db.sslmode,
+                                    sslrootcert=db.sslrootcert)
+    ok, row = _pg_fact(role, profile, "SELECT current_setting('server_version'), current_user")
+    if not ok or isinstance(row, str):
+        error = str(row).replace(
+            "check the user and its password (or password_file)",
+            "check maintenance_user and its maintenance_password (or maintenance_password_file)",
+        ).replace("set password or password_file", "set maintenance_password or maintenance_password_file")
+        return False, f"as role {db.maintenance_user} (the maintenance user): {error}"
+    version, user = row
+    return True, f"PostgreSQL {_short(version)} as {user} (the maintenance user)"
+
+
 def _pg_address(db: Database | RestoreTarget) -> str:
     return f"{db.user}@{db.host}:{db.port}/{db.dbname}"
 
@@ -256,6 +274,9 @@ def attempts(profile: Profile) -> list[_Attempt]:
         if d.backup_user is not None:
             where = f"{d.backup_user}@{d.host}:{d.port}/{d.dbname}"
             out.append(_Attempt(d.name, "backup role", where, partial(_backup_role, d, p)))
+        if d.maintenance_user is not None:
+            where = f"{d.maintenance_user}@{d.host}:{d.port}/{d.dbname}"
+            out.append(_Attempt(d.name, "maintenance role", where, partial(_maintenance_role, d, p)))
     out += [_Attempt(r.name, "replica", _pg_address(r), partial(_replica, r, p)) for r in p.replicas]
     if p.restore_target is not None:
         target = p.restore_target

@@ -31,20 +31,10 @@ if TYPE_CHECKING:
 
 def connect(target: RestoreTarget, dbname: str | None, timeout: timedelta) -> psycopg.Connection:
     """An autocommit session on the restore target (read-write: drills create and fill databases)."""
-    import psycopg
+    from opsverify.probes.postgres import open_session
 
-    return psycopg.connect(
-        host=target.host,
-        port=target.port,
-        dbname=dbname or target.dbname,
-        user=target.user,
-        password=target.secret(),
-        sslmode=target.sslmode,
-        sslrootcert=str(target.sslrootcert) if target.sslrootcert else None,
-        connect_timeout=max(1, int(timeout.total_seconds())),
-        application_name="opsverify-drill",
-        autocommit=True,
-    )
+    return open_session(target, target.user, target.secret(), timeout, timeout, dbname=dbname,
+                        application_name="opsverify-drill")
 
 
 def exists(conn: psycopg.Connection, name: str) -> bool:

@@ -137,12 +137,10 @@ def maintenance_connect(
 
 
 def _connect(db: Database, timeouts: Timeouts, ms: int, lock_ms: int, autocommit: bool) -> psycopg.Connection:
-    import psycopg
+    from opsverify.probes.postgres import open_session
 
-    return psycopg.connect(
-        host=db.host, port=db.port, dbname=db.dbname, user=db.maintenance_user, password=db.maintenance_secret(),
-        sslmode=db.sslmode, sslrootcert=str(db.sslrootcert) if db.sslrootcert else None,
-        connect_timeout=max(1, int(timeouts.connect.total_seconds())),
+    return open_session(
+        db, db.maintenance_user, db.maintenance_secret(), timeouts.connect, timedelta(milliseconds=ms),
         options=f"-c statement_timeout={ms} -c lock_timeout={lock_ms}",
         application_name=f"opsverify-maintenance-{os.getpid()}", autocommit=autocommit,
     )
@@ -664,16 +662,32 @@ class DropTempTables(InTransaction["DroppedTables"]):
             )
 
     def drop(self, conn: psycopg.Connection, tables: list[str]) -> None:
+        import psycopg
         from psycopg import sql
 
         for table in tables:
-            conn.execute(sql.SQL("DROP TABLE {}").format(table_identifier(table)))  # no CASCADE: a dependent fails
+            try:
+                conn.execute(sql.SQL("DROP TABLE {}").format(table_identifier(table)))  # no CASCADE: a dependent fails
+            except psycopg.errors.DependentObjectsStillExist as exc:  # the transaction rolls back: nothing dropped
+                raise OpsverifyError(
+                    f"{self.kind} {self.name} refused and rolled back (nothing was changed): table {table} matching "
+                    f"{self.pattern} has objects depending on it ({_dependents(exc)}), which a drop without CASCADE "
+                    "never removes: drop or repoint them, or narrow lifecycle.temp_tables[].pattern"
+                ) from None
 
     def change(self, conn: psycopg.Connection) -> tuple[DroppedTables, list[str]]:
         self.drop(conn, self.matching)
         remaining = self._matching(conn)
         diffs = [f"table {t} matching {self.pattern} remains" for t in remaining]
         return DroppedTables(self.database.name, self.pattern, tuple(self.matching)), diffs
+
+
+def _dependents(exc: psycopg.Error) -> str:
+    """The server's own list of what depends on a table (the error's DETAIL: "view v depends on table t", one a
+    line, "and N other objects" past 100), on one line."""
+    detail = exc.diag.message_detail or ""
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    return "; ".join(lines) if lines else "the server named none"
 
 
 def _shown(names: list[str], limit: int = 5) -> str:

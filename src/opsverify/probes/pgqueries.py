@@ -5,12 +5,14 @@ reset) of the large tables, a btree bloat estimate (the well-known one from ``pg
 ``pg_stats``, as ioguix's and check_postgres's queries make it), sequential-scan shares of the large
 tables, ``pg_stat_statements`` (installed, loaded, its slowest statements of this database), the
 declared key queries (``EXPLAIN (VERBOSE, FORMAT JSON)``; a read-only query also ``EXPLAIN (ANALYZE)``
-under a statement timeout of twice its budget, a write never) and the planner statistics of the
-declared hot tables. Everything is measured here; the checks judge.
+under a statement timeout of twice its budget, a write never; a write the monitoring role may not plan is
+planned, never run, as the database's ``maintenance_user`` in a read-only transaction) and the planner
+statistics of the declared hot tables. Everything is measured here; the checks judge.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -122,7 +124,7 @@ ORDER BY mean_exec_time DESC LIMIT %(top)s
 STATEMENT_MEAN_SQL = MARK + """
 SELECT sum(calls)::bigint, sum(total_exec_time) / nullif(sum(calls), 0) FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid = %(queryid)s
-  AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  AND userid NOT IN (SELECT oid FROM pg_roles WHERE rolname IN (current_user, %(exclude)s))
 """
 EXTENSION_SCHEMA_SQL = MARK + """
 SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -219,6 +221,7 @@ class KeyQueryPlan:
     error: str | None = None
     denied: str | None = None  # the server refused to plan it for want of a privilege (a write, as a read-only role)
     locked: str | None = None  # planning it waited past the lock timeout: a table it reads is locked by another session
+    planned_as: str | None = None  # the maintenance_user that planned this write (None: the monitoring role)
 
 
 @dataclass(frozen=True)
@@ -289,13 +292,62 @@ def _explained(conn: psycopg.Connection, options: str, sql: str) -> Mapping[str,
     return dict(doc[0])
 
 
-def _key_query(conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None) -> KeyQueryPlan:
-    """Plan (and, a read, run) ``query`` inside its own ``BEGIN READ ONLY`` … ``ROLLBACK`` transaction."""
+def _key_query(
+    conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None, maintainer: Maintainer | None = None
+) -> KeyQueryPlan:
+    """Plan (and, a read, run) ``query`` inside its own ``BEGIN READ ONLY`` … ``ROLLBACK`` transaction; a plan the
+    monitoring role may not make (a write it has no privilege for) is made as ``maintainer``, never run."""
     conn.execute(f"{MARK} BEGIN READ ONLY")
     try:
-        return _key_query_in_transaction(conn, query, large, schema)
+        plan = _key_query_in_transaction(conn, query, large, schema)
     finally:
         conn.execute(f"{MARK} ROLLBACK")
+    if plan.denied is None or maintainer is None:
+        return plan
+    return _write_plan(conn, query, large, schema, maintainer) or plan
+
+
+@dataclass(frozen=True)
+class Maintainer:
+    """The database's ``maintenance_user`` session settings: write key queries are planned as it."""
+
+    db: Database
+    timeout: timedelta
+    query_timeout: timedelta
+
+
+def _write_plan(
+    conn: psycopg.Connection, query: KeyQuery, large: int, schema: str | None, maintainer: Maintainer
+) -> KeyQueryPlan | None:
+    """``EXPLAIN (VERBOSE)`` of ``query`` as the maintenance role in a ``BEGIN READ ONLY`` transaction (never
+    ANALYZE: the executor never starts), same statement and lock timeouts; sizes and timings read on ``conn``.
+    None when it is no write (a read stays the monitoring role's: its refusal stands)."""
+    import psycopg
+
+    from opsverify.probes.postgres import open_session
+
+    db, role = maintainer.db, maintainer.db.maintenance_user
+    ms = max(1, int(maintainer.query_timeout.total_seconds() * 1000))
+    options = f"-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={max(1, ms // 2)}"
+    try:
+        with open_session(db, role, db.maintenance_secret(), maintainer.timeout, maintainer.query_timeout,
+                          options=options) as writer:
+            writer.execute(f"{MARK} BEGIN READ ONLY")
+            try:
+                top = _explained(writer, "VERBOSE", query.sql)
+            finally:
+                writer.execute(f"{MARK} ROLLBACK")
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return KeyQueryPlan(query.name, denied=f"{first_line(exc)} (also as maintenance_user {role})")
+    except psycopg.errors.LockNotAvailable as exc:
+        return KeyQueryPlan(query.name, locked=first_line(exc))
+    except (psycopg.Error, OSError, ValueError) as exc:
+        return KeyQueryPlan(query.name, error=f"as maintenance_user {role}: {first_line(exc)}")
+    nodes = list(plan_nodes(top["Plan"]))
+    if not any(node.get("Node Type") in WRITE_NODES for node in nodes):
+        return None
+    plan = _judged(conn, query, nodes, top, large, schema, exclude=role)
+    return dataclasses.replace(plan, planned_as=role)
 
 
 def _key_query_in_transaction(
@@ -312,6 +364,29 @@ def _key_query_in_transaction(
     except (psycopg.Error, ValueError) as exc:
         return KeyQueryPlan(query.name, error=first_line(exc))
     nodes = list(plan_nodes(top["Plan"]))  # data-modifying CTEs are among the Plans (InitPlan/CTE subplans)
+    plan = _judged(conn, query, nodes, top, large, schema)
+    if plan.write:
+        return plan
+    queryid, scans = plan.queryid, plan.seq_scans
+    limit = query.budget * 2
+    conn.execute(f"{MARK} SET LOCAL statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
+    try:
+        analyzed = _explained(conn, "ANALYZE", query.sql)
+    except psycopg.errors.QueryCanceled:
+        return KeyQueryPlan(query.name, tuple(scans), False, timed_out=limit, queryid=queryid)
+    except (psycopg.Error, ValueError) as exc:
+        return KeyQueryPlan(query.name, tuple(scans), False, queryid=queryid, error=first_line(exc))
+    return KeyQueryPlan(query.name, tuple(scans), False, _ms(analyzed.get("Execution Time", 0)), queryid=queryid)
+
+
+def _judged(
+    conn: psycopg.Connection, query: KeyQuery, nodes: list[Mapping[str, Any]], top: Mapping[str, Any], large: int,
+    schema: str | None, exclude: str | None = None,
+) -> KeyQueryPlan:
+    """The plan's large sequential scans and whether it writes; a write's mean from pg_stat_statements (the
+    application roles' runs: not the session role's nor ``exclude``'s)."""
+    import psycopg
+
     scans = []
     for node in nodes:
         if node.get("Node Type") == "Seq Scan" and node.get("Relation Name"):
@@ -328,22 +403,14 @@ def _key_query_in_transaction(
         if schema is None or queryid is None:
             return plan
         try:
-            row = conn.execute(STATEMENT_MEAN_SQL.format(schema=schema), {"queryid": queryid}).fetchone()
+            row = conn.execute(STATEMENT_MEAN_SQL.format(schema=schema),
+                               {"queryid": queryid, "exclude": exclude}).fetchone()
         except psycopg.Error:
             return plan
         if row and row[0] and row[1] is not None:
             return KeyQueryPlan(query.name, tuple(scans), True, statement_mean=_ms(row[1]),
                                 statement_calls=int(row[0]), queryid=queryid)
-        return plan
-    limit = query.budget * 2
-    conn.execute(f"{MARK} SET LOCAL statement_timeout = {max(1, int(limit.total_seconds() * 1000))}")
-    try:
-        analyzed = _explained(conn, "ANALYZE", query.sql)
-    except psycopg.errors.QueryCanceled:
-        return KeyQueryPlan(query.name, tuple(scans), False, timed_out=limit, queryid=queryid)
-    except (psycopg.Error, ValueError) as exc:
-        return KeyQueryPlan(query.name, tuple(scans), False, queryid=queryid, error=first_line(exc))
-    return KeyQueryPlan(query.name, tuple(scans), False, _ms(analyzed.get("Execution Time", 0)), queryid=queryid)
+    return plan
 
 
 def _hot_table(conn: psycopg.Connection, name: str) -> HotTableStats:
@@ -387,19 +454,25 @@ def _statements(conn: psycopg.Connection, settings: PostgresMaintenance) -> dict
     return found
 
 
-def read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
+def read_query_facts(
+    conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta, timeout: timedelta | None = None
+) -> PgQueryFacts:
     """Every fact from an open read-only session (each query under the session's statement timeout; those that lock
-    relations also under a lock timeout of half of it). A lock timeout all the same is a lock, not the role."""
+    relations also under a lock timeout of half of it). A lock timeout all the same is a lock, not the role.
+    ``timeout``: the connect timeout of the maintenance_user's session (write key queries), default ``query_timeout``.
+    """
     import psycopg
 
     try:
-        return _read_query_facts(conn, db, address, query_timeout)
+        return _read_query_facts(conn, db, address, query_timeout, timeout or query_timeout)
     except psycopg.errors.LockNotAvailable as exc:
         return PgQueryFacts(address, db.user, error=f"{first_line(exc)} ({LOCKED_BY_OTHERS} on a table)",
                             lock_error=True)
 
 
-def _read_query_facts(conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta) -> PgQueryFacts:
+def _read_query_facts(
+    conn: psycopg.Connection, db: Database, address: str, query_timeout: timedelta, timeout: timedelta
+) -> PgQueryFacts:
     settings = db.maintenance
     conn.execute(f"{MARK} SET lock_timeout = {max(1, int(query_timeout.total_seconds() * 1000) // 2)}")
     locked_rows = conn.execute(LOCKED_SQL).fetchall()
@@ -415,7 +488,8 @@ def _read_query_facts(conn: psycopg.Connection, db: Database, address: str, quer
     stats_row = conn.execute(HAS_STATS_SQL).fetchone()
     statements = _statements(conn, settings)
     hot = {name: _hot_table(conn, name) for name in settings.hot_tables}
-    plans = {q.name: _key_query(conn, q, sizes["large"], statements["schema"])
+    maintainer = Maintainer(db, timeout, query_timeout) if db.maintenance_user is not None else None
+    plans = {q.name: _key_query(conn, q, sizes["large"], statements["schema"], maintainer)
              for q in settings.key_queries}
     return PgQueryFacts(
         address, db.user, reset[0] if reset else None, reset[1] if reset else None, unused, bloat, shares,
@@ -427,7 +501,8 @@ def _read_query_facts(conn: psycopg.Connection, db: Database, address: str, quer
 def probe_queries(db: Database, timeout: timedelta, query_timeout: timedelta) -> PgQueryFacts:
     """Read the index and query health of ``db`` as its declared role in one read-only session."""
     address = f"{db.host}:{db.port}/{db.dbname}"
-    found = read_only(db, timeout, query_timeout, lambda conn: read_query_facts(conn, db, address, query_timeout))
+    found = read_only(db, timeout, query_timeout,
+                      lambda conn: read_query_facts(conn, db, address, query_timeout, timeout))
     if isinstance(found, Unread):
         return PgQueryFacts(address, db.user, error=found.error, unreachable=found.unreachable)
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -9,8 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+from opsverify.durations import format_duration
 from opsverify.probes.outage import REFUSED, UNRESOLVED, UNROUTABLE, connect_timed_out, connection_failure
 from opsverify.profile.model import Database
+from opsverify.profile.recovery import RestoreTarget
 
 if TYPE_CHECKING:
     import psycopg
@@ -57,8 +60,9 @@ def first_line(exc: BaseException) -> str:
     return CONNECTION_NOISE.sub("", text)
 
 
-def unreachable(exc: BaseException, timeout: timedelta) -> str | None:
-    """The connection-level cause of a failed session (refused, timed out, no route, unknown host), else None."""
+def unreachable(exc: BaseException, timeout: timedelta, query_timeout: timedelta | None = None) -> str | None:
+    """The connection-level cause of a failed session (refused, timed out, no route, unknown host, a server
+    that stopped answering mid-session), else None; ``query_timeout``: the session's, as ``tcp_options`` got it."""
     import psycopg
 
     if isinstance(exc, psycopg.errors.ConnectionTimeout):
@@ -67,29 +71,94 @@ def unreachable(exc: BaseException, timeout: timedelta) -> str | None:
         return None
     found = connection_failure(exc, connect_timed_out(timeout))
     text = str(exc).split("\n", 1)[0]
+    if found is None and any(f"{words} server: Connection timed out" in text for words in LOST):
+        return lost(timeout, query_timeout or timeout)
     return found or next((cause for words, cause in LIBPQ_FAILURES if words in text), None)
+
+
+LOST = ("could not receive data from", "could not send data to")  # libpq, when the kernel gave up on the peer
+
+
+def lost(timeout: timedelta, query_timeout: timedelta) -> str:
+    """The phrase for a session whose server stopped answering (``tcp_options`` dropped it), naming the bound."""
+    options = tcp_options(timeout, query_timeout)
+    return (
+        f"the server stopped answering mid-session: no TCP reply within "
+        f"{format_duration(dead_peer_after(timeout, query_timeout))} (the {format_duration(query_timeout)} query "
+        f"timeout, then {options['keepalives_count']} keepalive probes {options['keepalives_interval']}s apart): "
+        "check the network path to it and that its host and postmaster run"
+    )
+
+
+KEEPALIVE_COUNT = 3  # unanswered keepalive probes before the kernel drops the connection
+
+
+def tcp_options(timeout: timedelta, query_timeout: timedelta) -> dict[str, int]:
+    """libpq's TCP options: a peer that stops answering is dropped in about ``query_timeout`` + a few seconds.
+
+    psycopg has no read timeout of its own: a server that a network partition cut off mid-query
+    leaves the client waiting on a socket forever. Keepalive probes start after ``query_timeout``
+    of silence (the server sends nothing while a statement runs, but its kernel answers the probes),
+    then one every ``timeout``/3 (1 to 5 s); ``KEEPALIVE_COUNT`` unanswered ones end the session, as
+    does data the peer leaves unacknowledged that long (``tcp_user_timeout``).
+    """
+    idle = max(1, math.ceil(query_timeout.total_seconds()))
+    interval = max(1, min(5, math.ceil(timeout.total_seconds() / KEEPALIVE_COUNT)))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": KEEPALIVE_COUNT,
+        "tcp_user_timeout": (idle + interval * KEEPALIVE_COUNT) * 1000,
+    }
+
+
+def dead_peer_after(timeout: timedelta, query_timeout: timedelta) -> timedelta:
+    """How long a silent peer keeps a session open under ``tcp_options`` (the message names it)."""
+    return timedelta(milliseconds=tcp_options(timeout, query_timeout)["tcp_user_timeout"])
+
+
+def open_session(
+    server: Database | RestoreTarget,
+    user: str | None,
+    password: str | None,
+    timeout: timedelta,
+    query_timeout: timedelta,
+    *,
+    dbname: str | None = None,
+    options: str | None = None,
+    application_name: str = "opsverify",
+    autocommit: bool = True,
+) -> psycopg.Connection:
+    """A session on ``server`` as ``user``: connect ``timeout``, TLS as declared, ``tcp_options``.
+
+    Every ``psycopg.connect`` of opsverify goes through here (checks, maintenance actions, drills).
+    """
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    return psycopg.connect(
+        host=server.host,
+        port=server.port,
+        dbname=dbname or server.dbname,
+        user=user,
+        password=password,
+        sslmode=server.sslmode,
+        sslrootcert=str(server.sslrootcert) if server.sslrootcert else None,
+        connect_timeout=max(1, int(timeout.total_seconds())),
+        options=options,
+        application_name=application_name,
+        autocommit=autocommit,
+        conninfo=make_conninfo("", **tcp_options(timeout, query_timeout)),
+    )
 
 
 def connect(db: Database, timeout: timedelta, statement_timeout: timedelta | None = None) -> psycopg.Connection:
     """Open a read-only autocommit session (``default_transaction_read_only=on``)."""
-    import psycopg
-
     options = "-c default_transaction_read_only=on"
     if statement_timeout is not None:
         options += f" -c statement_timeout={int(statement_timeout.total_seconds() * 1000)}"
-    return psycopg.connect(
-        host=db.host,
-        port=db.port,
-        dbname=db.dbname,
-        user=db.user,
-        password=db.secret(),
-        sslmode=db.sslmode,
-        sslrootcert=str(db.sslrootcert) if db.sslrootcert else None,
-        connect_timeout=max(1, int(timeout.total_seconds())),
-        options=options,
-        application_name="opsverify",
-        autocommit=True,
-    )
+    return open_session(db, db.user, db.secret(), timeout, statement_timeout or timeout, options=options)
 
 
 @dataclass(frozen=True)
@@ -110,7 +179,7 @@ def read_only(
         with connect(db, timeout, statement_timeout=query_timeout) as conn:
             return read(conn)
     except (psycopg.Error, OSError) as exc:
-        cause = unreachable(exc, timeout)
+        cause = unreachable(exc, timeout, query_timeout)
         return Unread(cause or first_line(exc), cause)
 
 

@@ -13,7 +13,7 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import ByteSize, Field, WithJsonSchema, field_validator
+from pydantic import ByteSize, Field, WithJsonSchema, field_validator, model_validator
 
 from opsverify.profile.types import AbsolutePath, Duration, Model, Name, Named, Percent
 
@@ -277,6 +277,27 @@ class JobTable(Named):
     @classmethod
     def _names(cls, value: str | None) -> str | None:
         return value if value is None else _sql_name(value)
+
+    @model_validator(mode="after")
+    def _archive_is_another_table(self) -> JobTable:
+        if self.archive_table is not None and same_table(self.archive_table, self.table):
+            raise ValueError(
+                f"archive_table {self.archive_table} is the job table {self.table} itself, so archived_jobs would "
+                "move its old rows into the table it takes them from: name a separate table with the same columns, "
+                "or leave archive_table empty"
+            )
+        return self
+
+
+def same_table(a: str, b: str) -> bool:
+    """Whether two declared (unquoted) table names name the same table: PostgreSQL folds them to lower case, and
+    ``name`` is ``public.name`` on the default search path."""
+
+    def qualified(name: str) -> str:
+        name = name.lower()
+        return name if "." in name else f"public.{name}"
+
+    return qualified(a) == qualified(b)
 
 
 class TempTables(Named):
