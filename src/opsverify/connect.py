@@ -227,33 +227,30 @@ def _offsite(offsite: Offsite, profile: Profile) -> tuple[bool, str]:
 
 def _backup_role(db: Database, profile: Profile) -> tuple[bool, str]:
     """Log in as the database's ``backup_user`` (the role backup jobs use, ``backups.jobs.BackupRole``)."""
-    role = Database.model_construct(name=db.name, host=db.host, port=db.port, dbname=db.dbname, user=db.backup_user,
-                                    password=db.backup_password, password_file=db.backup_password_file,
-                                    sslmode=db.sslmode, sslrootcert=db.sslrootcert)
-    ok, row = _pg_fact(role, profile, "SELECT current_setting('server_version'), current_user")
-    if not ok or isinstance(row, str):
-        error = str(row).replace("check the user and its password (or password_file)",
-                                 "check backup_user and its backup_password (or backup_password_file)")
-        return False, f"as role {db.backup_user} (the backup user): {error}"
-    version, user = row
-    return True, f"PostgreSQL {_short(version)} as {user} (the backup user)"
+    return _role_login(db, profile, "backup")
 
 
 def _maintenance_role(db: Database, profile: Profile) -> tuple[bool, str]:
     """Log in as the database's ``maintenance_user`` (the role the maintenance fixtures and write key queries use)."""
-    role = Database.model_construct(name=db.name, host=db.host, port=db.port, dbname=db.dbname,
-                                    user=db.maintenance_user, password=db.maintenance_password,
-                                    password_file=db.maintenance_password_file, sslmode=db.sslmode,
-                                    sslrootcert=db.sslrootcert)
+    return _role_login(db, profile, "maintenance")
+
+
+def _role_login(db: Database, profile: Profile, role_kind: str) -> tuple[bool, str]:
+    """Log in as the database's ``<role_kind>_user`` with its own secret; a failure names those fields."""
+    user = getattr(db, f"{role_kind}_user")
+    role = Database.model_construct(name=db.name, host=db.host, port=db.port, dbname=db.dbname, user=user,
+                                    password=getattr(db, f"{role_kind}_password"),
+                                    password_file=getattr(db, f"{role_kind}_password_file"),
+                                    sslmode=db.sslmode, sslrootcert=db.sslrootcert)
     ok, row = _pg_fact(role, profile, "SELECT current_setting('server_version'), current_user")
     if not ok or isinstance(row, str):
         error = str(row).replace(
             "check the user and its password (or password_file)",
-            "check maintenance_user and its maintenance_password (or maintenance_password_file)",
-        ).replace("set password or password_file", "set maintenance_password or maintenance_password_file")
-        return False, f"as role {db.maintenance_user} (the maintenance user): {error}"
-    version, user = row
-    return True, f"PostgreSQL {_short(version)} as {user} (the maintenance user)"
+            f"check {role_kind}_user and its {role_kind}_password (or {role_kind}_password_file)",
+        ).replace("set password or password_file", f"set {role_kind}_password or {role_kind}_password_file")
+        return False, f"as role {user} (the {role_kind} user): {error}"
+    version, found = row
+    return True, f"PostgreSQL {_short(version)} as {found} (the {role_kind} user)"
 
 
 def _pg_address(db: Database | RestoreTarget) -> str:

@@ -131,8 +131,9 @@ class Database(SecretSource):
     maintenance_user: str | None = Field(
         None,
         description="the role the maintenance fixtures (vacuum_analyzed, archived_jobs, dropped_temp_tables) log in "
-        "as: the tables' owner (VACUUM needs it). Default: none declared, so those fixtures refuse, naming it; "
-        "the checks only read, as `user`",
+        "as: the tables' owner (VACUUM needs it); write key queries are also planned as it (EXPLAIN, never run). "
+        "Default: none declared, so those fixtures refuse and write key queries skip, naming it; the other checks "
+        "only read, as `user`",
     )
     maintenance_password: SecretStr | None = Field(None, description="the maintenance role's password: ${VAR} only")
     maintenance_password_file: ExistingFile | None = Field(
