@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from opsverify.actions import performed
-from opsverify.actions.maintenance import ArchiveJobs, CleanTmp, DropTempTables, RotateLogs
+from opsverify.actions.maintenance import ArchiveJobs, CleanTmp, DropTempTables, RotateLogs, VacuumAnalyze
 from opsverify.errors import CleanupError, OpsverifyError
 from opsverify.localserver.net import free_port
 from opsverify.profile.environment import Profile
@@ -358,6 +358,119 @@ def test_the_proof_catches_a_trigger_write_a_truncate_and_an_altered_column_and_
     )
     assert job_totals(cluster) == live
     assert pg_state(cluster) == tables
+    declared = jobs.model_copy(update={"side_tables": ["job_audit"]})  # the team declares its audit log
+    with performed(ArchiveJobs(db, declared, jobs.max_age, owned_profile.timeouts, TIMEOUT,
+                               scratch(tmp_path, "side"))) as done:
+        assert done.rows == row[0]
+    with cluster.connect("quantum_planner") as conn:
+        audited = conn.execute("SELECT count(*) FROM job_audit WHERE note = 'deleted'").fetchone()
+        conn.execute("DROP TRIGGER audit_delete ON optimization_jobs")
+    assert audited is not None
+    assert audited[0] == row[0]
+    assert job_totals(cluster) == (live[0] - done.rows, live[1] + done.rows)
+
+
+@pytest.fixture
+def retry_column(cluster: Postgres) -> Iterator[int]:
+    """``retry_of`` on the jobs (ON DELETE SET NULL) and the archive; a live job retrying an old finished one."""
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("ALTER TABLE optimization_jobs ADD COLUMN retry_of bigint REFERENCES optimization_jobs (id) "
+                     "ON DELETE SET NULL")
+        conn.execute("ALTER TABLE optimization_jobs_archive ADD COLUMN retry_of bigint")
+        old = conn.execute("SELECT min(id) FROM optimization_jobs WHERE status IN ('completed', 'failed') "
+                           "AND completed_at < now() - interval '100 days'").fetchone()
+        assert old is not None
+        conn.execute("UPDATE optimization_jobs SET retry_of = %s WHERE id = (SELECT max(id) FROM optimization_jobs "
+                     "WHERE status IN ('queued', 'running'))", (old[0],))
+    try:
+        yield int(old[0])
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("ALTER TABLE optimization_jobs DROP COLUMN retry_of")
+            conn.execute("ALTER TABLE optimization_jobs_archive DROP COLUMN retry_of")
+
+
+def test_a_foreign_keys_on_delete_action_on_live_jobs_rolls_the_archive_back(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, retry_column: int, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    assert owned_profile.lifecycle is not None
+    jobs = owned_profile.lifecycle.job_tables[0]
+    live = job_totals(cluster)
+    with pytest.raises(CleanupError) as caught, performed(
+        ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "fk"))
+    ):
+        pass
+    message = str(caught.value)
+    moved = message.split(" had ", 1)[1].split(" rows inserted", 1)[0]
+    assert message == (
+        "archive of jobs quantum_planner.optimization_jobs rolled back: the job table and its archive "
+        f"(public.optimization_jobs, public.optimization_jobs_archive) had {moved} rows inserted, 1 row updated, "
+        f"{moved} rows deleted by this transaction, expected {moved} rows inserted, {moved} rows deleted (a trigger, "
+        "rule or foreign key's ON DELETE/ON UPDATE action changed rows the action does not declare) (nothing was "
+        "changed)"
+    )
+    assert int(moved) > 0
+    assert job_totals(cluster) == live
+    with cluster.connect("quantum_planner") as conn:
+        kept = conn.execute("SELECT count(*) FROM optimization_jobs WHERE retry_of = %s", (retry_column,)).fetchone()
+    assert kept is not None
+    assert kept[0] == 1  # the live job still names the job it retries
+
+
+def test_an_archive_column_of_another_type_is_refused_before_anything_changes(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    assert owned_profile.lifecycle is not None
+    jobs = owned_profile.lifecycle.job_tables[0].model_copy(update={"archive_table": "jobs_archive_typed"})
+    live = job_totals(cluster)
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("CREATE TABLE jobs_archive_typed (LIKE optimization_jobs)")
+        conn.execute("ALTER TABLE jobs_archive_typed ALTER COLUMN duration_ms TYPE smallint")
+    try:
+        with pytest.raises(OpsverifyError) as caught, performed(
+            ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT, scratch(tmp_path, "ty"))
+        ):
+            pass
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("DROP TABLE jobs_archive_typed")
+    assert str(caught.value) == (
+        "archive of jobs quantum_planner.optimization_jobs refused (nothing was changed): archive table "
+        "public.jobs_archive_typed has other types than public.optimization_jobs for duration_ms integer (archive: "
+        "smallint), so archived values would be cast (rounded, truncated): ALTER TABLE public.jobs_archive_typed "
+        "ALTER COLUMN … TYPE to match, or fix lifecycle.job_tables[].archive_table"
+    )
+    assert job_totals(cluster) == live
+
+
+def test_partitioned_tables_are_vacuumed_through_their_partitions_and_dropped_with_them(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    tables = pg_state(cluster)
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("CREATE TABLE metrics_parted (at int, v int) PARTITION BY RANGE (at)")
+        conn.execute("CREATE TABLE metrics_parted_1 PARTITION OF metrics_parted FOR VALUES FROM (0) TO (500)")
+        conn.execute("CREATE TABLE metrics_parted_2 PARTITION OF metrics_parted FOR VALUES FROM (500) TO (1000)")
+        conn.execute("INSERT INTO metrics_parted SELECT g, g FROM generate_series(0, 999) g")
+        conn.execute("CREATE TABLE temp_optimization_p (x int) PARTITION BY RANGE (x)")
+        conn.execute("CREATE TABLE temp_optimization_p_1 PARTITION OF temp_optimization_p FOR VALUES FROM (0) TO (9)")
+    try:
+        with performed(VacuumAnalyze(db, "metrics_parted", owned_profile.timeouts, TIMEOUT,
+                                     scratch(tmp_path, "vp"))) as vacuumed:
+            assert vacuumed.vacuum_advanced
+            assert vacuumed.analyze_advanced
+            assert vacuumed.rows_after == 1000
+        with performed(DropTempTables(db, "temp_optimization_*", owned_profile.timeouts, TIMEOUT,
+                                      scratch(tmp_path, "dp"))) as dropped:
+            assert dropped.tables == ("public.temp_optimization_a", "public.temp_optimization_b",
+                                      "public.temp_optimization_p", "public.temp_optimization_p_1")
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("DROP TABLE IF EXISTS metrics_parted, temp_optimization_p")
+    assert pg_state(cluster) == tables
 
 
 def test_an_unreachable_server_says_one_sentence(
@@ -384,3 +497,38 @@ def test_an_unreachable_server_says_one_sentence(
     assert "During handling of the above exception" not in out, out
     # once in the failure section (the short summary line repeats it after "Failed: ", as for every failure)
     assert out.count("\nVACUUM (ANALYZE) of users in quantum_planner: cannot open a maintenance session") == 1, out
+
+
+def test_a_schema_qualified_temp_pattern_matches_that_schema_only(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    from opsverify.probes.lifecycle import temp_tables
+
+    assert refusal(TempTables, name="t", database="d", pattern="pub*.temp_optimization_*") == (
+        "Value error, temp_tables pattern 'pub*.temp_optimization_*' has a wildcard in its schema part: name one "
+        "schema (e.g. app.temp_optimization_*) or none (every schema)"
+    )
+    assert refusal(TempTables, name="t", database="d", pattern="app.te*") == (
+        "Value error, temp_tables pattern 'app.te*' is too broad: it must start with at least 3 literal characters "
+        "before its first wildcard (e.g. temp_optimization_*)"
+    )
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("CREATE SCHEMA other")
+        conn.execute("CREATE TABLE other.temp_optimization_keep (x int)")
+    try:
+        with cluster.connect("quantum_planner") as conn:
+            counted = {p: temp_tables(conn, TempTables(name="t", database="quantum_planner", pattern=p)).count
+                       for p in ("temp_optimization_*", "public.temp_optimization_*", "other.temp_optimization_*",
+                                 "app.temp_optimization_*")}
+        assert counted == {"temp_optimization_*": 3, "public.temp_optimization_*": 2, "other.temp_optimization_*": 1,
+                           "app.temp_optimization_*": 0}
+        with performed(DropTempTables(db, "public.temp_optimization_*", owned_profile.timeouts, TIMEOUT,
+                                      scratch(tmp_path, "sq"))) as dropped:
+            assert dropped.tables == ("public.temp_optimization_a", "public.temp_optimization_b")
+        with cluster.connect("quantum_planner") as conn:
+            kept = conn.execute("SELECT to_regclass('other.temp_optimization_keep') IS NOT NULL").fetchone()
+        assert kept == (True,)
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("DROP SCHEMA other CASCADE")

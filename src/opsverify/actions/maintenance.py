@@ -230,17 +230,26 @@ class TableMark:
     deleted: int
 
 
-def table_marks(conn: psycopg.Connection, exclude: set[str]) -> dict[str, TableMark]:
-    """Every user table but ``exclude``: its ``TableMark`` (catalog and statistics reads only, no table read)."""
+def table_marks(conn: psycopg.Connection) -> dict[str, TableMark]:
+    """Every user table's ``TableMark`` (catalog and statistics reads only, no table read)."""
     rows = conn.execute(MARKS).fetchall()
-    return {str(r[0]): TableMark(int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]))
-            for r in rows if str(r[0]) not in exclude}
+    return {str(r[0]): TableMark(int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows}
 
 
-def _writes(before: TableMark, now: TableMark) -> str:
-    counts = [(now.inserted - before.inserted, "inserted"), (now.updated - before.updated, "updated"),
-              (now.deleted - before.deleted, "deleted")]
-    return ", ".join(f"{n} row{'s' if n != 1 else ''} {verb}" for n, verb in counts if n)
+Writes = tuple[int, int, int]  # rows inserted, updated, deleted
+
+
+def writes_to(marks: dict[str, TableMark], tables: set[str]) -> Writes:
+    """This transaction's row writes to ``tables`` so far, summed."""
+    found = [m for t, m in marks.items() if t in tables]
+    return sum(m.inserted for m in found), sum(m.updated for m in found), sum(m.deleted for m in found)
+
+
+def said(writes: Writes) -> str:
+    """``(3, 0, 3)`` as "3 rows inserted, 3 rows deleted"; all zero: "no row written"."""
+    verbs = ("inserted", "updated", "deleted")
+    parts = [f"{n} row{'s' if n != 1 else ''} {verb}" for n, verb in zip(writes, verbs, strict=True) if n]
+    return ", ".join(parts) or "no row written"
 
 
 def compare_marks(before: dict[str, TableMark], after: dict[str, TableMark]) -> list[str]:
@@ -255,9 +264,9 @@ def compare_marks(before: dict[str, TableMark], after: dict[str, TableMark]) -> 
             diffs.append(f"table {table} changed columns ({mark.columns} -> {now.columns})")
         if now.relfilenode != mark.relfilenode:
             diffs.append(f"table {table} was rewritten or truncated (new storage file)")
-        written = _writes(mark, now)
-        if written:
-            diffs.append(f"table {table} had {written} by this transaction")
+        written = (now.inserted - mark.inserted, now.updated - mark.updated, now.deleted - mark.deleted)
+        if any(written):
+            diffs.append(f"table {table} had {said(written)} by this transaction")
     diffs += [f"table {t} appeared" for t in after if t not in before]
     return diffs
 
@@ -322,9 +331,10 @@ class Vacuumed:
         return f"{self.rows_after} rows, as before"
 
 
-STATS = (
-    "SELECT last_vacuum, last_analyze, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
-    "WHERE relid = to_regclass(%s)"
+STATS = (  # a partitioned table has no vacuum of its own: its leaf partitions' oldest (min ignores a never)
+    "SELECT min(last_vacuum), min(last_analyze), sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables "
+    "WHERE relid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s)) WHERE isleaf) "
+    "OR (relid = to_regclass(%(t)s) AND NOT EXISTS (SELECT FROM pg_partition_tree(to_regclass(%(t)s)) WHERE isleaf))"
 )
 
 
@@ -386,7 +396,7 @@ class VacuumAnalyze(Permanent[Vacuumed]):
         return done
 
     def _stats(self, conn: psycopg.Connection) -> tuple[Any, Any, int]:
-        row = conn.execute(STATS, (self.table,)).fetchone()
+        row = conn.execute(STATS, {"t": self.table}).fetchone()
         return (row[0], row[1], int(row[2] or 0)) if row else (None, None, 0)
 
     def _count(self, conn: psycopg.Connection, ident: Any) -> int:
@@ -411,9 +421,17 @@ class InTransaction(Permanent[R]):
     def guard(self) -> None:
         maintenance_connect(self.database, self.timeouts, self.timeout).close()
 
+    declared_writes: Writes = (0, 0, 0)  # the rows the change itself writes to its own tables (set by ``change``)
+    own_what = "its own tables"
+
     def own_tables(self, conn: psycopg.Connection) -> set[str]:
-        """The tables the change may touch (excluded from the other tables' proof)."""
+        """The tables the change may touch (excluded from the other tables' proof; their writes must be
+        ``declared_writes``)."""
         raise NotImplementedError
+
+    def side_tables(self, conn: psycopg.Connection) -> set[str]:
+        """Tables the profile lets the change write as a side effect (an audit trigger's log): left out of the proof."""
+        return set()
 
     def change(self, conn: psycopg.Connection) -> tuple[R, list[str]]:
         """Make the change inside the transaction; its result and the differences from what it declared."""
@@ -434,20 +452,29 @@ class InTransaction(Permanent[R]):
     def _in_transaction(self) -> R:
         with maintenance_connect(self.database, self.timeouts, self.timeout, autocommit=False) as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            own = with_partitions(conn, self.own_tables(conn))
+            mine = with_partitions(conn, self.own_tables(conn))
+            own = mine | with_partitions(conn, self.side_tables(conn))
             tracked = counts_tracked(conn)
             others = [t for t in user_tables(conn) if t not in own]
             unread = [] if tracked else unreadable_tables(conn, others)
             others = [t for t in others if t not in unread]
             self.refuse(others)
-            marks = table_marks(conn, own) if tracked else {}
+            marks = table_marks(conn) if tracked else {}
             sums = {} if tracked else checksums(conn, others)
             self.journal.open(self.action, database=self.database.name, host=self.database.host,
                               port=self.database.port, state="begun", **self.journal_state())
             try:
                 result, diffs = self.change(conn)
                 if tracked:
-                    diffs += compare_marks(marks, table_marks(conn, own))
+                    now = table_marks(conn)
+                    diffs += compare_marks({t: m for t, m in marks.items() if t not in own},
+                                           {t: m for t, m in now.items() if t not in own})
+                    before, after = writes_to(marks, mine), writes_to(now, mine)
+                    done = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+                    if done != self.declared_writes:
+                        diffs.append(f"{self.own_what} had {said(done)} by this transaction, expected "
+                                     f"{said(self.declared_writes)} (a trigger, rule or foreign key's ON DELETE/ON "
+                                     "UPDATE action changed rows the action does not declare)")
                 else:
                     diffs += compare(sums, checksums(conn, [t for t in user_tables(conn)
                                                             if t not in own and t not in unread]))
@@ -538,7 +565,11 @@ class ArchiveJobs(InTransaction["Archived"]):
         self.archive = _qualified(conn, self.jobs.archive_table, self.database.name)
         self.totals = [self._count(conn, self.table), self._count(conn, self.archive)]
         self.names = self.columns(conn)  # refused here, before the journal, when the archive lacks a column
+        self.own_what = f"the job table and its archive ({self.table}, {self.archive})"
         return {self.table, self.archive}
+
+    def side_tables(self, conn: psycopg.Connection) -> set[str]:
+        return {_qualified(conn, t, self.database.name) for t in self.jobs.side_tables}
 
     def _count(self, conn: psycopg.Connection, table: str, where: Any = None, args: tuple[Any, ...] = ()) -> int:
         from psycopg import sql
@@ -557,21 +588,26 @@ class ArchiveJobs(InTransaction["Archived"]):
         )
 
     def columns(self, conn: psycopg.Connection) -> list[str]:
-        """The job table's stored columns, by name, each of which the archive table must have (in any order; the
-        archive may have more, such as an ``archived_at`` with a default)."""
-        query = (TAG + "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-                 "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum")
-        mine = [str(r[0]) for r in conn.execute(query, (self.table,)).fetchall()]
-        theirs = {str(r[0]) for r in conn.execute(query, (self.archive,)).fetchall()}
-        missing = [c for c in mine if c not in theirs]
+        """The job table's columns, by name, each of which the archive table must have with the same type (in any
+        order; the archive may have more, such as an ``archived_at`` with a default). A column the archive
+        generates itself is left to it; a generated column of the job table is copied as its value."""
+        query = (TAG + "SELECT attname, format_type(atttypid, atttypmod), attgenerated <> '' FROM pg_attribute "
+                 "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
+        mine = [(str(r[0]), str(r[1])) for r in conn.execute(query, (self.table,)).fetchall()]
+        theirs = {str(r[0]): (str(r[1]), bool(r[2])) for r in conn.execute(query, (self.archive,)).fetchall()}
+        missing = [c for c, _ in mine if c not in theirs]
+        retyped = [f"{c} {t} (archive: {theirs[c][0]})" for c, t in mine if c in theirs and theirs[c][0] != t]
+        problem = ""
         if missing:
-            raise OpsverifyError(
-                f"{self.kind} {self.name} refused (nothing was changed): archive table {self.archive} lacks "
-                f"column{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {self.table}: add "
-                f"{'them' if len(missing) > 1 else 'it'} (ALTER TABLE {self.archive} ADD COLUMN …) or fix "
-                "lifecycle.job_tables[].archive_table"
-            )
-        return mine
+            problem = (f"lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {self.table}: add "
+                       f"{'them' if len(missing) > 1 else 'it'} (ALTER TABLE {self.archive} ADD COLUMN …)")
+        elif retyped:
+            problem = (f"has other types than {self.table} for {', '.join(retyped)}, so archived values would be "
+                       f"cast (rounded, truncated): ALTER TABLE {self.archive} ALTER COLUMN … TYPE to match")
+        if problem:
+            raise OpsverifyError(f"{self.kind} {self.name} refused (nothing was changed): archive table "
+                                 f"{self.archive} {problem}, or fix lifecycle.job_tables[].archive_table")
+        return [c for c, _ in mine if not theirs[c][1]]
 
     def move(self, conn: psycopg.Connection, args: tuple[Any, ...]) -> tuple[int, int]:
         """INSERT the selected rows into the archive (by column name), DELETE them from the job table: (inserted,
@@ -587,6 +623,7 @@ class ArchiveJobs(InTransaction["Archived"]):
         deleted = conn.execute(
             sql.SQL("DELETE FROM {} WHERE {}").format(table_identifier(self.table), self.selection()), args
         ).rowcount
+        self.declared_writes = (copied, 0, deleted)
         return copied, deleted
 
     def change(self, conn: psycopg.Connection) -> tuple[Archived, list[str]]:
@@ -635,7 +672,9 @@ class DropTempTables(InTransaction["DroppedTables"]):
         return {"pattern": self.pattern, "tables": self.matching}
 
     def _matching(self, conn: psycopg.Connection) -> list[str]:
-        return [t for t in user_tables(conn) if fnmatch.fnmatchcase(t.split(".", 1)[1], self.pattern)]
+        schema, _, table = self.pattern.rpartition(".")  # schema.glob: that schema only
+        return [t for t in user_tables(conn) if fnmatch.fnmatchcase(t.split(".", 1)[1], table)
+                and (not schema or t.split(".", 1)[0] == schema)]
 
     def guard(self) -> None:
         problem = temp_pattern_problem(self.pattern)
@@ -667,7 +706,8 @@ class DropTempTables(InTransaction["DroppedTables"]):
 
         for table in tables:
             try:
-                conn.execute(sql.SQL("DROP TABLE {}").format(table_identifier(table)))  # no CASCADE: a dependent fails
+                # no CASCADE: a dependent fails; IF EXISTS: a matching partition went with its matching parent
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table_identifier(table)))
             except psycopg.errors.DependentObjectsStillExist as exc:  # the transaction rolls back: nothing dropped
                 raise OpsverifyError(
                     f"{self.kind} {self.name} refused and rolled back (nothing was changed): table {table} matching "

@@ -34,6 +34,7 @@ SELECT count(*), coalesce(sum(pg_total_relation_size(c.oid)), 0),
        (array_agg(pg_total_relation_size(c.oid) ORDER BY n.nspname, c.relname))[1:%(first)s]
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT ({SYSTEM_SCHEMA}) AND c.relname LIKE %(pattern)s ESCAPE '\\'
+  AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
 """
 
 
@@ -155,7 +156,9 @@ def temp_tables(conn: psycopg.Connection, temp: TempTables) -> TempTablesFound:
     import psycopg
 
     try:
-        row = conn.execute(TEMP_TABLES_SQL, {"pattern": like_pattern(temp.pattern), "first": FIRST_NAMES}).fetchone()
+        schema, _, table = temp.pattern.rpartition(".")  # schema.glob: that schema only
+        row = conn.execute(TEMP_TABLES_SQL, {"pattern": like_pattern(table), "schema": schema or None,
+                                             "first": FIRST_NAMES}).fetchone()
     except psycopg.errors.QueryCanceled:
         return TempTablesFound(temp.name, temp.pattern, error="listing the tables took longer than the statement "
                                "timeout")

@@ -267,6 +267,11 @@ class JobTable(Named):
     archive_table: TableName | None = Field(
         default=None, description="where archived_jobs moves old rows (same columns); empty: none"
     )
+    side_tables: list[TableName] = Field(
+        default_factory=list,
+        description="tables a trigger or a foreign key's ON DELETE action writes when jobs are deleted (an audit log, "
+        "child rows): archived_jobs may change them, and leaves them out of its proof that nothing else changed",
+    )
 
     @field_validator("archive_table", mode="before")
     @classmethod
@@ -277,6 +282,11 @@ class JobTable(Named):
     @classmethod
     def _names(cls, value: str | None) -> str | None:
         return value if value is None else _sql_name(value)
+
+    @field_validator("side_tables")
+    @classmethod
+    def _side_names(cls, value: list[str]) -> list[str]:
+        return [_sql_name(v) for v in value]
 
     @model_validator(mode="after")
     def _archive_is_another_table(self) -> JobTable:
@@ -306,7 +316,8 @@ class TempTables(Named):
     database: Name
     pattern: str = Field(
         default="temp_optimization_*",
-        description="glob of table names (* and ?), any schema; 3 literal characters or more before a wildcard",
+        description="glob of table names (* and ?), in any schema, or schema.glob for one schema; 3 literal "
+        "characters or more before a wildcard",
     )
     max_tables: int = Field(
         default=50, ge=1, le=10_000, description="dropped_temp_tables refuses to drop more matching tables than this"
@@ -322,9 +333,13 @@ class TempTables(Named):
 
 
 def temp_pattern_problem(pattern: str) -> str | None:
-    """Why a temp_tables glob is too broad to drop by (fewer than 3 literal characters before its first wildcard,
-    ``*`` or ``?`` alone); None when it is not."""
-    if len(re.split(r"[*?\[]", pattern, maxsplit=1)[0]) < 3:
+    """Why a temp_tables glob is too broad to drop by (fewer than 3 literal characters of the table name before its
+    first wildcard, ``*`` or ``?`` alone; a wildcard in a ``schema.`` part); None when it is not."""
+    schema, _, table = pattern.rpartition(".")
+    if re.search(r"[*?\[]", schema):
+        return (f"temp_tables pattern {pattern!r} has a wildcard in its schema part: name one schema "
+                "(e.g. app.temp_optimization_*) or none (every schema)")
+    if len(re.split(r"[*?\[]", table, maxsplit=1)[0]) < 3:
         return (
             f"temp_tables pattern {pattern!r} is too broad: it must start with at least 3 literal characters "
             "before its first wildcard (e.g. temp_optimization_*)"
