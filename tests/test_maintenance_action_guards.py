@@ -532,3 +532,28 @@ def test_a_schema_qualified_temp_pattern_matches_that_schema_only(
     finally:
         with cluster.connect("quantum_planner") as conn:
             conn.execute("DROP SCHEMA other CASCADE")
+
+
+def test_a_generated_job_column_is_archived_as_its_value_or_left_to_a_generated_archive_column(
+    cluster: Postgres, owned_profile: Profile, jobs_reset: None, tmp_path: Path
+) -> None:
+    db = next(d for d in owned_profile.databases if d.name == "quantum_planner")
+    assert owned_profile.lifecycle is not None
+    jobs = owned_profile.lifecycle.job_tables[0]
+    with cluster.connect("quantum_planner") as conn:
+        conn.execute("ALTER TABLE optimization_jobs ADD COLUMN double_qubits int GENERATED ALWAYS AS (qubits * 2) "
+                     "STORED, ADD COLUMN triple_qubits int GENERATED ALWAYS AS (qubits * 3) STORED")
+        conn.execute("ALTER TABLE optimization_jobs_archive ADD COLUMN double_qubits int, ADD COLUMN triple_qubits "
+                     "int GENERATED ALWAYS AS (qubits * 3) STORED")
+    try:
+        with performed(ArchiveJobs(db, jobs, jobs.max_age, owned_profile.timeouts, TIMEOUT,
+                                   scratch(tmp_path, "gen"))) as done:
+            assert done.rows > 0
+        with cluster.connect("quantum_planner") as conn:
+            row = conn.execute("SELECT count(*) FROM optimization_jobs_archive WHERE double_qubits = qubits * 2 "
+                               "AND triple_qubits = qubits * 3").fetchone()
+        assert row == (done.rows,)
+    finally:
+        with cluster.connect("quantum_planner") as conn:
+            conn.execute("ALTER TABLE optimization_jobs DROP COLUMN double_qubits, DROP COLUMN triple_qubits")
+            conn.execute("ALTER TABLE optimization_jobs_archive DROP COLUMN double_qubits, DROP COLUMN triple_qubits")
