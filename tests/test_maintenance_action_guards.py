@@ -264,7 +264,7 @@ def test_an_archive_table_with_its_own_column_order_and_extra_columns_takes_the_
         assert str(caught.value) == (
             "archive of jobs quantum_planner.optimization_jobs refused (nothing was changed): archive table "
             "public.jobs_archive_own lacks column user_id of public.optimization_jobs: add it (ALTER TABLE "
-            "public.jobs_archive_own ADD COLUMN …) or fix lifecycle.job_tables[].archive_table"
+            "public.jobs_archive_own ADD COLUMN …), or fix lifecycle.job_tables[].archive_table"
         )
         assert job_totals(cluster) == live
         with cluster.connect("quantum_planner") as conn:
