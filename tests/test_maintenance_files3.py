@@ -1,0 +1,123 @@
+"""The file clean-ups and the compressed-log checks against real faults (fixes of issue 11).
+
+- ``cleaned_tmp`` never enters a matched entry that is itself a mount point of another filesystem (the reference
+  device is its parent directory's); the leftover says to unmount it, not to remove it by hand.
+- One file that cannot be deleted (``chattr +i``: EPERM even for root) does not stop ``rotated_logs`` /
+  ``cleaned_tmp``: every other entry is still deleted, the leftover names the reason, and the journal is finished
+  (a later run's janitor reports no interrupted clean-up).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsverify.actions import performed
+from opsverify.actions.maintenance import CleanTmp, RotateLogs
+from opsverify.errors import CleanupError
+from opsverify.profile.maintenance import LogDirectory, TmpFiles
+from tests.test_maintenance_files2 import aged, put, scratch
+
+Run = Callable[..., Any]
+
+
+def tmp_files(tmp: Path) -> TmpFiles:
+    return TmpFiles.model_validate({"name": "quantum-tmp", "pattern": str(tmp / "quantum_*"), "max_age": "1d"})
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted ON a matched temporary directory (``quantum_mnt``), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    point = tmp_path / "tmp" / "quantum_mnt"
+    point.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], capture_output=True,
+                          timeout=30, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True, timeout=30, check=False)
+
+
+def test_a_matched_mount_point_is_never_entered_and_named_for_unmounting(mounted: Path, tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    put(mounted / "other-fs.dat", days=3)
+    aged(mounted, 3)
+    put(tmp / "quantum_old", days=3)
+    put(tmp / "quantum_new")
+    with pytest.raises(CleanupError) as caught, performed(CleanTmp(tmp_files(tmp), scratch(tmp_path, "mnt"))):
+        pass
+    assert str(caught.value) == (
+        f"temporary file clean-up quantum-tmp: directory {mounted} (past retention) is a mount point of another "
+        "filesystem, left in place: unmount it if it is stale"
+    )
+    assert (mounted / "other-fs.dat").read_text() == "data\n"  # the other filesystem's file survives
+    assert sorted(p.name for p in tmp.iterdir()) == ["quantum_mnt", "quantum_new"]
+    assert not scratch(tmp_path, "mnt").exists()
+
+    subprocess.run(["umount", str(mounted)], capture_output=True, timeout=30, check=True)
+    aged(mounted, 3)
+    with performed(CleanTmp(tmp_files(tmp), scratch(tmp_path, "mnt2"))) as done:
+        assert done.deleted == (str(mounted),)
+    assert sorted(p.name for p in tmp.iterdir()) == ["quantum_new"]
+
+
+@pytest.fixture
+def immutable() -> Iterator[Callable[[Path], Path]]:
+    """``chattr +i`` on a file (its unlink fails with EPERM, even for root), cleared afterwards."""
+    made: list[Path] = []
+
+    def make(path: Path) -> Path:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, timeout=30, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot make a file immutable here (chattr +i): {done.stderr.decode().strip()}")
+        made.append(path)
+        return path
+
+    try:
+        yield make
+    finally:
+        for path in made:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True, timeout=30, check=False)
+
+
+def test_an_undeletable_rotated_log_is_named_and_the_others_are_still_deleted(
+    immutable: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    put(logs / "app.log")
+    put(logs / "app.log.1", days=40)
+    stuck = immutable(put(logs / "app.log.2.gz", days=41))
+    put(logs / "app.log.3.gz", days=42)
+    put(logs / "app.log.4.gz", days=2)
+    entry = LogDirectory.model_validate({"name": "app-logs", "path": str(logs), "retention": "30d"})
+    directory = scratch(tmp_path, "rot")
+    with pytest.raises(CleanupError) as caught, performed(RotateLogs(entry, directory)):
+        pass
+    assert str(caught.value) == (
+        f"log rotation app-logs left {stuck} (past retention) still there: Operation not permitted behind: remove "
+        "it by hand"
+    )
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log", "app.log.2.gz", "app.log.4.gz"]
+    assert not directory.exists()  # the journal is finished: nothing for a later run's janitor to report
+
+    tmp = tmp_path / "tmp"
+    put(tmp / "quantum_a", days=3)
+    held = immutable(put(tmp / "quantum_b", days=3))
+    put(tmp / "quantum_c", days=3)
+    with pytest.raises(CleanupError) as caught, performed(CleanTmp(tmp_files(tmp), scratch(tmp_path, "tmp"))):
+        pass
+    assert str(caught.value) == (
+        f"temporary file clean-up quantum-tmp left {held} (past retention) still there: Operation not permitted "
+        "behind: remove it by hand"
+    )
+    assert sorted(p.name for p in tmp.iterdir()) == ["quantum_b"]
+    assert not scratch(tmp_path, "tmp").exists()
