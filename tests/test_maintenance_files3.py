@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +23,11 @@ from opsverify.actions.maintenance import CleanTmp, RotateLogs
 from opsverify.errors import CleanupError
 from opsverify.profile.maintenance import LogDirectory, TmpFiles
 from tests.test_maintenance_files2 import aged, put, scratch
+from tests.test_maintenance_logfiles import Tree, lifecycle, tree, write
 
+__all__ = ["tree"]  # the fixture, shared with the log-file self-tests
 Run = Callable[..., Any]
+Variant = Callable[..., Path]
 
 
 def tmp_files(tmp: Path) -> TmpFiles:
@@ -121,3 +125,47 @@ def test_an_undeletable_rotated_log_is_named_and_the_others_are_still_deleted(
     )
     assert sorted(p.name for p in tmp.iterdir()) == ["quantum_b"]
     assert not scratch(tmp_path, "tmp").exists()
+
+
+# ------------------------------------------------------------------------------------------- .zst windows
+
+LOG_CHECKS = "maintenance/test_log_files.py"
+ARCHIVES = f"{LOG_CHECKS}::test_archives_are_intact"
+T = "test_log_files.py::"
+
+
+def long_zst(data: bytes, window_log: int) -> bytes:
+    """``zstd --long=N`` of a stream (no size known in advance: the frame declares the whole 2^N window)."""
+    if shutil.which("zstd") is None:
+        pytest.skip("the zstd command is not installed (apt-get install -y zstd)")
+    done = subprocess.run(["zstd", f"--long={window_log}", "-q", "-c"], input=data, capture_output=True, timeout=60,
+                          check=True)
+    return done.stdout
+
+
+def test_a_large_window_zst_archive_is_intact_and_a_too_large_one_is_not_called_corrupt(
+    run_checks: Run, profile_variant: Variant, tree: Tree
+) -> None:
+    data = b"job 6 finished\n" * 5000
+    whole = long_zst(data, 30)
+    assert whole[4:6] == b"\x04\xa0"  # no content size, no single segment; window descriptor 2^30 (1 GiB)
+    archived = write(tree.archive / "job-6.log.zst", whole, days_old=100)
+    variant = profile_variant(lifecycle(tree))
+    run = run_checks(variant, ARCHIVES)
+    test = f"{T}test_archives_are_intact[job-logs]"
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.failed() == set()
+    assert run.checks[test]["evidence"]["verified"] == "2"
+
+    wider = bytearray(long_zst(data, 31))
+    assert wider[5] == (31 - 10) << 3
+    wider[5] = (32 - 10) << 3  # a 4 GiB window: more than this machine decodes, not damage
+    archived.write_bytes(bytes(wider))
+    run = run_checks(variant, ARCHIVES)
+    assert run.failed() == {test}
+    assert run.message(test) == (
+        f"1 of 2 archive(s) in {tree.archive} (archive job-logs) could not be verified; job-6.log.zst: zstd window "
+        "too large to verify (4,096 MiB, above 2,048 MiB): test it by hand where that much memory is available, or "
+        "compress the archives with a window of 2 GiB at most (zstd --long=31)"
+    )
+    assert run.checks[test]["evidence"]["unverified"] == "1"
