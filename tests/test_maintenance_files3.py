@@ -23,7 +23,7 @@ from opsverify.actions.maintenance import CleanTmp, RotateLogs
 from opsverify.errors import CleanupError
 from opsverify.profile.maintenance import LogDirectory, TmpFiles
 from tests.test_maintenance_files2 import aged, put, scratch
-from tests.test_maintenance_logfiles import Tree, lifecycle, tree, write
+from tests.test_maintenance_logfiles import Tree, lifecycle, stamp, tree, write
 
 __all__ = ["tree"]  # the fixture, shared with the log-file self-tests
 Run = Callable[..., Any]
@@ -169,3 +169,68 @@ def test_a_large_window_zst_archive_is_intact_and_a_too_large_one_is_not_called_
         "compress the archives with a window of 2 GiB at most (zstd --long=31)"
     )
     assert run.checks[test]["evidence"]["unverified"] == "1"
+
+
+# ------------------------------------------------------------------------------------------- corrupt error logs
+
+ERRORS = f"{T}test_error_lines_in_the_window_are_under_the_threshold[app-errors]"
+ERRORS_CHECK = f"{LOG_CHECKS}::test_error_lines_in_the_window_are_under_the_threshold"
+
+
+def error_section(logs: Path, max_lines: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        data.setdefault("lifecycle", {})["error_logs"] = [
+            {"name": "app-errors", "paths": [str(logs / "app.log*")], "window": "24h", "max_lines": max_lines}
+        ]
+
+    return mutate
+
+
+def busy_log(errors: int) -> bytes:
+    """A log of about 2 MB whose first lines hold ``errors`` ERROR lines (in the window), the rest INFO lines."""
+    lines = [f"{stamp(3000 - i)} ERROR solver crashed ({i})\n" for i in range(errors)]
+    lines += [f"{stamp(2000)} INFO served {os.urandom(24).hex()}\n" for _ in range(25_000)]
+    return "".join(lines).encode()
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_a_truncated_compressed_error_log_is_called_corrupt_and_its_prefix_still_counted(
+    run_checks: Run, profile_variant: Variant, tmp_path: Path, suffix: str
+) -> None:
+    import gzip
+
+    logs = tmp_path / "errlogs"
+    first = f"{stamp(600)} ERROR backend timeout"
+    write(logs / "app.log", first + "\n")
+    data = busy_log(3)
+    whole = gzip.compress(data) if suffix == ".gz" else long_zst(data, 27)
+    rotated = write(logs / f"app.log.1{suffix}", whole[: len(whole) // 2])
+    cut = f"{len(whole) // 2:,}"
+    why = (f"zstd stream truncated after {cut} compressed bytes (its last frame does not end)" if suffix == ".zst"
+           else f"gzip stream truncated after {cut} compressed bytes (no trailer)")
+
+    run = run_checks(profile_variant(error_section(logs, 2)), ERRORS_CHECK)
+    assert run.failed() == {ERRORS}
+    assert run.message(ERRORS) == (
+        f"error log app-errors: 4 line(s) matching \\bERROR\\b in the last 24h, over max_lines 2; the first, in "
+        f"{logs / 'app.log'}: {first!r}: look into them (matching lines are in "
+        f"{logs / 'app.log'}, {rotated}); besides, 1 compressed log(s) are corrupt or truncated; the first, "
+        f"{rotated}: {why}: restore it from a backup or remove it (its readable part is counted)"
+    )
+    assert run.checks[ERRORS]["evidence"]["corrupt_files"] == "1"
+
+    run = run_checks(profile_variant(error_section(logs, 10), name="ten.yaml"),
+                     ERRORS_CHECK)
+    assert run.failed() == {ERRORS}
+    assert run.message(ERRORS) == (
+        f"error log app-errors: 1 compressed log(s) are corrupt or truncated; the first, {rotated}: {why}: restore it "
+        "from a backup or remove it (4 line(s) matching \\bERROR\\b counted in the last 24h of what is readable, "
+        "max_lines 10)"
+    )
+
+    rotated.write_bytes(whole)
+    run = run_checks(profile_variant(error_section(logs, 10), name="whole.yaml"),
+                     ERRORS_CHECK)
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.failed() == set()
+    assert run.checks[ERRORS]["evidence"]["error_lines"] == "4"

@@ -653,7 +653,9 @@ class ErrorLines:
     first_files: list[str] = field(default_factory=list)
     files_read: int = 0
     files_skipped: int = 0  # last written before the window
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a file that could not be read
+    corrupt: list[str] = field(default_factory=list)  # a corrupt or truncated compressed file: its prefix counted
+    unverified: list[str] = field(default_factory=list)  # a zstd window too large to decode: its prefix counted
 
     @property
     def samples(self) -> list[str]:
@@ -752,8 +754,12 @@ def count_in_file(source: FileSource, file: LoggedFile, match: re.Pattern[bytes]
                         pending.append((number, line))
                 elif current >= since:
                     found.add(line, where, number)
-    except CorruptBackup as exc:
-        found.errors.append(f"{where}: {exc}")
+    except CorruptBackup as exc:  # what decompressed before the damage is counted, so a finding is not hidden
+        (found.unverified if isinstance(exc, Unverifiable) else found.corrupt).append(f"{where}: {exc}")
+        if current is None and pending_count:
+            _settle(pending, pending_count, file.mtime >= since, found, where)
+        if found.count > before:
+            found.matched_in(where)
         return
     except OSError as exc:
         found.errors.append(str(exc) if source.host else f"cannot read {file.path}: {exc.strerror or exc}")
