@@ -5,6 +5,10 @@
 - One file that cannot be deleted (``chattr +i``: EPERM even for root) does not stop ``rotated_logs`` /
   ``cleaned_tmp``: every other entry is still deleted, the leftover names the reason, and the journal is finished
   (a later run's janitor reports no interrupted clean-up).
+- A ``zstd --long=30`` archive verifies; a frame declaring a window above 2 GiB is "could not be verified", not
+  corrupt.
+- A truncated ``.zst``/``.gz`` error log is called corrupt (restore or remove it), and the ERROR lines of what is
+  readable still count, so an over-threshold finding is not hidden.
 """
 
 from __future__ import annotations
