@@ -769,6 +769,7 @@ class OldFiles(Permanent[DeletedFiles]):
         self.journal = Journal(directory)
         self.cutoff = 0.0
         self.old: list[str] = []
+        self.failed: dict[str, str] = {}  # a file past retention that could not be deleted: why
 
     def guard(self) -> None:
         if self.host is not None:
@@ -796,7 +797,20 @@ class OldFiles(Permanent[DeletedFiles]):
 
     def delete(self, paths: list[str]) -> None:
         for path in paths:
-            Path(path).unlink(missing_ok=True)
+            self.unlink(path)
+
+    def unlink(self, path: str) -> None:
+        """Delete one file; one that cannot be deleted is recorded with why, and the others are still tried."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.failed[path] = exc.strerror or str(exc)
+
+    def still_there(self, path: str) -> str:
+        why = self.failed.get(path)
+        return f"{path} (past retention) still there" + (f": {why}" if why else "")
 
     def deletable(self, path: str) -> bool:
         """Whether a file past retention may be deleted (a rotation never deletes a live log)."""
@@ -819,7 +833,7 @@ class OldFiles(Permanent[DeletedFiles]):
     def leftovers(self, before: object) -> list[str]:
         assert isinstance(before, dict)
         now = self.files()
-        left = [f"{p} (past retention) still there" for p in self.old if os.path.lexists(p)]
+        left = [self.still_there(p) for p in self.old if os.path.lexists(p)]
         for path, was in before.items():
             if path in self.old:
                 continue
@@ -904,6 +918,7 @@ class CleanTmp(OldFiles):
         super().__init__(tmp.name, glob, tmp.host, tmp.max_age, directory, root="/".join(parts[:wild]) or "/",
                          declared="lifecycle.tmp_files[].pattern")
         self.unremoved: dict[str, str] = {}  # a directory past retention not fully removed: why
+        self.mounts: list[str] = []  # a directory past retention that is a mount point: never entered
 
     def guard(self) -> None:
         super().guard()
@@ -932,11 +947,18 @@ class CleanTmp(OldFiles):
     def delete(self, paths: list[str]) -> None:
         for path in paths:
             try:
-                is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+                st = os.lstat(path)
+                parent_dev = os.lstat(os.path.dirname(path) or "/").st_dev
             except FileNotFoundError:
                 continue
-            if not is_dir:
-                Path(path).unlink(missing_ok=True)
+            except OSError as exc:
+                self.failed[path] = exc.strerror or str(exc)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                self.unlink(path)
+                continue
+            if st.st_dev != parent_dev:
+                self.mounts.append(path)  # another filesystem mounted on it: never entered
                 continue
             problems = remove_tree(path)
             if problems:
@@ -946,7 +968,7 @@ class CleanTmp(OldFiles):
     def leftovers(self, before: object) -> list[str]:
         assert isinstance(before, dict)
         left = [f"directory {p} (past retention) not fully removed: {self.unremoved[p]}" if p in self.unremoved
-                else f"{p} (past retention) still there" for p in self.old if os.path.lexists(p)]
+                else self.still_there(p) for p in self.old if os.path.lexists(p) and p not in self.mounts]
         now = self.files()
         for path, was in before.items():
             if path in self.old:
@@ -963,7 +985,17 @@ class CleanTmp(OldFiles):
                 left.append(f"{what} shrank ({was.size} -> {is_.size} bytes)")
             elif is_.size == was.size and is_.mtime_ns != was.mtime_ns:
                 left.append(f"{what} modified (mtime changed, same size)")
-        return [*self.differences, *left]
+        left = [*self.differences, *left]
+        mounts = [p for p in self.mounts if os.path.lexists(p)]
+        if mounts:  # not "remove it by hand": nothing to remove, a mount to review
+            rest = f"; it also left {'; '.join(left)} behind: remove it by hand" if left else ""
+            raise CleanupError(
+                f"{self.kind} {self.name}: " + "; ".join(
+                    f"directory {p} (past retention) is a mount point of another filesystem, left in place"
+                    for p in mounts
+                ) + f": unmount it if it is stale{rest}"
+            )
+        return left
 
 
 ENTRY_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink"}
@@ -972,13 +1004,18 @@ ENTRY_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "s
 def remove_tree(path: str) -> list[str]:
     """Remove the directory ``path`` and everything in it, through directory descriptors opened ``O_NOFOLLOW`` (a
     symlink in it is unlinked, never followed, even one swapped in meanwhile) and never entering another
-    filesystem (a mount point in it is left, with its parents); what could not be removed, each with why."""
+    filesystem than its parent directory's (``path`` itself a mount point is not entered; a mount point in it is
+    left, with its parents); what could not be removed, each with why."""
     problems: list[str] = []
     parent, name = os.path.split(path.rstrip("/"))
     try:
-        dev = os.lstat(path).st_dev
         parent_fd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
+        return [f"{path}: {exc.strerror or exc}"]
+    try:
+        dev = os.fstat(parent_fd).st_dev
+    except OSError as exc:
+        os.close(parent_fd)
         return [f"{path}: {exc.strerror or exc}"]
     try:
         _remove_in(parent_fd, name, path, dev, problems)

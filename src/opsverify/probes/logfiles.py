@@ -419,6 +419,7 @@ def _stdlib_stream(stream: ByteStream, make: Decompressor) -> Iterator[bytes]:
 
 
 ZSTD_MAGIC = 0xFD2FB528
+MAX_WINDOW = 2 << 30  # bytes: the largest zstd window decoded (zstd --long=31); the library's default stops at 128 MiB
 SKIPPABLE = range(0x184D2A50, 0x184D2A60)
 
 
@@ -437,6 +438,8 @@ class ZstdFrames:
         self.skip = 0  # payload bytes to pass over before the next header
         self.after_blocks = 0  # checksum bytes after the last block
         self.last = False
+        self.fhd = 0  # the current frame's header descriptor
+        self.window = 0  # the largest window a frame so far declares (bytes)
 
     @property
     def complete(self) -> bool:
@@ -482,14 +485,14 @@ class ZstdFrames:
             if not self.skip:
                 self._next_frame()
         elif self.state == "descriptor":
-            fhd = head[0]
+            fhd = self.fhd = head[0]
             single = bool(fhd & 0x20)
             fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
             self.after_blocks = 4 if fhd & 0x04 else 0
-            rest = (0 if single else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs
+            self.state, self.want = "header", (0 if single else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs  # at least 1
+        elif self.state == "header":
+            self.window = max(self.window, zstd_window(self.fhd, head))
             self.state, self.want = "block", 3
-            if rest:
-                self.state, self.skip = "block", rest
         elif self.state == "block":
             header = int.from_bytes(head, "little")
             kind, size = (header >> 1) & 0x03, header >> 3
@@ -505,6 +508,18 @@ class ZstdFrames:
                 self._next_frame()
 
 
+def zstd_window(fhd: int, rest: bytes) -> int:
+    """The window size (bytes) a zstd frame declares (RFC 8878 3.1.1.1.2): its window descriptor, or for a single
+    segment frame its content size; ``rest`` is the frame header after the descriptor byte."""
+    if not fhd & 0x20:
+        exponent, mantissa = rest[0] >> 3, rest[0] & 0x07
+        base = 1 << (10 + exponent)
+        return base + (base >> 3) * mantissa
+    fcs = (1, 2, 4, 8)[fhd >> 6]
+    size = int.from_bytes(rest[len(rest) - fcs:], "little")
+    return size + 256 if fcs == 2 else size
+
+
 class _Tee:
     """A stream whose bytes are also handed to ``ZstdFrames`` as they are read."""
 
@@ -517,6 +532,10 @@ class _Tee:
         return data
 
 
+class Unverifiable(CorruptBackup):
+    """A compressed file this machine will not decode (a zstd window above ``MAX_WINDOW``): not known corrupt."""
+
+
 def _zstd_stream(stream: ByteStream) -> Iterator[bytes]:
     """Decompressed chunks of a zstd stream (concatenated frames too; each frame's checksum, when it has one,
     verified by the library), at most ``READ_SIZE`` bytes at a time: constant memory. ``zstandard`` is imported
@@ -525,14 +544,18 @@ def _zstd_stream(stream: ByteStream) -> Iterator[bytes]:
 
     frames = ZstdFrames()
     tee = _Tee(stream, frames)
-    reader = zstandard.ZstdDecompressor().stream_reader(cast("IO[bytes]", tee), read_size=READ_SIZE,
-                                                        read_across_frames=True)
+    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
+        cast("IO[bytes]", tee), read_size=READ_SIZE, read_across_frames=True
+    )
     try:
         while chunk := reader.read(READ_SIZE):
             yield chunk
         while tee.read(READ_SIZE):  # what the reader left unread: the frame walk sees every byte
             pass
     except zstandard.ZstdError as exc:
+        if frames.window > MAX_WINDOW:
+            raise Unverifiable(f"zstd window too large to verify ({frames.window >> 20:,} MiB, above "
+                               f"{MAX_WINDOW >> 20:,} MiB)") from None
         raise CorruptBackup(f"zstd stream corrupt after {frames.seen:,} compressed bytes ({exc})") from None
     if not frames.seen:
         raise CorruptBackup("empty file (0 bytes)")
@@ -558,11 +581,13 @@ def decompressed(stream: ByteStream, name: str) -> Iterator[bytes]:
 
 def archive_problem(source: FileSource, path: str) -> str | None:
     """What is wrong with a compressed archive (.gz, .xz, .bz2, .zst; decompressed to its end), or None when it is
-    intact."""
+    intact; ``Unverifiable`` when this machine will not decode it (a zstd window above ``MAX_WINDOW``)."""
     try:
         with source.open(path) as stream:
             for _ in decompressed(stream, path):
                 pass
+    except Unverifiable:
+        raise  # not known corrupt: the caller says it could not be verified
     except CorruptBackup as exc:
         return str(exc)
     except OSError as exc:
@@ -628,7 +653,9 @@ class ErrorLines:
     first_files: list[str] = field(default_factory=list)
     files_read: int = 0
     files_skipped: int = 0  # last written before the window
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a file that could not be read
+    corrupt: list[str] = field(default_factory=list)  # a corrupt or truncated compressed file: its prefix counted
+    unverified: list[str] = field(default_factory=list)  # a zstd window too large to decode: its prefix counted
 
     @property
     def samples(self) -> list[str]:
@@ -727,8 +754,12 @@ def count_in_file(source: FileSource, file: LoggedFile, match: re.Pattern[bytes]
                         pending.append((number, line))
                 elif current >= since:
                     found.add(line, where, number)
-    except CorruptBackup as exc:
-        found.errors.append(f"{where}: {exc}")
+    except CorruptBackup as exc:  # what decompressed before the damage is counted, so a finding is not hidden
+        (found.unverified if isinstance(exc, Unverifiable) else found.corrupt).append(f"{where}: {exc}")
+        if current is None and pending_count:
+            _settle(pending, pending_count, file.mtime >= since, found, where)
+        if found.count > before:
+            found.matched_in(where)
         return
     except OSError as exc:
         found.errors.append(str(exc) if source.host else f"cannot read {file.path}: {exc.strerror or exc}")
