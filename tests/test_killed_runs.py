@@ -41,9 +41,9 @@ def start_held_run(
     pytester.makepyfile(test_held=head + HOLD[kind] + READY)
     args = ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(pytester.path), f"--profile={profile}",
             "--no-reports", "-p", "no:randomly", "test_held.py"]
-    return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=pytester.path,
-                            env={**os.environ, "TMPDIR": str(tmpdir)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (pytester.path / "held.log").open("wb") as log:  # read back when the held run ends too early
+        return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=pytester.path,
+                                env={**os.environ, "TMPDIR": str(tmpdir)}, stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
@@ -59,7 +59,9 @@ def held_directory(ready: Path, proc: subprocess.Popen[bytes], roots: list[Path]
     """The scratch directory whose creator note names the held run's process."""
     deadline = time.monotonic() + timeout
     while not ready.exists():
-        assert proc.poll() is None, "the held run ended before its action was in place"
+        if proc.poll() is not None:
+            said = (ready.parent / "held.log").read_text(errors="replace").strip().splitlines()[-15:]
+            raise AssertionError("the held run ended before its action was in place:\n" + "\n".join(said))
         assert time.monotonic() < deadline, "the held run never put its action in place"
         time.sleep(0.2)
     found = [p for r in roots for p in r.glob("opsverify_scratch_*") if (read_note(p) or {}).get("pid") == proc.pid]

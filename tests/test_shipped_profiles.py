@@ -337,9 +337,20 @@ def test_profile_check_connect_reaches_every_component_and_fails_exactly_a_wrong
     box: Sandbox, runbook_database: str, runbook_backups: Path, staging_role: tuple[str, Path], restore_template: str
 ) -> None:
     variables = pf_variables(box, runbook_backups, *staging_role, runbook_database, restore_template)
+    db = box.pg()
+    unset = profile_check(variables, "--connect")  # the maintenance role, as shipped, has no password yet
+    assert unset.returncode == 1
+    assert failed_rows(unset.stdout) == {
+        "photonic_foundry maintenance role": "FAILED: as role photonic (the maintenance user): fe_sendauth: no "
+        "password supplied: set maintenance_password or maintenance_password_file"
+    }
+    variables |= {"PF_DB_MAINTENANCE_USER": db["maintenance_user"],
+                  "PF_DB_MAINTENANCE_PASSWORD_FILE": db["maintenance_password_file"]}
     done = profile_check(variables, "--connect")
     assert done.returncode == 0, done.stdout + done.stderr
     assert failed_rows(done.stdout) == {}
+    assert re.search(r"^photonic_foundry +maintenance role .* ok: PostgreSQL [\d.]+ as postgres \(the maintenance "
+                     r"user\)$", done.stdout, re.MULTILINE), done.stdout
     assert "components answered" in done.stdout
     assert re.search(r"^restore-target +restore target .* ok: PostgreSQL [\d.]+ as opsverify_test_staging_\d+ "
                      r"\(CREATEDB\)$", done.stdout, re.MULTILINE), done.stdout
