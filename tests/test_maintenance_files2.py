@@ -129,10 +129,8 @@ def test_cleaned_tmp_removes_exactly_what_the_check_flags_and_the_check_then_pas
     assert set(run.checks) == {test}
 
 
-@pytest.fixture
-def mounted(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs mounted inside a stale directory (another filesystem), unmounted afterwards."""
-    point = tmp_path / "tmp" / "quantum_host" / "mnt"
+def tmpfs_at(point: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted at ``point`` (created), unmounted afterwards; skips where mounting is not allowed."""
     point.mkdir(parents=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], capture_output=True,
                           timeout=30, check=False)
@@ -142,6 +140,12 @@ def mounted(tmp_path: Path) -> Iterator[Path]:
         yield point
     finally:
         subprocess.run(["umount", str(point)], capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted inside a stale directory (another filesystem), unmounted afterwards."""
+    yield from tmpfs_at(tmp_path / "tmp" / "quantum_host" / "mnt")
 
 
 def test_a_stale_directory_holding_another_filesystem_is_left_and_named(

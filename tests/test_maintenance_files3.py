@@ -26,7 +26,7 @@ from opsverify.actions import performed
 from opsverify.actions.maintenance import CleanTmp, RotateLogs
 from opsverify.errors import CleanupError
 from opsverify.profile.maintenance import LogDirectory, TmpFiles
-from tests.test_maintenance_files2 import aged, put, scratch
+from tests.test_maintenance_files2 import aged, put, scratch, tmpfs_at
 from tests.test_maintenance_logfiles import Tree, lifecycle, stamp, tree, write
 
 __all__ = ["tree"]  # the fixture, shared with the log-file self-tests
@@ -43,16 +43,7 @@ def mounted(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs mounted ON a matched temporary directory (``quantum_mnt``), unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    point = tmp_path / "tmp" / "quantum_mnt"
-    point.mkdir(parents=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], capture_output=True,
-                          timeout=30, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", str(point)], capture_output=True, timeout=30, check=False)
+    yield from tmpfs_at(tmp_path / "tmp" / "quantum_mnt")
 
 
 def test_a_matched_mount_point_is_never_entered_and_named_for_unmounting(mounted: Path, tmp_path: Path) -> None:
