@@ -99,7 +99,7 @@ class ChecksRun:
         self.result = result
         self.report_dir = report_dir
         self.evidence = evidence
-        self.checks = {_short(c["id"]): c for c in evidence.get("checks", [])}
+        self.checks = {_short(c["nodeid"]): _flat(c) for c in evidence.get("checks", [])}
 
     def outcome(self, test: str) -> str:
         return str(self.checks[test]["outcome"])
@@ -108,7 +108,12 @@ class ChecksRun:
         return str(self.checks[test]["message"])
 
     def failed(self) -> set[str]:
-        return {t for t, c in self.checks.items() if c["outcome"] in ("failed", "error")}
+        return {t for t, c in self.checks.items() if c["outcome"] in ("failed", "broken")}
+
+
+def _flat(check: dict[str, Any]) -> dict[str, Any]:
+    """An evidence.json check with ``evidence``: its measured values and thresholds in one mapping."""
+    return {**check, "evidence": {**check.get("measured", {}), **check.get("thresholds", {})}}
 
 
 @pytest.fixture

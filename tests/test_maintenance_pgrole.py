@@ -114,7 +114,7 @@ def run_in(namespace: Namespace, profile: Path, report: Path, target: str) -> su
 
 def outcomes(report: Path) -> dict[str, tuple[str, str]]:
     evidence = json.loads((report / "evidence.json").read_text())
-    return {c["id"].split("/")[-1]: (c["outcome"], c["message"]) for c in evidence["checks"]}
+    return {c["nodeid"].split("/")[-1]: (c["outcome"], c["message"]) for c in evidence["checks"]}
 
 
 HEALTH = "maintenance/test_postgres_health.py"

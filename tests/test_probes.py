@@ -14,7 +14,7 @@ from opsverify.probes.http import HttpReply, http_get
 from opsverify.probes.metrics import parse_exposition
 from opsverify.probes.network import Reachability, probe_reachability, tcp_connect
 from opsverify.probes.outage import OutageRegister
-from opsverify.reporting.evidence import Evidence
+from opsverify.reporting.evidence import Collector, absorb, read_evidence, write_evidence
 
 EXPOSITION = """\
 # HELP error_rate Share of failed requests
@@ -118,16 +118,18 @@ def test_the_first_connection_failure_of_an_endpoint_is_the_one_reported() -> No
     assert later.error == "skipped probing: api at 127.0.0.1:8080 did not answer at 10:02:03 (connection refused)"
 
 
-def test_evidence_summary_lists_failures_in_one_line_each(tmp_path: Path) -> None:
-    evidence = Evidence("sandbox", "sandbox")
-    ok = evidence.record("checks/a.py::test_ok")
-    ok.absorb([("runbook", "PF-01"), ("evidence.latency", "12ms")])
-    bad = evidence.record("checks/a.py::test_bad")
-    bad.outcome, bad.message = "failed", "api health took 2s (budget 500ms): http://x/health"
-    bad.absorb([("runbook", "PF-01 QP-01")])
-    evidence.write(tmp_path)
-    assert (tmp_path / "summary.txt").read_text().splitlines() == [
-        "opsverify run against profile sandbox (sandbox): 1 failed, 1 passed",
-        "FAILED checks/a.py::test_bad [PF-01 QP-01]: api health took 2s (budget 500ms): http://x/health",
-    ]
-    assert ok.evidence == {"latency": "12ms"}
+def test_evidence_splits_measurements_from_thresholds_and_validates(tmp_path: Path) -> None:
+    collector = Collector("sandbox", "sandbox")
+    ok = collector.record("checks/a.py::test_ok[api]")
+    absorb(ok, [("runbook", "PF-01"), ("markers", "daily health"), ("component", "api"),
+                ("evidence.latency", "12ms"), ("evidence.latency_budget", "500ms"), ("metric.latency_seconds", 0.012)])
+    bad = collector.record("checks/a.py::test_bad")
+    bad.outcome, bad.message = "failed", "api health took 2s (budget 500ms): http://u:hunter2@x/health"
+    path = write_evidence(tmp_path, collector.document(1))
+    doc = read_evidence(path)
+    assert [c.nodeid for c in doc.ordered()] == ["checks/a.py::test_bad", "checks/a.py::test_ok[api]"]
+    first = doc.checks[0]
+    assert (first.measured, first.thresholds, first.metrics) == ({"latency": "12ms"}, {"latency_budget": "500ms"},
+                                                                 {"latency_seconds": 0.012})
+    assert (first.markers, first.component, doc.run.totals) == (["daily", "health"], "api", {"passed": 1, "failed": 1})
+    assert "hunter2" not in path.read_text()

@@ -615,7 +615,7 @@ def test_drill_against_the_source_server_is_refused_with_the_fix(
     drills = ("pf-database-custom", "qp-database-gzip")
     every = {f"test_database_drill.py::{check}[{drill}]" for check in DRILL_CHECKS for drill in drills}
     assert run.failed() == every  # the drill fixture refuses: no check of either drill runs
-    assert {run.outcome(test) for test in every} == {"error"}
+    assert {run.outcome(test) for test in every} == {"failed"}
     refused = (
         f"restore target 127.0.0.1:{sandbox.databases[0].port} is the server of source database photonic_foundry: "
         "point restore_target at staging, or set must_differ_from_source: false"

@@ -314,12 +314,12 @@ def test_photonic_foundry_profile_runs_daily_and_dr_green_on_a_runbook_built_env
     evidence_file = report / "evidence.json"
     assert evidence_file.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     checks = json.loads(evidence_file.read_text())["checks"]
-    broken = {c["id"]: c["message"] for c in checks if c["outcome"] in ("failed", "error")}
-    skipped = {c["id"]: c["message"] for c in checks if c["outcome"] == "skipped"}
+    broken = {c["nodeid"]: c["message"] for c in checks if c["outcome"] in ("failed", "broken")}
+    skipped = {c["nodeid"]: c["message"] for c in checks if c["outcome"] == "skipped"}
     unaccepted = {t: why for t, why in skipped.items() if not any(p.fullmatch(why) for p in ACCEPTED_SKIPS)}
     assert unaccepted == {}, json.dumps({"skips no SRE accepts": unaccepted, "failures": broken}, indent=1)
     assert broken == {}, json.dumps(broken, indent=1)
-    passed = {c["id"] for c in checks if c["outcome"] == "passed"}
+    passed = {c["nodeid"] for c in checks if c["outcome"] == "passed"}
     restored = {"database-daily": "test_restore_completes_without_errors",
                 "cache-rdb": "test_rdb_loads_into_a_scratch_redis"}
     for drill, test in restored.items():  # each drill really restored, as the non-superuser staging role
@@ -381,7 +381,7 @@ def test_photonic_foundry_profile_backup_job_dumps_as_the_backup_role_its_variab
 
     declared = dump({})
     assert declared["outcome"] == "passed", declared["message"]
-    assert declared["evidence"]["dump_role"] == f"role {box.pg()['backup_user']} (the backup user)"
+    assert declared["measured"]["dump_role"] == f"role {box.pg()['backup_user']} (the backup user)"
     # the runbook's default backup role, photonic, does not exist here: the refusal names it and the variable's field
     runbook = dump({"PF_DB_BACKUP_USER": "photonic", "PF_DB_BACKUP_PASSWORD_FILE": ""})
     assert runbook["outcome"] == "failed"

@@ -47,6 +47,7 @@ def test_newest_backup_is_younger_than_rpo(
     newest = listed(backup_source, catalog_of).files[0]
     age = newest.age(now)
     evidence.record(newest=newest.location, age=fmt(age), rpo=fmt(backup_source.rpo), time_from=newest.time_from)
+    evidence.metric(backup_age_seconds=age.total_seconds(), backup_rpo_seconds=backup_source.rpo.total_seconds())
     expect(
         age <= backup_source.rpo,
         f"newest backup of {backup_source.name} is {fmt(age)} old (RPO {fmt(backup_source.rpo)}): {newest.location}",

@@ -35,6 +35,7 @@ def test_newest_backup_is_not_empty(backup_source: BackupSource, catalog_of: Cat
         return
     newest = catalog.files[0]
     evidence.record(newest=newest.location, size_bytes=newest.size)
+    evidence.metric(backup_size_bytes=newest.size)
     expect(newest.size > 0, f"newest backup of {backup_source.name} is empty (0 bytes): {newest.location}")
 
 

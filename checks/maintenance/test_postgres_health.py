@@ -222,6 +222,7 @@ def test_database_size_is_under_its_threshold(database: Database, pg_health_of: 
     evidence.record(database_size=health.database_size, database_size_human=human_size(health.database_size),
                     largest_tables=sizes(health.tables[:10]),
                     max_database_size=human_size(limit) if limit is not None else "no threshold declared")
+    evidence.metric(database_size_bytes=health.database_size)
     if limit is not None:
         expect(health.database_size <= limit,
                f"{where}: the database is {human_size(health.database_size)}, over max_database_size "

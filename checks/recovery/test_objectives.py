@@ -93,6 +93,8 @@ def test_recovery_point_is_within_rpo(
     evidence.record(component=objective.component, rpo_objective=fmt(objective.rpo),
                     rpo_measured=fmt(points[best]), recovery_path=best,
                     **{f"path {name}": fmt(loss) for name, loss in points.items()})
+    evidence.metric(recovery_point_seconds=points[best].total_seconds(),
+                    rpo_objective_seconds=objective.rpo.total_seconds())
     if no_pitr is not None:
         evidence.record(point_in_time_recovery=f"no path: {no_pitr}")
     expect(

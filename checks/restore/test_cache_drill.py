@@ -71,6 +71,9 @@ def test_cache_recovers_within_rto(
     measured = redis_drill_outcome.rto
     evidence.record(component=objective.component, rto_objective=fmt(objective.rto),
                     rto_measured=fmt(measured) if measured is not None else "not recovered")
+    evidence.metric(rto_objective_seconds=objective.rto.total_seconds())
+    if measured is not None:
+        evidence.metric(restore_rto_seconds=measured.total_seconds())
     expect(measured is not None, f"drill {redis_drill.name}: not recovered, RTO {fmt(objective.rto)} not met")
     assert measured is not None
     expect(measured <= objective.rto,

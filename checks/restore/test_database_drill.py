@@ -201,6 +201,9 @@ def test_restore_time_is_within_rto(pg_drill_outcome: PgDrillOutcome, profile: P
     measured = outcome.rto
     evidence.record(component=objective.component, rto_objective=fmt(objective.rto),
                     rto_measured=fmt(measured) if measured is not None else "not recovered")
+    evidence.metric(rto_objective_seconds=objective.rto.total_seconds())
+    if measured is not None:
+        evidence.metric(restore_rto_seconds=measured.total_seconds())
     evidence.record(restore_seconds=f"{outcome.restore.duration.total_seconds():.3f}",
                     rto_seconds=f"{measured.total_seconds():.3f}" if measured is not None else "-")
     if measured is None:

@@ -23,6 +23,7 @@ from opsverify.profile.model import (
     runbook_objectives,
 )
 from opsverify.profile.recovery import Drill, Replica, RestoreTarget, RowTolerance
+from opsverify.profile.reporting import DrDocument, Reporting, Waiver
 from opsverify.profile.security import KubernetesPolicy, ScannerPolicy, TlsEndpoint, TlsPolicy
 from opsverify.profile.types import Model, Name, Named
 
@@ -54,6 +55,16 @@ class Profile(Model):
     lifecycle: Lifecycle | None = Field(
         None, description="job tables, temporary tables, personal data, logs and temporary files cleaned up "
         "(`-m maintenance`)"
+    )
+    dr_document: DrDocument | None = Field(
+        None, description="the disaster-recovery document, reviewed every quarter (QP-16, `-m recovery`)"
+    )
+    reporting: Reporting = Field(
+        default=Reporting(), description="coverage table, history store, Prometheus textfile, Pushgateway, webhook"
+    )
+    waivers: list[Waiver] = Field(
+        default_factory=list,
+        description="accepted failures until a date: a waived failure is reported `waived`, not failed",
     )
 
     @model_validator(mode="after")

@@ -49,6 +49,7 @@ _PATH_KEYS = {
     *("password_file", "ca_file", "ssh_config", "ssh_identity_file"),
     *("secret_access_key_file", "rdb_file", "scratch_dir", "replication_password_file"),
     "backup_password_file", "maintenance_password_file",
+    *("inventory", "textfile", "sqlite", "file", "token_file"),  # reporting: and dr_document:
 }
 _TAG = "tag:yaml.org,2002:"
 _STR = f"{_TAG}str"

@@ -1,56 +1,161 @@
-"""Evidence per check: outcome, one-line message, runbook IDs, measured value vs threshold.
+"""Evidence of one run: its context and, per check, outcome, runbook IDs, measured values, thresholds, message.
 
-Written as ``evidence.json`` (for auditors and tooling) and ``summary.txt`` (for people).
-Only what checks record goes in: names, measurements and thresholds, never credentials.
+Written as ``evidence.json``; its JSON Schema (``opsverify evidence schema``, shipped as
+``docs/evidence.schema.json``) is versioned by ``schema_version``: a reader refuses a major version it
+does not know. Only what checks record goes in (names, measurements, thresholds), never credentials;
+``redact_text`` runs over every message and value as a last guard.
+
+Outcomes, as Allure distinguishes them: ``passed``; ``failed`` (an expectation about the environment
+did not hold: ``expect``/``fail``/``assert``); ``broken`` (any other exception: the check or its
+fixture could not judge); ``skipped``; ``waived`` (a failure accepted by an unexpired waiver).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+import re
+import uuid
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 import opsverify
+from opsverify.redact import redact_text
 
+SCHEMA_VERSION = "1.0"
+SCHEMA_ID = "https://opsverify.dev/schemas/evidence/1.0/evidence.schema.json"
+Outcome = Literal["passed", "failed", "broken", "skipped", "waived"]
+OUTCOMES: tuple[Outcome, ...] = ("failed", "broken", "waived", "skipped", "passed")  # the order a summary shows
 EVIDENCE_PREFIX = "evidence."
+METRIC_PREFIX = "metric."
+# A recorded key is a threshold (what was expected) rather than a measurement when its name says so.
+THRESHOLD = re.compile(
+    r"^(max|min|limit)_|_(objective|budget|limit|threshold|max|min|max_age)$|^(rpo|rto|budget|limit|expected"
+    r"|retention|schedule|max_age|threshold|keep)$"
+)
 
 
-@dataclass
-class CheckRecord:
-    """One check's result as the report states it."""
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WaiverNote(_Doc):
+    """The waiver that matched a check, and what became of it."""
+
+    check: str = Field(description="the waiver's node id or glob, as the profile writes it")
+    reason: str
+    owner: str
+    ticket: str
+    expires: date
+    state: Literal["applied", "not-needed", "expired"] = Field(
+        description="applied: the failure is reported waived; not-needed: the check passed, the waiver can go; "
+        "expired: the check counts again"
+    )
+
+
+class CheckResult(_Doc):
+    """One check's result as every report states it."""
+
+    nodeid: str = Field(description="pytest node id, e.g. checks/backup/test_backup_size.py::test_x[param]")
+    component: str | None = Field(default=None, description="the parameter id (the profile's component), if any")
+    runbook: list[str] = Field(default_factory=list, description="procedures the check verifies, e.g. PF-04")
+    markers: list[str] = Field(default_factory=list, description="cadence, domain and dr markers")
+    outcome: Outcome = "passed"
+    duration_s: float = Field(default=0.0, ge=0)
+    message: str = Field(default="", description="the one-line failure, skip or waiver reason")
+    measured: dict[str, str] = Field(default_factory=dict, description="what the check measured")
+    thresholds: dict[str, str] = Field(default_factory=dict, description="what it compared the measurement with")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="numeric measurements (exported as opsverify_<name> gauges, kept in history)"
+    )
+    waiver: WaiverNote | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def cadence(self) -> list[str]:
+        return [m for m in self.markers if m in ("daily", "weekly", "monthly", "quarterly")]
+
+
+class Selection(_Doc):
+    """What the run was asked to run."""
+
+    markexpr: str = Field(default="", description="the -m expression")
+    keyword: str = Field(default="", description="the -k expression")
+    args: list[str] = Field(default_factory=list, description="paths and node ids given")
+    workers: int = Field(default=0, ge=0, description="xdist workers (0: one process)")
+
+
+class RunInfo(_Doc):
+    """The run's context."""
 
     id: str
-    outcome: str = "passed"
-    message: str = ""
-    duration_s: float = 0.0
-    runbook: list[str] = field(default_factory=list)
-    cadence: list[str] = field(default_factory=list)
-    domain: list[str] = field(default_factory=list)
-    evidence: dict[str, str] = field(default_factory=dict)
-
-    def absorb(self, properties: list[tuple[str, object]]) -> None:
-        """Take the labels and measurements a check put in its user properties."""
-        for key, value in properties:
-            if key in ("runbook", "cadence", "domain"):
-                setattr(self, key, str(value).split())
-            elif key.startswith(EVIDENCE_PREFIX):
-                self.evidence[key.removeprefix(EVIDENCE_PREFIX)] = str(value)
-
-
-@dataclass
-class Evidence:
-    """All checks of one run, with the run's context."""
-
     profile: str
     role: str
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
-    checks: dict[str, CheckRecord] = field(default_factory=dict)
+    opsverify: str
+    started: datetime
+    finished: datetime
+    host: str
+    selection: Selection = Selection()
+    totals: dict[str, int] = Field(default_factory=dict)
+    exit_status: int | None = None
 
-    def record(self, nodeid: str) -> CheckRecord:
-        return self.checks.setdefault(nodeid, CheckRecord(nodeid))
+
+class WaiverProblem(_Doc):
+    check: str
+    owner: str
+    ticket: str
+    expires: date
+    problem: Literal["expired", "unmatched"]
+
+
+class EvidenceDoc(_Doc):
+    """``evidence.json``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"$id": SCHEMA_ID})
+
+    schema_version: Literal["1.0"] = "1.0"
+    run: RunInfo
+    checks: list[CheckResult] = Field(default_factory=list)
+    waivers: list[WaiverProblem] = Field(default_factory=list, description="expired and unmatched waivers")
+
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.outcome in ("failed", "broken")]
+
+    def ordered(self) -> list[CheckResult]:
+        """Failures first, then broken, waived, skipped and passed; node id order within each."""
+        return sorted(self.checks, key=lambda c: (OUTCOMES.index(c.outcome), c.nodeid))
+
+
+def evidence_schema() -> dict[str, Any]:
+    """The JSON Schema of ``evidence.json``."""
+    schema = EvidenceDoc.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"opsverify evidence {SCHEMA_VERSION}"
+    return schema
+
+
+def read_evidence(path: Path) -> EvidenceDoc:
+    """Read and validate an ``evidence.json`` (a newer major version is refused by the schema_version literal)."""
+    return EvidenceDoc.model_validate_json(path.read_bytes())
+
+
+class Collector:
+    """Builds one run's evidence from the reports of every check (controller side)."""
+
+    def __init__(self, profile: str = "(none)", role: str = "-", selection: Selection | None = None) -> None:
+        self.profile, self.role = profile, role
+        self.selection = selection or Selection()
+        self.started = datetime.now(UTC)
+        self.run_id = f"{self.started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+        self.checks: dict[str, CheckResult] = {}
+        self.waiver_problems: list[WaiverProblem] = []
+
+    def record(self, nodeid: str) -> CheckResult:
+        return self.checks.setdefault(nodeid, CheckResult(nodeid=nodeid))
 
     def totals(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -58,29 +163,49 @@ class Evidence:
             counts[check.outcome] = counts.get(check.outcome, 0) + 1
         return counts
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "run": {
-                "profile": self.profile,
-                "role": self.role,
-                "started": self.started.isoformat(timespec="seconds"),
-                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                "opsverify": opsverify.__version__,
-                "host": platform.node(),
-                "totals": self.totals(),
-            },
-            "checks": [asdict(c) for c in self.checks.values()],
-        }
+    def document(self, exit_status: int | None = None) -> EvidenceDoc:
+        run = RunInfo(
+            id=self.run_id, profile=self.profile, role=self.role, opsverify=opsverify.__version__,
+            started=self.started, finished=datetime.now(UTC), host=platform.node(), selection=self.selection,
+            totals=self.totals(), exit_status=exit_status,
+        )
+        return EvidenceDoc(run=run, checks=[_redacted(c) for c in self.checks.values()],
+                           waivers=list(self.waiver_problems))
 
-    def write(self, run_dir: Path) -> None:
-        (run_dir / "evidence.json").write_text(json.dumps(self.as_json(), indent=2) + "\n")
-        (run_dir / "summary.txt").write_text(self.summary())
 
-    def summary(self) -> str:
-        totals = ", ".join(f"{n} {k}" for k, n in sorted(self.totals().items())) or "no checks ran"
-        lines = [f"opsverify run against profile {self.profile} ({self.role}): {totals}"]
-        for check in self.checks.values():
-            if check.outcome in ("failed", "error"):
-                ids = f" [{' '.join(check.runbook)}]" if check.runbook else ""
-                lines.append(f"{check.outcome.upper()} {check.id}{ids}: {check.message}")
-        return "\n".join(lines) + "\n"
+def absorb(check: CheckResult, properties: list[tuple[str, object]]) -> None:
+    """Take the labels and measurements a check put in its user properties (repeated phases overwrite)."""
+    for key, value in properties:
+        if key == "runbook":
+            check.runbook = str(value).split()
+        elif key == "markers":
+            check.markers = str(value).split()
+        elif key == "component":
+            check.component = str(value) or None
+        elif key.startswith(METRIC_PREFIX):
+            check.metrics[key.removeprefix(METRIC_PREFIX)] = float(value)  # type: ignore[arg-type]
+        elif key.startswith(EVIDENCE_PREFIX):
+            name = key.removeprefix(EVIDENCE_PREFIX)
+            (check.thresholds if THRESHOLD.search(name) else check.measured)[name] = str(value)
+
+
+def _redacted(check: CheckResult) -> CheckResult:
+    return check.model_copy(update={
+        "message": redact_text(check.message),
+        "measured": {k: redact_text(v) for k, v in check.measured.items()},
+        "thresholds": {k: redact_text(v) for k, v in check.thresholds.items()},
+        "notes": [redact_text(n) for n in check.notes],
+    })
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON through a temporary file renamed into place."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+def write_evidence(run_dir: Path, doc: EvidenceDoc) -> Path:
+    path = run_dir / "evidence.json"
+    write_json_atomically(path, doc.model_dump(mode="json"))
+    return path

@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPORT_FILES = ("report.html", "junit.xml", "evidence.json", "summary.txt", "allure-results")
+REPORT_FILES = ("report.html", "junit.xml", "evidence.json", "summary.html", "summary.md", "allure-results")
 
 
 def new_run_dir(root: Path, now: datetime | None = None) -> Path:
