@@ -20,6 +20,7 @@ drill: setup  ## the disaster-recovery drill set against the sandbox
 	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
 
 test: setup lint  ## lint, then the suite's own tests (real servers in a separate sandbox)
+	@bash scripts/setup-tests.sh
 	@$(BIN)/opsverify sandbox up --state-dir $(SANDBOX_TEST) >/dev/null
 	@$(PYTEST) tests -n 2 --no-reports --sandbox-dir $(SANDBOX_TEST); rc=$$?; \
 	  $(BIN)/opsverify sandbox down --state-dir $(SANDBOX_TEST); exit $$rc

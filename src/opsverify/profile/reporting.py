@@ -141,5 +141,6 @@ class Reporting(Model):
 class DrDocument(Model):
     """The disaster-recovery document QP-16 keeps current (reviewed every quarter)."""
 
-    file: ExistingFile = Field(description="the document, e.g. docs/disaster-recovery.md in a git checkout")
+    file: Path = Field(description="the document, e.g. docs/disaster-recovery.md in a git checkout (a missing one "
+                       "fails the check)")
     max_age: Duration = Field(default=timedelta(days=92), description="it must have been reviewed within this")

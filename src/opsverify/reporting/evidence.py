@@ -64,6 +64,7 @@ class CheckResult(_Doc):
     component: str | None = Field(default=None, description="the parameter id (the profile's component), if any")
     runbook: list[str] = Field(default_factory=list, description="procedures the check verifies, e.g. PF-04")
     markers: list[str] = Field(default_factory=list, description="cadence, domain and dr markers")
+    severity: str = Field(default="normal", description="Allure severity, from the domain: blocker, critical, normal")
     outcome: Outcome = "passed"
     duration_s: float = Field(default=0.0, ge=0)
     message: str = Field(default="", description="the one-line failure, skip or waiver reason")
@@ -180,6 +181,8 @@ def absorb(check: CheckResult, properties: list[tuple[str, object]]) -> None:
             check.runbook = str(value).split()
         elif key == "markers":
             check.markers = str(value).split()
+        elif key == "severity":
+            check.severity = str(value)
         elif key == "component":
             check.component = str(value) or None
         elif key.startswith(METRIC_PREFIX):
