@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _manifest_parser(commands)
+    _evidence_parser(commands)
 
     sandbox = commands.add_parser("sandbox", help="the embedded sandbox: real servers on loopback")
     sandbox.add_argument("action", choices=["up", "down", "status"], help="start, stop, or show what runs where")
@@ -104,6 +105,35 @@ def _manifest_parser(commands: Any) -> None:
     )
     show.add_argument("backup", type=Path, metavar="BACKUP")
     actions.add_parser("schema", help="print the manifest format's JSON Schema")
+
+
+def _evidence_parser(commands: Any) -> None:
+    evidence = commands.add_parser(
+        "evidence", help="the evidence.json format: print its JSON Schema, or validate a run's file",
+        description="Every run writes reports/<run>/evidence.json (format version 1.0, described field by field in "
+        "docs/evidence.md of the opsverify repository; its JSON Schema is docs/evidence.schema.json).",
+    )
+    actions = evidence.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("schema", help="print the JSON Schema of evidence.json")
+    validate = actions.add_parser("validate", help="check FILE against the schema; print its run and totals")
+    validate.add_argument("file", type=Path, metavar="FILE")
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    from opsverify.reporting.evidence import EvidenceFormatError, evidence_schema, read_evidence
+
+    if args.action == "schema":
+        print(json.dumps(evidence_schema(), indent=2))
+        return 0
+    try:
+        doc = read_evidence(args.file)
+    except EvidenceFormatError as err:
+        print(f"opsverify: {err}", file=sys.stderr)
+        return 1
+    totals = ", ".join(f"{n} {k}" for k, n in sorted(doc.run.totals.items())) or "no checks"
+    print(f"{args.file}: evidence {doc.schema_version} of run {doc.run.id} (profile {doc.run.profile}, "
+          f"{doc.run.role}) is valid: {totals}")
+    return 0
 
 
 def _duration(text: str) -> Any:
@@ -186,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "manifest":
             code = _manifest(args)
+        elif args.command == "evidence":
+            code = _evidence(args)
         else:
             code = _profile(args) if args.command == "profile" else _sandbox(args)
         sys.stdout.flush()

@@ -77,3 +77,10 @@ def redact_text(text: str) -> str:
     text = redact_urls(text)
     text = SECRET_VALUE.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", text)
     return AUTHORIZATION.sub(lambda m: f"{m.group('key')}{MASK}", text)
+
+
+def mask_values(text: str, secrets: frozenset[str]) -> str:
+    """``text`` with each known secret value (4 characters or more) masked wherever it appears."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

@@ -505,3 +505,32 @@ def choose_profile_path(option: str | None, default: Path) -> Path:
     """``--profile`` wins, then ``$OPSVERIFY_PROFILE``, then the sandbox's generated profile."""
     chosen = option or os.environ.get("OPSVERIFY_PROFILE")
     return Path(chosen) if chosen else default
+
+
+def secret_values(model: object) -> frozenset[str]:
+    """Every secret a loaded profile holds (``SecretStr`` fields and the first line of each secret file), so that
+    reports can mask one wherever a server quotes it back."""
+    from pydantic import BaseModel, SecretStr
+
+    found: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, SecretStr):
+            found.add(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                item = getattr(value, name)
+                if name.endswith("_file") and name.removesuffix("_file") in _SECRET_KEYS | {"password"} and item:
+                    try:
+                        lines = Path(item).read_text().splitlines()
+                    except (OSError, UnicodeDecodeError):
+                        continue
+                    found.update(line.strip() for line in lines[:1])
+                else:
+                    walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(model)
+    return frozenset(s for s in found if s)

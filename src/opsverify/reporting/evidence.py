@@ -21,9 +21,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import opsverify
+from opsverify.errors import OpsverifyError
 from opsverify.redact import redact_text
 
 SCHEMA_VERSION = "1.0"
@@ -139,9 +140,29 @@ def evidence_schema() -> dict[str, Any]:
     return schema
 
 
+class EvidenceFormatError(OpsverifyError):
+    """An evidence.json that cannot be read, is not JSON, or does not follow the schema."""
+
+
 def read_evidence(path: Path) -> EvidenceDoc:
-    """Read and validate an ``evidence.json`` (a newer major version is refused by the schema_version literal)."""
-    return EvidenceDoc.model_validate_json(path.read_bytes())
+    """Read and validate an ``evidence.json``; one sentence naming the file and the first problem if it fails."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as err:
+        raise EvidenceFormatError(f"cannot read {path}: {err.strerror or err}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise EvidenceFormatError(f"{path} is not JSON ({err}): it is not an opsverify evidence file") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, str) and version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise EvidenceFormatError(f"{path} is evidence format {version}; this opsverify {opsverify.__version__} "
+                                  f"reads {SCHEMA_VERSION}: upgrade opsverify to read it")
+    try:
+        return EvidenceDoc.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise EvidenceFormatError(f"{path} does not follow the evidence schema {SCHEMA_VERSION}: {where}: "
+                                  f"{first['msg']} ({err.error_count()} problem(s) in all)") from None
 
 
 class Collector:
