@@ -21,6 +21,7 @@ pytest_plugins = [
     "fixtures.pghealth",
     "fixtures.pgqueries",
     "fixtures.markers",
+    "fixtures.waivers",
     "fixtures.reporting",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         help="validate FILE (a regular UTF-8 YAML file of at most 8 MiB); print every problem with its YAML path "
         "and line",
         description="Validate FILE and print every problem with its YAML path and line (exit 1 if any). Warns (exit "
-        "status unchanged) where an objective's RPO is shorter than the fastest recovery path the profile declares.",
+        "status unchanged) where an objective's RPO is shorter than the fastest recovery path the profile declares, "
+        "and for each waiver that has expired.",
     )
     check.add_argument("file", type=Path)
     check.add_argument(
@@ -182,6 +183,10 @@ def _profile(args: argparse.Namespace) -> int:
     from opsverify.profile.advice import rpo_warnings
 
     for warning in rpo_warnings(loaded):  # stdout flushed first: under 2>&1 each warning is a line of its own
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    from opsverify.reporting.waivers import expired_warnings, today_utc
+
+    for warning in expired_warnings(loaded.waivers, today_utc()):  # not an error: the expired waiver no longer holds
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if getattr(args, "connect", False):
         from opsverify.connect import reach_all, render

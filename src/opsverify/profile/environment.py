@@ -23,7 +23,7 @@ from opsverify.profile.model import (
     runbook_objectives,
 )
 from opsverify.profile.recovery import Drill, Replica, RestoreTarget, RowTolerance
-from opsverify.profile.reporting import DrDocument, Reporting, Waiver
+from opsverify.profile.reporting import DrDocument, Reporting, Waiver, waiver_problems
 from opsverify.profile.security import KubernetesPolicy, ScannerPolicy, TlsEndpoint, TlsPolicy
 from opsverify.profile.types import Model, Name, Named
 
@@ -251,6 +251,7 @@ def cross_reference_problems(data: object) -> list[tuple[PathKey, str]]:
         elif component is not None:
             seen[component] = index
     problems += _secret_problems(data)
+    problems += waiver_problems(data)
     if "database" not in components:
         for index, db in _items(data, "databases"):
             if _true(_get(db, "wal_archiving")):

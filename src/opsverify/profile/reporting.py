@@ -6,13 +6,16 @@ and writes no textfile, pushes nowhere and calls no webhook.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from opsverify.durations import duration_text, parse_duration
 from opsverify.profile.model import read_secret
 from opsverify.profile.types import Duration, ExistingFile, Model, Name
 
@@ -35,6 +38,88 @@ class Waiver(Model):
     owner: str = Field(min_length=1, description="who accepted it (a person or team address)")
     ticket: str = Field(min_length=1, description="the ticket that tracks the fix")
     expires: date = Field(description="the last day the waiver holds (YYYY-MM-DD); at most waiver_max_ahead ahead")
+
+
+WAIVER_FIELDS = {
+    "check": "the node id pytest prints (checks/…/test_x.py::test_y[param]) or a glob of them",
+    "reason": "why the failure is accepted",
+    "owner": "who accepted it (a person or team address)",
+    "ticket": "the ticket that tracks the fix",
+    "expires": "the last day the waiver holds, as YYYY-MM-DD",
+}
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def waiver_problems(data: object, today: date | None = None) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every problem of the ``waivers:`` section, with its path: a missing or empty field, an ``expires`` that is
+    not a YYYY-MM-DD date or lies more than ``reporting.waiver_max_ahead`` after ``today`` (UTC), a ``check`` that
+    is neither a node id nor a glob. ``data`` is the raw profile mapping or a ``Profile``; an expired waiver is no
+    problem here (``opsverify profile check`` and the run warn about it)."""
+    today = today or datetime.now(UTC).date()
+    ahead = _max_ahead(_field(_field(data, "reporting"), "waiver_max_ahead"))
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    waivers = _field(data, "waivers")
+    for index, waiver in enumerate(waivers if isinstance(waivers, (list, tuple)) else ()):
+        if not isinstance(waiver, (Mapping, Waiver)):
+            continue
+        for key, what in WAIVER_FIELDS.items():
+            value = _field(waiver, key, _MISSING)
+            if value is _MISSING:
+                limit = f", at most {duration_text(ahead)} ahead" if key == "expires" else ""
+                problems.append((("waivers", index, key), f"{key} is required: {what}{limit}"))
+            elif isinstance(value, str) and not value.strip():
+                problems.append((("waivers", index, key), f"{key} is empty: {what}"))
+        check = _field(waiver, "check")
+        if isinstance(check, str) and check.strip() and "::" not in check and not set("*?") & set(check):
+            problems.append((("waivers", index, "check"), f"{check!r} is neither a node id (checks/…/test_x.py::"
+                             "test_y[param]) nor a glob of them: write the node id pytest prints, or a glob with * "
+                             "(e.g. checks/backup/*::test_newest_backup_*)"))
+        problems += _expiry_problems(index, _field(waiver, "expires"), today, ahead)
+    return problems
+
+
+def _expiry_problems(index: int, value: object, today: date, ahead: timedelta) -> list[tuple[tuple[str | int,
+                                                                                                   ...], str]]:
+    path: tuple[str | int, ...] = ("waivers", index, "expires")
+    day = _day(value)
+    if day is None:
+        if value is None or value is _MISSING or (isinstance(value, str) and not value.strip()):
+            return []  # reported as missing or empty, or by the YAML reader
+        return [(path, f"{str(value)[:40]!r} is not a date: write the last day the waiver holds as YYYY-MM-DD")]
+    latest = today + ahead
+    if day > latest:
+        return [(path, f"{day} is more than {duration_text(ahead)} ahead (reporting.waiver_max_ahead): the latest "
+                 f"allowed today is {latest}; set expires to {latest} or earlier and renew the waiver then")]
+    return []
+
+
+def _day(value: object) -> date | None:
+    if isinstance(value, datetime):
+        return None
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _ISO_DAY.match(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _max_ahead(value: object) -> timedelta:
+    try:
+        return parse_duration(value) if isinstance(value, (str, timedelta)) else timedelta(days=90)
+    except ValueError:  # reported by field validation
+        return timedelta(days=90)
+
+
+_MISSING = object()
+
+
+def _field(item: object, key: str, default: Any = None) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(key, default)
+    return getattr(item, key, default) if isinstance(item, Model) else default
 
 
 class HistoryDatabase(Model):

@@ -1,0 +1,357 @@
+"""Waivers end to end: profile validation, the matcher, and runs of checks/ against the test sandbox with a real
+fault (photonic-foundry's health URL on a port where nothing listens), waived, unwaived, expired, passing and
+under xdist; JUnit, pytest-html and Allure show the waiver."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+
+from opsverify.localserver.net import free_port
+from opsverify.profile.reporting import Waiver
+from opsverify.reporting import waivers as rules
+from opsverify.reporting.evidence import WaiverProblem
+
+ROOT = Path(__file__).resolve().parents[1]
+
+Run = Callable[..., Any]
+Variant = Callable[..., Path]
+TODAY = rules.today_utc()
+LATER = TODAY + timedelta(days=30)
+HTTP = "health/test_http_health.py"
+STATUS = "test_health_endpoint_answers_2xx"
+NODE = f"checks/{HTTP}::{STATUS}[photonic-foundry]"
+SHORT = f"test_http_health.py::{STATUS}[photonic-foundry]"
+
+
+def waiver(check: str = NODE, expires: date = LATER, ticket: str = "OPS-1234", **more: Any) -> dict[str, Any]:
+    return {"check": check, "reason": "the vendor moves the health endpoint", "owner": "sre@example.com",
+            "ticket": ticket, "expires": expires.isoformat(), **more}
+
+
+def unit(check: str, expires: date, ticket: str = "T-1") -> Waiver:
+    return Waiver(check=check, reason="r", owner="o", ticket=ticket, expires=expires)
+
+
+# --- the matcher ------------------------------------------------------------------------------------------------
+
+
+def test_a_waiver_matches_its_node_id_exactly_with_brackets_literal() -> None:
+    exact = unit("checks/b/test_s.py::test_x[qp-database-daily]", LATER)
+    assert rules.matches(exact, "checks/b/test_s.py::test_x[qp-database-daily]")
+    assert not rules.matches(exact, "checks/b/test_s.py::test_x[q]")  # not a character class
+    assert not rules.matches(exact, "checks/b/test_s.py::test_x[qp-database-daily-2]")
+
+
+def test_a_glob_matches_with_star_and_question_mark_and_literal_brackets() -> None:
+    glob = unit("checks/health/*::test_health_*[photonic-foundry]", LATER)
+    assert rules.matches(glob, NODE)
+    assert not rules.matches(glob, f"checks/{HTTP}::{STATUS}[quantum-planner]")
+    assert rules.matches(unit("checks/backup/*", LATER), "checks/backup/test_s.py::test_x[a]")
+    assert rules.matches(unit("checks/b/test_?.py::test_x", LATER), "checks/b/test_s.py::test_x")
+    assert not rules.matches(unit("checks/b/test_?.py::test_x", LATER), "checks/B/test_s.py::test_x")  # case counts
+
+
+def test_the_latest_expiring_unexpired_waiver_wins_and_holds_through_its_day() -> None:
+    early, late = unit("checks/*", TODAY, "EARLY"), unit(NODE, TODAY + timedelta(days=5), "LATE")
+    assert rules.choose([early, late], NODE, TODAY) == (late, "applied")
+    assert rules.choose([early], NODE, TODAY) == (early, "applied")  # the expires day itself still holds
+    assert rules.choose([early], NODE, TODAY + timedelta(days=1)) == (early, "expired")
+    gone = unit(NODE, TODAY - timedelta(days=3), "GONE")
+    assert rules.choose([gone, early], NODE, TODAY + timedelta(days=1)) == (early, "expired")  # the latest expired
+    assert rules.choose([early, late], "checks/other.py::test_y", TODAY) == (early, "applied")
+    assert rules.choose([late], "checks/other.py::test_y", TODAY) is None
+
+
+def test_problems_list_expired_and_unmatched_waivers_in_profile_order() -> None:
+    listed = [unit("checks/a.py::*", TODAY - timedelta(days=1), "OLD"), unit("checks/b.py::test_x", LATER, "B"),
+              unit("checks/c.py::test_x", LATER, "C")]
+    matched = rules.matched_by(listed, ["checks/a.py::test_1", "checks/c.py::test_x"])
+    assert matched == {0, 2}
+    found = rules.problems(listed, matched, TODAY)
+    assert found == [
+        WaiverProblem(check="checks/a.py::*", owner="o", ticket="OLD", expires=TODAY - timedelta(days=1),
+                      problem="expired"),
+        WaiverProblem(check="checks/b.py::test_x", owner="o", ticket="B", expires=LATER, problem="unmatched"),
+    ]
+    assert [rules.problem_text(p) for p in found] == [
+        f"waiver for checks/a.py::* (OLD, o) expired on {TODAY - timedelta(days=1)}: the check counts again; renew "
+        "it or remove it",
+        "waiver for checks/b.py::test_x (B) matched no check in this run",
+    ]
+
+
+# --- the profile -------------------------------------------------------------------------------------------------
+
+
+def profile_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsverify", "profile", "check", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_profile_check_refuses_a_waiver_too_far_ahead_one_without_expires_and_one_that_is_no_node_id(
+    tmp_path: Path,
+) -> None:
+    too_far = TODAY + timedelta(days=91)
+    latest = TODAY + timedelta(days=90)
+    path = tmp_path / "waivers.yaml"
+    path.write_text(
+        "name: waived\n"
+        "waivers:\n"
+        f"  - {{check: 'checks/a.py::test_x', reason: r, owner: o, ticket: T-1, expires: {too_far}}}\n"
+        f"  - {{check: 'checks/a.py::test_x', reason: r, owner: o, ticket: T-2, expires: {latest}}}\n"
+        "  - check: 'checks/a.py::test_x'\n"
+        "    reason: r\n"
+        "    owner: o\n"
+        "    ticket: ' '\n"
+        "  - {check: test_x, reason: r, owner: o, ticket: T-4, expires: '2026-02-29'}\n"
+    )
+    result = profile_check(path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"profile {path} is not valid (5 problem(s)):",
+        f"  waivers[0].expires (line 3): {too_far} is more than 90d ahead (reporting.waiver_max_ahead): the latest "
+        f"allowed today is {latest}; set expires to {latest} or earlier and renew the waiver then",
+        "  waivers[2].expires (line 5): expires is required: the last day the waiver holds, as YYYY-MM-DD, at most "
+        "90d ahead",
+        "  waivers[2].ticket (line 8): ticket is empty: the ticket that tracks the fix",
+        "  waivers[3].check (line 9): 'test_x' is neither a node id (checks/…/test_x.py::test_y[param]) nor a glob "
+        "of them: write the node id pytest prints, or a glob with * (e.g. checks/backup/*::test_newest_backup_*)",
+        "  waivers[3].expires (line 9): '2026-02-29' is not a date: write the last day the waiver holds as "
+        "YYYY-MM-DD",
+    ]
+
+
+def test_waiver_max_ahead_is_the_profiles_to_declare(tmp_path: Path) -> None:
+    path = tmp_path / "waivers.yaml"
+    ahead = TODAY + timedelta(days=20)
+    path.write_text(f"name: waived\nreporting: {{waiver_max_ahead: 14d}}\nwaivers:\n"
+                    f"  - {{check: 'checks/*', reason: r, owner: o, ticket: T-1, expires: {ahead}}}\n")
+    latest = TODAY + timedelta(days=14)
+    assert profile_check(path).stderr.splitlines() == [
+        f"opsverify: profile {path} is not valid: waivers[0].expires (line 4): {ahead} is more than 14d ahead "
+        f"(reporting.waiver_max_ahead): the latest allowed today is {latest}; set expires to {latest} or earlier and "
+        "renew the waiver then"]
+
+
+def test_profile_check_warns_about_an_expired_waiver_and_stays_valid(tmp_path: Path) -> None:
+    path = tmp_path / "waivers.yaml"
+    gone = TODAY - timedelta(days=2)
+    path.write_text("name: waived\nwaivers:\n"
+                    f"  - {{check: 'checks/*', reason: r, owner: dba@example.com, ticket: OPS-1234, expires: {gone}}}\n"
+                    f"  - {{check: 'checks/*', reason: r, owner: o, ticket: OPS-9, expires: {TODAY}}}\n")
+    result = profile_check(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: waivers[0] (OPS-1234, dba@example.com) expired on {gone}: the check counts again; renew it or "
+        "remove it"]
+
+
+# --- runs of checks/ ----------------------------------------------------------------------------------------------
+
+
+def closed_service(*waivers: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Only photonic-foundry, at a loopback port where nothing listens, with ``waivers``."""
+    url = f"http://127.0.0.1:{free_port()}"
+
+    def mutate(data: dict[str, Any]) -> None:
+        for key in ("services", "databases", "redis", "dependencies", "hosts"):
+            data[key] = [s for s in data.get(key, []) if key == "services" and s["name"] == "photonic-foundry"]
+        data["services"][0]["url"] = url
+        data["waivers"] = list(waivers)
+
+    return mutate
+
+
+def healthy(*waivers: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        for key in ("databases", "redis", "dependencies", "hosts"):
+            data[key] = []
+        data["waivers"] = list(waivers)
+
+    return mutate
+
+
+def section(stdout: str) -> list[str]:
+    """The lines of the terminal summary's "waivers" section."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.fullmatch(r"-+ waivers -+", line))
+    return list(lines[start + 1:next(i for i in range(start + 1, len(lines)) if lines[i].startswith(("-", "=")))])
+
+
+def refused(run: Any) -> str:
+    return run.message(SHORT)
+
+
+def test_a_waived_failure_is_reported_waived_and_does_not_fail_the_run(
+    run_checks: Run, profile_variant: Variant
+) -> None:
+    run = run_checks(profile_variant(closed_service(waiver())), f"{HTTP}::{STATUS}")
+    assert run.result.ret == 0, run.result.stdout.str()
+    check = run.checks[SHORT]
+    message = check["message"]
+    assert re.fullmatch(r"photonic-foundry health endpoint http://127\.0\.0\.1:\d+/health did not answer: "
+                        "connection refused", message)
+    assert (check["outcome"], check["notes"]) == ("waived", [])
+    assert check["waiver"] == {"check": NODE, "reason": "the vendor moves the health endpoint",
+                               "owner": "sre@example.com", "ticket": "OPS-1234", "expires": LATER.isoformat(),
+                               "state": "applied"}
+    assert run.evidence["run"]["totals"] == {"waived": 1}
+    assert run.evidence["waivers"] == []
+    assert section(run.result.stdout.str()) == [
+        f"WAIVED {NODE}: {message} — sre@example.com, OPS-1234, until {LATER}"]
+    run.result.assert_outcomes(xfailed=1)
+
+
+def test_without_the_waiver_the_same_fault_fails_the_run(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(closed_service()), f"{HTTP}::{STATUS}")
+    assert run.result.ret == 1
+    assert (run.outcome(SHORT), run.checks[SHORT]["waiver"]) == ("failed", None)
+    assert "-- waivers --" not in run.result.stdout.str()
+
+
+def test_an_expired_waiver_lets_the_check_fail_and_is_listed_expired(run_checks: Run, profile_variant: Variant) -> None:
+    gone = TODAY - timedelta(days=1)
+    run = run_checks(profile_variant(closed_service(waiver(expires=gone))), f"{HTTP}::{STATUS}")
+    assert run.result.ret == 1
+    check = run.checks[SHORT]
+    assert check["outcome"] == "failed"
+    assert check["waiver"]["state"] == "expired"
+    assert check["notes"] == [f"waiver OPS-1234 (sre@example.com) expired on {gone}: the check counts again"]
+    assert run.evidence["waivers"] == [{"check": NODE, "owner": "sre@example.com", "ticket": "OPS-1234",
+                                        "expires": gone.isoformat(), "problem": "expired"}]
+    stdout = run.result.stdout.str()
+    assert (f"opsverify warning: waivers[0] (OPS-1234, sre@example.com) expired on {gone}: the check counts again; "
+            "renew it or remove it") in stdout.splitlines()
+    assert section(stdout) == [
+        f"{NODE}: waiver OPS-1234 (sre@example.com) expired on {gone}: the check counts again",
+        f"waiver for {NODE} (OPS-1234, sre@example.com) expired on {gone}: the check counts again; renew it or "
+        "remove it",
+    ]
+
+
+def test_a_passing_waived_check_stays_passed_with_a_note(run_checks: Run, profile_variant: Variant) -> None:
+    node = f"checks/{HTTP}::{STATUS}[quantum-planner]"
+    run = run_checks(profile_variant(healthy(waiver(node))), f"{HTTP}::{STATUS}")
+    assert run.result.ret == 0
+    check = run.checks[f"test_http_health.py::{STATUS}[quantum-planner]"]
+    assert (check["outcome"], check["waiver"]["state"]) == ("passed", "not-needed")
+    note = "waiver OPS-1234 (sre@example.com) is no longer needed: the check passes; remove it"
+    assert check["notes"] == [note]
+    assert run.evidence["waivers"] == []
+    assert section(run.result.stdout.str()) == [f"{node}: {note}"]
+
+
+def test_a_glob_waives_every_check_it_matches_and_an_unmatched_waiver_is_a_warning(
+    run_checks: Run, profile_variant: Variant
+) -> None:
+    glob = f"checks/{HTTP}::*[photonic-foundry]"
+    elsewhere = "checks/backup/test_backup_size.py::test_newest_backup_has_not_shrunk[*]"
+    run = run_checks(profile_variant(closed_service(waiver(glob), waiver(elsewhere, ticket="OPS-7"))), HTTP)
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert {t: c["outcome"] for t, c in run.checks.items()} == {
+        f"test_http_health.py::{t}[photonic-foundry]": "waived" for t in (
+            STATUS, "test_health_body_reports_healthy", "test_health_answers_within_latency_budget")}
+    assert {c["waiver"]["check"] for c in run.checks.values()} == {glob}
+    assert run.evidence["waivers"] == [{"check": elsewhere, "owner": "sre@example.com", "ticket": "OPS-7",
+                                        "expires": LATER.isoformat(), "problem": "unmatched"}]
+    assert section(run.result.stdout.str())[-1] == f"waiver for {elsewhere} (OPS-7) matched no check in this run"
+
+
+def test_under_xdist_each_waived_check_is_reported_once_and_the_unmatched_warning_once(
+    run_checks: Run, profile_variant: Variant
+) -> None:
+    glob = f"checks/{HTTP}::*[photonic-foundry]"
+    elsewhere = "checks/no_such_dir/*"
+    variant = profile_variant(closed_service(waiver(glob), waiver(elsewhere, ticket="OPS-7")))
+    run = run_checks(variant, HTTP, extra=("-n", "2"))
+    assert run.result.ret == 0, run.result.stdout.str()
+    nodeids = [c["nodeid"] for c in run.evidence["checks"]]
+    assert sorted(nodeids) == sorted(f"checks/{HTTP}::{t}[photonic-foundry]" for t in (
+        STATUS, "test_health_body_reports_healthy", "test_health_answers_within_latency_budget"))
+    assert {c["outcome"] for c in run.evidence["checks"]} == {"waived"}
+    assert run.evidence["run"]["selection"]["workers"] == 2
+    stdout = run.result.stdout.str()
+    assert stdout.count(f"waiver for {elsewhere} (OPS-7) matched no check in this run") == 1
+    assert len([line for line in section(stdout) if line.startswith("WAIVED ")]) == 3
+    assert run.evidence["waivers"] == [{"check": elsewhere, "owner": "sre@example.com", "ticket": "OPS-7",
+                                        "expires": LATER.isoformat(), "problem": "unmatched"}]
+
+
+def test_junit_html_and_allure_show_a_waived_check_with_its_waiver(run_checks: Run, profile_variant: Variant) -> None:
+    run = run_checks(profile_variant(closed_service(waiver())), f"{HTTP}::{STATUS}")
+    text = f"waived by sre@example.com until {LATER} (OPS-1234): the vendor moves the health endpoint"
+    junit = ElementTree.parse(run.report_dir / "junit.xml").getroot()
+    [case] = list(junit.iter("testcase"))
+    [skipped] = list(case.iter("skipped"))
+    assert (skipped.get("type"), skipped.get("message")) == ("pytest.xfail", text)
+    assert not list(case.iter("failure"))
+
+    blob = re.search(r'data-jsonblob="([^"]*)"', (run.report_dir / "report.html").read_text())
+    assert blob is not None
+    [row] = json.loads(html.unescape(blob.group(1)))["tests"][NODE]
+    assert row["result"] == "XFailed"
+    assert text in row["log"]
+
+    results = [json.loads(p.read_text()) for p in (run.report_dir / "allure-results").glob("*-result.json")]
+    [result] = results
+    assert result["status"] == "skipped"
+    assert result["statusDetails"]["message"].startswith(f"XFAIL {text}\n")
+
+
+TEAM_CHECK = """
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+
+@pytest.fixture
+def health_socket(profile):
+    url = urlsplit(profile.services[0].url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as connection:
+        yield connection
+
+
+def test_service_accepts_tcp(health_socket):
+    assert health_socket.fileno() > 0
+"""
+
+
+def test_a_broken_setup_is_waived_too_and_keeps_its_note(
+    pytester: pytest.Pytester, profile_variant: Variant, team_conftest: Path
+) -> None:
+    """A team's own check whose fixture cannot connect (an exception, not a failed expectation: broken) in setup."""
+    pytester.makepyfile(test_own=TEAM_CHECK)
+    node = "test_own.py::test_service_accepts_tcp"
+
+    def run(*waivers: dict[str, Any]) -> tuple[pytest.RunResult, dict[str, Any]]:
+        result = pytester.runpytest_subprocess(
+            "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(pytester.path), "--profile",
+            str(profile_variant(closed_service(*waivers))), "--report-dir", str(pytester.path / "report"),
+            "-p", "no:randomly", "test_own.py", timeout=120)
+        evidence = json.loads((pytester.path / "report" / "evidence.json").read_text())
+        [check] = evidence["checks"]
+        return result, check
+
+    unwaived, check = run()
+    unwaived.assert_outcomes(errors=1)
+    assert check["outcome"] == "broken"
+    assert check["message"] == "ConnectionRefusedError: [Errno 111] Connection refused"
+    waived, check = run(waiver(node))
+    assert waived.ret == 0
+    waived.assert_outcomes(xfailed=1)
+    assert (check["outcome"], check["message"], check["waiver"]["state"]) == (
+        "waived", "ConnectionRefusedError: [Errno 111] Connection refused", "applied")
+    assert check["notes"] == ["the waived failure is broken (ConnectionRefusedError), not a failed expectation: the "
+                              "check could not judge the environment"]
