@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -381,3 +382,37 @@ def test_a_webhook_that_never_answers_is_bounded_by_timeout_and_attempts() -> No
         "no answer within 1s after 3 attempts; check that reporting.webhook.url is reachable or raise "
         "reporting.webhook.timeout")
     assert 3 + 3 <= took < 3 + 3 + 3  # three 1 s timeouts, 1 s and 2 s apart
+
+
+# --- the example alert rules ---------------------------------------------------------------------------------------
+
+ALERTS = ROOT / "examples" / "alerts"
+
+
+def promtool(*args: str, cwd: Path = ALERTS) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_example_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
+    checked = promtool("check", "rules", "opsverify.rules.yml")
+    assert (checked.returncode, checked.stdout) == (0, "Checking opsverify.rules.yml\n  SUCCESS: 5 rules found\n\n")
+    tested = promtool("test", "rules", "opsverify.rules.test.yml")
+    assert (tested.returncode, tested.stdout) == (0, "Unit Testing:  opsverify.rules.test.yml\n  SUCCESS\n\n")
+
+
+@pytest.mark.parametrize(("change", "alert"), [
+    (("unless (opsverify_check_waived == 1)", "unless (opsverify_check_waived == 2)"), "OpsverifyCriticalCheckFailed"),
+    (("> 26 * 3600", "> 28 * 3600"), "OpsverifyRunStale"),
+    (("opsverify_backup_age_seconds > opsverify_backup_rpo_seconds",
+      "opsverify_backup_age_seconds > 2 * opsverify_backup_rpo_seconds"), "OpsverifyBackupOlderThanRpo"),
+    (("opsverify_restore_rto_seconds > opsverify_rto_objective_seconds",
+      "opsverify_restore_rto_seconds < opsverify_rto_objective_seconds"), "OpsverifyRestoreSlowerThanRto"),
+])
+def test_the_alert_unit_tests_catch_a_broken_rule(tmp_path: Path, change: tuple[str, str], alert: str) -> None:
+    rules = (ALERTS / "opsverify.rules.yml").read_text()
+    assert change[0] in rules
+    (tmp_path / "opsverify.rules.yml").write_text(rules.replace(change[0], change[1]))
+    (tmp_path / "opsverify.rules.test.yml").write_text((ALERTS / "opsverify.rules.test.yml").read_text())
+    tested = promtool("test", "rules", "opsverify.rules.test.yml", cwd=tmp_path)
+    assert tested.returncode == 1
+    assert re.findall(r"alertname: (\w+),", tested.stdout + tested.stderr) == [alert]
