@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,10 +21,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsverify.localserver.net import free_port, wait_for_port
+from opsverify.profile.reporting import Pushgateway as PushgatewaySettings
 from opsverify.profile.reporting import Webhook
 from opsverify.reporting.evidence import CheckResult, EvidenceDoc, RunInfo
-from opsverify.reporting.prometheus import run_registry
-from opsverify.reporting.webhook import DeliveryError, post
+from opsverify.reporting.prometheus import push, run_registry
+from opsverify.reporting.webhook import DeliveryError, explain, post
+from opsverify.sandbox.tls import TlsFiles, create_tls
 
 ROOT = Path(__file__).resolve().parents[1]
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
@@ -112,32 +115,38 @@ def test_metrics_of_a_run_hold_every_check_its_outcome_and_measurements() -> Non
 # --- real servers: a Pushgateway, a counting proxy in front of it, a webhook receiver ------------------------------
 
 class Pushgateway:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, auth: tuple[str, str] | None) -> None:
-        self.proc, self.url, self.auth = proc, url, auth
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, auth: tuple[str, str] | None,
+                 tls: TlsFiles | None = None) -> None:
+        self.proc, self.url, self.auth, self.tls = proc, url, auth, tls
 
     def metrics(self) -> str:
-        response = requests.get(f"{self.url}/metrics", auth=self.auth, timeout=10)
+        verify = str(self.tls.ca) if self.tls else True
+        response = requests.get(f"{self.url}/metrics", auth=self.auth, timeout=10, verify=verify)
         response.raise_for_status()
         return response.text
 
 
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[Callable[..., Pushgateway]]:
-    """``pushgateway(auth=None)``: Debian's prometheus-pushgateway on a free loopback port (no persistence),
-    with basic auth for ``auth=(user, password)``; stopped after the test."""
+    """``pushgateway(auth=None, tls=None)``: Debian's prometheus-pushgateway on a free loopback port (no
+    persistence), with basic auth for ``auth=(user, password)`` and HTTPS for ``tls``; stopped after the test."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(auth: tuple[str, str] | None = None) -> Pushgateway:
+    def start(auth: tuple[str, str] | None = None, tls: TlsFiles | None = None) -> Pushgateway:
         port = free_port()
-        args = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"]
+        args = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]  # Debian persists
+        web = ""
         if auth is not None:
             hashed = bcrypt.hashpw(auth[1].encode(), bcrypt.gensalt(rounds=4)).decode()
-            config = tmp_path / f"web-{port}.yml"
-            config.write_text(f"basic_auth_users:\n  {auth[0]}: '{hashed}'\n")
-            args.append(f"--web.config.file={config}")
+            web += f"basic_auth_users:\n  {auth[0]}: '{hashed}'\n"
+        if tls is not None:
+            web += f"tls_server_config:\n  cert_file: {tls.cert}\n  key_file: {tls.key}\n"
+        if web:
+            (tmp_path / f"web-{port}.yml").write_text(web)
+            args.append(f"--web.config.file={tmp_path / f'web-{port}.yml'}")
         started.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for_port("127.0.0.1", port, timeout=20)
-        return Pushgateway(started[-1], f"http://127.0.0.1:{port}", auth)
+        return Pushgateway(started[-1], f"http{'s' if tls else ''}://127.0.0.1:{port}", auth, tls)
 
     yield start
     for proc in started:
@@ -148,7 +157,8 @@ def pushgateway(tmp_path: Path) -> Iterator[Callable[..., Pushgateway]]:
 class Receiver:
     """A real HTTP server on loopback recording every request; answers with ``statuses`` in turn, then 200."""
 
-    def __init__(self, statuses: list[int] | None = None, upstream: str | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, upstream: str | None = None,
+                 tls: TlsFiles | None = None) -> None:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.statuses = list(statuses or [])
         self.upstream = upstream
@@ -170,7 +180,11 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert, tls.key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
@@ -190,11 +204,12 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Callable[..., Receiver]]:
-    """``receiver(statuses=[500, 200], upstream=None)``: an HTTP receiver (or counting proxy) in a thread."""
+    """``receiver(statuses=[500, 200], upstream=None, tls=None)``: an HTTP(S) receiver (or counting proxy) in a
+    thread."""
     started: list[Receiver] = []
 
-    def start(statuses: list[int] | None = None, upstream: str | None = None) -> Receiver:
-        started.append(Receiver(statuses, upstream))
+    def start(statuses: list[int] | None = None, upstream: str | None = None, tls: TlsFiles | None = None) -> Receiver:
+        started.append(Receiver(statuses, upstream, tls))
         return started[-1]
 
     yield start
@@ -382,6 +397,30 @@ def test_a_webhook_that_never_answers_is_bounded_by_timeout_and_attempts() -> No
         "no answer within 1s after 3 attempts; check that reporting.webhook.url is reachable or raise "
         "reporting.webhook.timeout")
     assert 3 + 3 <= took < 3 + 3 + 3  # three 1 s timeouts, 1 s and 2 s apart
+
+
+def test_tls_targets_are_verified_against_the_declared_ca_file(receiver: Any, pushgateway: Any, tmp_path: Path) -> None:
+    tls = create_tls(tmp_path / "tls")
+    secure = receiver(tls=tls)
+    with pytest.raises(DeliveryError) as raised:
+        post(hook_at(secure.url, retries=2), {"a": 1})
+    assert str(raised.value) == (
+        "TLS verification failed after 1 attempt; set reporting.webhook.ca_file to the CA that signed the server's "
+        "certificate")
+    assert secure.requests == []
+    assert post(hook_at(secure.url, ca_file=str(tls.ca)), {"a": 1}) == 200
+    assert secure.bodies() == [{"a": 1}]
+
+    gateway = pushgateway(tls=tls)
+    registry = run_registry(a_run())
+    with pytest.raises(requests.exceptions.SSLError) as refused:
+        push(PushgatewaySettings(url=gateway.url), registry, "qp")
+    assert explain(refused.value, 10, "reporting.pushgateway", "username/password")[:2] == (
+        "TLS verification failed", "set reporting.pushgateway.ca_file to the CA that signed the server's certificate")
+    settings = PushgatewaySettings.model_validate({"url": gateway.url, "ca_file": str(tls.ca)})
+    assert push(settings, registry, "qp") == f"{gateway.url}/metrics/job/opsverify/profile/qp"
+    assert samples(gateway.metrics(), drop=("instance",))[key("opsverify_run_success", job="opsverify",
+                                                                 profile="qp")] == 0.0
 
 
 # --- the example alert rules ---------------------------------------------------------------------------------------
