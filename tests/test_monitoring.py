@@ -249,7 +249,7 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
 ) -> None:
     gateway = pushgateway()
     proxy, hook = receiver(upstream=gateway.url), receiver()
-    token = "planted-webhook-token-7f3a9c"
+    token, path_secret = "planted-webhook-token-7f3a9c", "planted-path-secret-91b2"  # a chat webhook's URL holds one
     (tmp_path / "token").write_text(token + "\n")
     dead = free_port()
     textfile = tmp_path / "node-exporter" / "opsverify.prom"
@@ -257,7 +257,7 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
     def mutate(data: dict[str, Any]) -> None:
         dead_service(dead)(data)
         reporting(textfile=str(textfile), pushgateway={"url": proxy.url, "timeout": "10s"},
-                  webhook={"url": hook.url + "/hook", "token_file": str(tmp_path / "token")})(data)
+                  webhook={"url": f"{hook.url}/hook/{path_secret}", "token_file": str(tmp_path / "token")})(data)
 
     run = run_checks(profile_variant(mutate), HTTP, FRESHNESS, extra=("-n", "2"))
     assert run.result.ret == 1, run.result.stdout.str()
@@ -283,7 +283,7 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
 
     assert len(hook.requests) == 1
     method, path, headers, _ = hook.requests[0]
-    assert (method, path, headers["Authorization"]) == ("POST", "/hook", f"Bearer {token}")
+    assert (method, path, headers["Authorization"]) == ("POST", f"/hook/{path_secret}", f"Bearer {token}")
     body = hook.bodies()[0]
     failures = [{"nodeid": c["nodeid"], "outcome": c["outcome"], "runbook": c["runbook"], "message": c["message"],
                  "component": c["component"], "severity": c["severity"]}
@@ -298,9 +298,12 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
     assert {"evidence.json", "metrics.prom", "report.html", "junit.xml"} <= set(body["reports"])
     assert body["reports"]["evidence.json"] == str(run.report_dir / "evidence.json")
     assert body["reports"]["report.html"] == str(run.report_dir / "report.html")
-    assert line_of(run, "webhook") == [f"webhook         posted to {hook.url}/hook (HTTP 200)"]
+    assert line_of(run, "webhook") == [f"webhook         posted to {hook.url}/hook/*** (HTTP 200)"]
     assert line_of(run, "pushgateway") == [f"pushgateway     {proxy.url}/metrics/job/opsverify/profile/{profile}"]
-    assert token not in every_file_and_output(run)
+    shown = every_file_and_output(run)
+    assert token not in shown
+    assert path_secret not in shown
+    assert f"2 workers [{len(evidence)} items]" in run.result.stdout.str()
 
 
 # --- failures to publish are one line and change nothing -----------------------------------------------------------
@@ -332,16 +335,17 @@ def test_unreachable_targets_are_one_line_each_and_leave_the_exit_status(
 
 
 def test_pushgateway_basic_auth_works_and_its_password_is_never_shown(
-    run_checks: Any, profile_variant: Any, pushgateway: Any, tmp_path: Path
+    run_checks: Any, profile_variant: Any, pushgateway: Any, receiver: Any, tmp_path: Path
 ) -> None:
     password = "planted-push-password-c41d"
-    gateway = pushgateway(auth=("opsverify", password))
+    gateway, hook = pushgateway(auth=("opsverify", password)), receiver()
     (tmp_path / "right").write_text(password + "\n")
     (tmp_path / "wrong").write_text("not-the-password\n")
 
     def variant(file: str) -> Path:
-        return profile_variant(reporting(pushgateway={
-            "url": gateway.url, "username": "opsverify", "password_file": str(tmp_path / file)}), name=f"{file}.yaml")
+        return profile_variant(reporting(
+            pushgateway={"url": gateway.url, "username": "opsverify", "password_file": str(tmp_path / file)},
+            webhook={"url": hook.url, "on": "always"}), name=f"{file}.yaml")
 
     run = run_checks(variant("right"), ANSWERS)
     profile = run.evidence["run"]["profile"]
@@ -349,6 +353,8 @@ def test_pushgateway_basic_auth_works_and_its_password_is_never_shown(
     pushed = samples(gateway.metrics(), drop=("instance",))
     assert pushed[key("opsverify_run_success", job="opsverify", profile=profile)] == 1.0
     assert password not in every_file_and_output(run)
+    posted = hook.bodies()
+    assert [(b["success"], b["failures"], b["totals"]["passed"]) for b in posted] == [(True, [], 2)]  # on: always
 
     refused = run_checks(variant("wrong"), ANSWERS)
     assert refused.result.ret == 0

@@ -4,7 +4,8 @@ The body (``schema_version`` 1.0): ``run_id``, ``profile``, ``role``, ``started`
 ``totals`` (checks by outcome), ``failures`` (failed and broken checks: ``nodeid``, ``outcome``, ``runbook``,
 ``message``, ``component``, ``severity``) and ``reports`` (file name → path in the run folder). A refused
 connection, no answer, HTTP 429 or 5xx is tried again 1 s, 2 s, 4 s … (at most 8 s) later; any other refusal is
-final. The bearer token goes in the ``Authorization`` header only, never in a message.
+final. The bearer token goes in the ``Authorization`` header only, never in a message; a message shows the URL as
+``shown_url`` does (a token in its path masked).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from opsverify.durations import format_duration
 from opsverify.profile.reporting import Webhook
-from opsverify.redact import redact_in, redact_text
+from opsverify.redact import MASK, redact_text, redact_url
 from opsverify.reporting.evidence import OUTCOMES, EvidenceDoc
 
 PAYLOAD_VERSION = "1.0"
@@ -42,6 +44,15 @@ def payload(doc: EvidenceDoc, run_dir: Path, later: dict[str, str] | None = None
         "totals": totals, "failures": failures,
         "reports": {**{name: str(run_dir / name) for name in REPORTS if (run_dir / name).exists()}, **(later or {})},
     }
+
+
+def shown_url(url: str) -> str:
+    """The webhook's URL as a message shows it: redacted, and every path segment after the first masked (a chat
+    webhook carries its token in the path: ``https://hooks.example.com/services/***``)."""
+    parts = urlsplit(redact_url(url))
+    segments = parts.path.strip("/").split("/")
+    path = parts.path if len(segments) < 2 else f"/{segments[0]}/{MASK}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 class DeliveryError(Exception):
@@ -83,7 +94,7 @@ def post(hook: Webhook, body: dict[str, Any], sleep: Callable[[float], None] = t
             reason, fix = status_reason(response.status_code, "reporting.webhook", "token")
             again = response.status_code in RETRY_STATUS
         if not again or attempt == attempts:
-            raise DeliveryError(redact_in(reason, hook.url), fix, attempt)
+            raise DeliveryError(reason, fix, attempt)  # fixed texts: no URL, header or token in them
     raise AssertionError("unreachable")  # pragma: no cover
 
 
