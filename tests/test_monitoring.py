@@ -327,8 +327,8 @@ def test_unreachable_targets_are_one_line_each_and_leave_the_exit_status(
         f"pushgateway     metrics not pushed to http://127.0.0.1:{dead}: connection refused; start it or correct "
         "reporting.pushgateway.url"]
     assert line_of(run, "textfile") == [
-        f"textfile        metrics not written to {blocked}: File exists; make its directory writable or correct "
-        "reporting.textfile"]
+        f"textfile        metrics not written to {blocked}: File exists ({blocked.parent}); make its directory "
+        "writable or correct reporting.textfile"]
     assert hook.requests == []  # on: failure, and nothing failed
     assert samples((run.report_dir / "metrics.prom").read_text())[key("opsverify_run_success")] == 1.0
     assert "Traceback" not in run.result.stdout.str()

@@ -60,7 +60,7 @@ def _check_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult]) ->
     waived = gauge("check_waived", "1 for a failure accepted by a waiver (its success is 0)", CHECK_LABELS)
     skipped = gauge("check_skipped", "1 for a skipped check (it has no success series)", CHECK_LABELS)
     duration = gauge("check_duration_seconds", "time the check took, setup and teardown included", ("check",))
-    for check in checks:
+    for check in sorted(checks, key=lambda c: c.nodeid):  # a stable textfile: the same run, the same lines
         labels = check_labels(check)
         if check.outcome == "skipped":
             skipped.labels(**labels).set(1)
@@ -74,14 +74,14 @@ def _check_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult]) ->
 def _recorded_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult]) -> None:
     gauges: dict[str, Gauge] = {}
     reserved = {PREFIX + name for name in FIXED}
-    for check in checks:
+    for check in sorted(checks, key=lambda c: c.nodeid):
         labels = check_labels(check)
         for name, value in sorted(check.metrics.items()):
             full = metric_name(name)
             if full in reserved:
                 continue
             if full not in gauges:
-                gauges[full] = Gauge(full, f"{name} as the check measured it", ("check", "component"),
+                gauges[full] = Gauge(full, f"{name}, as the check recorded it", ("check", "component"),
                                      registry=registry)
             gauges[full].labels(check=labels["check"], component=labels["component"]).set(value)
 

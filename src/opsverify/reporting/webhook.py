@@ -115,7 +115,9 @@ def explain(exc: Exception, timeout: float, field: str, credential: str) -> tupl
         refused = "refused" in str(exc).lower()
         reason = "connection refused" if refused else "could not connect"
         return reason, f"start it or correct {field}.url", True
-    return (f"request failed ({type(exc).__name__})", f"correct {field}.url", False)
+    if isinstance(exc, OSError) and exc.strerror:  # a declared file (CA, password, token) that went away
+        return f"{exc.strerror} ({exc.filename})", f"correct {field}", False
+    return f"request failed ({type(exc).__name__})", f"correct {field}", False
 
 
 def status_reason(status: int, field: str, credential: str) -> tuple[str, str]:
