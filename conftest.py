@@ -23,5 +23,6 @@ pytest_plugins = [
     "fixtures.markers",
     "fixtures.waivers",
     "fixtures.reporting",
+    "fixtures.monitoring",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]
