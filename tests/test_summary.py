@@ -1,18 +1,27 @@
 """The runbook inventory, a team's own runbook IDs, and the run summary (summary.md, summary.html).
 
 Procedure tables are read from real files; malformed ones and unlisted marker IDs stop real pytest runs at the
-start.
+start. The summary is read from real runs of checks/ against the test sandbox (a service on a dead port, the
+restore drills, two xdist workers, a team's own directory) and opened in headless Chromium.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from opsverify.localserver.net import free_port
+from opsverify.reporting.charts import CHARTS, chart_svg
+from opsverify.reporting.evidence import CheckResult
+from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import InventoryError, load_inventory, read_procedures
+from opsverify.reporting.summary import STATUSES, status_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runbooks" / "INVENTORY.md"
@@ -62,7 +71,8 @@ def test_a_teams_table_comes_first_and_keeps_its_rows(tmp_path: Path) -> None:
     [
         ("| ID | cadence | procedure | verifies |\n|---|---|---|---|\n| OPS-01 | daily | ping |\n",
          "{path}:5: the row has 3 columns, its table's header 4: give it 4 cells (write a | inside a cell as \\|)"),
-        ("| ID | cadence | procedure | verifies |\n|---|---|---|---|\n| OPS-01 | daily | a | b |\n| OPS-01 | x | y | z |\n",
+        ("| ID | cadence | procedure | verifies |\n|---|---|---|---|\n| OPS-01 | daily | a | b |\n"
+         "| OPS-01 | x | y | z |\n",
          "{path}:6: OPS-01 is listed twice (first on line 5): give each procedure its own ID"),
         ("| ID | cadence | procedure | verifies |\n| OPS-01 | daily | a | b |\n",
          "{path}:3: the procedure table's header is not followed by a delimiter row: add |---|---|---|---| on line 4"),
@@ -145,3 +155,205 @@ def test_a_team_check_carrying_its_own_listed_id_runs(
     pytester.makepyfile(test_team=TEAM_CHECKS.format(ids='"OPS-01"'))
     result = run_team(pytester, team_profile(profile_variant, inventory), "--no-reports", "test_team.py")
     result.assert_outcomes(passed=1)
+
+
+# --- the summary ------------------------------------------------------------------------------------------------
+
+def matrix(markdown: str) -> dict[str, list[str]]:
+    """The coverage matrix rows of summary.md by procedure ID: [cadence, procedure, status, checks]."""
+    section = markdown.split("## Runbook coverage", 1)[1].split("## RTO / RPO", 1)[0]
+    rows = [cells(line) for line in section.splitlines() if line.startswith("| ")]
+    return {row[0]: row[1:] for row in rows if row[0] != "ID"}
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip()[1:-1].split(" | ")]
+
+
+def table(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table under ``## heading``."""
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [cells(line) for line in section.splitlines() if line.startswith("| ")][1:]
+
+
+def chromium(page: Path, where: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium, offline and without a profile of its own, on a local page."""
+    command = [
+        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", f"--user-data-dir={where / 'chromium'}", *args,
+        page.as_uri(),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
+def dead_pf_service(inventory: Path, port: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        service = next(s for s in data["services"] if s["name"] == "photonic-foundry")
+        service["url"] = f"http://127.0.0.1:{port}"
+        data["reporting"] = {"inventory": str(inventory)}
+
+    return mutate
+
+
+PF01_CHECK = "health/test_http_health.py::test_health_endpoint_answers_2xx[photonic-foundry]"
+SUMMARY_CHECKS = ("health/test_http_health.py", "health/test_metrics.py", "backup/test_backup_freshness.py",
+                  "backup/test_backup_size.py")
+
+
+def test_the_summary_shows_failures_first_and_the_coverage_of_every_procedure(
+    run_checks: Callable[..., Any], profile_variant: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A service on a dead port: its failures lead summary.md; the matrix has a status for every procedure row."""
+    inventory = tmp_path / "RUNBOOK.md"
+    inventory.write_text(TEAM_INVENTORY)
+    port = free_port()
+    run = run_checks(profile_variant(dead_pf_service(inventory, port)), *SUMMARY_CHECKS, extra=("-k", "not metric"))
+    markdown = (run.report_dir / "summary.md").read_text()
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings == ["## Failures", "## Warnings", "## Runbook coverage", "## RTO / RPO", "## Charts", "## Checks"]
+    refused = f"photonic-foundry health endpoint http://127.0.0.1:{port}/health did not answer: connection refused"
+    again = (f"photonic-foundry health endpoint did not answer: skipped probing: photonic-foundry at 127.0.0.1:{port} "
+             "did not answer at ")
+    failures = table(markdown, "Failures")
+    assert [row[:3] for row in failures] == [
+        ["health/test_http_health.py::test_health_answers_within_latency_budget[photonic-foundry]", "PF-01 QP-01",
+         "failed"],
+        ["health/test_http_health.py::test_health_body_reports_healthy[photonic-foundry]", "PF-01 QP-01 QP-29",
+         "failed"],
+        [PF01_CHECK, "PF-01 QP-01 QP-29", "failed"],
+    ]
+    assert failures[2][3] == refused
+    assert all(row[3].startswith(again) and row[3].endswith(" (connection refused)") for row in failures[:2])
+
+    rows = matrix(markdown)
+    assert rows["PF-01"][:3] == ["daily", "health check verification", "failed"]
+    assert f"{PF01_CHECK} (failed)" in rows["PF-01"][3].split("<br>")
+    assert rows["PF-04"][2] == "verified"
+    assert rows["PF-03"][2:] == ["not selected", "4 collected, none in this run"]
+    assert rows["PF-H1"][2] == "human"
+    assert rows["PF-02"][2] == "gap"  # no check of the collected files carries it
+    assert rows["OPS-01"] == ["daily", "ping the payments API", "gap", ""]
+    assert rows["OPS-H1"][2] == "human"
+    assert list(rows)[:3] == ["OPS-01", "OPS-02", "OPS-H1"]  # the team's table first
+    counts = markdown.split("## Runbook coverage\n\n", 1)[1].splitlines()[0]
+    statuses = [row[2] for row in rows.values()]
+    assert counts == ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES if s in statuses)
+    assert "No run history is kept yet: the charts show this run's values only." in markdown
+    checks = [row[0] for row in table(markdown, "Checks")]
+    assert len(checks) == len(set(checks)) == len(run.checks)
+    assert checks[0] in {f"health/{t}" for t in run.failed()}  # failures first here too
+
+    page = run.report_dir / "summary.html"
+    text = page.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text), "the summary must open offline"
+    assert "<script" not in text
+    assert "<link" not in text
+    shown_offline(page, tmp_path, rows)
+
+
+def shown_offline(page: Path, tmp_path: Path, rows: dict[str, list[str]]) -> None:
+    """Chromium renders the page: a screenshot of more than one colour, a DOM with every procedure row and charts."""
+    from PIL import Image
+
+    shot = tmp_path / "summary.png"
+    chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000")
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None
+    assert len(colours) > 10, "the screenshot is blank"
+    dom = chromium(page, tmp_path, "--dump-dom").stdout
+    shown = re.findall(r'<tr id="procedure-([A-Z0-9-]+)" class="procedure row-[a-z-]+" data-status="([a-z ]+)"', dom)
+    assert dict(shown) == {procedure: row[2] for procedure, row in rows.items()}
+    assert re.search(r'<div class="chart" id="chart-backup_age_seconds"><svg', dom)
+    assert re.search(r'<div class="chart" id="chart-backup_size_bytes"><svg', dom)
+
+
+def test_a_drill_run_fills_the_rto_rpo_table_and_charts_the_rto(
+    run_checks: Callable[..., Any], sandbox_profile: Path
+) -> None:
+    run = run_checks(sandbox_profile, "restore/test_database_drill.py", "restore/test_cache_drill.py",
+                     "recovery/test_objectives.py", extra=("-k", "rto or rpo"))
+    markdown = (run.report_dir / "summary.md").read_text()
+    rows = table(markdown, "RTO / RPO")
+    assert [(r[0], r[1], r[3], r[5], r[6]) for r in rows] == [
+        ("cache-rdb", "full-system", "2h", "4h", "passed"),
+        ("pf-database-custom", "database", "30m", "1h", "passed"),
+        ("qp-database-gzip", "database", "30m", "1h", "passed"),
+    ]
+    duration = r"(\d+(\.\d+)?(ms|s|m|h|d))+"
+    assert all(re.fullmatch(duration, r[2]) and re.fullmatch(duration, r[4]) for r in rows), rows
+    assert matrix(markdown)["PF-47"][2] == "verified"
+    assert re.search(r'<div class="chart" id="chart-restore_rto_seconds"><svg', (run.report_dir / "summary.html")
+                     .read_text())
+
+
+def test_under_xdist_the_summary_lists_each_check_once_and_knows_the_deselected(
+    run_checks: Callable[..., Any], sandbox_profile: Path
+) -> None:
+    """Two workers: each check once; the catalogue of what was collected came through xdist's workeroutput."""
+    run = run_checks(sandbox_profile, "health/test_http_health.py", "health/test_metrics.py",
+                     extra=("-n", "2", "-k", "not metric"))
+    markdown = (run.report_dir / "summary.md").read_text()
+    checks = [row[0] for row in table(markdown, "Checks")]
+    assert sorted(checks) == sorted(f"health/{t}" for t in run.checks)
+    assert len(checks) == len(set(checks)) == 6
+    rows = matrix(markdown)
+    assert rows["PF-03"][2:] == ["not selected", "4 collected, none in this run"]
+    assert rows["PF-01"][2] == "verified"
+    assert "| totals | 6 passed |" in markdown
+
+
+def test_a_teams_own_procedures_show_in_the_matrix(
+    pytester: pytest.Pytester, profile_variant: Callable[..., Path], team_conftest: Path
+) -> None:
+    inventory = pytester.path / "RUNBOOK.md"
+    inventory.write_text(TEAM_INVENTORY)
+    pytester.makepyfile(test_team=TEAM_CHECKS.format(ids='"OPS-01"'))
+    report = pytester.path / "report"
+    result = run_team(pytester, team_profile(profile_variant, inventory), f"--report-dir={report}", "test_team.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"summary.md*{report / 'summary.md'}", f"summary.html*{report / 'summary.html'}"])
+    rows = matrix((report / "summary.md").read_text())
+    assert rows["OPS-01"] == ["daily", "ping the payments API", "verified", "test_team.py::test_payments_api_answers "
+                              "(passed)"]
+    assert rows["OPS-02"][2] == "gap"
+    assert rows["OPS-H1"][2] == "human"
+    assert rows["PF-01"][2] == "gap"  # the shipped table is shown too
+
+
+# --- pure parts: statuses and charts --------------------------------------------------------------------------
+
+def test_status_of_a_procedure() -> None:
+    shipped = load_inventory([SHIPPED])
+    automatable, human = shipped.procedures[0], next(p for p in shipped.procedures if p.human)
+
+    def ran(*outcomes: str) -> list[CheckResult]:
+        return [CheckResult(nodeid=f"checks/x.py::t{n}", outcome=o) for n, o in enumerate(outcomes)]  # type: ignore[arg-type]
+
+    assert status_of(human, ran("passed"), 1) == "human"
+    assert status_of(automatable, [], 0) == "gap"
+    assert status_of(automatable, [], 3) == "not selected"
+    assert status_of(automatable, ran("passed", "broken", "waived"), 3) == "failed"
+    assert status_of(automatable, ran("passed", "waived"), 2) == "waived"
+    assert status_of(automatable, ran("skipped", "skipped"), 2) == "skipped"
+    assert status_of(automatable, ran("skipped", "passed"), 2) == "verified"
+
+
+def test_charts_draw_one_line_per_component_as_inline_svg() -> None:
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    points = [Point(f"run-{day}", start + timedelta(days=day), 60.0 * (10 + day % 7), f"checks/r.py::t[{c}]", c)
+              for day in range(0, 90, 3) for c in ("pf-database", "qp-database")]
+    svg = chart_svg(CHARTS[0], points)
+    assert svg.startswith("<svg ")
+    assert svg.rstrip().endswith("</svg>")
+    assert len(re.findall(r'<g id="line2d_\d+">\s*<path d="M [^"L]*(?:L [^"L]*){29}"', svg)) == 2  # 30 points each
+    for text in ("pf-database", "qp-database", "minutes", "Measured RTO of the restore drills"):
+        assert f">{text}</text>" in svg
+    assert not re.search(r"""(src|href)="(https?:)?//""", svg)
+    assert "<metadata" not in svg
+    assert "<script" not in svg
+    one = chart_svg(CHARTS[2], [Point("run", start, 3 * 1024 * 1024, "checks/b.py::t[pf]", None)])
+    assert ">checks/b.py::t[pf]</text>" in one
+    assert ">MiB</text>" in one
+    assert chart_svg(CHARTS[1], []) == ""
