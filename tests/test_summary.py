@@ -18,10 +18,10 @@ import pytest
 
 from opsverify.localserver.net import free_port
 from opsverify.reporting.charts import CHARTS, chart_svg
-from opsverify.reporting.evidence import CheckResult
+from opsverify.reporting.evidence import CheckResult, EvidenceDoc
 from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import InventoryError, load_inventory, read_procedures
-from opsverify.reporting.summary import STATUSES, status_of
+from opsverify.reporting.summary import STATUSES, notices, status_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runbooks" / "INVENTORY.md"
@@ -357,3 +357,78 @@ def test_charts_draw_one_line_per_component_as_inline_svg() -> None:
     assert ">checks/b.py::t[pf]</text>" in one
     assert ">MiB</text>" in one
     assert chart_svg(CHARTS[1], []) == ""
+
+
+def leaf_certificate(path: Path, days: int) -> datetime:
+    """A self-signed certificate for localhost valid ``days`` more days, written to ``path``; its expiry."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert.not_valid_after_utc
+
+
+def test_a_certificate_expiring_within_30_days_is_a_warning(
+    run_checks: Callable[..., Any], profile_variant: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A certificate file with 20 days left passes its check (tls.expiry_fail 14d) and is listed under Warnings;
+    one with 90 days is not."""
+    soon = leaf_certificate(tmp_path / "soon.pem", 20)
+    leaf_certificate(tmp_path / "later.pem", 90)
+
+    def files(data: dict[str, Any]) -> None:
+        data["tls"] = {"endpoints": [], "certificate_files": [
+            {"name": name, "path": str(tmp_path / f"{name}.pem"), "server_name": "localhost"}
+            for name in ("soon", "later")]}
+
+    run = run_checks(profile_variant(files), "security/test_certificate_files.py", extra=("-k", "not_expiring"))
+    check = "test_certificate_files.py::test_certificate_file_is_not_expiring[{}]"
+    assert (run.outcome(check.format("soon")), run.outcome(check.format("later"))) == ("passed", "passed")
+    markdown = (run.report_dir / "summary.md").read_text()
+    left = (soon.date() - datetime.fromisoformat(run.evidence["run"]["finished"]).date()).days
+    assert table(markdown, "Warnings") == [[
+        "certificate", f"security/{check.format('soon')}: certificate localhost expires on {soon:%Y-%m-%d} "
+        f"(in {left} days)"]]
+
+
+def test_warnings_name_waivers_updates_and_unproved_tables() -> None:
+    """The warnings of evidence other parts record: waiver problems and waived checks (the waiver plugin), pending
+    security updates (PF-08), a maintenance action's not-proved tables."""
+    doc = EvidenceDoc.model_validate({
+        "run": {"id": "r1", "profile": "p", "role": "staging", "opsverify": "0.1.0", "host": "h",
+                "started": "2026-11-30T01:00:00Z", "finished": "2026-11-30T01:05:00Z"},
+        "waivers": [{"check": "checks/x.py::*", "owner": "dba@example.com", "ticket": "OPS-9", "expires": "2026-11-01",
+                     "problem": "expired"}],
+        "checks": [
+            {"nodeid": "checks/backup/test_backup_size.py::test_shrunk[qp]", "outcome": "waived",
+             "message": "backup shrank 40%", "waiver": {
+                 "check": "checks/backup/*", "reason": "schema cleanup", "owner": "dba@example.com",
+                 "ticket": "OPS-1234", "expires": "2026-12-31", "state": "applied"}},
+            {"nodeid": "checks/security/test_host_security.py::test_security_updates_are_installed[app]",
+             "measured": {"pending_security": "2", "security_updates": "openssl 3.0.15-1, libc6 2.36-9"}},
+            {"nodeid": "checks/maintenance/test_maintenance_actions.py::test_archive[qp]",
+             "measured": {"not_proved": "1 other table the maintenance_user cannot SELECT: audit.log"}},
+        ],
+    })
+    assert [(n.kind, n.text) for n in notices(doc)] == [
+        ("waiver", "the waiver of checks/x.py::* (dba@example.com, OPS-9) expired on 2026-11-01: the check counts "
+                   "again; fix it or renew the waiver"),
+        ("waived", "backup/test_backup_size.py::test_shrunk[qp]: waived by dba@example.com (OPS-1234) until "
+                   "2026-12-31: schema cleanup; the failure: backup shrank 40%"),
+        ("not proved", "maintenance/test_maintenance_actions.py::test_archive[qp]: 1 other table the "
+                       "maintenance_user cannot SELECT: audit.log"),
+        ("security updates", "security/test_host_security.py::test_security_updates_are_installed[app]: 2 security "
+                             "update(s) pending: openssl 3.0.15-1, libc6 2.36-9"),
+    ]
