@@ -9,15 +9,17 @@ SANDBOX_TEST := .sandbox-test
 setup:
 	@bash scripts/setup.sh
 
-demo: setup  ## start the sandbox, run the daily checks, print the report path
+demo: setup  ## start the sandbox, run the daily checks, print the summary and report paths
 	@$(BIN)/opsverify sandbox up
 	@$(PYTEST) -m daily -q; rc=$$?; \
-	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
+	  echo; echo "summary: $$(readlink -f reports/latest)/summary.html"; \
+	  echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
 
 drill: setup  ## the disaster-recovery drill set against the sandbox
 	@$(BIN)/opsverify sandbox up
 	@$(PYTEST) -m dr -q; rc=$$?; \
-	  echo; echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
+	  echo; echo "summary: $$(readlink -f reports/latest)/summary.html"; \
+	  echo "report: $$(readlink -f reports/latest)/report.html"; exit $$rc
 
 test: setup lint  ## lint, then the suite's own tests (real servers in a separate sandbox)
 	@bash scripts/setup-tests.sh

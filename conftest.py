@@ -24,5 +24,6 @@ pytest_plugins = [
     "fixtures.waivers",
     "fixtures.reporting",
     "fixtures.monitoring",
+    "fixtures.summary",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

@@ -203,7 +203,8 @@ class Reporting(Model):
         default=None,
         description="an INVENTORY-style markdown file: tables whose rows start | ID | cadence | procedure | what "
         "the check verifies |; the summary's coverage matrix is read from it (default: the runbooks/INVENTORY.md "
-        "shipped with opsverify)",
+        "shipped with opsverify), shown before the shipped one, which is read too (the suite's own checks carry its "
+        "PF/QP IDs); a team's checks may carry only IDs one of them lists",
     )
     history: History = History()
     textfile: Path | None = Field(
