@@ -22,5 +22,6 @@ pytest_plugins = [
     "fixtures.pgqueries",
     "fixtures.markers",
     "fixtures.reporting",
+    "fixtures.history",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

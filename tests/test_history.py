@@ -1,0 +1,214 @@
+"""The run history: SQLite and PostgreSQL stores, retention, schema refusal, concurrent appends, the once-per-run
+append (also under xdist), an unreachable store, ``opsverify history`` and the growth checks that read it."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsverify.localserver.net import free_port
+from opsverify.profile import Profile
+from opsverify.profile.reporting import History, HistoryDatabase
+from opsverify.reporting.evidence import CheckResult, EvidenceDoc, RunInfo
+from opsverify.reporting.history import HistoryError, Point, open_history
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SIZE = "checks/maintenance/test_postgres_health.py::test_database_size_is_under_its_threshold[photonic_foundry]"
+
+
+def run_doc(started: datetime, *, run_id: str | None = None, profile: str = "sandbox",
+            metrics: dict[str, float] | None = None, nodeid: str = SIZE,
+            component: str = "photonic_foundry") -> EvidenceDoc:
+    """An earlier run as a real one would have recorded it: one passed check carrying ``metrics``."""
+    run = RunInfo(id=run_id or f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", profile=profile, role="staging",
+                  opsverify="0.1.0", started=started, finished=started + timedelta(seconds=30), host="ci-1",
+                  totals={"passed": 1}, exit_status=0)
+    check = CheckResult(nodeid=nodeid, component=component, runbook=["PF-26"], outcome="passed", duration_s=0.5,
+                        metrics=metrics or {})
+    return EvidenceDoc(run=run, checks=[check])
+
+
+def test_sqlite_store_keeps_runs_checks_and_metrics(tmp_path: Path) -> None:
+    store = open_history(History(), tmp_path, 5.0)
+    assert store.where == str(tmp_path / "history.sqlite")
+    first, second = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    store.append(run_doc(first, run_id="r1", metrics={"database_size_bytes": 1000.0}))
+    store.append(run_doc(second, run_id="r2", metrics={"database_size_bytes": 1500.0}))
+    store.append(run_doc(second, run_id="r3", profile="other", metrics={"database_size_bytes": 9.0}))
+    assert [r.run_id for r in store.runs()] == ["r3", "r2", "r1"]
+    row = store.runs(limit=1, profile="sandbox")[0]
+    assert (row.run_id, row.started, row.finished, row.role, row.selection, row.exit_status, row.totals) == (
+        "r2", second, second + timedelta(seconds=30), "staging", "(all)", 0, {"passed": 1})
+    assert store.series("database_size_bytes", profile="sandbox") == [
+        Point("r1", first, 1000.0, SIZE, "photonic_foundry"), Point("r2", second, 1500.0, SIZE, "photonic_foundry")]
+    assert [p.run_id for p in store.series("database_size_bytes", since=second)] == ["r2", "r3"]
+    store.close()
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        assert db.execute("SELECT run_id, outcome, runbook FROM checks ORDER BY run_id").fetchall() == [
+            ("r1", "passed", "PF-26"), ("r2", "passed", "PF-26"), ("r3", "passed", "PF-26")]
+
+
+def test_retention_deletes_runs_past_keep_and_beyond_max_runs(tmp_path: Path) -> None:
+    store = open_history(History(keep=timedelta(days=30), max_runs=10), tmp_path, 5.0)
+    store.append(run_doc(NOW - timedelta(days=31), run_id="old", metrics={"database_size_bytes": 1.0}))
+    for n in range(11):
+        store.append(run_doc(NOW - timedelta(days=20, hours=-n), run_id=f"r{n:02}", metrics={"x": float(n)}))
+    assert sorted(r.run_id for r in store.runs(limit=100)) == [f"r{n:02}" for n in range(1, 11)]
+    store.close()
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        assert db.execute("SELECT count(*), min(run_id) FROM checks").fetchone() == (10, "r01")
+        assert db.execute("SELECT count(*), min(run_id) FROM metrics").fetchone() == (10, "r01")
+
+
+def test_a_newer_schema_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    open_history(History(), tmp_path, 5.0).close()
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        db.execute("UPDATE schema SET version = 2")
+    with pytest.raises(HistoryError) as refused:
+        open_history(History(), tmp_path, 5.0)
+    assert str(refused.value) == (
+        f"{tmp_path / 'history.sqlite'}: its schema version is 2, newer than version 1 that opsverify 0.1.0 knows; "
+        "fix: upgrade opsverify to the version that wrote it, or point reporting.history at another store")
+
+
+APPENDER = """
+import sys, uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_history import run_doc
+from opsverify.profile.reporting import History
+from opsverify.reporting.history import open_history
+store = open_history(History(), Path(sys.argv[1]), 30.0)
+for n in range(25):
+    store.append(run_doc(datetime.now(UTC), run_id=sys.argv[2] + str(n), metrics={{"database_size_bytes": n}}))
+store.close()
+"""
+
+
+def test_two_processes_appending_at_once_both_land(tmp_path: Path) -> None:
+    script = APPENDER.format(tests=str(Path(__file__).parent))
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name], stderr=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    assert [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs] == [(0, ""), (0, "")]
+    store = open_history(History(), tmp_path, 5.0)
+    assert sorted(r.run_id for r in store.runs(limit=100)) == sorted(f"{x}{n}" for x in "ab" for n in range(25))
+    assert len(store.series("database_size_bytes")) == 50
+
+
+@pytest.fixture
+def scratch_history_db(sandbox: Profile) -> Iterator[HistoryDatabase]:
+    """A scratch database on the test sandbox's PostgreSQL (as its restore target role), dropped after."""
+    import psycopg
+
+    target = sandbox.restore_target
+    assert target is not None
+    name = f"opsverify_scratch_history_{uuid.uuid4().hex[:8]}"
+    admin: dict[str, Any] = dict(host=target.host, port=target.port, user=target.user, password=target.secret(),
+                                 dbname="postgres", sslmode="require", autocommit=True, connect_timeout=5)
+    with psycopg.connect(**admin) as db:
+        db.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        yield HistoryDatabase(host=target.host, port=target.port, dbname=name, user=target.user,
+                              password_file=target.password_file, sslmode="verify-full",
+                              sslrootcert=target.sslrootcert, table_prefix="ops_hist_")
+    finally:
+        with psycopg.connect(**admin) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def test_postgres_store_appends_reads_and_retains(scratch_history_db: HistoryDatabase, tmp_path: Path) -> None:
+    declared = History(postgres=scratch_history_db, keep=timedelta(days=30), max_runs=10)
+    store = open_history(declared, tmp_path, 5.0, connect_timeout_s=5.0)
+    db = scratch_history_db
+    assert store.where == f"{db.user}@{db.host}:{db.port}/{db.dbname}"
+    store.append(run_doc(NOW - timedelta(days=40), run_id="old", metrics={"database_size_bytes": 1.0}))
+    for n in range(11):
+        store.append(run_doc(NOW - timedelta(days=10, hours=-n), run_id=f"r{n:02}",
+                             metrics={"database_size_bytes": 100.0 + n}))
+    store.close()
+    store = open_history(declared, tmp_path, 5.0)
+    assert [r.run_id for r in store.runs(limit=3)] == ["r10", "r09", "r08"]
+    assert [(p.run_id, p.value, p.time) for p in store.series("database_size_bytes")][:2] == [
+        ("r01", 101.0, NOW - timedelta(days=10, hours=-1)), ("r02", 102.0, NOW - timedelta(days=10, hours=-2))]
+    assert len(store.series("database_size_bytes")) == 10
+    assert not (tmp_path / "history.sqlite").exists()
+    store.close()
+
+
+def test_a_newer_postgres_schema_is_refused(scratch_history_db: HistoryDatabase, tmp_path: Path) -> None:
+    import psycopg
+
+    open_history(History(postgres=scratch_history_db), tmp_path, 5.0).close()
+    db = scratch_history_db
+    with psycopg.connect(host=db.host, port=db.port, dbname=db.dbname, user=db.user, password=db.secret(),
+                         sslmode="require", autocommit=True) as conn:
+        conn.execute("UPDATE ops_hist_schema SET version = 7")
+    with pytest.raises(HistoryError, match=r"its schema version is 7, newer than version 1 that opsverify"):
+        open_history(History(postgres=scratch_history_db), tmp_path, 5.0)
+
+
+def test_an_unreachable_postgres_store_is_named_without_its_password(tmp_path: Path) -> None:
+    port = free_port()
+    declared = HistoryDatabase(port=port, dbname="history", user="opsverify", password="s3cret-planted")
+    with pytest.raises(HistoryError) as refused:
+        open_history(History(postgres=declared), tmp_path, 2.0, connect_timeout_s=2.0)
+    assert str(refused.value) == (
+        f"opsverify@127.0.0.1:{port}/history: Connection refused; fix: check that the server runs and that "
+        "reporting.history.postgres (host, port, dbname, user, password) is right")
+
+
+HEALTH = "health/test_http_health.py"
+
+
+def test_a_run_under_xdist_is_appended_once_with_every_workers_checks(
+    run_checks: Any, sandbox_profile: Path, pytester: pytest.Pytester
+) -> None:
+    run = run_checks(sandbox_profile, HEALTH, extra=("-n", "2"))
+    assert run.result.ret == 0, run.result.stdout.str()
+    store_file = pytester.path / "history.sqlite"
+    run.result.stdout.fnmatch_lines([f"history         appended to {store_file}"])
+    with sqlite3.connect(store_file) as db:
+        runs = db.execute("SELECT id, profile, exit_status, totals, selection FROM runs").fetchall()
+        assert runs == [(run.evidence["run"]["id"], "sandbox", 0, '{"passed": 6}',
+                         f"{Path(__file__).parents[1] / 'checks' / HEALTH} -n 2")]
+        checks = db.execute("SELECT nodeid, outcome FROM checks ORDER BY nodeid").fetchall()
+    assert checks == sorted((c["nodeid"], "passed") for c in run.evidence["checks"])
+    assert len(checks) == 6
+
+
+@pytest.mark.parametrize("flag", ["--collect-only", "--no-reports"])
+def test_no_append_without_reports(flag: str, sandbox_profile: Path, pytester: pytest.Pytester) -> None:
+    root = Path(__file__).parents[1]
+    result = pytester.runpytest_subprocess(
+        str(root / "checks" / HEALTH), "--rootdir", str(root), "-c", str(root / "pyproject.toml"),
+        "--profile", str(sandbox_profile), "--reports-root", str(pytester.path / "reports"), "-p", "no:randomly",
+        flag, timeout=240)
+    assert result.ret == 0, result.stdout.str()
+    assert not (pytester.path / "reports" / "history.sqlite").exists()
+    assert "history " not in result.stdout.str()
+
+
+def test_an_unreachable_history_store_costs_the_run_one_line(
+    run_checks: Any, profile_variant: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("HISTORY_PASSWORD", "s3cret-planted-pw")
+    variant = profile_variant(lambda data: data.setdefault("reporting", {}).update(history={"postgres": {
+        "port": port, "dbname": "history", "user": "opsverify", "password": "${HISTORY_PASSWORD}"}}))
+    run = run_checks(variant, HEALTH)
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert run.evidence["run"]["totals"] == {"passed": 6}
+    run.result.stdout.fnmatch_lines([
+        f"history         not appended to opsverify@127.0.0.1:{port}/history: Connection refused; fix: check that "
+        "the server runs and that reporting.history.postgres (host, port, dbname, user, password) is right; this "
+        f"run's evidence is in {run.report_dir / 'evidence.json'}"])
+    assert "s3cret-planted-pw" not in run.result.stdout.str() + run.result.stderr.str()
