@@ -212,3 +212,57 @@ def test_an_unreachable_history_store_costs_the_run_one_line(
         "the server runs and that reporting.history.postgres (host, port, dbname, user, password) is right; this "
         f"run's evidence is in {run.report_dir / 'evidence.json'}"])
     assert "s3cret-planted-pw" not in run.result.stdout.str() + run.result.stderr.str()
+
+
+def opsverify(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsverify", *args], capture_output=True, text=True, timeout=60)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%MZ")
+
+
+def test_history_command_lists_runs_and_a_metric_trend(tmp_path: Path) -> None:
+    store_file = tmp_path / "h.sqlite"
+    store = open_history(History(sqlite=store_file), tmp_path, 5.0)
+    days = [NOW - timedelta(days=d) for d in (30, 20, 10, 0)]
+    for n, (day, size) in enumerate(zip(days, (1000, 1100, 1200, 1300), strict=True)):
+        doc = run_doc(day, run_id=f"run{n}", metrics={"database_size_bytes": size * 1024.0 ** 2})
+        if n == 3:
+            doc.run.totals, doc.run.exit_status = {"passed": 5, "failed": 1}, 1
+            doc.run.selection.markexpr = "weekly"
+        store.append(doc)
+    store.close()
+
+    runs = opsverify("history", "--store", str(store_file), "--last", "2")
+    assert (runs.returncode, runs.stderr) == (0, "")
+    assert runs.stdout.splitlines() == [
+        f"2 newest run(s) in {store_file}",
+        "STARTED            PROFILE  ROLE     SELECTION  TOTALS              EXIT",
+        f"{stamp(days[3])}  sandbox  staging  -m weekly  1 failed, 5 passed  1",
+        f"{stamp(days[2])}  sandbox  staging  (all)      1 passed            0",
+    ]
+    trend = opsverify("history", "--store", str(store_file), "--metric", "database_size_bytes",
+                      "--component", "photonic_foundry")
+    assert (trend.returncode, trend.stderr) == (0, "")
+    assert trend.stdout.splitlines() == [
+        f"database_size_bytes of photonic_foundry: 4 point(s), {stamp(days[0])} → {stamp(days[3])}: 1000.0 MiB → "
+        "1.3 GiB, +300.0 MiB per 30 days (+30.0%)",
+        *(f"  {stamp(d)}  {s}  run{n}" for n, (d, s) in enumerate(zip(
+            days, ("1000.0 MiB", "1.1 GiB   ", "1.2 GiB   ", "1.3 GiB   "), strict=True))),
+    ]
+    data = opsverify("history", "--store", str(store_file), "--metric", "database_size_bytes", "--json")
+    parsed = __import__("json").loads(data.stdout)
+    assert parsed["photonic_foundry"]["change_per_30d"] == pytest.approx(300 * 1024.0 ** 2)
+    assert [p["run"] for p in parsed["photonic_foundry"]["points"]] == ["run0", "run1", "run2", "run3"]
+    none = opsverify("history", "--store", str(store_file), "--metric", "backup_size_bytes")
+    assert none.stdout == f"no values of backup_size_bytes recorded in {store_file}\n"
+
+
+def test_history_command_names_a_missing_store(tmp_path: Path) -> None:
+    missing = opsverify("history", "--store", str(tmp_path / "none.sqlite"))
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == (
+        f"opsverify: no history store at {tmp_path / 'none.sqlite'}: a pytest run of the checks creates it (run "
+        "pytest once, e.g. `pytest -m daily --profile=FILE`), or name one with --store PATH\n")
+    assert not (tmp_path / "none.sqlite").exists()
