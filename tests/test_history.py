@@ -266,3 +266,98 @@ def test_history_command_names_a_missing_store(tmp_path: Path) -> None:
         f"opsverify: no history store at {tmp_path / 'none.sqlite'}: a pytest run of the checks creates it (run "
         "pytest once, e.g. `pytest -m daily --profile=FILE`), or name one with --store PATH\n")
     assert not (tmp_path / "none.sqlite").exists()
+
+
+GROWTH = "maintenance/test_growth.py"
+GROWS = "test_growth.py::test_database_growth_is_within_bounds[photonic_foundry]"
+PROJECTED = "test_growth.py::test_database_size_in_90_days_stays_under_capacity[photonic_foundry]"
+
+
+def database_size(sandbox: Profile) -> int:
+    """The sandbox database's real size now, as the check reads it."""
+    import psycopg
+
+    target = sandbox.restore_target
+    assert target is not None
+    with psycopg.connect(host=target.host, port=target.port, user=target.user, password=target.secret(),
+                         dbname="photonic_foundry", sslmode="require", connect_timeout=5) as db:
+        row = db.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def earlier_sizes(store_dir: Path, profile: str, sizes: dict[int, float]) -> None:
+    """Earlier runs (``days ago -> size``) of the size check, as a growing database would have recorded them."""
+    store = open_history(History(), store_dir, 5.0)
+    for days_ago, size in sizes.items():
+        store.append(run_doc(NOW - timedelta(days=days_ago), profile=profile, metrics={"database_size_bytes": size}))
+    store.close()
+
+
+def with_capacity(limit: int | None, growth: float | None = None) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        maintenance = data["databases"][0].setdefault("maintenance", {})
+        if limit is not None:
+            maintenance["max_database_size"] = limit
+        if growth is not None:
+            maintenance["max_growth_percent"] = growth
+    return mutate
+
+
+def test_a_fast_growing_database_fails_its_growth_bound(
+    run_checks: Any, profile_variant: Any, sandbox: Profile, pytester: pytest.Pytester
+) -> None:
+    from opsverify.backups.directory import human_size
+
+    size = database_size(sandbox)
+    earlier_sizes(pytester.path, sandbox.name, {20: size / 2, 10: size * 3 / 4})
+    run = run_checks(profile_variant(with_capacity(size * 10)), GROWTH)
+    address = f"{sandbox.databases[0].host}:{sandbox.databases[0].port}/photonic_foundry"
+    assert run.failed() == {GROWS}, run.result.stdout.str()
+    assert run.message(GROWS) == (
+        f"database photonic_foundry at {address}: its size grows 150% per 30 days (+{human_size(round(size * .75))}, "
+        "least squares over 3 sizes in 20d; `opsverify history --metric database_size_bytes` shows them), over "
+        "max_growth_percent 25%: find the tables that grow, archive or delete old data, or raise the limit once the "
+        "growth is planned for")
+    assert run.outcome(PROJECTED) == "passed"
+    assert run.checks[GROWS]["metrics"]["database_growth_percent_per_30d"] == pytest.approx(150, abs=0.1)
+
+
+def test_a_slow_growing_database_passes_unless_its_projection_exceeds_capacity(
+    run_checks: Any, profile_variant: Any, sandbox: Profile, pytester: pytest.Pytester
+) -> None:
+    from opsverify.backups.directory import human_size
+
+    size = database_size(sandbox)
+    earlier_sizes(pytester.path, sandbox.name, {20: size * .95, 10: size * .975})
+    run = run_checks(profile_variant(with_capacity(size * 2)), GROWTH)
+    assert (run.outcome(GROWS), run.outcome(PROJECTED)) == ("passed", "passed"), run.result.stdout.str()
+    assert run.checks[GROWS]["evidence"]["growth_per_30d"] == "7.9%"
+
+    capacity = int(size * 1.1)
+    run = run_checks(profile_variant(with_capacity(capacity), name="tight.yaml"), GROWTH)
+    address = f"{sandbox.databases[0].host}:{sandbox.databases[0].port}/photonic_foundry"
+    assert run.failed() == {PROJECTED}, run.result.stdout.str()
+    assert run.message(PROJECTED) == (
+        f"database photonic_foundry at {address}: its size, {human_size(size)} now and growing "
+        f"{human_size(round(size * .075))} per 30 days (least squares over 3 sizes in 20d; `opsverify history "
+        f"--metric database_size_bytes` shows them), reaches {human_size(round(size * 1.225))} in 90 days, over "
+        f"max_database_size {human_size(capacity)}: plan the capacity now (more disk, then a higher "
+        "max_database_size), or archive old data")
+
+
+def test_too_little_history_skips_saying_what_is_recorded(
+    run_checks: Any, profile_variant: Any, sandbox: Profile, pytester: pytest.Pytester
+) -> None:
+    size = database_size(sandbox)
+    earlier_sizes(pytester.path, sandbox.name, {5: size, 40: size / 10})  # 40 days: outside the 30d window
+    run = run_checks(profile_variant(), GROWTH)
+    address = f"{sandbox.databases[0].host}:{sandbox.databases[0].port}/photonic_foundry"
+    assert run.outcome(GROWS) == "skipped", run.result.stdout.str()
+    assert run.message(GROWS) == (
+        f"database photonic_foundry at {address}: 2 value(s) of database_size_bytes over 5d in the last 30d (this "
+        f"run's and those recorded in {pytester.path / 'history.sqlite'}); a trend needs at least 3 over at least "
+        "7d: let the scheduled runs record more")
+    assert run.message(PROJECTED) == (
+        "database photonic_foundry declares no maintenance.max_database_size, the capacity its 90-day projection is "
+        "compared with: declare it to plan capacity (PF-15)")
