@@ -72,8 +72,8 @@ def test_database_growth_is_within_bounds(
 def test_database_size_in_90_days_stays_under_capacity(
     database: Database, pg_health_of: HealthOf, history: HistoryStore, profile: Profile, evidence: Recorder
 ) -> None:
-    """PF-39 (the 90-day projection; PF-15's forecast for the database): the database's size projected 90 days ahead (its growth trend) stays under
-    ``max_database_size`` (skipped, naming the field, when none is declared)."""
+    """PF-39 (the 90-day projection; PF-15's forecast for the database): the database's size projected 90 days
+    ahead (its growth trend) stays under ``max_database_size`` (skipped, naming the field, when none is declared)."""
     limit = database.maintenance.max_database_size
     if limit is None:
         pytest.skip(f"database {database.name} declares no maintenance.max_database_size, the capacity its 90-day "
