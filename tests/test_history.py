@@ -361,3 +361,42 @@ def test_too_little_history_skips_saying_what_is_recorded(
     assert run.message(PROJECTED) == (
         "database photonic_foundry declares no maintenance.max_database_size, the capacity its 90-day projection is "
         "compared with: declare it to plan capacity (PF-15)")
+
+
+BACKUP_GROWS = "test_backup_growth.py::test_backup_size_growth_is_within_bounds[pf-postgres-daily]"
+
+
+def test_backup_size_growth_fails_fast_growth_and_passes_slow(
+    run_checks: Any, sandbox_profile: Path, sandbox: Profile, pytester: pytest.Pytester
+) -> None:
+    from opsverify.backups.catalog import list_backups
+    from opsverify.backups.directory import human_size
+
+    source = next(s for s in sandbox.backups if s.name == "pf-postgres-daily")
+    newest = list_backups(source, sandbox.timeouts).files[0]
+    nodeid = "checks/backup/test_backup_size.py::test_newest_backup_is_not_empty[pf-postgres-daily]"
+    store = open_history(History(), pytester.path, 5.0)
+    for days_ago, share in ((20, 0.98), (10, 0.99)):
+        store.append(run_doc(NOW - timedelta(days=days_ago), profile=sandbox.name, nodeid=nodeid,
+                             component="pf-postgres-daily", metrics={"backup_size_bytes": newest.size * share}))
+    store.close()
+    run = run_checks(sandbox_profile, "backup/test_backup_growth.py")
+    assert run.outcome(BACKUP_GROWS) == "passed", run.result.stdout.str()
+    assert run.checks[BACKUP_GROWS]["evidence"]["growth_per_30d"] == "3.1%"
+    assert run.outcome("test_backup_growth.py::test_backup_size_growth_is_within_bounds[qp-database-daily]") == (
+        "skipped")
+
+    (pytester.path / "history.sqlite").unlink()
+    store = open_history(History(), pytester.path, 5.0)
+    for days_ago, share in ((20, 0.4), (10, 0.7)):
+        store.append(run_doc(NOW - timedelta(days=days_ago), profile=sandbox.name, nodeid=nodeid,
+                             component="pf-postgres-daily", metrics={"backup_size_bytes": newest.size * share}))
+    store.close()
+    run = run_checks(sandbox_profile, "backup/test_backup_growth.py")
+    assert run.failed() == {BACKUP_GROWS}, run.result.stdout.str()
+    assert run.message(BACKUP_GROWS) == (
+        f"backups of pf-postgres-daily: the newest backup's size grows 225% per 30 days "
+        f"(+{human_size(round(newest.size * 0.9))}, least squares over 3 sizes in 20d; `opsverify history --metric "
+        "backup_size_bytes` shows them), over max_growth_percent 50%: find what the backup holds now that it did not "
+        "(the database's growth, a table or files added to it), then plan the storage or raise the limit: "
+        f"{newest.location}")
