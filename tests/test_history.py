@@ -400,3 +400,50 @@ def test_backup_size_growth_fails_fast_growth_and_passes_slow(
         "backup_size_bytes` shows them), over max_growth_percent 50%: find what the backup holds now that it did not "
         "(the database's growth, a table or files added to it), then plan the storage or raise the limit: "
         f"{newest.location}")
+
+
+RTO_TREND = "test_rto_trend.py::test_restore_time_trend_stays_inside_rto[pf-database-custom]"
+
+
+def recorded_drills(store_dir: Path, profile: str, times: dict[int, float]) -> None:
+    """Earlier drills of pf-database-custom (``days ago -> restore seconds``), as the drill check records them."""
+    nodeid = "checks/restore/test_database_drill.py::test_restore_time_is_within_rto[pf-database-custom]"
+    store = open_history(History(), store_dir, 5.0)
+    for days_ago, value in times.items():
+        store.append(run_doc(NOW - timedelta(days=days_ago), profile=profile, nodeid=nodeid,
+                             component="pf-database-custom", metrics={"restore_rto_seconds": value}))
+    store.close()
+
+
+def test_a_restore_time_heading_past_the_rto_fails_its_trend(
+    run_checks: Any, sandbox_profile: Path, sandbox: Profile, pytester: pytest.Pytester
+) -> None:
+    drill = next(d for d in sandbox.drills if d.name == "pf-database-custom")
+    objective = sandbox.objective(drill.objective)
+    rto = objective.rto.total_seconds()
+    recorded_drills(pytester.path, sandbox.name, {180: rto * .2, 90: rto * .5, 0: rto * .8})
+    run = run_checks(sandbox_profile, "recovery/test_rto_trend.py")
+    assert run.failed() == {RTO_TREND}, run.result.stdout.str()
+    assert run.message(RTO_TREND) == (
+        f"drill pf-database-custom: its restore time, {fmt(rto * .8)} at the last drill ({NOW:%Y-%m-%d}) and rising "
+        f"{fmt(rto * .1)} per 30 days (least squares over 3 drills in 180d; `opsverify history --metric "
+        f"restore_rto_seconds --component pf-database-custom` shows them), reaches {fmt(rto * 1.1)} in 90 days, over "
+        f"the {objective.component} RTO {fmt(rto)}: make the restore faster (pg_restore -j, a nearer backup copy, "
+        "less data to restore) before the next drill, or agree a longer RTO")
+    other = "test_rto_trend.py::test_restore_time_trend_stays_inside_rto[qp-database-gzip]"
+    assert run.message(other) == (
+        f"drill qp-database-gzip: 0 value(s) of restore_rto_seconds over 0h in the last 365d (recorded in "
+        f"{pytester.path / 'history.sqlite'}); a trend needs at least 3 over at least 7d: let the scheduled runs "
+        "record more")
+
+    (pytester.path / "history.sqlite").unlink()
+    recorded_drills(pytester.path, sandbox.name, {180: rto * .3, 90: rto * .3, 0: rto * .3})
+    run = run_checks(sandbox_profile, "recovery/test_rto_trend.py")
+    assert run.outcome(RTO_TREND) == "passed", run.result.stdout.str()
+    assert run.checks[RTO_TREND]["evidence"]["projected_in_90d"] == fmt(rto * .3)
+
+
+def fmt(value: float) -> str:
+    from opsverify.durations import format_duration
+
+    return format_duration(timedelta(seconds=value))
