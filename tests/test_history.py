@@ -189,12 +189,15 @@ def test_a_run_under_xdist_is_appended_once_with_every_workers_checks(
 def test_no_append_without_reports(flag: str, sandbox_profile: Path, pytester: pytest.Pytester) -> None:
     root = Path(__file__).parents[1]
     result = pytester.runpytest_subprocess(
-        str(root / "checks" / HEALTH), "--rootdir", str(root), "-c", str(root / "pyproject.toml"),
-        "--profile", str(sandbox_profile), "--reports-root", str(pytester.path / "reports"), "-p", "no:randomly",
-        flag, timeout=240)
+        str(root / "checks" / HEALTH), str(root / "checks" / GROWTH), "--rootdir", str(root), "-c",
+        str(root / "pyproject.toml"), "--profile", str(sandbox_profile), "--reports-root",
+        str(pytester.path / "reports"), "-p", "no:randomly", "-rs", flag, timeout=240)
     assert result.ret == 0, result.stdout.str()
-    assert not (pytester.path / "reports" / "history.sqlite").exists()
+    assert not (pytester.path / "reports" / "history.sqlite").exists()  # the growth checks read none, made none
     assert "history " not in result.stdout.str()
+    if flag == "--no-reports":
+        result.stdout.fnmatch_lines([f"SKIPPED * 1 value(s) of database_size_bytes over 0h in the last 30d (this "
+                                     f"run's and those recorded in {pytester.path / 'reports' / 'history.sqlite'})*"])
 
 
 def test_an_unreachable_history_store_costs_the_run_one_line(

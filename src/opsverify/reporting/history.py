@@ -101,13 +101,39 @@ def default_sqlite(reports_root: Path) -> Path:
 
 
 def open_history(
-    history: History, reports_root: Path, timeout_s: float, *, connect_timeout_s: float | None = None
+    history: History, reports_root: Path, timeout_s: float, *, connect_timeout_s: float | None = None,
+    create: bool = True,
 ) -> HistoryStore:
     """The declared store (created on first use), bounded by ``timeout_s`` for every statement
-    (``connect_timeout_s``, default ``timeout_s``, for reaching a PostgreSQL server)."""
+    (``connect_timeout_s``, default ``timeout_s``, for reaching a PostgreSQL server); with ``create=False`` a
+    missing SQLite file is read as an empty history and not made."""
     if history.postgres is not None:
         return PostgresHistory(history, timeout_s, connect_timeout_s or timeout_s)
-    return SqliteHistory(history.sqlite or default_sqlite(reports_root), history, timeout_s)
+    path = history.sqlite or default_sqlite(reports_root)
+    if not create and not path.exists():
+        return EmptyHistory(str(path))
+    return SqliteHistory(path, history, timeout_s)
+
+
+@dataclass
+class EmptyHistory:
+    """A SQLite history no run has made yet, read without creating it: nothing is recorded."""
+
+    where: str
+
+    def append(self, doc: EvidenceDoc) -> None:
+        raise HistoryError(self.where, "it was opened for reading only", "open it with create=True")
+
+    def runs(self, limit: int = 20, profile: str | None = None) -> list[RunRow]:
+        return []
+
+    def series(
+        self, metric: str, *, profile: str | None = None, since: datetime | None = None
+    ) -> list[Point]:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 def selection_text(doc: EvidenceDoc) -> str:
