@@ -450,3 +450,24 @@ def fmt(value: float) -> str:
     from opsverify.durations import format_duration
 
     return format_duration(timedelta(seconds=value))
+
+
+def test_history_command_reads_the_profiles_postgres_store(
+    scratch_history_db: HistoryDatabase, profile_variant: Any, sandbox: Profile, tmp_path: Path
+) -> None:
+    db = scratch_history_db
+    store = open_history(History(postgres=db), tmp_path, 5.0)
+    started = NOW - timedelta(days=1)
+    store.append(run_doc(started, run_id="ours", profile=sandbox.name))
+    store.append(run_doc(NOW, run_id="theirs", profile="another"))
+    store.close()
+    variant = profile_variant(lambda data: data.setdefault("reporting", {}).update(history={"postgres": {
+        "host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user, "password_file": str(db.password_file),
+        "sslmode": "verify-full", "sslrootcert": str(db.sslrootcert), "table_prefix": "ops_hist_"}}))
+    listed = opsverify("history", "--profile", str(variant))
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines() == [
+        f"1 newest run(s) in {db.user}@{db.host}:{db.port}/{db.dbname}",
+        "STARTED            PROFILE  ROLE     SELECTION  TOTALS    EXIT",
+        f"{stamp(started)}  sandbox  staging  (all)      1 passed  0",
+    ]
