@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="opsverify",
         description="Operational verification: runbook procedures as a pytest suite. "
         "Run the checks with pytest (e.g. `pytest -m daily --profile=FILE`); this command manages "
-        "profiles and the embedded sandbox.",
+        "profiles, backup manifests and the embedded sandbox, and reads the run history.",
     )
     parser.add_argument("--version", action="version", version=f"opsverify {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
