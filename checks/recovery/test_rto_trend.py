@@ -19,7 +19,7 @@ from opsverify.durations import format_duration as fmt
 from opsverify.profile import Drill, Profile
 from opsverify.reporting.history import HistoryStore
 
-pytestmark = [pytest.mark.recovery, pytest.mark.dr, pytest.mark.quarterly]
+pytestmark = [pytest.mark.recovery, pytest.mark.quarterly]  # not `dr`: it runs no drill
 WINDOW = timedelta(days=365)  # quarterly drills: four a year
 HORIZON = timedelta(days=90)
 
