@@ -25,5 +25,6 @@ pytest_plugins = [
     "fixtures.reporting",
     "fixtures.monitoring",
     "fixtures.summary",
+    "fixtures.history",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

@@ -1,4 +1,4 @@
-"""``opsverify``: profile validation and schema, backup manifests, and the embedded sandbox.
+"""``opsverify``: profile validation and schema, backup manifests, the run history, and the embedded sandbox.
 
 Every error reaches the user as one sentence with the fix, and a non-zero exit; never a traceback.
 """
@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="opsverify",
         description="Operational verification: runbook procedures as a pytest suite. "
         "Run the checks with pytest (e.g. `pytest -m daily --profile=FILE`); this command manages "
-        "profiles and the embedded sandbox.",
+        "profiles, backup manifests and the embedded sandbox, and reads the run history.",
     )
     parser.add_argument("--version", action="version", version=f"opsverify {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _manifest_parser(commands)
     _evidence_parser(commands)
+    _history_parser(commands)
 
     sandbox = commands.add_parser("sandbox", help="the embedded sandbox: real servers on loopback")
     sandbox.add_argument("action", choices=["up", "down", "status"], help="start, stop, or show what runs where")
@@ -134,6 +135,38 @@ def _evidence(args: argparse.Namespace) -> int:
     totals = ", ".join(f"{n} {k}" for k, n in sorted(doc.run.totals.items())) or "no checks"
     print(f"{args.file}: evidence {doc.schema_version} of run {doc.run.id} (profile {doc.run.profile}, "
           f"{doc.run.role}) is valid: {totals}")
+def _history_parser(commands: Any) -> None:
+    history = commands.add_parser(
+        "history", help="the last runs, or one measured value's trend, from the run history",
+        description="Read the history store each pytest run appends to: --store PATH (an SQLite file), else the "
+        "profile's reporting.history (SQLite or PostgreSQL), else reports/history.sqlite. Without --metric: the "
+        "newest runs (start, profile, role, selection, totals, exit status). With --metric NAME (e.g. "
+        "database_size_bytes, backup_size_bytes, restore_rto_seconds, backup_age_seconds): its values over time per "
+        "component, first -> last, and the least-squares change per 30 days.",
+    )
+    history.add_argument("--profile", type=Path, metavar="FILE",
+                         help="read this profile's store and only its runs")
+    history.add_argument("--store", type=Path, metavar="PATH", help="an SQLite history file (overrides the profile's)")
+    history.add_argument("--reports-root", type=Path, metavar="DIR", default=Path("reports"),
+                         help="where the default history.sqlite is (default: reports/)")
+    history.add_argument("--last", type=int, default=20, metavar="N", help="at most N runs, or N points per "
+                         "component (default 20)")
+    history.add_argument("--metric", metavar="NAME", help="show this metric's trend instead of the runs")
+    history.add_argument("--component", metavar="C", help="with --metric: only this component (the check's "
+                         "parameter, e.g. a database name)")
+    history.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _history(args: argparse.Namespace) -> int:
+    from opsverify.profile import load_profile
+    from opsverify.reporting.historyview import Request, show
+
+    if args.component and not args.metric:
+        raise OpsverifyError("--component needs --metric NAME: name the measured value whose trend to show")
+    if args.last < 1:
+        raise OpsverifyError(f"--last {args.last}: give a number of runs of at least 1")
+    loaded = load_profile(args.profile) if args.profile else None
+    print(show(Request(loaded, args.store, args.reports_root, args.last, args.metric, args.component, args.json)))
     return 0
 
 
@@ -223,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _manifest(args)
         elif args.command == "evidence":
             code = _evidence(args)
+        elif args.command == "history":
+            code = _history(args)
         else:
             code = _profile(args) if args.command == "profile" else _sandbox(args)
         sys.stdout.flush()

@@ -162,6 +162,13 @@ class PostgresMaintenance(Model):
     max_table_size: Bytes | None = Field(
         default=None, description="largest allowed table size, indexes and TOAST included (PF-26)"
     )
+    max_growth_percent: float = Field(
+        default=25, ge=0, le=10_000, description="largest growth of the database's size per 30 days, as a share of "
+        "its size at the start of growth_window (least squares over the recorded runs; PF-26, PF-39)",
+    )
+    growth_window: Duration = Field(
+        default=timedelta(days=30), description="how far back the recorded sizes the growth is fitted over reach"
+    )
     table_sizes: dict[str, Bytes] = Field(
         default_factory=dict, description="table name -> its own largest allowed size (overrides max_table_size)"
     )

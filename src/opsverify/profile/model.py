@@ -321,6 +321,11 @@ class BackupSource(Named):
         3, ge=1, le=10_000, description="newest backups fully verified by the daily run (monthly: all)"
     )
     max_shrink_percent: Percent = Field(50, description="newest may be at most this much smaller than the median")
+    max_growth_percent: float = Field(
+        50, ge=0, le=10_000, description="largest growth of the newest backup's size per 30 days, as a share of "
+        "its size at the start of growth_window (least squares over the recorded runs)",
+    )
+    growth_window: Duration = Field(timedelta(days=30), description="how far back the recorded sizes reach")
     tables: list[str] = Field(default_factory=list, description="tables every dump must hold")
     kinds: list[str] = Field(default_factory=list, description="Kubernetes kinds every config export must hold")
     rdb_max_version: int = Field(12, ge=1, le=1000, description="newest RDB version the restore target loads")

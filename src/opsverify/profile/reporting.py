@@ -132,6 +132,7 @@ class HistoryDatabase(Model):
     password: SecretStr | None = None
     password_file: ExistingFile | None = None
     sslmode: str = "prefer"
+    sslrootcert: ExistingFile | None = Field(default=None, description="CA file for sslmode verify-ca/verify-full")
     table_prefix: Name = Field(default="opsverify_", description="prefix of the history tables it creates")
 
     def secret(self) -> str | None:
