@@ -135,6 +135,9 @@ def _evidence(args: argparse.Namespace) -> int:
     totals = ", ".join(f"{n} {k}" for k, n in sorted(doc.run.totals.items())) or "no checks"
     print(f"{args.file}: evidence {doc.schema_version} of run {doc.run.id} (profile {doc.run.profile}, "
           f"{doc.run.role}) is valid: {totals}")
+    return 0
+
+
 def _history_parser(commands: Any) -> None:
     history = commands.add_parser(
         "history", help="the last runs, or one measured value's trend, from the run history",
