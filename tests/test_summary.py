@@ -231,8 +231,8 @@ def test_the_summary_shows_failures_first_and_the_coverage_of_every_procedure(
     assert rows["PF-04"][2] == "verified"
     assert rows["PF-03"][2:] == ["not selected", "4 collected, none in this run"]
     assert rows["PF-H1"][2] == "human"
-    assert rows["PF-02"][2] == "gap"  # no check of the collected files carries it
-    assert rows["OPS-01"] == ["daily", "ping the payments API", "gap", ""]
+    assert rows["PF-02"][2] == "not collected"  # no check of the named files carries it: no gap can be told
+    assert rows["OPS-01"] == ["daily", "ping the payments API", "not collected", ""]
     assert rows["OPS-H1"][2] == "human"
     assert list(rows)[:3] == ["OPS-01", "OPS-02", "OPS-H1"]  # the team's table first
     counts = markdown.split("## Runbook coverage\n\n", 1)[1].splitlines()[0]
@@ -312,7 +312,7 @@ def test_a_teams_own_procedures_show_in_the_matrix(
     inventory.write_text(TEAM_INVENTORY)
     pytester.makepyfile(test_team=TEAM_CHECKS.format(ids='"OPS-01"'))
     report = pytester.path / "report"
-    result = run_team(pytester, team_profile(profile_variant, inventory), f"--report-dir={report}", "test_team.py")
+    result = run_team(pytester, team_profile(profile_variant, inventory), f"--report-dir={report}")  # all of it
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"summary.md*{report / 'summary.md'}", f"summary.html*{report / 'summary.html'}"])
     rows = matrix((report / "summary.md").read_text())
@@ -334,6 +334,7 @@ def test_status_of_a_procedure() -> None:
 
     assert status_of(human, ran("passed"), 1) == "human"
     assert status_of(automatable, [], 0) == "gap"
+    assert status_of(automatable, [], 0, complete=False) == "not collected"
     assert status_of(automatable, [], 3) == "not selected"
     assert status_of(automatable, ran("passed", "broken", "waived"), 3) == "failed"
     assert status_of(automatable, ran("passed", "waived"), 2) == "waived"

@@ -5,7 +5,8 @@ collected checks (node id -> runbook IDs, everything collected before ``-m``/``-
 recorded history of the charted metrics. ``summary.md`` (GitHub-flavoured markdown) and ``summary.html``
 (one self-contained file: inline CSS and SVG, no script, no link) hold the same sections.
 
-A procedure's status: ``human`` (judgement work), ``gap`` (no collected check carries it), ``not selected``
+A procedure's status: ``human`` (judgement work), ``gap`` (no check of the whole suite carries it), ``not collected``
+(no collected check carries it, and the run collected only part of ``checks/``), ``not selected``
 (checks carry it, none ran in this run), ``failed`` (one that ran failed or broke), ``waived`` (one failure is
 waived, none other), ``skipped`` (every one that ran was skipped), ``verified`` (those that ran passed, some
 perhaps skipped).
@@ -25,7 +26,8 @@ from opsverify.reporting.evidence import OUTCOMES, CheckResult, EvidenceDoc
 from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import Inventory, Procedure
 
-STATUSES = ("failed", "waived", "gap", "not selected", "skipped", "verified", "human")  # the order counts show
+# the order counts show
+STATUSES = ("failed", "waived", "gap", "not collected", "not selected", "skipped", "verified", "human")
 CERTIFICATE_WARN_DAYS = 30
 NOT_AFTER = re.compile(r"(\S.*?)=(\d{4}-\d{2}-\d{2})(?=\s|$)")
 Catalogue = Mapping[str, Sequence[str]]  # node id -> runbook IDs of every collected check
@@ -84,13 +86,14 @@ def short(nodeid: str) -> str:
     return nodeid.removeprefix("checks/")
 
 
-def status_of(procedure: Procedure, ran: Sequence[CheckResult], collected: int) -> str:
-    """The procedure's status from the checks that ran for it and how many checks carry it at all."""
+def status_of(procedure: Procedure, ran: Sequence[CheckResult], collected: int, complete: bool = True) -> str:
+    """The procedure's status from the checks that ran for it and how many collected checks carry it; ``complete``:
+    the run collected the whole suite, so a procedure no collected check carries is a gap, not just left out."""
     outcomes = {c.outcome for c in ran}
     if procedure.human:
         return "human"
     if not collected and not ran:
-        return "gap"
+        return "gap" if complete else "not collected"
     if not ran:
         return "not selected"
     if outcomes & {"failed", "broken"}:
@@ -100,13 +103,13 @@ def status_of(procedure: Procedure, ran: Sequence[CheckResult], collected: int) 
     return "skipped" if outcomes == {"skipped"} else "verified"
 
 
-def coverage(inventory: Inventory, doc: EvidenceDoc, catalogue: Catalogue) -> list[Coverage]:
+def coverage(inventory: Inventory, doc: EvidenceDoc, catalogue: Catalogue, complete: bool = True) -> list[Coverage]:
     """Every procedure of the inventory with the checks that ran for it (node id order) and its status."""
     rows = []
     for procedure in inventory.procedures:
         ran = sorted((c for c in doc.checks if procedure.id in c.runbook), key=lambda c: c.nodeid)
         collected = sum(1 for ids in catalogue.values() if procedure.id in ids)
-        rows.append(Coverage(procedure, ran, collected, status_of(procedure, ran, collected)))
+        rows.append(Coverage(procedure, ran, collected, status_of(procedure, ran, collected, complete)))
     return rows
 
 
@@ -200,10 +203,11 @@ def with_this_run(doc: EvidenceDoc, metric: str, recorded: Sequence[Point]) -> l
 
 def build_summary(
     doc: EvidenceDoc, inventory: Inventory | None, catalogue: Catalogue,
-    history: Mapping[str, Sequence[Point]] | None, history_note: str = "",
+    history: Mapping[str, Sequence[Point]] | None, history_note: str = "", complete: bool = True,
 ) -> Summary:
-    """The summary of one run; ``history`` maps each charted metric to its recorded points (``None``: no store)."""
-    rows = coverage(inventory, doc, catalogue) if inventory is not None else []
+    """The summary of one run; ``history`` maps each charted metric to its recorded points (``None``: no store);
+    ``complete``: the run collected the whole suite (``checks/``), so uncovered procedures are gaps."""
+    rows = coverage(inventory, doc, catalogue, complete) if inventory is not None else []
     charts = [(c, chart_svg(c, with_this_run(doc, c.metric, (history or {}).get(c.metric, ())))) for c in CHARTS]
     return Summary(doc, inventory, rows, notices(doc), objectives(doc), [(c, s) for c, s in charts if s],
                    history_note)

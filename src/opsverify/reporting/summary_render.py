@@ -112,7 +112,7 @@ table{border-collapse:collapse;margin:.4em 0 1em}th,td{border:1px solid #d8dde6;
 vertical-align:top;text-align:left}th{background:#eef1f6}td ul{margin:0;padding-left:1.1em}
 .status,.outcome{font-weight:600;white-space:nowrap}
 .st-verified,.oc-passed{color:#17612c}.st-failed,.oc-failed,.oc-broken{color:#b3261e}
-.st-waived,.oc-waived{color:#8a5a00}.st-gap{color:#fff;background:#b3261e}.st-not-selected,.st-skipped,
+.st-waived,.oc-waived{color:#8a5a00}.st-gap{color:#fff;background:#b3261e}.st-not-selected,.st-not-collected,.st-skipped,
 .oc-skipped{color:#5b6270}.st-human{color:#3d4aa8}
 tr.row-failed{background:#fdecea}tr.row-gap{background:#fff4f2}
 .matrix td:first-child{white-space:nowrap}.counts span{margin-right:1em}
