@@ -120,6 +120,12 @@ class Reporting(Model):
         "the check verifies |; the summary's coverage matrix is read from it (default: the runbooks/INVENTORY.md "
         "shipped with opsverify)",
     )
+    runbook_url: str | None = Field(
+        default=None,
+        description="the link each check's Allure result carries per runbook procedure it verifies: a URL with "
+        "{id}, e.g. https://git.example.com/ops/runbooks/-/blob/main/INVENTORY.md#{id} (default: the inventory "
+        "file's file:// URL with #{id})",
+    )
     history: History = History()
     textfile: Path | None = Field(
         default=None, description="write the run's metrics here for node-exporter's textfile collector (a .prom file)"
@@ -129,6 +135,20 @@ class Reporting(Model):
     waiver_max_ahead: Duration = Field(
         default=timedelta(days=90), description="a waiver may expire at most this far after the day of the run"
     )
+
+    @field_validator("runbook_url")
+    @classmethod
+    def _runbook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "{id}" not in value:
+            raise ValueError(f"{value!r} has no {{id}}: write where a procedure's ID goes, e.g. …/INVENTORY.md#{{id}}")
+        try:
+            value.format(id="PF-01")
+        except (KeyError, IndexError, ValueError):
+            problem = f"{value!r}: only {{id}} may stand in braces (write a literal brace as {{{{ or }}}})"
+            raise ValueError(problem) from None
+        return value
 
     @field_validator("textfile")
     @classmethod
