@@ -89,3 +89,94 @@ def test_a_runbook_url_without_its_id_is_refused() -> None:
         "Value error, 'https://wiki/{space}/{id}': only {id} may stand in braces (write a literal brace as {{ or }})"
     )
     assert Reporting(runbook_url="https://wiki/{{x}}/{id}").runbook_url == "https://wiki/{{x}}/{id}"
+
+
+def embedded_test_cases(report: Path) -> dict[str, dict[str, Any]]:
+    """The test cases the single-file Allure report embeds (``d('data/test-cases/….json', '<base64>')``)."""
+    import base64
+    import re
+
+    blobs = re.findall(r"d\('data/test-cases/[^']+',\s*'([^']*)'\)", report.read_text())
+    cases = [json.loads(base64.b64decode(blob)) for blob in blobs]
+    return {case["name"]: case for case in cases}
+
+
+def test_make_report_renders_a_real_run_into_one_offline_html_file(
+    run_checks: Callable[..., Any], sandbox_profile: Path
+) -> None:
+    import re
+    import subprocess
+
+    run = run_checks(sandbox_profile, "health/test_http_health.py", extra=("-k", "latency_budget or 2xx"))
+    assert run.result.ret == 0, run.result.stdout.str()
+    done = subprocess.run(["make", "-s", "report", f"RUN={run.report_dir}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    report = run.report_dir / "allure-report.html"
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"allure report: {report}\n", "")
+    assert [p.name for p in run.report_dir.glob("allure-report*")] == ["allure-report.html"]  # one file, no folder
+    text = report.read_text()
+    assert re.findall(r'<(?:script|link|img|iframe)[^>]+(?:src|href)="(?!data:)[^"]*"', text) == []
+    assert re.findall(r"https?://", text) == []  # not even Allure's analytics script
+    cases = embedded_test_cases(report)
+    names = {name.split("::")[1] for name in run.checks}
+    assert set(cases) == names
+    assert len(names) == 4
+    case = cases["test_health_answers_within_latency_budget[photonic-foundry]"]
+    inventory = (ROOT / "runbooks" / "INVENTORY.md").resolve().as_uri()
+    assert sorted(link["url"] for link in case["links"]) == [f"{inventory}#PF-01", f"{inventory}#QP-01"]
+    assert {p["name"]: p["value"] for p in case["parameters"]}["budget"] == "'500ms'"
+    assert case["status"] == "passed"
+
+
+def bare_checkout(tmp_path: Path, with_allure: bool) -> tuple[Path, dict[str, str]]:
+    """A checkout holding only scripts/report.sh (and, ``with_allure``, this one's .tools/), and an environment whose
+    PATH has the few commands the script uses, neither ``allure`` nor ``java``."""
+    import os
+    import shutil
+
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "report.sh", checkout / "scripts" / "report.sh")
+    if with_allure:
+        (checkout / ".tools").symlink_to(ROOT / ".tools")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in ("bash", "dirname", "readlink", "ls", "grep", "tail", "mktemp", "mv", "rm", "timeout"):
+        found = shutil.which(command)
+        assert found is not None, command
+        (bin_dir / command).symlink_to(found)
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    return checkout, {**env, "PATH": str(bin_dir)}
+
+
+def run_report(checkout: Path, env: dict[str, str], run: Path) -> tuple[int, str, str]:
+    import subprocess
+
+    done = subprocess.run(["bash", str(checkout / "scripts" / "report.sh"), str(run)], cwd=checkout, env=env,
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_make_report_says_how_to_get_allure_and_java_when_they_are_missing(tmp_path: Path) -> None:
+    run = tmp_path / "reports" / "20261130T010203Z"
+    (run / "allure-results").mkdir(parents=True)
+    (run / "allure-results" / "x-result.json").write_text("{}")
+    checkout, env = bare_checkout(tmp_path, with_allure=False)
+    assert run_report(checkout, env, run) == (2, "", (
+        "make report: the Allure command line is not installed: npm install --prefix .tools allure-commandline\n"
+        "make report: Allure needs Java, which is not installed: apt-get install default-jre-headless\n"
+    ))
+    checkout, env = bare_checkout(tmp_path / "with-allure", with_allure=True)
+    assert run_report(checkout, env, run) == (
+        2, "", "make report: Allure needs Java, which is not installed: apt-get install default-jre-headless\n"
+    )
+
+
+def test_make_report_without_results_names_the_folder_and_make_demo(tmp_path: Path) -> None:
+    checkout, env = bare_checkout(tmp_path, with_allure=True)
+    for run in (tmp_path / "reports" / "latest", tmp_path / "empty"):
+        (tmp_path / "empty" / "allure-results").mkdir(parents=True, exist_ok=True)
+        assert run_report(checkout, env, run) == (1, "", (
+            f"make report: no Allure results in {run}/allure-results: run the checks first (make demo), or name a "
+            "run: make report RUN=reports/<run>\n"
+        ))
