@@ -1,7 +1,7 @@
 """The sandbox's disaster-recovery document (QP-16): ``<state>/docs/disaster-recovery.md``, reviewed "today".
 
-``up`` writes it afresh each time, its ``Last reviewed:`` line dated the day of the ``up``, as a team commits its
-document after each quarterly review; the profile declares it as ``dr_document``.
+``up`` writes it afresh (when the day changed), its ``Last reviewed:`` line dated the day of the ``up``, as a team
+commits its document after each quarterly review; the profile declares it as ``dr_document``.
 """
 
 from __future__ import annotations
@@ -42,5 +42,9 @@ def write_dr_document(layout: Layout, now: datetime | None = None) -> Path:
     path = dr_document(layout)
     path.parent.mkdir(parents=True, exist_ok=True)
     day = (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
-    path.write_text(TEXT.format(day=day))
+    text = TEXT.format(day=day)
+    if not path.is_file() or path.read_text() != text:  # a check reading it meanwhile sees the old or the new one
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
     return path
