@@ -44,3 +44,7 @@ sandbox-down:
 
 clean: sandbox-down
 	rm -rf $(VENV) reports/2* reports/latest
+
+.PHONY: report
+report:  ## render the newest run's allure-results (or RUN=reports/<run>) into <run>/allure-report.html
+	@bash scripts/report.sh $(RUN)

@@ -43,6 +43,7 @@ KEYWORDS = {
     "logs": r"\blogs?\b|log rotation",  # log directories, archives, error lines (lifecycle)
     "audit-logs": r"audit logs",
     "tmpfiles": r"/tmp\b",
+    "document": r"\bDR document",  # the disaster-recovery document (QP-16)
 }
 ANY_KIND = frozenset({"PF-10", "PF-14", "PF-46", "PF-47"})  # every backup kind; every component's RTO/RPO; full system
 ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the parameter itself has none
@@ -75,6 +76,7 @@ ARGUMENT_KINDS = {  # parametrized argument -> component kind, where the paramet
     "error_log": "logs",
     "tmp_files": "tmpfiles",
 }
+CHECK_KINDS = {"test_dr_document_was_reviewed_within_max_age": "document"}  # unparametrized checks, by name
 NO_PROCEDURE = {"backup_directory"}  # arguments of checks no runbook procedure asks for (strays in a backup dir)
 NO_PROCEDURE |= {"secured_redis"}  # Redis hardening rules: PF-13 reviews allow-lists (RBAC, superusers), not these
 NO_PROCEDURE |= {  # checks (by name) no runbook procedure asks for: host hardening rules (Lynis/CIS items)
@@ -142,6 +144,8 @@ def component_kind(check: dict[str, Any]) -> str:
     """The check's parameter kind (backup source, drill), else its component by the parametrized argument."""
     if check["kind"]:
         return str(check["kind"])
+    if (name := check["id"].partition("::")[2].partition("[")[0]) in CHECK_KINDS:
+        return CHECK_KINDS[name]
     kinds = {ARGUMENT_KINDS[a] for a in check["arguments"] if a in ARGUMENT_KINDS}
     assert len(kinds) == 1, f"{check['id']}: cannot tell its component kind from {check['arguments']}"
     return kinds.pop()
@@ -205,6 +209,7 @@ def test_every_check_carries_only_procedures_of_its_component_kind(collected: di
         "bandit", "lockfile",  # the sandbox's scanner evidence (no trivy, pip-audit or safety report offline)
         "k8s-workload", "k8s-access", "tls",
         "logs", "audit-logs", "tmpfiles",  # the maintenance fixtures' log directories and temporary files
+        "document",  # the DR document (QP-16)
     }, (
         "sandbox lacks a kind"
     )

@@ -207,6 +207,12 @@ class Reporting(Model):
         "shipped with opsverify), shown before the shipped one, which is read too (the suite's own checks carry its "
         "PF/QP IDs); a team's checks may carry only IDs one of them lists",
     )
+    runbook_url: str | None = Field(
+        default=None,
+        description="the link each check's Allure result carries per runbook procedure it verifies: a URL with "
+        "{id}, e.g. https://git.example.com/ops/runbooks/-/blob/main/INVENTORY.md#{id} (default: the inventory "
+        "file's file:// URL with #{id})",
+    )
     history: History = History()
     textfile: Path | None = Field(
         default=None, description="write the run's metrics here for node-exporter's textfile collector (a .prom file)"
@@ -216,6 +222,20 @@ class Reporting(Model):
     waiver_max_ahead: Duration = Field(
         default=timedelta(days=90), description="a waiver may expire at most this far after the day of the run"
     )
+
+    @field_validator("runbook_url")
+    @classmethod
+    def _runbook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "{id}" not in value:
+            raise ValueError(f"{value!r} has no {{id}}: write where a procedure's ID goes, e.g. …/INVENTORY.md#{{id}}")
+        try:
+            value.format(id="PF-01")
+        except (KeyError, IndexError, ValueError):
+            problem = f"{value!r}: only {{id}} may stand in braces (write a literal brace as {{{{ or }}}})"
+            raise ValueError(problem) from None
+        return value
 
     @field_validator("textfile")
     @classmethod

@@ -25,6 +25,7 @@ from opsverify.localserver.redis import RedisServer, read_pid, start_redis
 from opsverify.sandbox import apps, scheduler, upkeep
 from opsverify.sandbox.appfiles import create_app_files
 from opsverify.sandbox.backups import make_backups
+from opsverify.sandbox.drdocument import write_dr_document
 from opsverify.sandbox.hostsecurity import secure_app_files
 from opsverify.sandbox.logfiles import create_lifecycle_files
 from opsverify.sandbox.manifests import write_manifests
@@ -181,6 +182,7 @@ def up(state_dir: Path) -> SandboxStatus:
     else:
         _restart(layout, state)
     write_manifests(layout)  # the Kubernetes manifests the security checks read (kubernetes.manifests)
+    write_dr_document(layout)  # QP-16: the DR document, reviewed today
     return status(layout.root)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from opsverify.sandbox.backups import DAY, SERIES
+from opsverify.sandbox.drdocument import dr_document
 from opsverify.sandbox.hostsecurity import host_security
 from opsverify.sandbox.lifecycle import lifecycle_section
 from opsverify.sandbox.manifests import manifests_dir
@@ -204,6 +205,7 @@ def profile_data(layout: Layout, ports: dict[str, int]) -> dict[str, Any]:
         },
         "tls": tls_section(layout),
         "lifecycle": lifecycle_section(layout),
+        "dr_document": {"file": str(dr_document(layout).resolve())},  # QP-16: written by `up` (sandbox/drdocument.py)
     }
 
 
