@@ -268,6 +268,16 @@ def test_a_glob_waives_every_check_it_matches_and_an_unmatched_waiver_is_a_warni
     assert section(run.result.stdout.str())[-1] == f"waiver for {elsewhere} (OPS-7) matched no check in this run"
 
 
+def test_a_waiver_of_a_check_this_selection_left_out_is_no_warning(run_checks: Run, profile_variant: Variant) -> None:
+    """A weekly check's waiver in a `-m daily` run: the check was collected, then deselected; nothing to warn about."""
+    left_out = f"checks/{HTTP}::test_health_answers_within_latency_budget[*]"
+    run = run_checks(profile_variant(healthy(waiver(left_out))), HTTP, extra=("-k", "not latency"))
+    assert run.result.ret == 0, run.result.stdout.str()
+    assert not any("latency" in t for t in run.checks)
+    assert run.evidence["waivers"] == []
+    assert "matched no check" not in run.result.stdout.str()
+
+
 def test_under_xdist_each_waived_check_is_reported_once_and_the_unmatched_warning_once(
     run_checks: Run, profile_variant: Variant
 ) -> None:
