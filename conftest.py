@@ -23,8 +23,8 @@ pytest_plugins = [
     "fixtures.markers",
     "fixtures.waivers",
     "fixtures.reporting",
+    "fixtures.history",  # before fixtures.summary, which imports it
     "fixtures.monitoring",
     "fixtures.summary",
-    "fixtures.history",
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

@@ -19,7 +19,7 @@ def allure_results(report_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def parameters(result: dict[str, Any]) -> dict[str, str]:
-    """An Allure result's parameters, their values as written (allure-pytest quotes strings: ``'1h'``)."""
+    """An Allure result's parameters, their values as written (the recorded text: ``1h``)."""
     return {p["name"]: p["value"] for p in result["parameters"]}
 
 
@@ -39,9 +39,9 @@ def test_allure_links_each_runbook_id_to_the_profile_template_and_shows_measured
         expected = [{"type": "link", "name": i, "url": template.format(id=i)} for i in check["runbook"]]
         assert sorted(result["links"], key=lambda link: link["name"]) == expected
         shown = parameters(result)
-        assert {k: shown[k] for k in check["measured"]} == {k: f"'{v}'" for k, v in check["measured"].items()}
-        assert {k: shown[k] for k in check["thresholds"]} == {k: f"'{v}'" for k, v in check["thresholds"].items()}
-        assert {k: float(shown[k].strip("'")) for k in check["metrics"]} == check["metrics"]
+        assert {k: shown[k] for k in check["measured"]} == check["measured"]  # the text, not a repr
+        assert {k: shown[k] for k in check["thresholds"]} == check["thresholds"]
+        assert {k: float(shown[k]) for k in check["metrics"]} == check["metrics"]
         assert set(check["metrics"]) == {"backup_age_seconds", "backup_rpo_seconds"}
         assert check["thresholds"]["rpo"] == "1d"
         checked += 1
@@ -67,8 +67,23 @@ def test_allure_links_default_to_the_inventory_file(
             {"type": "link", "name": "PF-01", "url": f"{inventory}#PF-01"},
             {"type": "link", "name": "QP-01", "url": f"{inventory}#QP-01"},
         ], name
-        assert parameters(result)["budget"] == "'500ms'"
-        assert parameters(result)["latency"].startswith("'")
+        assert parameters(result)["budget"] == "500ms"
+        assert not parameters(result)["latency"].startswith("'")
+
+
+def test_with_a_teams_own_inventory_the_shipped_ids_still_link_to_the_shipped_table(
+    run_checks: Callable[..., Any], profile_variant: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A team's table lists its own procedures: a PF/QP ID links to runbooks/INVENTORY.md, where it is listed."""
+    team = tmp_path / "RUNBOOK.md"
+    team.write_text("## Payments\n\n| ID | cadence | procedure | the check verifies |\n|---|---|---|---|\n"
+                    "| OPS-01 | daily | ping the payments API | answers |\n")
+    run = run_checks(profile_variant(lambda d: d.setdefault("reporting", {}).update(inventory=str(team))),
+                     "health/test_http_health.py", extra=("-k", "latency_budget"))
+    assert run.result.ret == 0, run.result.stdout.str()
+    shipped = (ROOT / "runbooks" / "INVENTORY.md").resolve().as_uri()
+    for name, result in allure_results(run.report_dir).items():
+        assert {link["url"] for link in result["links"]} == {f"{shipped}#PF-01", f"{shipped}#QP-01"}, name
 
 
 def test_a_runbook_url_without_its_id_is_refused() -> None:
@@ -124,7 +139,7 @@ def test_make_report_renders_a_real_run_into_one_offline_html_file(
     case = cases["test_health_answers_within_latency_budget[photonic-foundry]"]
     inventory = (ROOT / "runbooks" / "INVENTORY.md").resolve().as_uri()
     assert sorted(link["url"] for link in case["links"]) == [f"{inventory}#PF-01", f"{inventory}#QP-01"]
-    assert {p["name"]: p["value"] for p in case["parameters"]}["budget"] == "'500ms'"
+    assert {p["name"]: p["value"] for p in case["parameters"]}["budget"] == "500ms"
     assert case["status"] == "passed"
 
 

@@ -232,3 +232,22 @@ def test_no_planted_secret_reaches_any_report_or_output(
         assert secret not in output, f"a planted secret appears in the output: {secret}"
         for path in files:
             assert secret not in path.read_text(errors="replace"), f"a planted secret appears in {path}"
+
+
+def test_profile_check_reads_the_declared_inventory_as_a_run_would(
+    profile_variant: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A malformed team table stops every pytest run at the start: `profile check` says so first, in one line."""
+    table = tmp_path / "RUNBOOK.md"
+    table.write_text("## Payments\n\n| ID | cadence | procedure | the check verifies |\n|---|---|---|---|\n"
+                     "| OPS-01 | daily | ping the payments API | answers | extra |\n")
+    profile = profile_variant(lambda d: d.setdefault("reporting", {}).update(inventory=str(table)))
+    refused = opsverify("profile", "check", str(profile))
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"opsverify: profile {profile} is not valid: reporting.inventory: {table}:5: the row has 5 columns, its "
+        "table's header 4: give it 4 cells (write a | inside a cell as \\|)"
+    ]
+    table.write_text("## Payments\n\n| ID | cadence | procedure | the check verifies |\n|---|---|---|---|\n"
+                     "| OPS-01 | daily | ping the payments API | answers |\n")
+    assert opsverify("profile", "check", str(profile)).returncode == 0

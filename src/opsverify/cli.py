@@ -212,6 +212,14 @@ def _profile(args: argparse.Namespace) -> int:
         one = f"opsverify: profile {err.source} is not valid: {err.problems[0]}" if len(err.problems) == 1 else None
         print(one or err, file=sys.stderr)
         return 1
+    if loaded.reporting.inventory is not None:  # a pytest run would stop on it at the start: say so now
+        from opsverify.reporting.inventory import InventoryError, load_inventory
+
+        try:
+            load_inventory([loaded.reporting.inventory])
+        except InventoryError as err:
+            print(f"opsverify: profile {args.file} is not valid: reporting.inventory: {err}", file=sys.stderr)
+            return 1
     counts = ", ".join(
         f"{len(getattr(loaded, s))} {s}" for s in ("services", "databases", "redis", "dependencies", "hosts", "backups")
     )
