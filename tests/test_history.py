@@ -260,6 +260,11 @@ def test_history_command_lists_runs_and_a_metric_trend(tmp_path: Path) -> None:
     assert [p["run"] for p in parsed["photonic_foundry"]["points"]] == ["run0", "run1", "run2", "run3"]
     none = opsverify("history", "--store", str(store_file), "--metric", "backup_size_bytes")
     assert none.stdout == f"no values of backup_size_bytes recorded in {store_file}\n"
+    short = opsverify("history", "--store", str(store_file), "--metric", "database_size_bytes", "--last", "2")
+    assert short.stdout.splitlines()[0] == (
+        f"database_size_bytes of photonic_foundry: 2 point(s), {stamp(days[2])} → {stamp(days[3])}: 1.2 GiB → 1.3 GiB; "
+        "too few values for a rate (one needs 3 over at least 7d)"
+    )
 
 
 def test_history_command_names_a_missing_store(tmp_path: Path) -> None:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from opsverify.durations import format_duration
 from opsverify.errors import OpsverifyError
 from opsverify.profile import Profile
 from opsverify.profile.reporting import History
 from opsverify.reporting.evidence import OUTCOMES
 from opsverify.reporting.history import HistoryStore, Point, RunRow, default_sqlite, open_history
-from opsverify.reporting.trend import Sample, fit
+from opsverify.reporting.trend import MIN_POINTS, MIN_SPAN, Sample, fit, rate_worthy
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def _trends(metric: str, points: list[Point], where: str, request: Request) -> s
 
 
 def _trend_json(metric: str, points: list[Point]) -> dict[str, object]:
-    trend = fit([Sample(p.time, p.value) for p in points])
+    samples = [Sample(p.time, p.value) for p in points]
+    trend = fit(samples) if rate_worthy(samples) else None
     return {"points": [{"run": p.run_id, "time": p.time.isoformat(), "value": p.value, "check": p.nodeid}
                        for p in points],
             "change_per_30d": trend.change_per() if trend else None,
@@ -124,8 +126,11 @@ def _trend_text(metric: str, component: str, points: list[Point]) -> str:
     first, last = points[0], points[-1]
     head = (f"{metric} of {component}: {len(points)} point(s), {_stamp(first.time)} → {_stamp(last.time)}: "
             f"{value_text(metric, first.value)} → {value_text(metric, last.value)}")
-    trend = fit([Sample(p.time, p.value) for p in points])
-    if trend is not None:
+    samples = [Sample(p.time, p.value) for p in points]
+    trend = fit(samples) if rate_worthy(samples) else None
+    if trend is None:
+        head += f"; too few values for a rate (one needs {MIN_POINTS} over at least {format_duration(MIN_SPAN)})"
+    else:
         change = trend.change_per()
         percent = trend.percent_per()
         sign = "+" if change >= 0 else "-"

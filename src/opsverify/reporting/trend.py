@@ -52,6 +52,16 @@ class Trend:
         return self.start_value + self.slope_per_day * (moment - self.first.time).total_seconds() / DAY_S
 
 
+MIN_POINTS = 3  # a rate is told from at least this many values …
+MIN_SPAN = timedelta(days=7)  # … spread over at least this long (two runs a minute apart tell no monthly rate)
+
+
+def rate_worthy(samples: Sequence[Sample]) -> bool:
+    """Enough values over a long enough span for a change per 30 days to mean something."""
+    times = sorted(s.time for s in samples)
+    return len(times) >= MIN_POINTS and times[-1] - times[0] >= MIN_SPAN
+
+
 def fit(samples: Sequence[Sample]) -> Trend | None:
     """The trend of ``samples`` (sorted here), or None with fewer than two distinct times."""
     ordered = tuple(sorted(samples, key=lambda s: s.time))
