@@ -62,6 +62,8 @@ def test_a_real_run_under_xdist_follows_the_schema_once_per_check(run_checks: Ru
     validated = opsverify("evidence", "validate", str(run.report_dir / "evidence.json"))
     assert validated.returncode == 0, validated.stderr
     assert validated.stdout.startswith(f"{run.report_dir / 'evidence.json'}: evidence 1.0 of run ")
+    folder = opsverify("evidence", "validate", str(run.report_dir))  # reports/latest works as well
+    assert folder.stdout == validated.stdout
 
 
 def test_a_file_of_another_format_is_refused_in_one_sentence(tmp_path: Path) -> None:

@@ -377,3 +377,11 @@ def test_a_20000_source_profile_loads(tmp_path: Path) -> None:
     assert problems(broken) == [
         f"drills[1999].backup (line 202006): backup 'nope' is not declared (known: [{first}, … (20000 declared)])"
     ]
+
+
+def test_an_impossible_date_names_the_fix(tmp_path: Path) -> None:
+    """A waiver's ``expires: 2026-02-30``: the YAML reader refuses the date; the problem says how to write one."""
+    path = write(tmp_path, "name: p\nwaivers:\n  - check: checks/health/test_http_health.py::test_x\n"
+                           "    reason: r\n    owner: o\n    ticket: T-1\n    expires: 2026-02-30\n")
+    assert problems(path) == ["waivers[0].expires (line 7): '2026-02-30' is not a valid timestamp: write a real date "
+                              "as YYYY-MM-DD (the day exists in that month)"]

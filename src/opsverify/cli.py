@@ -117,7 +117,8 @@ def _evidence_parser(commands: Any) -> None:
     )
     actions = evidence.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("schema", help="print the JSON Schema of evidence.json")
-    validate = actions.add_parser("validate", help="check FILE against the schema; print its run and totals")
+    validate = actions.add_parser("validate", help="check FILE (an evidence.json, or a run folder holding one) "
+                                  "against the schema; print its run and totals")
     validate.add_argument("file", type=Path, metavar="FILE")
 
 
@@ -127,13 +128,14 @@ def _evidence(args: argparse.Namespace) -> int:
     if args.action == "schema":
         print(json.dumps(evidence_schema(), indent=2))
         return 0
+    path = args.file / "evidence.json" if args.file.is_dir() else args.file  # reports/latest, a run folder
     try:
-        doc = read_evidence(args.file)
+        doc = read_evidence(path)
     except EvidenceFormatError as err:
         print(f"opsverify: {err}", file=sys.stderr)
         return 1
     totals = ", ".join(f"{n} {k}" for k, n in sorted(doc.run.totals.items())) or "no checks"
-    print(f"{args.file}: evidence {doc.schema_version} of run {doc.run.id} (profile {doc.run.profile}, "
+    print(f"{path}: evidence {doc.schema_version} of run {doc.run.id} (profile {doc.run.profile}, "
           f"{doc.run.role}) is valid: {totals}")
     return 0
 

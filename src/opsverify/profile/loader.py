@@ -270,7 +270,9 @@ class _Builder:
         try:
             constructed = self.loader.yaml_constructors[tag](self.loader, node)
         except (ValueError, OverflowError, yaml.YAMLError):
-            self.problems.append((self._child_path(), f"{value[:40]!r} is not a valid {tag.removeprefix(_TAG)}"))
+            kind = tag.removeprefix(_TAG)
+            fix = ": write a real date as YYYY-MM-DD (the day exists in that month)" if kind == "timestamp" else ""
+            self.problems.append((self._child_path(), f"{value[:40]!r} is not a valid {kind}{fix}"))
             return None
         if type(constructed) is int and abs(constructed) >= 10**MAX_INT_DIGITS:
             self.problems.append((self._child_path(), "the integer is out of range"))
