@@ -476,3 +476,16 @@ def test_history_command_reads_the_profiles_postgres_store(
         "STARTED            PROFILE  ROLE     SELECTION  TOTALS    EXIT",
         f"{stamp(started)}  sandbox  staging  (all)      1 passed  0",
     ]
+
+
+def test_a_store_that_is_no_sqlite_file_names_its_own_fix(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_text("not a database at all, just text " * 200)
+    with pytest.raises(HistoryError) as refused:
+        open_history(History(sqlite=garbage), tmp_path, 5.0)
+    assert str(refused.value) == (f"{garbage}: file is not a database; fix: it is some other file: name a new file "
+                                  "in reporting.history.sqlite (or move this one away)")
+    folder = opsverify("history", "--store", str(tmp_path))
+    assert (folder.returncode, folder.stdout) == (1, "")
+    assert folder.stderr == (f"opsverify: the history store {tmp_path} is a directory: name the SQLite file (e.g. "
+                             f"{tmp_path / 'history.sqlite'}) with --store or in reporting.history.sqlite\n")

@@ -261,8 +261,13 @@ class SqliteHistory(_SqlStore):
     def _error(self, err: BaseException) -> HistoryError:
         reason = f"took longer than its {self.timeout_s:g} s timeout" if "interrupted" in str(err) else (
             str(err) or type(err).__name__)
-        return HistoryError(self.where, reason, "make the file and its folder writable by this user, or name "
-                            "another file in reporting.history.sqlite")
+        if isinstance(err, sqlite3.DatabaseError) and "not a database" in str(err):
+            fix = "it is some other file: name a new file in reporting.history.sqlite (or move this one away)"
+        elif Path(self.where).is_dir():
+            fix = "it is a directory: name a file in it, e.g. history.sqlite, in reporting.history.sqlite"
+        else:
+            fix = "make the file and its folder writable by this user, or name another file in reporting.history.sqlite"
+        return HistoryError(self.where, reason, fix)
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         self.deadline = time.monotonic() + self.timeout_s

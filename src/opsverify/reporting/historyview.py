@@ -38,6 +38,9 @@ def open_for_reading(request: Request) -> HistoryStore:
         declared = History(sqlite=request.store)
     if declared.postgres is None:
         path = declared.sqlite or default_sqlite(request.reports_root)
+        if path.is_dir():
+            raise OpsverifyError(f"the history store {path} is a directory: name the SQLite file (e.g. "
+                                 f"{path / 'history.sqlite'}) with --store or in reporting.history.sqlite")
         if not path.is_file():
             raise OpsverifyError(f"no history store at {path}: a pytest run of the checks creates it (run pytest "
                                  "once, e.g. `pytest -m daily --profile=FILE`), or name one with --store PATH")
