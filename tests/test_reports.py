@@ -107,7 +107,7 @@ def test_bad_profile_stops_the_run_with_one_clear_error(pytester: pytest.Pyteste
     bad.write_text("name: broken\nservices:\n  - name: api\n    url: nowhere\n")
     result = pytester.runpytest_subprocess(
         str(ROOT / "checks"), "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), "--profile", str(bad),
-        "--no-reports", timeout=60,
+        "--no-reports", timeout=180,
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: profile * is not valid (1 problem(s)):"])
@@ -118,7 +118,7 @@ def test_bad_profile_stops_the_run_with_one_clear_error(pytester: pytest.Pyteste
 def test_missing_profile_names_the_fix(pytester: pytest.Pytester, tmp_path: Path) -> None:
     result = pytester.runpytest_subprocess(
         str(ROOT / "checks"), "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
-        "--profile", str(tmp_path / "absent.yaml"), "--no-reports", timeout=60,
+        "--profile", str(tmp_path / "absent.yaml"), "--no-reports", timeout=180,
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: no profile at *absent.yaml (named by --profile): the file does not exist*"])
