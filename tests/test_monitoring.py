@@ -429,6 +429,48 @@ def test_tls_targets_are_verified_against_the_declared_ca_file(receiver: Any, pu
                                                                  profile="qp")] == 0.0
 
 
+# --- the README's example, as YAML text ----------------------------------------------------------------------------
+
+def readme_reporting_example() -> str:
+    """The ``reporting:`` YAML block of README "Monitoring output", as written there."""
+    section = (ROOT / "README.md").read_text().split("## Monitoring output", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("reporting:\n")
+    return block
+
+
+def test_the_readme_reporting_example_loads_with_its_unquoted_on_key(tmp_path: Path) -> None:
+    from opsverify.errors import ProfileError
+    from opsverify.profile.loader import load_profile, profile_schema
+
+    block = readme_reporting_example()
+    assert "\n    on: failure" in block  # YAML 1.1 reads this unquoted key as the boolean true
+    (tmp_path / "ca.pem").write_text(create_tls(tmp_path / "tls").ca.read_text())
+    text = "name: demo\n" + block.replace("/etc/ssl/internal-ca.pem", str(tmp_path / "ca.pem"))
+    (tmp_path / "p.yaml").write_text(text)
+    environ = {"PUSHGATEWAY_PASSWORD": "planted-pg-password", "WEBHOOK_TOKEN": "planted-hook-token"}
+    hook = load_profile(tmp_path / "p.yaml", environ=environ).reporting.webhook
+    assert hook is not None
+    assert (hook.url, hook.on, hook.retries, hook.secret()) == (
+        "https://hooks.example.com/opsverify", "failure", 3, "planted-hook-token")
+    (tmp_path / "always.yaml").write_text(text.replace("on: failure", "on: always"))
+    always = load_profile(tmp_path / "always.yaml", environ=environ).reporting.webhook
+    assert always is not None
+    assert always.on == "always"
+    (tmp_path / "bad.yaml").write_text(text.replace("on: failure", "on: sometimes"))
+    with pytest.raises(ProfileError) as refused:
+        load_profile(tmp_path / "bad.yaml", environ=environ)
+    assert "reporting.webhook.on (line 11): Input should be 'failure' or 'always'" in str(refused.value)
+    assert "on" in profile_schema()["$defs"]["Webhook"]["properties"]
+
+    checked = subprocess.run([str(ROOT / ".venv" / "bin" / "opsverify"), "profile", "check", str(tmp_path / "p.yaml")],
+                             capture_output=True, text=True, timeout=60, check=False,
+                             env={"PATH": "/usr/bin:/bin", **environ})
+    assert (checked.returncode, checked.stderr) == (0, "")
+    assert checked.stdout == (f"{tmp_path / 'p.yaml'}: profile demo (staging) is valid: 0 services, 0 databases, "
+                              "0 redis, 0 dependencies, 0 hosts, 0 backups\n")
+
+
 # --- the example alert rules ---------------------------------------------------------------------------------------
 
 ALERTS = ROOT / "examples" / "alerts"

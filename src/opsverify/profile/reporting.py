@@ -190,6 +190,14 @@ class Webhook(Model):
     token: SecretStr | None = Field(default=None, description="sent as `Authorization: Bearer …`: ${VAR} only")
     token_file: ExistingFile | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on:`` key as the boolean true: take that key as ``on``."""
+        if isinstance(data, Mapping) and True in data and "on" not in data:
+            return {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
     def secret(self) -> str | None:
         """The bearer token, from the environment or its file."""
         return read_secret(self.token, self.token_file)
