@@ -223,7 +223,11 @@ class Reporting(Model):
     )
     history: History = History()
     textfile: Path | None = Field(
-        default=None, description="write the run's metrics here for node-exporter's textfile collector (a .prom file)"
+        default=None,
+        description="write the run's metrics here for node-exporter's textfile collector (a .prom file); "
+        "{selection} in it stands for the run's -m selection (daily, weekly, daily_or_dr; all without -m), e.g. "
+        "/var/lib/node_exporter/textfile/opsverify-{selection}.prom: recommended, since without it each run "
+        "overwrites the one file (a -m weekly run replaces the daily run's failures)",
     )
     pushgateway: Pushgateway | None = None
     webhook: Webhook | None = None
@@ -250,6 +254,12 @@ class Reporting(Model):
     def _prom(cls, value: Path | None) -> Path | None:
         if value is not None and value.suffix != ".prom":
             raise ValueError(f"{value}: node-exporter's textfile collector reads only *.prom files")
+        if value is not None:
+            try:
+                str(value).format(selection="daily")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(f"{value}: only {{selection}} may stand in braces (write a literal brace as {{{{ or "
+                                 "}}}})") from None
         return value
 
 
