@@ -23,8 +23,8 @@ pytest_plugins = [
     "fixtures.markers",
     "fixtures.waivers",
     "fixtures.reporting",
-    "fixtures.monitoring",
     "fixtures.summary",
     "fixtures.history",
+    "fixtures.monitoring",  # its run_finished hook wraps theirs: it publishes after the summary is written
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

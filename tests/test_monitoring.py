@@ -172,6 +172,7 @@ class Receiver:
     def __init__(self, statuses: list[int] | None = None, upstream: str | None = None,
                  tls: TlsFiles | None = None) -> None:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.present: list[dict[str, bool]] = []  # per POSTed run outcome: each listed report's file exists now
         self.statuses = list(statuses or [])
         self.upstream = upstream
         receiver = self
@@ -180,6 +181,7 @@ class Receiver:
             def handle_one(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.requests.append((self.command, self.path, dict(self.headers), body))
+                receiver.note_reports(body)
                 status, answer = receiver.answer(self.command, self.path, dict(self.headers), body)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(answer)))
@@ -205,6 +207,14 @@ class Receiver:
             response = requests.request(method, self.upstream + path, data=body, headers=forwarded, timeout=10)
             return response.status_code, response.content
         return (self.statuses.pop(0) if self.statuses else 200), b"ok"
+
+    def note_reports(self, body: bytes) -> None:
+        try:
+            reports = json.loads(body).get("reports")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(reports, dict):
+            self.present.append({name: Path(path).is_file() for name, path in reports.items()})
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, _, _, body in self.requests]
@@ -308,8 +318,13 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
                                      **run.evidence["run"]["totals"]},
         "failures": failures, "reports": body["reports"],
     }
-    assert {"evidence.json", "metrics.prom", "report.html", "junit.xml"} <= set(body["reports"])
-    assert body["reports"]["evidence.json"] == str(run.report_dir / "evidence.json")
+    assert set(body["reports"]) == {"summary.html", "summary.md", "evidence.json", "metrics.prom", "report.html",
+                                    "junit.xml"}
+    assert {name: body["reports"][name] for name in ("summary.html", "summary.md", "evidence.json")} == {
+        name: str(run.report_dir / name) for name in ("summary.html", "summary.md", "evidence.json")}
+    # when the POST arrived, every report it lists was written, but pytest-html's, which follows the hook
+    assert hook.present == [{"summary.html": True, "summary.md": True, "evidence.json": True, "metrics.prom": True,
+                             "junit.xml": True, "report.html": False}]
     assert body["reports"]["report.html"] == str(run.report_dir / "report.html")
     assert line_of(run, "webhook") == [f"webhook         posted to {hook.url}/hook/*** (HTTP 200)"]
     assert line_of(run, "pushgateway") == [f"pushgateway     {proxy.url}{group}"]
