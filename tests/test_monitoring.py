@@ -382,6 +382,20 @@ def test_a_run_of_another_selection_leaves_the_daily_runs_failures_in_the_pushga
     assert kept[key("opsverify_run_success", selection="daily")] == 0.0
 
 
+def test_a_textfile_path_may_hold_only_the_selection_placeholder(tmp_path: Path) -> None:
+    from opsverify.errors import ProfileError
+    from opsverify.profile.loader import load_profile
+
+    (tmp_path / "ok.yaml").write_text("name: demo\nreporting:\n  textfile: /tmp/x/opsverify-{selection}.prom\n")
+    assert load_profile(tmp_path / "ok.yaml", environ={}).reporting.textfile == Path(
+        "/tmp/x/opsverify-{selection}.prom")
+    (tmp_path / "bad.yaml").write_text("name: demo\nreporting:\n  textfile: /tmp/x/opsverify-{mode}.prom\n")
+    with pytest.raises(ProfileError) as refused:
+        load_profile(tmp_path / "bad.yaml", environ={})
+    assert "reporting.textfile (line 3): /tmp/x/opsverify-{mode}.prom: only {selection} may stand in braces (write " \
+           "a literal brace as {{ or }})" in str(refused.value)
+
+
 # --- failures to publish are one line and change nothing -----------------------------------------------------------
 
 def test_unreachable_targets_are_one_line_each_and_leave_the_exit_status(

@@ -259,7 +259,7 @@ class Reporting(Model):
                 str(value).format(selection="daily")
             except (KeyError, IndexError, ValueError):
                 raise ValueError(f"{value}: only {{selection}} may stand in braces (write a literal brace as {{{{ or "
-                                 "}}}})") from None
+                                 "}})") from None
         return value
 
 
