@@ -24,7 +24,7 @@ pytest_plugins = [
     "fixtures.waivers",
     "fixtures.reporting",
     "fixtures.history",  # before fixtures.summary, which imports it
-    "fixtures.monitoring",
     "fixtures.summary",
+    "fixtures.monitoring",  # its run_finished hook wraps theirs: it publishes after the summary is written
     "pytester",  # the suite's own tests (tests/) drive checks/ through it
 ]

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from opsverify.localserver.net import free_port, wait_for_port
 from opsverify.profile.reporting import Pushgateway as PushgatewaySettings
 from opsverify.profile.reporting import Webhook
-from opsverify.reporting.evidence import CheckResult, EvidenceDoc, RunInfo
-from opsverify.reporting.prometheus import push, run_registry
+from opsverify.reporting.evidence import CheckResult, EvidenceDoc, RunInfo, Selection
+from opsverify.reporting.prometheus import push, run_registry, selection_label
 from opsverify.reporting.webhook import DeliveryError, explain, post
 from opsverify.sandbox.tls import TlsFiles, create_tls
 
@@ -64,7 +64,7 @@ BROKEN = "checks/health/test_dependencies.py::test_dependency_answers[token=plan
 
 def a_run() -> EvidenceDoc:
     run = RunInfo(id="r1", profile="quantum-planner", role="staging", opsverify="0", started=FINISHED,
-                  finished=FINISHED, host="h")
+                  finished=FINISHED, host="h", selection=Selection(markexpr="daily or dr", keyword="http"))
     return EvidenceDoc(run=run, checks=[
         check(PASSED, "passed", ["daily", "health"], runbook=["PF-01", "QP-01"], severity="critical",
               component="qp", duration_s=0.25),
@@ -82,9 +82,11 @@ def test_metrics_of_a_run_hold_every_check_its_outcome_and_measurements() -> Non
 
     text = generate_latest(run_registry(a_run())).decode()
     broken = "checks/health/test_dependencies.py::test_dependency_answers[token=***"  # redact_text masks to the end
+    chosen = "daily_or_dr"  # -m "daily or dr"; -k adds nothing
 
     def labels(nodeid: str, domain: str, runbook: str, severity: str, component: str) -> dict[str, str]:
-        return {"check": nodeid, "domain": domain, "runbook": runbook, "severity": severity, "component": component}
+        return {"check": nodeid, "domain": domain, "runbook": runbook, "severity": severity, "component": component,
+                "selection": "daily_or_dr"}
 
     passed = labels(PASSED, "health", "PF-01,QP-01", "critical", "qp")
     failed = labels(FAILED, "backup", "PF-04", "blocker", "db")
@@ -96,20 +98,30 @@ def test_metrics_of_a_run_hold_every_check_its_outcome_and_measurements() -> Non
         key("opsverify_check_success", **labels(broken, "health", "", "normal", "token=***")): 0.0,
         key("opsverify_check_waived", **waived): 1.0,
         key("opsverify_check_skipped", **labels(SKIPPED, "security", "", "critical", "")): 1.0,
-        key("opsverify_check_duration_seconds", check=PASSED): 0.25,
-        key("opsverify_check_duration_seconds", check=FAILED): 1.5,
-        key("opsverify_check_duration_seconds", check=WAIVED): 0.0,
-        key("opsverify_check_duration_seconds", check=SKIPPED): 0.0,
-        key("opsverify_check_duration_seconds", check=broken): 0.0,
-        key("opsverify_backup_age_seconds", check=FAILED, component="db"): 90000.0,
-        key("opsverify_backup_rpo_seconds", check=FAILED, component="db"): 86400.0,
-        key("opsverify_backup_size_bytes", check=WAIVED, component="db"): 1024.0,
-        key("opsverify_queue_depth_count", check=WAIVED, component="db"): 3.0,
-        key("opsverify_last_run_timestamp_seconds", profile="quantum-planner", role="staging"): FINISHED.timestamp(),
-        **{key("opsverify_run_checks", outcome=o): 1.0 for o in ("passed", "failed", "broken", "skipped", "waived")},
-        key("opsverify_run_success"): 0.0,
+        key("opsverify_check_duration_seconds", check=PASSED, selection=chosen): 0.25,
+        key("opsverify_check_duration_seconds", check=FAILED, selection=chosen): 1.5,
+        key("opsverify_check_duration_seconds", check=WAIVED, selection=chosen): 0.0,
+        key("opsverify_check_duration_seconds", check=SKIPPED, selection=chosen): 0.0,
+        key("opsverify_check_duration_seconds", check=broken, selection=chosen): 0.0,
+        key("opsverify_backup_age_seconds", check=FAILED, component="db", selection=chosen): 90000.0,
+        key("opsverify_backup_rpo_seconds", check=FAILED, component="db", selection=chosen): 86400.0,
+        key("opsverify_backup_size_bytes", check=WAIVED, component="db", selection=chosen): 1024.0,
+        key("opsverify_queue_depth_count", check=WAIVED, component="db", selection=chosen): 3.0,
+        key("opsverify_last_run_timestamp_seconds", profile="quantum-planner", role="staging",
+            selection=chosen): FINISHED.timestamp(),
+        **{key("opsverify_run_checks", outcome=o, selection=chosen): 1.0
+           for o in ("passed", "failed", "broken", "skipped", "waived")},
+        key("opsverify_run_success", selection=chosen): 0.0,
     }
     assert "planted-label-secret" not in text
+
+
+@pytest.mark.parametrize(("markexpr", "label"), [
+    ("daily", "daily"), ("weekly", "weekly"), ("daily or dr", "daily_or_dr"), ("not (weekly)", "not_weekly"),
+    ("Daily and not slow", "daily_and_not_slow"), ("", "all"), ("  ", "all"),
+])
+def test_the_selection_label_is_the_m_expression_made_label_safe(markexpr: str, label: str) -> None:
+    assert selection_label(markexpr) == label
 
 
 # --- real servers: a Pushgateway, a counting proxy in front of it, a webhook receiver ------------------------------
@@ -160,6 +172,7 @@ class Receiver:
     def __init__(self, statuses: list[int] | None = None, upstream: str | None = None,
                  tls: TlsFiles | None = None) -> None:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.present: list[dict[str, bool]] = []  # per POSTed run outcome: each listed report's file exists now
         self.statuses = list(statuses or [])
         self.upstream = upstream
         receiver = self
@@ -168,6 +181,7 @@ class Receiver:
             def handle_one(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.requests.append((self.command, self.path, dict(self.headers), body))
+                receiver.note_reports(body)
                 status, answer = receiver.answer(self.command, self.path, dict(self.headers), body)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(answer)))
@@ -193,6 +207,14 @@ class Receiver:
             response = requests.request(method, self.upstream + path, data=body, headers=forwarded, timeout=10)
             return response.status_code, response.content
         return (self.statuses.pop(0) if self.statuses else 200), b"ok"
+
+    def note_reports(self, body: bytes) -> None:
+        try:
+            reports = json.loads(body).get("reports")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(reports, dict):
+            self.present.append({name: Path(path).is_file() for name, path in reports.items()})
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, _, _, body in self.requests]
@@ -266,8 +288,9 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
         f"photonic-foundry health endpoint http://127.0.0.1:{dead}/health did not answer: connection refused")
     profile, evidence = run.evidence["run"]["profile"], run.evidence["checks"]
 
-    assert [(m, p) for m, p, _, _ in proxy.requests] == [("PUT", f"/metrics/job/opsverify/profile/{profile}")]
-    pushed = samples(gateway.metrics(), drop=("job", "instance", "profile"))
+    group = f"/metrics/job/opsverify/profile/{profile}/selection/all"  # no -m
+    assert [(m, p) for m, p, _, _ in proxy.requests] == [("PUT", group)]
+    pushed = samples(gateway.metrics(), drop=("job", "instance", "profile", "selection"))
     success = {dict(labels)["check"]: value for (name, labels), value in pushed.items()
                if name == "opsverify_check_success"}
     assert success == {c["nodeid"]: float(c["outcome"] == "passed") for c in evidence}
@@ -295,15 +318,82 @@ def test_under_xdist_the_controller_pushes_and_posts_once_with_every_workers_che
                                      **run.evidence["run"]["totals"]},
         "failures": failures, "reports": body["reports"],
     }
-    assert {"evidence.json", "metrics.prom", "report.html", "junit.xml"} <= set(body["reports"])
-    assert body["reports"]["evidence.json"] == str(run.report_dir / "evidence.json")
+    assert set(body["reports"]) == {"summary.html", "summary.md", "evidence.json", "metrics.prom", "report.html",
+                                    "junit.xml"}
+    assert {name: body["reports"][name] for name in ("summary.html", "summary.md", "evidence.json")} == {
+        name: str(run.report_dir / name) for name in ("summary.html", "summary.md", "evidence.json")}
+    # when the POST arrived, every report it lists was written, but pytest-html's, which follows the hook
+    assert hook.present == [{"summary.html": True, "summary.md": True, "evidence.json": True, "metrics.prom": True,
+                             "junit.xml": True, "report.html": False}]
     assert body["reports"]["report.html"] == str(run.report_dir / "report.html")
     assert line_of(run, "webhook") == [f"webhook         posted to {hook.url}/hook/*** (HTTP 200)"]
-    assert line_of(run, "pushgateway") == [f"pushgateway     {proxy.url}/metrics/job/opsverify/profile/{profile}"]
+    assert line_of(run, "pushgateway") == [f"pushgateway     {proxy.url}{group}"]
     shown = every_file_and_output(run)
     assert token not in shown
     assert path_secret not in shown
     assert f"2 workers [{len(evidence)} items]" in run.result.stdout.str()
+
+
+# --- one group and one textfile per selection: a weekly run leaves the daily run's failures -------------------------
+
+def test_a_run_of_another_selection_leaves_the_daily_runs_failures_in_the_pushgateway_and_its_textfile(
+    run_checks: Any, profile_variant: Any, pushgateway: Any, tmp_path: Path
+) -> None:
+    gateway = pushgateway()
+    dead = free_port()
+    textfile = tmp_path / "node-exporter" / "opsverify-{selection}.prom"
+
+    def publish(data: dict[str, Any]) -> None:
+        reporting(textfile=str(textfile), pushgateway={"url": gateway.url, "timeout": "10s"})(data)
+
+    def failing(data: dict[str, Any]) -> None:
+        dead_service(dead)(data)
+        publish(data)
+
+    daily = run_checks(profile_variant(failing, name="daily.yaml"), HTTP, extra=("-m", "daily"))
+    assert daily.result.ret == 1, daily.result.stdout.str()
+    down = f"checks/{HTTP}::test_health_endpoint_answers_2xx[photonic-foundry]"
+    profile = daily.evidence["run"]["profile"]
+    daily_metrics = (daily.report_dir / "metrics.prom").read_text()  # the next run writes the same report folder
+    other = run_checks(profile_variant(publish, name="health.yaml"), ANSWERS, extra=("-m", "health and not weekly"))
+    assert other.result.ret == 0, other.result.stdout.str()
+    assert line_of(other, "pushgateway") == [
+        f"pushgateway     {gateway.url}/metrics/job/opsverify/profile/{profile}/selection/health_and_not_weekly"]
+
+    pushed = samples(gateway.metrics(), drop=("instance", "domain", "runbook", "severity", "component"))
+    groups = {"job": "opsverify", "profile": profile}
+    assert pushed[key("opsverify_check_success", check=down, selection="daily", **groups)] == 0.0
+    assert pushed[key("opsverify_check_success", check=down, selection="health_and_not_weekly", **groups)] == 1.0
+    assert pushed[key("opsverify_run_success", selection="daily", **groups)] == 0.0
+    assert pushed[key("opsverify_run_success", selection="health_and_not_weekly", **groups)] == 1.0
+    finished = {dict(labels)["selection"]: value for (name, labels), value in pushed.items()
+                if name == "opsverify_last_run_timestamp_seconds"}
+    assert finished == {
+        "daily": datetime.fromisoformat(daily.evidence["run"]["finished"]).timestamp(),
+        "health_and_not_weekly": datetime.fromisoformat(other.evidence["run"]["finished"]).timestamp()}
+
+    written = sorted(p.name for p in textfile.parent.iterdir())
+    assert written == ["opsverify-daily.prom", "opsverify-health_and_not_weekly.prom"]
+    assert line_of(daily, "textfile") == [f"textfile        {textfile.parent / 'opsverify-daily.prom'}"]
+    assert (textfile.parent / "opsverify-daily.prom").read_text() == daily_metrics
+    kept = samples((textfile.parent / "opsverify-daily.prom").read_text(),
+                   drop=("domain", "runbook", "severity", "component"))
+    assert kept[key("opsverify_check_success", check=down, selection="daily")] == 0.0
+    assert kept[key("opsverify_run_success", selection="daily")] == 0.0
+
+
+def test_a_textfile_path_may_hold_only_the_selection_placeholder(tmp_path: Path) -> None:
+    from opsverify.errors import ProfileError
+    from opsverify.profile.loader import load_profile
+
+    (tmp_path / "ok.yaml").write_text("name: demo\nreporting:\n  textfile: /tmp/x/opsverify-{selection}.prom\n")
+    assert load_profile(tmp_path / "ok.yaml", environ={}).reporting.textfile == Path(
+        "/tmp/x/opsverify-{selection}.prom")
+    (tmp_path / "bad.yaml").write_text("name: demo\nreporting:\n  textfile: /tmp/x/opsverify-{mode}.prom\n")
+    with pytest.raises(ProfileError) as refused:
+        load_profile(tmp_path / "bad.yaml", environ={})
+    assert "reporting.textfile (line 3): /tmp/x/opsverify-{mode}.prom: only {selection} may stand in braces (write " \
+           "a literal brace as {{ or }})" in str(refused.value)
 
 
 # --- failures to publish are one line and change nothing -----------------------------------------------------------
@@ -330,7 +420,7 @@ def test_unreachable_targets_are_one_line_each_and_leave_the_exit_status(
         f"textfile        metrics not written to {blocked}: File exists ({blocked.parent}); make its directory "
         "writable or correct reporting.textfile"]
     assert hook.requests == []  # on: failure, and nothing failed
-    assert samples((run.report_dir / "metrics.prom").read_text())[key("opsverify_run_success")] == 1.0
+    assert samples((run.report_dir / "metrics.prom").read_text())[key("opsverify_run_success", selection="all")] == 1.0
     assert "Traceback" not in run.result.stdout.str()
 
 
@@ -349,9 +439,10 @@ def test_pushgateway_basic_auth_works_and_its_password_is_never_shown(
 
     run = run_checks(variant("right"), ANSWERS)
     profile = run.evidence["run"]["profile"]
-    assert line_of(run, "pushgateway") == [f"pushgateway     {gateway.url}/metrics/job/opsverify/profile/{profile}"]
+    assert line_of(run, "pushgateway") == [
+        f"pushgateway     {gateway.url}/metrics/job/opsverify/profile/{profile}/selection/all"]
     pushed = samples(gateway.metrics(), drop=("instance",))
-    assert pushed[key("opsverify_run_success", job="opsverify", profile=profile)] == 1.0
+    assert pushed[key("opsverify_run_success", job="opsverify", profile=profile, selection="all")] == 1.0
     assert password not in every_file_and_output(run)
     posted = hook.bodies()
     assert [(b["success"], b["failures"], b["totals"]["passed"]) for b in posted] == [(True, [], 2)]  # on: always
@@ -420,13 +511,56 @@ def test_tls_targets_are_verified_against_the_declared_ca_file(receiver: Any, pu
     gateway = pushgateway(tls=tls)
     registry = run_registry(a_run())
     with pytest.raises(requests.exceptions.SSLError) as refused:
-        push(PushgatewaySettings(url=gateway.url), registry, "qp")
+        push(PushgatewaySettings(url=gateway.url), registry, "qp", "daily_or_dr")
     assert explain(refused.value, 10, "reporting.pushgateway", "username/password")[:2] == (
         "TLS verification failed", "set reporting.pushgateway.ca_file to the CA that signed the server's certificate")
     settings = PushgatewaySettings.model_validate({"url": gateway.url, "ca_file": str(tls.ca)})
-    assert push(settings, registry, "qp") == f"{gateway.url}/metrics/job/opsverify/profile/qp"
+    assert push(settings, registry, "qp", "daily_or_dr") == (
+        f"{gateway.url}/metrics/job/opsverify/profile/qp/selection/daily_or_dr")
     assert samples(gateway.metrics(), drop=("instance",))[key("opsverify_run_success", job="opsverify",
-                                                                 profile="qp")] == 0.0
+                                                                 profile="qp", selection="daily_or_dr")] == 0.0
+
+
+# --- the README's example, as YAML text ----------------------------------------------------------------------------
+
+def readme_reporting_example() -> str:
+    """The ``reporting:`` YAML block of README "Monitoring output", as written there."""
+    section = (ROOT / "README.md").read_text().split("## Monitoring output", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("reporting:\n")
+    return block
+
+
+def test_the_readme_reporting_example_loads_with_its_unquoted_on_key(tmp_path: Path) -> None:
+    from opsverify.errors import ProfileError
+    from opsverify.profile.loader import load_profile, profile_schema
+
+    block = readme_reporting_example()
+    assert "\n    on: failure" in block  # YAML 1.1 reads this unquoted key as the boolean true
+    (tmp_path / "ca.pem").write_text(create_tls(tmp_path / "tls").ca.read_text())
+    text = "name: demo\n" + block.replace("/etc/ssl/internal-ca.pem", str(tmp_path / "ca.pem"))
+    (tmp_path / "p.yaml").write_text(text)
+    environ = {"PUSHGATEWAY_PASSWORD": "planted-pg-password", "WEBHOOK_TOKEN": "planted-hook-token"}
+    hook = load_profile(tmp_path / "p.yaml", environ=environ).reporting.webhook
+    assert hook is not None
+    assert (hook.url, hook.on, hook.retries, hook.secret()) == (
+        "https://hooks.example.com/opsverify", "failure", 3, "planted-hook-token")
+    (tmp_path / "always.yaml").write_text(text.replace("on: failure", "on: always"))
+    always = load_profile(tmp_path / "always.yaml", environ=environ).reporting.webhook
+    assert always is not None
+    assert always.on == "always"
+    (tmp_path / "bad.yaml").write_text(text.replace("on: failure", "on: sometimes"))
+    with pytest.raises(ProfileError) as refused:
+        load_profile(tmp_path / "bad.yaml", environ=environ)
+    assert "reporting.webhook.on (line 11): Input should be 'failure' or 'always'" in str(refused.value)
+    assert "on" in profile_schema()["$defs"]["Webhook"]["properties"]
+
+    checked = subprocess.run([str(ROOT / ".venv" / "bin" / "opsverify"), "profile", "check", str(tmp_path / "p.yaml")],
+                             capture_output=True, text=True, timeout=60, check=False,
+                             env={"PATH": "/usr/bin:/bin", **environ})
+    assert (checked.returncode, checked.stderr) == (0, "")
+    assert checked.stdout == (f"{tmp_path / 'p.yaml'}: profile demo (staging) is valid: 0 services, 0 databases, "
+                              "0 redis, 0 dependencies, 0 hosts, 0 backups\n")
 
 
 # --- the example alert rules ---------------------------------------------------------------------------------------
@@ -440,7 +574,7 @@ def promtool(*args: str, cwd: Path = ALERTS) -> subprocess.CompletedProcess[str]
 
 def test_example_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     checked = promtool("check", "rules", "opsverify.rules.yml")
-    assert (checked.returncode, checked.stdout) == (0, "Checking opsverify.rules.yml\n  SUCCESS: 5 rules found\n\n")
+    assert (checked.returncode, checked.stdout) == (0, "Checking opsverify.rules.yml\n  SUCCESS: 6 rules found\n\n")
     tested = promtool("test", "rules", "opsverify.rules.test.yml")
     assert (tested.returncode, tested.stdout) == (0, "Unit Testing:  opsverify.rules.test.yml\n  SUCCESS\n\n")
 
@@ -448,6 +582,7 @@ def test_example_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
 @pytest.mark.parametrize(("change", "alert"), [
     (("unless (opsverify_check_waived == 1)", "unless (opsverify_check_waived == 2)"), "OpsverifyCriticalCheckFailed"),
     (("> 26 * 3600", "> 28 * 3600"), "OpsverifyRunStale"),
+    (("> 8 * 24 * 3600", "> 10 * 24 * 3600"), "OpsverifyWeeklyRunStale"),
     (("opsverify_backup_age_seconds > opsverify_backup_rpo_seconds",
       "opsverify_backup_age_seconds > 2 * opsverify_backup_rpo_seconds"), "OpsverifyBackupOlderThanRpo"),
     (("opsverify_restore_rto_seconds > opsverify_rto_objective_seconds",

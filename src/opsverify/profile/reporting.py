@@ -190,6 +190,14 @@ class Webhook(Model):
     token: SecretStr | None = Field(default=None, description="sent as `Authorization: Bearer …`: ${VAR} only")
     token_file: ExistingFile | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on:`` key as the boolean true: take that key as ``on``."""
+        if isinstance(data, Mapping) and True in data and "on" not in data:
+            return {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
     def secret(self) -> str | None:
         """The bearer token, from the environment or its file."""
         return read_secret(self.token, self.token_file)
@@ -215,7 +223,11 @@ class Reporting(Model):
     )
     history: History = History()
     textfile: Path | None = Field(
-        default=None, description="write the run's metrics here for node-exporter's textfile collector (a .prom file)"
+        default=None,
+        description="write the run's metrics here for node-exporter's textfile collector (a .prom file); "
+        "{selection} in it stands for the run's -m selection (daily, weekly, daily_or_dr; all without -m), e.g. "
+        "/var/lib/node_exporter/textfile/opsverify-{selection}.prom: recommended, since without it each run "
+        "overwrites the one file (a -m weekly run replaces the daily run's failures)",
     )
     pushgateway: Pushgateway | None = None
     webhook: Webhook | None = None
@@ -242,6 +254,12 @@ class Reporting(Model):
     def _prom(cls, value: Path | None) -> Path | None:
         if value is not None and value.suffix != ".prom":
             raise ValueError(f"{value}: node-exporter's textfile collector reads only *.prom files")
+        if value is not None:
+            try:
+                str(value).format(selection="daily")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(f"{value}: only {{selection}} may stand in braces (write a literal brace as {{{{ or "
+                                 "}})") from None
         return value
 
 

@@ -5,8 +5,10 @@ or waived), ``opsverify_check_waived{…} 1`` beside a waived check's 0, ``opsve
 skipped check (which has no success series: it verified nothing), ``opsverify_check_duration_seconds{check}`` and
 every number the check recorded as ``opsverify_<name>{check, component}``. Per run:
 ``opsverify_last_run_timestamp_seconds{profile, role}``, ``opsverify_run_checks{outcome}`` and
-``opsverify_run_success`` (1 when nothing failed or broke). Label values come from node ids and profile names
-and still pass through ``redact_text``.
+``opsverify_run_success`` (1 when nothing failed or broke). Every series also carries ``selection`` (the run's
+``-m`` expression as a label value, ``all`` without one: see ``selection_label``), so a ``-m weekly`` run never
+replaces nor collides with a ``-m daily`` run's series. Label values come from node ids and profile names and
+still pass through ``redact_text``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ CHECK_LABELS = ("check", "domain", "runbook", "severity", "component")
 FIXED = ("check_success", "check_waived", "check_skipped", "check_duration_seconds", "last_run_timestamp_seconds",
          "run_checks", "run_success")
 NOT_IN_NAME = re.compile(r"[^a-zA-Z0-9_]")
+NOT_IN_SELECTION = re.compile(r"[^a-z0-9]+")
+
+
+def selection_label(markexpr: str) -> str:
+    """The run's ``-m`` expression as a label value and path segment: lower case, every run of other characters
+    one ``_`` (``daily``, ``weekly``, ``daily or dr`` → ``daily_or_dr``, ``not (weekly)`` → ``not_weekly``);
+    ``all`` without ``-m``. ``-k`` and the paths named add nothing: such a run shares its ``-m`` selection's."""
+    label = NOT_IN_SELECTION.sub("_", markexpr.lower()).strip("_")[:80].strip("_")
+    return label or "all"
 
 
 def check_labels(check: CheckResult) -> dict[str, str]:
@@ -46,32 +57,33 @@ def metric_name(name: str) -> str:
 def run_registry(doc: EvidenceDoc) -> CollectorRegistry:
     """A registry of gauges holding the run's metrics (see the module docstring)."""
     registry = CollectorRegistry(auto_describe=True)
-    _check_gauges(registry, doc.checks)
-    _recorded_gauges(registry, doc.checks)
-    _run_gauges(registry, doc)
+    chosen = selection_label(doc.run.selection.markexpr)
+    _check_gauges(registry, doc.checks, chosen)
+    _recorded_gauges(registry, doc.checks, chosen)
+    _run_gauges(registry, doc, chosen)
     return registry
 
 
-def _check_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult]) -> None:
+def _check_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult], chosen: str) -> None:
     def gauge(name: str, doc: str, labels: Sequence[str]) -> Gauge:
-        return Gauge(PREFIX + name, doc, labels, registry=registry)
+        return Gauge(PREFIX + name, doc, (*labels, "selection"), registry=registry)
 
     success = gauge("check_success", "1 when the check passed, 0 when it failed, broke or was waived", CHECK_LABELS)
     waived = gauge("check_waived", "1 for a failure accepted by a waiver (its success is 0)", CHECK_LABELS)
     skipped = gauge("check_skipped", "1 for a skipped check (it has no success series)", CHECK_LABELS)
     duration = gauge("check_duration_seconds", "time the check took, setup and teardown included", ("check",))
     for check in sorted(checks, key=lambda c: c.nodeid):  # a stable textfile: the same run, the same lines
-        labels = check_labels(check)
+        labels = {**check_labels(check), "selection": chosen}
         if check.outcome == "skipped":
             skipped.labels(**labels).set(1)
         else:
             success.labels(**labels).set(1 if check.outcome == "passed" else 0)
         if check.outcome == "waived":
             waived.labels(**labels).set(1)
-        duration.labels(check=labels["check"]).set(check.duration_s)
+        duration.labels(check=labels["check"], selection=chosen).set(check.duration_s)
 
 
-def _recorded_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult]) -> None:
+def _recorded_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult], chosen: str) -> None:
     gauges: dict[str, Gauge] = {}
     reserved = {PREFIX + name for name in FIXED}
     for check in sorted(checks, key=lambda c: c.nodeid):
@@ -81,21 +93,23 @@ def _recorded_gauges(registry: CollectorRegistry, checks: Sequence[CheckResult])
             if full in reserved:
                 continue
             if full not in gauges:
-                gauges[full] = Gauge(full, f"{name}, as the check recorded it", ("check", "component"),
+                gauges[full] = Gauge(full, f"{name}, as the check recorded it", ("check", "component", "selection"),
                                      registry=registry)
-            gauges[full].labels(check=labels["check"], component=labels["component"]).set(value)
+            gauges[full].labels(check=labels["check"], component=labels["component"], selection=chosen).set(value)
 
 
-def _run_gauges(registry: CollectorRegistry, doc: EvidenceDoc) -> None:
-    last = Gauge(PREFIX + "last_run_timestamp_seconds", "when the last run finished (Unix time)",
-                 ("profile", "role"), registry=registry)
-    last.labels(profile=redact_text(doc.run.profile), role=redact_text(doc.run.role)).set(
+def _run_gauges(registry: CollectorRegistry, doc: EvidenceDoc, chosen: str) -> None:
+    last = Gauge(PREFIX + "last_run_timestamp_seconds", "when the last run of this selection finished (Unix time)",
+                 ("profile", "role", "selection"), registry=registry)
+    last.labels(profile=redact_text(doc.run.profile), role=redact_text(doc.run.role), selection=chosen).set(
         doc.run.finished.timestamp())
-    counts = Gauge(PREFIX + "run_checks", "checks of the last run by outcome", ("outcome",), registry=registry)
+    counts = Gauge(PREFIX + "run_checks", "checks of the last run by outcome", ("outcome", "selection"),
+                   registry=registry)
     for outcome in OUTCOMES:
-        counts.labels(outcome=outcome).set(sum(1 for c in doc.checks if c.outcome == outcome))
-    success = Gauge(PREFIX + "run_success", "1 when no check of the last run failed or broke", registry=registry)
-    success.set(0 if doc.failures() else 1)
+        counts.labels(outcome=outcome, selection=chosen).set(sum(1 for c in doc.checks if c.outcome == outcome))
+    success = Gauge(PREFIX + "run_success", "1 when no check of the last run failed or broke", ("selection",),
+                    registry=registry)
+    success.labels(selection=chosen).set(0 if doc.failures() else 1)
 
 
 def write_textfile(path: Path, registry: CollectorRegistry) -> Path:
@@ -107,14 +121,16 @@ def write_textfile(path: Path, registry: CollectorRegistry) -> Path:
     return path
 
 
-def push(gateway: Pushgateway, registry: CollectorRegistry, profile: str) -> str:
-    """PUT the metrics to the Pushgateway under ``{job, profile}`` (a run replaces the profile's last run); returns
-    the group's URL. Raises ``requests.RequestException`` (no answer, refused, HTTP ≥ 400) on failure."""
+def push(gateway: Pushgateway, registry: CollectorRegistry, profile: str, selection: str) -> str:
+    """PUT the metrics to the Pushgateway under ``{job, profile, selection}`` (a run replaces the last run of the
+    same profile and selection only); returns the group's URL. Raises ``requests.RequestException`` (no answer,
+    refused, HTTP ≥ 400) on failure."""
     from prometheus_client import push_to_gateway
 
     pushed: list[str] = []
     handler = _handler(gateway, pushed)
-    push_to_gateway(gateway.url, job=gateway.job, registry=registry, grouping_key={"profile": profile},
+    push_to_gateway(gateway.url, job=gateway.job, registry=registry,
+                    grouping_key={"profile": profile, "selection": selection},
                     timeout=gateway.timeout.total_seconds(), handler=handler)
     return pushed[0]
 
