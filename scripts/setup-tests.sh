@@ -5,24 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/apt.sh
 need_apt=()
-have() { command -v "$1" >/dev/null 2>&1; }
 have chromium || need_apt+=(chromium)
 { have prometheus-pushgateway || [ -x /usr/bin/prometheus-pushgateway ]; } || need_apt+=(prometheus-pushgateway)
 have promtool || need_apt+=(prometheus)
 have java || need_apt+=(default-jre-headless)
 
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "opsverify test setup: missing system packages; install them with:" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y ${need_apt[*]}" >&2
-    exit 1
-  fi
-  echo "opsverify test setup: installing ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+install_missing "opsverify test setup" "${need_apt[@]}"
 # Debian's packages start their services where systemd runs: the tests start their own on free ports.
 for service in prometheus prometheus-pushgateway prometheus-node-exporter; do
   if have systemctl && systemctl is-active --quiet "$service" 2>/dev/null; then systemctl stop "$service" || true; fi

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
+. scripts/apt.sh
 need_apt=()
-have() { command -v "$1" >/dev/null 2>&1; }
 pg_bin() { ls /usr/lib/postgresql/*/bin/"$1" >/dev/null 2>&1 || have "$1"; }
 
 have redis-server || need_apt+=(redis-server)
@@ -24,17 +24,7 @@ have cc || need_apt+=(gcc libc6-dev)
 # runuser (in /usr/sbin, outside a normal user's PATH) is needed only as root, to run PostgreSQL as postgres
 [ "$(id -u)" -ne 0 ] || have runuser || [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
 
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "opsverify setup: missing system packages; install them with:" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y ${need_apt[*]}" >&2
-    exit 1
-  fi
-  echo "opsverify setup: installing ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+install_missing "opsverify setup" "${need_apt[@]}"
 # Debian starts no services inside containers, but make sure a packaged redis does not hold a port.
 if have systemctl && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true

@@ -12,17 +12,17 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from opsverify.reporting.inventory import Procedure, read_procedures
+
 ROOT = Path(__file__).resolve().parents[1]
 INVENTORY = ROOT / "runbooks" / "INVENTORY.md"
 SHARED_INVENTORY = ROOT.parent / "shared" / "runbooks" / "INVENTORY.md"
-ROW = re.compile(r"^\| ((?:PF|QP)-\w\d) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", re.MULTILINE)
 KEYWORDS = {
     "postgres": r"PostgreSQL|pg_|\bDB\b|database|\bWAL\b|VACUUM|ANALYZE|\bindex|quer(y|ies)|replica|standby|failover"
     r"|restore drill|dump|connection|\btables?\b|superuser|personal data",
@@ -111,19 +111,10 @@ def pytest_collection_finish(session):
 '''
 
 
-@dataclass(frozen=True)
-class Procedure:
-    id: str
-    cadence: str
-    procedure: str
-    verifies: str
-
-
 @cache
 def procedures() -> dict[str, Procedure]:
-    """The rows of the shipped INVENTORY.md, by ID."""
-    rows = [Procedure(*(cell.strip() for cell in m.groups())) for m in ROW.finditer(INVENTORY.read_text())]
-    return {p.id: p for p in rows}
+    """The rows of the shipped INVENTORY.md, by ID (read as the summary's coverage matrix reads them)."""
+    return {p.id: p for p in read_procedures(INVENTORY)}
 
 
 def kinds_of(procedure_id: str, seen: frozenset[str] = frozenset()) -> set[str]:
