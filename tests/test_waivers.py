@@ -125,8 +125,9 @@ def test_profile_check_refuses_a_waiver_too_far_ahead_one_without_expires_and_on
         "  waivers[2].expires (line 5): expires is required: the last day the waiver holds, as YYYY-MM-DD, at most "
         "90d ahead",
         "  waivers[2].ticket (line 8): ticket is empty: the ticket that tracks the fix",
-        "  waivers[3].check (line 9): 'test_x' is neither a node id (checks/…/test_x.py::test_y[param]) nor a glob "
-        "of them: write the node id pytest prints, or a glob with * (e.g. checks/backup/*::test_newest_backup_*)",
+        "  waivers[3].check (line 9): 'test_x' names no test file (a node id is checks/…/test_x.py::test_y[param]): "
+        "name the test file and let a glob stand only in the test name and parameter, e.g. "
+        "checks/health/test_http_health.py::*[photonic-foundry]",
         "  waivers[3].expires (line 9): '2026-02-29' is not a date: write the last day the waiver holds as "
         "YYYY-MM-DD",
     ]
@@ -136,7 +137,7 @@ def test_waiver_max_ahead_is_the_profiles_to_declare(tmp_path: Path) -> None:
     path = tmp_path / "waivers.yaml"
     ahead = TODAY + timedelta(days=20)
     path.write_text(f"name: waived\nreporting: {{waiver_max_ahead: 14d}}\nwaivers:\n"
-                    f"  - {{check: 'checks/*', reason: r, owner: o, ticket: T-1, expires: {ahead}}}\n")
+                    f"  - {{check: 'checks/a/test_a.py::*', reason: r, owner: o, ticket: T-1, expires: {ahead}}}\n")
     latest = TODAY + timedelta(days=14)
     assert profile_check(path).stderr.splitlines() == [
         f"opsverify: profile {path} is not valid: waivers[0].expires (line 4): {ahead} is more than 14d ahead "
@@ -148,13 +149,43 @@ def test_profile_check_warns_about_an_expired_waiver_and_stays_valid(tmp_path: P
     path = tmp_path / "waivers.yaml"
     gone = TODAY - timedelta(days=2)
     path.write_text("name: waived\nwaivers:\n"
-                    f"  - {{check: 'checks/*', reason: r, owner: dba@example.com, ticket: OPS-1234, expires: {gone}}}\n"
-                    f"  - {{check: 'checks/*', reason: r, owner: o, ticket: OPS-9, expires: {TODAY}}}\n")
+                    f"  - {{check: 'checks/a/test_a.py::*', reason: r, owner: dba@example.com, ticket: OPS-1234, "
+                    f"expires: {gone}}}\n"
+                    f"  - {{check: 'checks/a/test_a.py::*', reason: r, owner: o, ticket: OPS-9, expires: {TODAY}}}\n")
     result = profile_check(path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
         f"warning: waivers[0] (OPS-1234, dba@example.com) expired on {gone}: the check counts again; renew it or "
         "remove it"]
+
+
+CATCH_ALL_FIX = ("name the test file and let a glob stand only in the test name and parameter, e.g. "
+                 "checks/health/test_http_health.py::*[photonic-foundry]")
+
+
+def test_profile_check_refuses_catch_all_waivers_and_takes_a_glob_inside_one_file(tmp_path: Path) -> None:
+    """``*``, ``*::*``, ``checks/*`` and a directory glob would hide every failure of the suite or of a directory
+    (checks added later too); a glob of the test name and parameter inside one named file is a waiver."""
+    path = tmp_path / "waivers.yaml"
+    checks = ["*", "*::*", "checks/*", "checks/health/*.py::*", "checks/health/test_*.py::*",
+              "checks/health/test_http_health.py::*[photonic-foundry]", "checks/*/test_http_health.py::test_health_*"]
+    path.write_text("name: waived\nwaivers:\n" + "".join(
+        f"  - {{check: '{c}', reason: r, owner: o, ticket: T-{i}, expires: {LATER}}}\n" for i, c in enumerate(checks)))
+    result = profile_check(path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"profile {path} is not valid (5 problem(s)):",
+        f"  waivers[0].check (line 3): '*' names no test file (a node id is checks/…/test_x.py::test_y[param]): "
+        f"{CATCH_ALL_FIX}",
+        f"  waivers[1].check (line 4): '*::*' names no test file ('*' before :: does not end in .py): {CATCH_ALL_FIX}",
+        f"  waivers[2].check (line 5): 'checks/*' names no test file (a node id is checks/…/test_x.py::test_y[param]): "
+        f"{CATCH_ALL_FIX}",
+        f"  waivers[3].check (line 6): 'checks/health/*.py::*' names no test file ('*.py' is wildcards only, test_ and "
+        f".py aside), so it would waive every check of a directory, new ones too, unseen: {CATCH_ALL_FIX}",
+        f"  waivers[4].check (line 7): 'checks/health/test_*.py::*' names no test file ('test_*.py' is wildcards "
+        f"only, test_ and .py aside), so it would waive every check of a directory, new ones too, unseen: "
+        f"{CATCH_ALL_FIX}",
+    ]
 
 
 # --- runs of checks/ ----------------------------------------------------------------------------------------------
@@ -282,7 +313,7 @@ def test_under_xdist_each_waived_check_is_reported_once_and_the_unmatched_warnin
     run_checks: Run, profile_variant: Variant
 ) -> None:
     glob = f"checks/{HTTP}::*[photonic-foundry]"
-    elsewhere = "checks/no_such_dir/*"
+    elsewhere = "checks/no_such_dir/test_gone.py::*"
     variant = profile_variant(closed_service(waiver(glob), waiver(elsewhere, ticket="OPS-7")))
     run = run_checks(variant, HTTP, extra=("-n", "2"))
     assert run.result.ret == 0, run.result.stdout.str()
@@ -365,3 +396,15 @@ def test_a_broken_setup_is_waived_too_and_keeps_its_note(
         "waived", "ConnectionRefusedError: [Errno 111] Connection refused", "applied")
     assert check["notes"] == ["the waived failure is broken (ConnectionRefusedError), not a failed expectation: the "
                               "check could not judge the environment"]
+
+
+def test_a_run_with_a_catch_all_waiver_stops_at_load_and_runs_no_check(
+    run_checks: Run, profile_variant: Variant
+) -> None:
+    run = run_checks(profile_variant(closed_service(waiver("*"))), f"{HTTP}::{STATUS}")
+    assert run.result.ret not in (0, 1), run.result.stdout.str()
+    assert run.evidence == {}
+    problem = [line for line in run.result.stderr.lines if "waivers[0]" in line]
+    assert len(problem) == 1, run.result.stderr.str()
+    assert re.fullmatch(r"  waivers\[0\]\.check \(line \d+\): " + re.escape(
+        f"'*' names no test file (a node id is checks/…/test_x.py::test_y[param]): {CATCH_ALL_FIX}"), problem[0])
