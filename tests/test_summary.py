@@ -425,8 +425,8 @@ def test_warnings_name_waivers_updates_and_unproved_tables() -> None:
         ],
     })
     assert [(n.kind, n.text) for n in notices(doc)] == [
-        ("waiver", "the waiver of checks/x.py::* (dba@example.com, OPS-9) expired on 2026-11-01: the check counts "
-                   "again; fix it or renew the waiver"),
+        ("waiver", "waiver for checks/x.py::* (OPS-9, dba@example.com) expired on 2026-11-01: the check counts "
+                   "again; renew it or remove it"),
         ("waived", "backup/test_backup_size.py::test_shrunk[qp]: waived by dba@example.com (OPS-1234) until "
                    "2026-12-31: schema cleanup; the failure: backup shrank 40%"),
         ("not proved", "maintenance/test_maintenance_actions.py::test_archive[qp]: 1 other table the "

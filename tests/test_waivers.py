@@ -21,6 +21,7 @@ from opsverify.localserver.net import free_port
 from opsverify.profile.reporting import Waiver
 from opsverify.reporting import waivers as rules
 from opsverify.reporting.evidence import WaiverProblem
+from tests.test_summary import table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_problems_list_expired_and_unmatched_waivers_in_profile_order() -> None:
     assert [rules.problem_text(p) for p in found] == [
         f"waiver for checks/a.py::* (OLD, o) expired on {TODAY - timedelta(days=1)}: the check counts again; renew "
         "it or remove it",
-        "waiver for checks/b.py::test_x (B) matched no check in this run",
+        "waiver for checks/b.py::test_x (B, o) matched no check in this run: correct its check or remove it",
     ]
 
 
@@ -264,11 +265,10 @@ def test_an_expired_waiver_lets_the_check_fail_and_is_listed_expired(run_checks:
     stdout = run.result.stdout.str()
     assert (f"opsverify warning: waivers[0] (OPS-1234, sre@example.com) expired on {gone}: the check counts again; "
             "renew it or remove it") in stdout.splitlines()
-    assert section(stdout) == [
-        f"{NODE}: waiver OPS-1234 (sre@example.com) expired on {gone}: the check counts again",
-        f"waiver for {NODE} (OPS-1234, sre@example.com) expired on {gone}: the check counts again; renew it or "
-        "remove it",
-    ]
+    expired = (f"waiver for {NODE} (OPS-1234, sre@example.com) expired on {gone}: the check counts again; renew it "
+               "or remove it")
+    assert section(stdout) == [expired]  # once, per waiver, as the summary says it
+    assert table((run.report_dir / "summary.md").read_text(), "Warnings") == [["waiver", expired]]
 
 
 def test_a_passing_waived_check_stays_passed_with_a_note(run_checks: Run, profile_variant: Variant) -> None:
@@ -280,7 +280,10 @@ def test_a_passing_waived_check_stays_passed_with_a_note(run_checks: Run, profil
     note = "waiver OPS-1234 (sre@example.com) is no longer needed: the check passes; remove it"
     assert check["notes"] == [note]
     assert run.evidence["waivers"] == []
-    assert section(run.result.stdout.str()) == [f"{node}: {note}"]
+    needless = (f"waiver for {node} (OPS-1234, sre@example.com) is no longer needed: none of the 1 check(s) it "
+                "matches failed in this run; remove it")
+    assert section(run.result.stdout.str()) == [needless]
+    assert table((run.report_dir / "summary.md").read_text(), "Warnings") == [["waiver", needless]]
 
 
 def test_a_glob_waives_every_check_it_matches_and_an_unmatched_waiver_is_a_warning(
@@ -296,7 +299,63 @@ def test_a_glob_waives_every_check_it_matches_and_an_unmatched_waiver_is_a_warni
     assert {c["waiver"]["check"] for c in run.checks.values()} == {glob}
     assert run.evidence["waivers"] == [{"check": elsewhere, "owner": "sre@example.com", "ticket": "OPS-7",
                                         "expires": LATER.isoformat(), "problem": "unmatched"}]
-    assert section(run.result.stdout.str())[-1] == f"waiver for {elsewhere} (OPS-7) matched no check in this run"
+    assert section(run.result.stdout.str())[-1] == (f"waiver for {elsewhere} (OPS-7, sre@example.com) matched no "
+                                                     "check in this run: correct its check or remove it")
+
+
+def one_service_down(*waivers: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Every service, photonic-foundry at a loopback port where nothing listens (quantum-planner answers)."""
+    url = f"http://127.0.0.1:{free_port()}"
+
+    def mutate(data: dict[str, Any]) -> None:
+        healthy(*waivers)(data)
+        next(s for s in data["services"] if s["name"] == "photonic-foundry")["url"] = url
+
+    return mutate
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_a_glob_that_waives_a_failure_is_not_called_needless_for_its_passing_matches(
+    run_checks: Run, profile_variant: Variant, workers: tuple[str, ...]
+) -> None:
+    """One glob over every service's health checks: photonic-foundry's fail (waived), quantum-planner's pass under a
+    second glob that expires later (so it governs them): the first is still needed and never called needless, the
+    second is, once, with its number of matches."""
+    glob = f"checks/{HTTP}::test_health_*[*]"
+    spare = f"checks/{HTTP}::test_health_*[quantum-planner]"
+    variant = profile_variant(one_service_down(waiver(glob), waiver(spare, ticket="OPS-8", expires=LATER + timedelta(
+        days=1))))
+    run = run_checks(variant, HTTP, extra=workers)
+    assert run.result.ret == 0, run.result.stdout.str()
+    passing = run.checks[f"test_http_health.py::{STATUS}[quantum-planner]"]  # the spare one governs it: it expires
+    assert (passing["outcome"], passing["waiver"]["check"]) == ("passed", spare)  # later
+    failing = run.checks[SHORT]
+    assert (failing["outcome"], failing["waiver"]["check"], failing["notes"]) == ("waived", glob, [])
+    stdout = run.result.stdout.str()
+    needless = ("waiver for checks/health/test_http_health.py::test_health_*[quantum-planner] (OPS-8, "
+                "sre@example.com) is no longer needed: none of the 3 check(s) it matches failed in this run; remove it")
+    assert [line for line in section(stdout) if not line.startswith("WAIVED ")] == [needless]
+    assert stdout.count("no longer needed") == 1
+    warnings = table((run.report_dir / "summary.md").read_text(), "Warnings")
+    assert [row for row in warnings if "no longer needed" in row[1]] == [["waiver", needless]]
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_a_glob_still_needed_drops_the_waiver_from_its_passing_matches(
+    run_checks: Run, profile_variant: Variant, workers: tuple[str, ...]
+) -> None:
+    glob = f"checks/{HTTP}::{STATUS}[*]"
+    run = run_checks(profile_variant(one_service_down(waiver(glob))), f"{HTTP}::{STATUS}", extra=workers)
+    assert run.result.ret == 0, run.result.stdout.str()
+    passing = run.checks[f"test_http_health.py::{STATUS}[quantum-planner]"]
+    assert (passing["outcome"], passing["waiver"], passing["notes"]) == ("passed", None, [])
+    assert run.outcome(SHORT) == "waived"
+    stdout = run.result.stdout.str()
+    assert "no longer needed" not in stdout
+    [line] = section(stdout)
+    assert line.startswith(f"WAIVED {NODE}: photonic-foundry health endpoint ")
+    assert not any("no longer needed" in row[1] for row in table((run.report_dir / "summary.md").read_text(),
+                                                                   "Warnings"))
 
 
 def test_a_waiver_of_a_check_this_selection_left_out_is_no_warning(run_checks: Run, profile_variant: Variant) -> None:
@@ -323,7 +382,8 @@ def test_under_xdist_each_waived_check_is_reported_once_and_the_unmatched_warnin
     assert {c["outcome"] for c in run.evidence["checks"]} == {"waived"}
     assert run.evidence["run"]["selection"]["workers"] == 2
     stdout = run.result.stdout.str()
-    assert stdout.count(f"waiver for {elsewhere} (OPS-7) matched no check in this run") == 1
+    assert stdout.count(f"waiver for {elsewhere} (OPS-7, sre@example.com) matched no check in this run: correct its "
+                        "check or remove it") == 1
     assert len([line for line in section(stdout) if line.startswith("WAIVED ")]) == 3
     assert run.evidence["waivers"] == [{"check": elsewhere, "owner": "sre@example.com", "ticket": "OPS-7",
                                         "expires": LATER.isoformat(), "problem": "unmatched"}]

@@ -25,6 +25,7 @@ from opsverify.reporting.charts import CHARTS, Chart, chart_svg
 from opsverify.reporting.evidence import OUTCOMES, CheckResult, EvidenceDoc
 from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import Inventory, Procedure
+from opsverify.reporting.waivers import needless_text, problem_text
 
 # the order counts show
 STATUSES = ("failed", "waived", "gap", "not collected", "not selected", "skipped", "verified", "human")
@@ -116,19 +117,17 @@ def coverage(inventory: Inventory, doc: EvidenceDoc, catalogue: Catalogue, compl
 def notices(doc: EvidenceDoc) -> list[Notice]:
     """Waiver problems, waived checks and needless waivers, expiring certificates, pending security updates and
     tables a maintenance action could not prove."""
-    found = [_waiver_problem(p.problem, p.check, p.owner, p.ticket, p.expires) for p in doc.waivers]
+    found = [Notice("waiver", problem_text(p)) for p in doc.waivers]
+    needless: dict[tuple[str, str, str], int] = {}  # the waiver plugin leaves "not-needed" on a waiver's matches
+    for check in doc.checks:  # only when none of them failed
+        if check.waiver is not None and check.waiver.state == "not-needed":
+            key = (check.waiver.check, check.waiver.ticket, check.waiver.owner)
+            needless[key] = needless.get(key, 0) + 1
+    found += [Notice("waiver", needless_text(*key, passed=count)) for key, count in needless.items()]
     today = doc.run.finished.date()
     for check in sorted(doc.checks, key=lambda c: c.nodeid):
         found += _check_notices(check, today)
     return found
-
-
-def _waiver_problem(problem: str, check: str, owner: str, ticket: str, expires: date) -> Notice:
-    if problem == "expired":
-        return Notice("waiver", f"the waiver of {check} ({owner}, {ticket}) expired on {expires}: the check counts "
-                                "again; fix it or renew the waiver")
-    return Notice("waiver", f"the waiver of {check} ({owner}, {ticket}, until {expires}) matches no check: correct "
-                            "its check pattern or remove it")
 
 
 def _check_notices(check: CheckResult, today: date) -> list[Notice]:
@@ -137,9 +136,6 @@ def _check_notices(check: CheckResult, today: date) -> list[Notice]:
     if waiver is not None and check.outcome == "waived":
         found.append(Notice("waived", f"{name}: waived by {waiver.owner} ({waiver.ticket}) until {waiver.expires}: "
                                       f"{waiver.reason}; the failure: {check.message}"))
-    elif waiver is not None and waiver.state == "not-needed":
-        found.append(Notice("waiver", f"{name} passed: the waiver of {waiver.owner} ({waiver.ticket}, until "
-                                      f"{waiver.expires}) is no longer needed; remove it"))
     found += [Notice("certificate", f"{name}: {text}") for text in _expiring(check, today)]
     pending = check.measured.get("pending_security", "0")
     if pending.isdigit() and int(pending) > 0:
