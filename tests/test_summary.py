@@ -21,7 +21,7 @@ from opsverify.reporting.charts import CHARTS, chart_svg
 from opsverify.reporting.evidence import CheckResult, EvidenceDoc
 from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import InventoryError, load_inventory, read_procedures
-from opsverify.reporting.summary import STATUSES, notices, status_of
+from opsverify.reporting.summary import NOT_CONFIGURED, STATUSES, notices, status_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runbooks" / "INVENTORY.md"
@@ -323,6 +323,34 @@ def test_a_teams_own_procedures_show_in_the_matrix(
     assert rows["PF-01"][2] == "gap"  # the shipped table is shown too
 
 
+def without_lifecycle_and_scanners(data: dict[str, Any]) -> None:
+    data.pop("lifecycle", None)
+    data.pop("scanners", None)
+    data["backups"] = [b for b in data["backups"] if b["kind"] != "config"]
+    data["drills"] = [d for d in data.get("drills", []) if d["backup"] in {b["name"] for b in data["backups"]}]
+
+
+def test_procedures_only_an_undeclared_kind_would_bring_are_not_configured_not_gaps(
+    run_checks: Callable[..., Any], profile_variant: Callable[..., Path]
+) -> None:
+    """No lifecycle.log_dirs, no scanners, no config backups: the log, scanner and backup checks collect without the
+    kinds their ``runbook(by_kind=…)`` gives IDs for, yet the suite checks PF-02, QP-22, PF-05, QP-08, PF-23 and
+    QP-20: "not configured". The
+    whole suite is collected (so a gap could be told) and deselected (-k), so nothing runs."""
+    run = run_checks(profile_variant(without_lifecycle_and_scanners), extra=("-k", "no_check_is_named_like_this"))
+    assert run.result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, run.result.stdout.str()
+    markdown = (run.report_dir / "summary.md").read_text()
+    rows = matrix(markdown)
+    for procedure in ("PF-02", "QP-22", "PF-05", "QP-08", "PF-23", "QP-20"):
+        assert rows[procedure][2:] == ["not configured", NOT_CONFIGURED], (procedure, rows[procedure])
+    assert rows["PF-01"][2:] == ["not selected", "6 collected, none in this run"]
+    assert rows["PF-06"][2] == "gap"  # no check of the suite could carry it
+    page = (run.report_dir / "summary.html").read_text()
+    assert re.search(r'<tr id="procedure-PF-02" class="procedure row-not-configured" data-status="not configured">'
+                     r'\s*<td>PF-02</td>.*?<td class="status st-not-configured">not configured</td><td>\s*'
+                     + re.escape(NOT_CONFIGURED) + r"</td></tr>", page, re.S)
+
+
 # --- pure parts: statuses and charts --------------------------------------------------------------------------
 
 def test_status_of_a_procedure() -> None:
@@ -335,6 +363,8 @@ def test_status_of_a_procedure() -> None:
     assert status_of(human, ran("passed"), 1) == "human"
     assert status_of(automatable, [], 0) == "gap"
     assert status_of(automatable, [], 0, complete=False) == "not collected"
+    assert status_of(automatable, [], 0, could=True) == "not configured"
+    assert status_of(automatable, [], 0, complete=False, could=True) == "not configured"
     assert status_of(automatable, [], 3) == "not selected"
     assert status_of(automatable, ran("passed", "broken", "waived"), 3) == "failed"
     assert status_of(automatable, ran("passed", "waived"), 2) == "waived"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import astuple
 
 from opsverify.reporting.evidence import OUTCOMES, CheckResult
-from opsverify.reporting.summary import Summary, short
+from opsverify.reporting.summary import NOT_CONFIGURED, Summary, short
 
 NO_CHARTS = "No measured RTO, backup age or backup size was recorded: no chart."
 
@@ -79,7 +79,8 @@ def _coverage_markdown(summary: Summary) -> list[str]:
         out += [f"### {group}", ""]
         out += _table(("ID", "cadence", "procedure", "status", "checks"), [
             (r.procedure.id, r.procedure.cadence, r.procedure.procedure, r.status,
-             "<br>".join(ran_text(r.ran)) or (f"{r.collected} collected, none in this run" if r.collected else ""))
+             "<br>".join(ran_text(r.ran)) or (f"{r.collected} collected, none in this run" if r.collected else
+                                              NOT_CONFIGURED if r.status == "not configured" else ""))
             for r in rows
         ])
     return out
@@ -98,7 +99,7 @@ def render_html(summary: Summary) -> str:
         s=summary, doc=doc, header=header_rows(summary), failures=sorted(doc.failures(), key=lambda c: c.nodeid),
         counts=summary.status_counts(), groups=summary.inventory.groups() if summary.inventory else {},
         rows={r.procedure.id: r for r in summary.coverage}, short=short, charts=summary.charts,
-        svg=Markup, no_charts=NO_CHARTS,
+        svg=Markup, no_charts=NO_CHARTS, not_configured=NOT_CONFIGURED,
     )
 
 
@@ -112,7 +113,7 @@ table{border-collapse:collapse;margin:.4em 0 1em}th,td{border:1px solid #d8dde6;
 vertical-align:top;text-align:left}th{background:#eef1f6}td ul{margin:0;padding-left:1.1em}
 .status,.outcome{font-weight:600;white-space:nowrap}
 .st-verified,.oc-passed{color:#17612c}.st-failed,.oc-failed,.oc-broken{color:#b3261e}
-.st-waived,.oc-waived{color:#8a5a00}.st-gap{color:#fff;background:#b3261e}.st-not-selected,.st-not-collected,.st-skipped,
+.st-waived,.oc-waived{color:#8a5a00}.st-gap{color:#fff;background:#b3261e}.st-not-selected,.st-not-collected,.st-not-configured,.st-skipped,
 .oc-skipped{color:#5b6270}.st-human{color:#3d4aa8}
 tr.row-failed{background:#fdecea}tr.row-gap{background:#fff4f2}
 .matrix td:first-child{white-space:nowrap}.counts span{margin-right:1em}
@@ -143,7 +144,8 @@ tr.row-failed{background:#fdecea}tr.row-gap{background:#fff4f2}
 <td class="status st-{{ r.status|replace(' ', '-') }}">{{ r.status }}</td><td>
 {% if r.ran %}<ul>{% for c in r.ran %}<li>{{ short(c.nodeid) }}
 <span class="outcome oc-{{ c.outcome }}">{{ c.outcome }}</span></li>{% endfor %}</ul>
-{% elif r.collected %}{{ r.collected }} collected, none in this run{% endif %}</td></tr>
+{% elif r.collected %}{{ r.collected }} collected, none in this run
+{% elif r.status == "not configured" %}{{ not_configured }}{% endif %}</td></tr>
 {% endfor %}</table>
 {% endfor %}{% endif %}
 <h2 id="objectives">RTO / RPO</h2>
