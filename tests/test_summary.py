@@ -21,7 +21,7 @@ from opsverify.reporting.charts import CHARTS, chart_svg
 from opsverify.reporting.evidence import CheckResult, EvidenceDoc
 from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import InventoryError, load_inventory, read_procedures
-from opsverify.reporting.summary import NOT_CONFIGURED, STATUSES, notices, status_of
+from opsverify.reporting.summary import NOT_CONFIGURED, STATUSES, build_summary, notices, status_of, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "runbooks" / "INVENTORY.md"
@@ -347,8 +347,43 @@ def test_procedures_only_an_undeclared_kind_would_bring_are_not_configured_not_g
     assert rows["PF-06"][2] == "gap"  # no check of the suite could carry it
     page = (run.report_dir / "summary.html").read_text()
     assert re.search(r'<tr id="procedure-PF-02" class="procedure row-not-configured" data-status="not configured">'
-                     r'\s*<td>PF-02</td>.*?<td class="status st-not-configured">not configured</td><td>\s*'
+                     r'\s*<td>PF-02</td>.*?<td class="status st-not-configured">not configured</td>'
+                     r'<td class="nodeid">\s*'
                      + re.escape(NOT_CONFIGURED) + r"</td></tr>", page, re.S)
+
+
+LONG_NODE = ("checks/backup/test_backup_integrity.py::test_every_backup_that_holds_secrets_is_encrypted_at_rest_"
+             "and_readable_only_by_its_owner[pf-postgres-custom-with-a-very-long-source-name-" + "x" * 60 + "]")
+
+
+def test_long_node_ids_wrap_and_the_page_keeps_to_a_1280_px_window(tmp_path: Path) -> None:
+    """Node id and message cells may break anywhere (overflow-wrap), so a 200-character node id does not push the
+    message column off a 1280 px window; Chromium renders it (the screenshot was looked at when this was written:
+    the node id wraps inside its cell, the message column is on the page)."""
+    doc = EvidenceDoc.model_validate({
+        "run": {"id": "r1", "profile": "p", "role": "staging", "opsverify": "0.1.0", "host": "h",
+                "started": "2026-11-30T01:00:00Z", "finished": "2026-11-30T01:05:00Z"},
+        "checks": [{"nodeid": LONG_NODE, "runbook": ["PF-23", "QP-20"], "outcome": "failed",
+                    "message": "the backup pf-postgres-custom is readable by others (mode 0644): chmod 600 it"}],
+    })
+    _, page = write_summary(tmp_path, build_summary(doc, load_inventory([SHIPPED]), {LONG_NODE: ["PF-23", "QP-20"]},
+                                                    None))
+    text = page.read_text()
+    assert ".nodeid,.message{overflow-wrap:anywhere;word-break:break-word}" in text
+    assert "table{max-width:100%}" in text
+    cells = re.findall(r"<td( class=\"[a-z]+\")?>(?:\s*<ul><li>)?" + re.escape(short_long()), text)
+    assert cells == [' class="nodeid"'] * 4, cells  # failures, the matrix's PF-23 and QP-20 rows, checks
+    assert text.count('<td class="nodeid">\n<ul><li>' + short_long()) == 2  # PF-23 and QP-20 rows
+    shot = tmp_path / "long.png"
+    chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000")
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+
+
+def short_long() -> str:
+    return LONG_NODE.removeprefix("checks/")
 
 
 # --- pure parts: statuses and charts --------------------------------------------------------------------------
