@@ -489,3 +489,72 @@ def test_a_store_that_is_no_sqlite_file_names_its_own_fix(tmp_path: Path) -> Non
     assert (folder.returncode, folder.stdout) == (1, "")
     assert folder.stderr == (f"opsverify: the history store {tmp_path} is a directory: name the SQLite file (e.g. "
                              f"{tmp_path / 'history.sqlite'}) with --store or in reporting.history.sqlite\n")
+class SilentServer:
+    """A TCP server on loopback that accepts every connection and never says a word (a hung PostgreSQL)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted.append(connection)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        for connection in self.accepted:
+            connection.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_growth_checks_are_broken_not_failed_when_the_history_store_never_answers(
+    run_checks: Any, profile_variant: Any, silent_server: SilentServer, workers: tuple[str, ...]
+) -> None:
+    """A PostgreSQL history store that accepts TCP and never answers: the growth checks could not judge, so they
+    are broken (not failed: the database did not grow), with one sentence each; the store is tried once per
+    process (the session fixture keeps its exception), not once per check."""
+    port = silent_server.port
+
+    def mutate(data: dict[str, Any]) -> None:
+        data.setdefault("timeouts", {})["connect"] = "2s"
+        data.setdefault("reporting", {})["history"] = {"postgres": {
+            "port": port, "dbname": "history", "user": "opsverify", "sslmode": "disable"}}
+
+    run = run_checks(profile_variant(mutate), GROWTH, "backup/test_backup_growth.py", "recovery/test_rto_trend.py",
+                     extra=workers)
+    outcomes = {name: check["outcome"] for name, check in run.checks.items()}
+    assert len(outcomes) >= 4, run.result.stdout.str()
+    assert set(outcomes.values()) == {"broken"}, outcomes
+    sentence = ("HistoryUnavailable: the run history cannot be read, so the trend cannot be judged: "
+                f"opsverify@127.0.0.1:{port}/history: ")
+    messages = {check["message"] for check in run.checks.values()}
+    assert len(messages) == 1, messages
+    [message] = messages
+    assert message == sentence + ("connection timeout expired; fix: check that the server runs and that "
+                                  "reporting.history.postgres (host, port, dbname, user, password) is right")
+    assert "Traceback" not in run.result.stdout.str()
+    # once per process that ran a check reading it (under -n 2 a worker may get none), then the controller's
+    # append and the summary's charts, once each after every check: never once per check
+    tries = {1} if not workers else {1, 2}
+    assert len(silent_server.accepted) - 2 in tries, (len(silent_server.accepted), len(outcomes))

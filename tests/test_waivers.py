@@ -21,6 +21,7 @@ from opsverify.localserver.net import free_port
 from opsverify.profile.reporting import Waiver
 from opsverify.reporting import waivers as rules
 from opsverify.reporting.evidence import WaiverProblem
+from tests.test_summary import table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_problems_list_expired_and_unmatched_waivers_in_profile_order() -> None:
     assert [rules.problem_text(p) for p in found] == [
         f"waiver for checks/a.py::* (OLD, o) expired on {TODAY - timedelta(days=1)}: the check counts again; renew "
         "it or remove it",
-        "waiver for checks/b.py::test_x (B) matched no check in this run",
+        "waiver for checks/b.py::test_x (B, o) matched no check in this run: correct its check or remove it",
     ]
 
 
@@ -125,8 +126,9 @@ def test_profile_check_refuses_a_waiver_too_far_ahead_one_without_expires_and_on
         "  waivers[2].expires (line 5): expires is required: the last day the waiver holds, as YYYY-MM-DD, at most "
         "90d ahead",
         "  waivers[2].ticket (line 8): ticket is empty: the ticket that tracks the fix",
-        "  waivers[3].check (line 9): 'test_x' is neither a node id (checks/…/test_x.py::test_y[param]) nor a glob "
-        "of them: write the node id pytest prints, or a glob with * (e.g. checks/backup/*::test_newest_backup_*)",
+        "  waivers[3].check (line 9): 'test_x' names no test file (a node id is checks/…/test_x.py::test_y[param]): "
+        "name the test file and let a glob stand only in the test name and parameter, e.g. "
+        "checks/health/test_http_health.py::*[photonic-foundry]",
         "  waivers[3].expires (line 9): '2026-02-29' is not a date: write the last day the waiver holds as "
         "YYYY-MM-DD",
     ]
@@ -136,7 +138,7 @@ def test_waiver_max_ahead_is_the_profiles_to_declare(tmp_path: Path) -> None:
     path = tmp_path / "waivers.yaml"
     ahead = TODAY + timedelta(days=20)
     path.write_text(f"name: waived\nreporting: {{waiver_max_ahead: 14d}}\nwaivers:\n"
-                    f"  - {{check: 'checks/*', reason: r, owner: o, ticket: T-1, expires: {ahead}}}\n")
+                    f"  - {{check: 'checks/a/test_a.py::*', reason: r, owner: o, ticket: T-1, expires: {ahead}}}\n")
     latest = TODAY + timedelta(days=14)
     assert profile_check(path).stderr.splitlines() == [
         f"opsverify: profile {path} is not valid: waivers[0].expires (line 4): {ahead} is more than 14d ahead "
@@ -148,13 +150,43 @@ def test_profile_check_warns_about_an_expired_waiver_and_stays_valid(tmp_path: P
     path = tmp_path / "waivers.yaml"
     gone = TODAY - timedelta(days=2)
     path.write_text("name: waived\nwaivers:\n"
-                    f"  - {{check: 'checks/*', reason: r, owner: dba@example.com, ticket: OPS-1234, expires: {gone}}}\n"
-                    f"  - {{check: 'checks/*', reason: r, owner: o, ticket: OPS-9, expires: {TODAY}}}\n")
+                    f"  - {{check: 'checks/a/test_a.py::*', reason: r, owner: dba@example.com, ticket: OPS-1234, "
+                    f"expires: {gone}}}\n"
+                    f"  - {{check: 'checks/a/test_a.py::*', reason: r, owner: o, ticket: OPS-9, expires: {TODAY}}}\n")
     result = profile_check(path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
         f"warning: waivers[0] (OPS-1234, dba@example.com) expired on {gone}: the check counts again; renew it or "
         "remove it"]
+
+
+CATCH_ALL_FIX = ("name the test file and let a glob stand only in the test name and parameter, e.g. "
+                 "checks/health/test_http_health.py::*[photonic-foundry]")
+
+
+def test_profile_check_refuses_catch_all_waivers_and_takes_a_glob_inside_one_file(tmp_path: Path) -> None:
+    """``*``, ``*::*``, ``checks/*`` and a directory glob would hide every failure of the suite or of a directory
+    (checks added later too); a glob of the test name and parameter inside one named file is a waiver."""
+    path = tmp_path / "waivers.yaml"
+    checks = ["*", "*::*", "checks/*", "checks/health/*.py::*", "checks/health/test_*.py::*",
+              "checks/health/test_http_health.py::*[photonic-foundry]", "checks/*/test_http_health.py::test_health_*"]
+    path.write_text("name: waived\nwaivers:\n" + "".join(
+        f"  - {{check: '{c}', reason: r, owner: o, ticket: T-{i}, expires: {LATER}}}\n" for i, c in enumerate(checks)))
+    result = profile_check(path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"profile {path} is not valid (5 problem(s)):",
+        f"  waivers[0].check (line 3): '*' names no test file (a node id is checks/…/test_x.py::test_y[param]): "
+        f"{CATCH_ALL_FIX}",
+        f"  waivers[1].check (line 4): '*::*' names no test file ('*' before :: does not end in .py): {CATCH_ALL_FIX}",
+        f"  waivers[2].check (line 5): 'checks/*' names no test file (a node id is checks/…/test_x.py::test_y[param]): "
+        f"{CATCH_ALL_FIX}",
+        f"  waivers[3].check (line 6): 'checks/health/*.py::*' names no test file ('*.py' is wildcards only, test_ and "
+        f".py aside), so it would waive every check of a directory, new ones too, unseen: {CATCH_ALL_FIX}",
+        f"  waivers[4].check (line 7): 'checks/health/test_*.py::*' names no test file ('test_*.py' is wildcards "
+        f"only, test_ and .py aside), so it would waive every check of a directory, new ones too, unseen: "
+        f"{CATCH_ALL_FIX}",
+    ]
 
 
 # --- runs of checks/ ----------------------------------------------------------------------------------------------
@@ -233,11 +265,10 @@ def test_an_expired_waiver_lets_the_check_fail_and_is_listed_expired(run_checks:
     stdout = run.result.stdout.str()
     assert (f"opsverify warning: waivers[0] (OPS-1234, sre@example.com) expired on {gone}: the check counts again; "
             "renew it or remove it") in stdout.splitlines()
-    assert section(stdout) == [
-        f"{NODE}: waiver OPS-1234 (sre@example.com) expired on {gone}: the check counts again",
-        f"waiver for {NODE} (OPS-1234, sre@example.com) expired on {gone}: the check counts again; renew it or "
-        "remove it",
-    ]
+    expired = (f"waiver for {NODE} (OPS-1234, sre@example.com) expired on {gone}: the check counts again; renew it "
+               "or remove it")
+    assert section(stdout) == [expired]  # once, per waiver, as the summary says it
+    assert table((run.report_dir / "summary.md").read_text(), "Warnings") == [["waiver", expired]]
 
 
 def test_a_passing_waived_check_stays_passed_with_a_note(run_checks: Run, profile_variant: Variant) -> None:
@@ -249,7 +280,10 @@ def test_a_passing_waived_check_stays_passed_with_a_note(run_checks: Run, profil
     note = "waiver OPS-1234 (sre@example.com) is no longer needed: the check passes; remove it"
     assert check["notes"] == [note]
     assert run.evidence["waivers"] == []
-    assert section(run.result.stdout.str()) == [f"{node}: {note}"]
+    needless = (f"waiver for {node} (OPS-1234, sre@example.com) is no longer needed: none of the 1 check(s) it "
+                "matches failed in this run; remove it")
+    assert section(run.result.stdout.str()) == [needless]
+    assert table((run.report_dir / "summary.md").read_text(), "Warnings") == [["waiver", needless]]
 
 
 def test_a_glob_waives_every_check_it_matches_and_an_unmatched_waiver_is_a_warning(
@@ -265,7 +299,63 @@ def test_a_glob_waives_every_check_it_matches_and_an_unmatched_waiver_is_a_warni
     assert {c["waiver"]["check"] for c in run.checks.values()} == {glob}
     assert run.evidence["waivers"] == [{"check": elsewhere, "owner": "sre@example.com", "ticket": "OPS-7",
                                         "expires": LATER.isoformat(), "problem": "unmatched"}]
-    assert section(run.result.stdout.str())[-1] == f"waiver for {elsewhere} (OPS-7) matched no check in this run"
+    assert section(run.result.stdout.str())[-1] == (f"waiver for {elsewhere} (OPS-7, sre@example.com) matched no "
+                                                     "check in this run: correct its check or remove it")
+
+
+def one_service_down(*waivers: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Every service, photonic-foundry at a loopback port where nothing listens (quantum-planner answers)."""
+    url = f"http://127.0.0.1:{free_port()}"
+
+    def mutate(data: dict[str, Any]) -> None:
+        healthy(*waivers)(data)
+        next(s for s in data["services"] if s["name"] == "photonic-foundry")["url"] = url
+
+    return mutate
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_a_glob_that_waives_a_failure_is_not_called_needless_for_its_passing_matches(
+    run_checks: Run, profile_variant: Variant, workers: tuple[str, ...]
+) -> None:
+    """One glob over every service's health checks: photonic-foundry's fail (waived), quantum-planner's pass under a
+    second glob that expires later (so it governs them): the first is still needed and never called needless, the
+    second is, once, with its number of matches."""
+    glob = f"checks/{HTTP}::test_health_*[*]"
+    spare = f"checks/{HTTP}::test_health_*[quantum-planner]"
+    variant = profile_variant(one_service_down(waiver(glob), waiver(spare, ticket="OPS-8", expires=LATER + timedelta(
+        days=1))))
+    run = run_checks(variant, HTTP, extra=workers)
+    assert run.result.ret == 0, run.result.stdout.str()
+    passing = run.checks[f"test_http_health.py::{STATUS}[quantum-planner]"]  # the spare one governs it: it expires
+    assert (passing["outcome"], passing["waiver"]["check"]) == ("passed", spare)  # later
+    failing = run.checks[SHORT]
+    assert (failing["outcome"], failing["waiver"]["check"], failing["notes"]) == ("waived", glob, [])
+    stdout = run.result.stdout.str()
+    needless = ("waiver for checks/health/test_http_health.py::test_health_*[quantum-planner] (OPS-8, "
+                "sre@example.com) is no longer needed: none of the 3 check(s) it matches failed in this run; remove it")
+    assert [line for line in section(stdout) if not line.startswith("WAIVED ")] == [needless]
+    assert stdout.count("no longer needed") == 1
+    warnings = table((run.report_dir / "summary.md").read_text(), "Warnings")
+    assert [row for row in warnings if "no longer needed" in row[1]] == [["waiver", needless]]
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_a_glob_still_needed_drops_the_waiver_from_its_passing_matches(
+    run_checks: Run, profile_variant: Variant, workers: tuple[str, ...]
+) -> None:
+    glob = f"checks/{HTTP}::{STATUS}[*]"
+    run = run_checks(profile_variant(one_service_down(waiver(glob))), f"{HTTP}::{STATUS}", extra=workers)
+    assert run.result.ret == 0, run.result.stdout.str()
+    passing = run.checks[f"test_http_health.py::{STATUS}[quantum-planner]"]
+    assert (passing["outcome"], passing["waiver"], passing["notes"]) == ("passed", None, [])
+    assert run.outcome(SHORT) == "waived"
+    stdout = run.result.stdout.str()
+    assert "no longer needed" not in stdout
+    [line] = section(stdout)
+    assert line.startswith(f"WAIVED {NODE}: photonic-foundry health endpoint ")
+    assert not any("no longer needed" in row[1] for row in table((run.report_dir / "summary.md").read_text(),
+                                                                   "Warnings"))
 
 
 def test_a_waiver_of_a_check_this_selection_left_out_is_no_warning(run_checks: Run, profile_variant: Variant) -> None:
@@ -282,7 +372,7 @@ def test_under_xdist_each_waived_check_is_reported_once_and_the_unmatched_warnin
     run_checks: Run, profile_variant: Variant
 ) -> None:
     glob = f"checks/{HTTP}::*[photonic-foundry]"
-    elsewhere = "checks/no_such_dir/*"
+    elsewhere = "checks/no_such_dir/test_gone.py::*"
     variant = profile_variant(closed_service(waiver(glob), waiver(elsewhere, ticket="OPS-7")))
     run = run_checks(variant, HTTP, extra=("-n", "2"))
     assert run.result.ret == 0, run.result.stdout.str()
@@ -292,7 +382,8 @@ def test_under_xdist_each_waived_check_is_reported_once_and_the_unmatched_warnin
     assert {c["outcome"] for c in run.evidence["checks"]} == {"waived"}
     assert run.evidence["run"]["selection"]["workers"] == 2
     stdout = run.result.stdout.str()
-    assert stdout.count(f"waiver for {elsewhere} (OPS-7) matched no check in this run") == 1
+    assert stdout.count(f"waiver for {elsewhere} (OPS-7, sre@example.com) matched no check in this run: correct its "
+                        "check or remove it") == 1
     assert len([line for line in section(stdout) if line.startswith("WAIVED ")]) == 3
     assert run.evidence["waivers"] == [{"check": elsewhere, "owner": "sre@example.com", "ticket": "OPS-7",
                                         "expires": LATER.isoformat(), "problem": "unmatched"}]
@@ -365,3 +456,15 @@ def test_a_broken_setup_is_waived_too_and_keeps_its_note(
         "waived", "ConnectionRefusedError: [Errno 111] Connection refused", "applied")
     assert check["notes"] == ["the waived failure is broken (ConnectionRefusedError), not a failed expectation: the "
                               "check could not judge the environment"]
+
+
+def test_a_run_with_a_catch_all_waiver_stops_at_load_and_runs_no_check(
+    run_checks: Run, profile_variant: Variant
+) -> None:
+    run = run_checks(profile_variant(closed_service(waiver("*"))), f"{HTTP}::{STATUS}")
+    assert run.result.ret not in (0, 1), run.result.stdout.str()
+    assert run.evidence == {}
+    problem = [line for line in run.result.stderr.lines if "waivers[0]" in line]
+    assert len(problem) == 1, run.result.stderr.str()
+    assert re.fullmatch(r"  waivers\[0\]\.check \(line \d+\): " + re.escape(
+        f"'*' names no test file (a node id is checks/…/test_x.py::test_y[param]): {CATCH_ALL_FIX}"), problem[0])

@@ -70,12 +70,29 @@ def waiver_problems(data: object, today: date | None = None) -> list[tuple[tuple
             elif isinstance(value, str) and not value.strip():
                 problems.append((("waivers", index, key), f"{key} is empty: {what}"))
         check = _field(waiver, "check")
-        if isinstance(check, str) and check.strip() and "::" not in check and not set("*?") & set(check):
-            problems.append((("waivers", index, "check"), f"{check!r} is neither a node id (checks/…/test_x.py::"
-                             "test_y[param]) nor a glob of them: write the node id pytest prints, or a glob with * "
-                             "(e.g. checks/backup/*::test_newest_backup_*)"))
+        if isinstance(check, str) and check.strip() and (why := _check_problem(check)):
+            problems.append((("waivers", index, "check"), f"{check[:120]!r} {why}: name the test file and let a glob "
+                             "stand only in the test name and parameter, e.g. checks/health/test_http_health.py::*"
+                             "[photonic-foundry]"))
         problems += _expiry_problems(index, _field(waiver, "expires"), today, ahead)
     return problems
+
+
+def _check_problem(check: str) -> str | None:
+    """Why a waiver's ``check`` names no test file, or None. The part before ``::`` must be a path ending in ``.py``
+    whose file name is more than wildcards (``test_`` and ``.py`` aside): ``*``, ``checks/*`` or
+    ``checks/health/*.py::*`` would waive every check of the suite or of a directory, including ones added later
+    that nobody has looked at, so a catch-all is refused rather than trusted."""
+    if "::" not in check:
+        return "names no test file (a node id is checks/…/test_x.py::test_y[param])"
+    path = check.split("::", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    if not path.endswith(".py"):
+        return f"names no test file ({path[:80]!r} before :: does not end in .py)"
+    if not name.removesuffix(".py").removeprefix("test_").strip("*?"):
+        return (f"names no test file ({name!r} is wildcards only, test_ and .py aside), so it would waive every "
+                "check of a directory, new ones too, unseen")
+    return None
 
 
 def _expiry_problems(index: int, value: object, today: date, ahead: timedelta) -> list[tuple[tuple[str | int,

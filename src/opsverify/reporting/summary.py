@@ -25,9 +25,12 @@ from opsverify.reporting.charts import CHARTS, Chart, chart_svg
 from opsverify.reporting.evidence import OUTCOMES, CheckResult, EvidenceDoc
 from opsverify.reporting.history import Point
 from opsverify.reporting.inventory import Inventory, Procedure
+from opsverify.reporting.waivers import needless_text, problem_text
 
 # the order counts show
-STATUSES = ("failed", "waived", "gap", "not collected", "not selected", "skipped", "verified", "human")
+STATUSES = ("failed", "waived", "gap", "not collected", "not configured", "not selected", "skipped", "verified",
+            "human")
+NOT_CONFIGURED = "the suite checks it, this profile declares nothing it applies to"
 CERTIFICATE_WARN_DAYS = 30
 NOT_AFTER = re.compile(r"(\S.*?)=(\d{4}-\d{2}-\d{2})(?=\s|$)")
 Catalogue = Mapping[str, Sequence[str]]  # node id -> runbook IDs of every collected check
@@ -86,14 +89,17 @@ def short(nodeid: str) -> str:
     return nodeid.removeprefix("checks/")
 
 
-def status_of(procedure: Procedure, ran: Sequence[CheckResult], collected: int, complete: bool = True) -> str:
+def status_of(procedure: Procedure, ran: Sequence[CheckResult], collected: int, complete: bool = True,
+              could: bool = False) -> str:
     """The procedure's status from the checks that ran for it and how many collected checks carry it; ``complete``:
-    the run collected the whole suite, so a procedure no collected check carries is a gap, not just left out."""
+    the run collected the whole suite, so a procedure no collected check carries is a gap, not just left out;
+    ``could``: a collected check would carry it for a component kind (``runbook(by_kind=…)``) this profile does not
+    declare, so it is "not configured" rather than a gap."""
     outcomes = {c.outcome for c in ran}
     if procedure.human:
         return "human"
     if not collected and not ran:
-        return "gap" if complete else "not collected"
+        return "not configured" if could else "gap" if complete else "not collected"
     if not ran:
         return "not selected"
     if outcomes & {"failed", "broken"}:
@@ -103,32 +109,34 @@ def status_of(procedure: Procedure, ran: Sequence[CheckResult], collected: int, 
     return "skipped" if outcomes == {"skipped"} else "verified"
 
 
-def coverage(inventory: Inventory, doc: EvidenceDoc, catalogue: Catalogue, complete: bool = True) -> list[Coverage]:
-    """Every procedure of the inventory with the checks that ran for it (node id order) and its status."""
+def coverage(inventory: Inventory, doc: EvidenceDoc, catalogue: Catalogue, complete: bool = True,
+             capable: Catalogue | None = None) -> list[Coverage]:
+    """Every procedure of the inventory with the checks that ran for it (node id order) and its status;
+    ``capable``: per collected check, every ID its markers could give it (``Catalogue`` of every kind)."""
     rows = []
+    could_carry = {i for ids in (capable or {}).values() for i in ids}
     for procedure in inventory.procedures:
         ran = sorted((c for c in doc.checks if procedure.id in c.runbook), key=lambda c: c.nodeid)
         collected = sum(1 for ids in catalogue.values() if procedure.id in ids)
-        rows.append(Coverage(procedure, ran, collected, status_of(procedure, ran, collected, complete)))
+        status = status_of(procedure, ran, collected, complete, procedure.id in could_carry)
+        rows.append(Coverage(procedure, ran, collected, status))
     return rows
 
 
 def notices(doc: EvidenceDoc) -> list[Notice]:
     """Waiver problems, waived checks and needless waivers, expiring certificates, pending security updates and
     tables a maintenance action could not prove."""
-    found = [_waiver_problem(p.problem, p.check, p.owner, p.ticket, p.expires) for p in doc.waivers]
+    found = [Notice("waiver", problem_text(p)) for p in doc.waivers]
+    needless: dict[tuple[str, str, str], int] = {}  # the waiver plugin leaves "not-needed" on a waiver's matches
+    for check in doc.checks:  # only when none of them failed
+        if check.waiver is not None and check.waiver.state == "not-needed":
+            key = (check.waiver.check, check.waiver.ticket, check.waiver.owner)
+            needless[key] = needless.get(key, 0) + 1
+    found += [Notice("waiver", needless_text(*key, passed=count)) for key, count in needless.items()]
     today = doc.run.finished.date()
     for check in sorted(doc.checks, key=lambda c: c.nodeid):
         found += _check_notices(check, today)
     return found
-
-
-def _waiver_problem(problem: str, check: str, owner: str, ticket: str, expires: date) -> Notice:
-    if problem == "expired":
-        return Notice("waiver", f"the waiver of {check} ({owner}, {ticket}) expired on {expires}: the check counts "
-                                "again; fix it or renew the waiver")
-    return Notice("waiver", f"the waiver of {check} ({owner}, {ticket}, until {expires}) matches no check: correct "
-                            "its check pattern or remove it")
 
 
 def _check_notices(check: CheckResult, today: date) -> list[Notice]:
@@ -137,9 +145,6 @@ def _check_notices(check: CheckResult, today: date) -> list[Notice]:
     if waiver is not None and check.outcome == "waived":
         found.append(Notice("waived", f"{name}: waived by {waiver.owner} ({waiver.ticket}) until {waiver.expires}: "
                                       f"{waiver.reason}; the failure: {check.message}"))
-    elif waiver is not None and waiver.state == "not-needed":
-        found.append(Notice("waiver", f"{name} passed: the waiver of {waiver.owner} ({waiver.ticket}, until "
-                                      f"{waiver.expires}) is no longer needed; remove it"))
     found += [Notice("certificate", f"{name}: {text}") for text in _expiring(check, today)]
     pending = check.measured.get("pending_security", "0")
     if pending.isdigit() and int(pending) > 0:
@@ -204,10 +209,13 @@ def with_this_run(doc: EvidenceDoc, metric: str, recorded: Sequence[Point]) -> l
 def build_summary(
     doc: EvidenceDoc, inventory: Inventory | None, catalogue: Catalogue,
     history: Mapping[str, Sequence[Point]] | None, history_note: str = "", complete: bool = True,
+    capable: Catalogue | None = None,
 ) -> Summary:
     """The summary of one run; ``history`` maps each charted metric to its recorded points (``None``: no store);
-    ``complete``: the run collected the whole suite (``checks/``), so uncovered procedures are gaps."""
-    rows = coverage(inventory, doc, catalogue, complete) if inventory is not None else []
+    ``complete``: the run collected the whole suite (``checks/``), so uncovered procedures are gaps; ``capable``:
+    the IDs each collected check could carry, so a procedure only a kind this profile lacks would bring is "not
+    configured"."""
+    rows = coverage(inventory, doc, catalogue, complete, capable) if inventory is not None else []
     charts = [(c, chart_svg(c, with_this_run(doc, c.metric, (history or {}).get(c.metric, ())))) for c in CHARTS]
     return Summary(doc, inventory, rows, notices(doc), objectives(doc), [(c, s) for c, s in charts if s],
                    history_note)

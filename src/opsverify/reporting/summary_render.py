@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import astuple
 
 from opsverify.reporting.evidence import OUTCOMES, CheckResult
-from opsverify.reporting.summary import Summary, short
+from opsverify.reporting.summary import NOT_CONFIGURED, Summary, short
 
 NO_CHARTS = "No measured RTO, backup age or backup size was recorded: no chart."
 
@@ -79,7 +79,8 @@ def _coverage_markdown(summary: Summary) -> list[str]:
         out += [f"### {group}", ""]
         out += _table(("ID", "cadence", "procedure", "status", "checks"), [
             (r.procedure.id, r.procedure.cadence, r.procedure.procedure, r.status,
-             "<br>".join(ran_text(r.ran)) or (f"{r.collected} collected, none in this run" if r.collected else ""))
+             "<br>".join(ran_text(r.ran)) or (f"{r.collected} collected, none in this run" if r.collected else
+                                              NOT_CONFIGURED if r.status == "not configured" else ""))
             for r in rows
         ])
     return out
@@ -98,7 +99,7 @@ def render_html(summary: Summary) -> str:
         s=summary, doc=doc, header=header_rows(summary), failures=sorted(doc.failures(), key=lambda c: c.nodeid),
         counts=summary.status_counts(), groups=summary.inventory.groups() if summary.inventory else {},
         rows={r.procedure.id: r for r in summary.coverage}, short=short, charts=summary.charts,
-        svg=Markup, no_charts=NO_CHARTS,
+        svg=Markup, no_charts=NO_CHARTS, not_configured=NOT_CONFIGURED,
     )
 
 
@@ -112,24 +113,25 @@ table{border-collapse:collapse;margin:.4em 0 1em}th,td{border:1px solid #d8dde6;
 vertical-align:top;text-align:left}th{background:#eef1f6}td ul{margin:0;padding-left:1.1em}
 .status,.outcome{font-weight:600;white-space:nowrap}
 .st-verified,.oc-passed{color:#17612c}.st-failed,.oc-failed,.oc-broken{color:#b3261e}
-.st-waived,.oc-waived{color:#8a5a00}.st-gap{color:#fff;background:#b3261e}.st-not-selected,.st-not-collected,.st-skipped,
+.st-waived,.oc-waived{color:#8a5a00}.st-gap{color:#fff;background:#b3261e}.st-not-selected,.st-not-collected,.st-not-configured,.st-skipped,
 .oc-skipped{color:#5b6270}.st-human{color:#3d4aa8}
 tr.row-failed{background:#fdecea}tr.row-gap{background:#fff4f2}
 .matrix td:first-child{white-space:nowrap}.counts span{margin-right:1em}
 .chart{margin:.5em 0}.chart svg{max-width:100%;height:auto}
+table{max-width:100%}.nodeid,.message{overflow-wrap:anywhere;word-break:break-word}
 </style></head><body>
 <h1>opsverify summary: {{ doc.run.profile }} ({{ doc.run.role }})</h1>
 <table class="header">{% for k, v in header %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 <h2 id="failures">Failures</h2>
 {% if failures %}
 <table><tr><th>check</th><th>runbook</th><th>outcome</th><th>message</th></tr>
-{% for c in failures %}<tr class="failure"><td>{{ short(c.nodeid) }}</td><td>{{ c.runbook|join(" ") }}</td>
-<td class="outcome oc-{{ c.outcome }}">{{ c.outcome }}</td><td>{{ c.message }}</td></tr>
+{% for c in failures %}<tr class="failure"><td class="nodeid">{{ short(c.nodeid) }}</td><td>{{ c.runbook|join(" ") }}
+</td><td class="outcome oc-{{ c.outcome }}">{{ c.outcome }}</td><td class="message">{{ c.message }}</td></tr>
 {% endfor %}</table>
 {% else %}<p>None: no check failed or broke.</p>{% endif %}
 <h2 id="warnings">Warnings</h2>
 {% if s.notices %}<table><tr><th>kind</th><th>warning</th></tr>
-{% for n in s.notices %}<tr><td>{{ n.kind }}</td><td>{{ n.text }}</td></tr>{% endfor %}</table>
+{% for n in s.notices %}<tr><td>{{ n.kind }}</td><td class="message">{{ n.text }}</td></tr>{% endfor %}</table>
 {% else %}<p>None.</p>{% endif %}
 <h2 id="coverage">Runbook coverage</h2>
 {% if not s.inventory %}<p>No runbook inventory was readable: no coverage matrix.</p>{% else %}
@@ -140,10 +142,11 @@ tr.row-failed{background:#fdecea}tr.row-gap{background:#fff4f2}
 {% for p in procedures %}{% set r = rows[p.id] %}
 <tr id="procedure-{{ p.id }}" class="procedure row-{{ r.status|replace(' ', '-') }}" data-status="{{ r.status }}">
 <td>{{ p.id }}</td><td>{{ p.cadence }}</td><td>{{ p.procedure }}</td>
-<td class="status st-{{ r.status|replace(' ', '-') }}">{{ r.status }}</td><td>
+<td class="status st-{{ r.status|replace(' ', '-') }}">{{ r.status }}</td><td class="nodeid">
 {% if r.ran %}<ul>{% for c in r.ran %}<li>{{ short(c.nodeid) }}
 <span class="outcome oc-{{ c.outcome }}">{{ c.outcome }}</span></li>{% endfor %}</ul>
-{% elif r.collected %}{{ r.collected }} collected, none in this run{% endif %}</td></tr>
+{% elif r.collected %}{{ r.collected }} collected, none in this run
+{% elif r.status == "not configured" %}{{ not_configured }}{% endif %}</td></tr>
 {% endfor %}</table>
 {% endfor %}{% endif %}
 <h2 id="objectives">RTO / RPO</h2>
@@ -159,9 +162,9 @@ tr.row-failed{background:#fdecea}tr.row-gap{background:#fff4f2}
 {% else %}<p>{{ no_charts }}</p>{% endfor %}
 <h2 id="checks">Checks</h2>
 <table><tr><th>check</th><th>outcome</th><th>runbook</th><th>duration</th><th>message</th></tr>
-{% for c in doc.ordered() %}<tr class="check"><td>{{ short(c.nodeid) }}</td>
+{% for c in doc.ordered() %}<tr class="check"><td class="nodeid">{{ short(c.nodeid) }}</td>
 <td class="outcome oc-{{ c.outcome }}">{{ c.outcome }}</td><td>{{ c.runbook|join(" ") }}</td>
-<td>{{ "%.2f"|format(c.duration_s) }}s</td><td>{{ c.message }}</td></tr>
+<td>{{ "%.2f"|format(c.duration_s) }}s</td><td class="message">{{ c.message }}</td></tr>
 {% endfor %}</table>
 </body></html>
 """

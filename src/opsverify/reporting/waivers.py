@@ -55,8 +55,16 @@ def waived_text(waiver: Waiver) -> str:
     return f"waived by {waiver.owner} until {waiver.expires} ({waiver.ticket}): {waiver.reason}"
 
 
-def not_needed_text(waiver: Waiver) -> str:
-    return f"waiver {waiver.ticket} ({waiver.owner}) is no longer needed: the check passes; remove it"
+def not_needed_text(ticket: str, owner: str) -> str:
+    """The note a passing check carries when none of its waiver's matches failed in the run."""
+    return f"waiver {ticket} ({owner}) is no longer needed: the check passes; remove it"
+
+
+def needless_text(check: str, ticket: str, owner: str, passed: int) -> str:
+    """The end-of-run line, once per waiver, for a waiver none of whose matches failed in the run (terminal and
+    summary say the same)."""
+    return (f"waiver for {check} ({ticket}, {owner}) is no longer needed: none of the {passed} check(s) it matches "
+            "failed in this run; remove it")
 
 
 def expired_text(waiver: Waiver) -> str:
@@ -89,8 +97,9 @@ def problems(waivers: Sequence[Waiver], matched: set[int], today: date) -> list[
 
 
 def problem_text(problem: WaiverProblem) -> str:
-    """The end-of-run line for an expired or unmatched waiver."""
+    """The end-of-run line for an expired or unmatched waiver (terminal and summary say the same)."""
     if problem.problem == "expired":
         return (f"waiver for {problem.check} ({problem.ticket}, {problem.owner}) expired on {problem.expires}: the "
                 "check counts again; renew it or remove it")
-    return f"waiver for {problem.check} ({problem.ticket}) matched no check in this run"
+    return (f"waiver for {problem.check} ({problem.ticket}, {problem.owner}) matched no check in this run: correct "
+            "its check or remove it")
