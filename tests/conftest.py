@@ -113,7 +113,9 @@ class ChecksRun:
 
 def _flat(check: dict[str, Any]) -> dict[str, Any]:
     """An evidence.json check with ``evidence``: its measured values and thresholds in one mapping."""
-    return {**check, "evidence": {**check.get("measured", {}), **check.get("thresholds", {})}}
+    markers = check.get("markers", [])
+    return {**check, "evidence": {**check.get("measured", {}), **check.get("thresholds", {})},
+            "cadence": [m for m in markers if m in ("daily", "weekly", "monthly", "quarterly")]}
 
 
 @pytest.fixture

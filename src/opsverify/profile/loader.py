@@ -510,15 +510,21 @@ def choose_profile_path(option: str | None, default: Path) -> Path:
 
 
 def secret_values(model: object) -> frozenset[str]:
-    """Every secret a loaded profile holds (``SecretStr`` fields and the first line of each secret file), so that
-    reports can mask one wherever a server quotes it back."""
+    """Every secret a loaded profile holds, so that reports can mask one wherever a server quotes it back:
+    ``SecretStr`` fields, the first line of each secret file, and the secret parts of its http(s) URLs and paths
+    (a password or token in the userinfo, query values: ``/health?api_key=…``; at least 6 characters)."""
     from pydantic import BaseModel, SecretStr
+
+    from opsverify.redact import secrets_of
 
     found: set[str] = set()
 
     def walk(value: object) -> None:
         if isinstance(value, SecretStr):
             found.add(value.get_secret_value())
+        elif isinstance(value, str) and (value.startswith(("http://", "https://")) or "?" in value):
+            url = value if "://" in value else f"http://host/{value.lstrip('/')}"
+            found.update(s for s in secrets_of(url) if len(s) >= 6)
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 item = getattr(value, name)

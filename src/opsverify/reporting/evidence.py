@@ -3,7 +3,7 @@
 Written as ``evidence.json``; its JSON Schema (``opsverify evidence schema``, shipped as
 ``docs/evidence.schema.json``) is versioned by ``schema_version``: a reader refuses a major version it
 does not know. Only what checks record goes in (names, measurements, thresholds), never credentials;
-``redact_text`` runs over every message and value as a last guard.
+the reporting plugin masks the profile's secret values in every message and recorded value before they get here.
 
 Outcomes, as Allure distinguishes them: ``passed``; ``failed`` (an expectation about the environment
 did not hold: ``expect``/``fail``/``assert``); ``broken`` (any other exception: the check or its
@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import opsverify
 from opsverify.errors import OpsverifyError
-from opsverify.redact import redact_text
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_ID = "https://opsverify.dev/schemas/evidence/1.0/evidence.schema.json"
@@ -191,7 +190,7 @@ class Collector:
             started=self.started, finished=datetime.now(UTC), host=platform.node(), selection=self.selection,
             totals=self.totals(), exit_status=exit_status,
         )
-        return EvidenceDoc(run=run, checks=[_redacted(c) for c in self.checks.values()],
+        return EvidenceDoc(run=run, checks=list(self.checks.values()),
                            waivers=list(self.waiver_problems))
 
 
@@ -211,15 +210,6 @@ def absorb(check: CheckResult, properties: list[tuple[str, object]]) -> None:
         elif key.startswith(EVIDENCE_PREFIX):
             name = key.removeprefix(EVIDENCE_PREFIX)
             (check.thresholds if THRESHOLD.search(name) else check.measured)[name] = str(value)
-
-
-def _redacted(check: CheckResult) -> CheckResult:
-    return check.model_copy(update={
-        "message": redact_text(check.message),
-        "measured": {k: redact_text(v) for k, v in check.measured.items()},
-        "thresholds": {k: redact_text(v) for k, v in check.thresholds.items()},
-        "notes": [redact_text(n) for n in check.notes],
-    })
 
 
 def write_json_atomically(path: Path, data: object) -> None:
