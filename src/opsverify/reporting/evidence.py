@@ -76,10 +76,6 @@ class CheckResult(_Doc):
     waiver: WaiverNote | None = None
     notes: list[str] = Field(default_factory=list)
 
-    @property
-    def cadence(self) -> list[str]:
-        return [m for m in self.markers if m in ("daily", "weekly", "monthly", "quarterly")]
-
 
 class Selection(_Doc):
     """What the run was asked to run."""

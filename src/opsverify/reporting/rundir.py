@@ -6,8 +6,6 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPORT_FILES = ("report.html", "junit.xml", "evidence.json", "summary.html", "summary.md", "allure-results")
-
 
 def new_run_dir(root: Path, now: datetime | None = None) -> Path:
     """Create a fresh ``root/<YYYYmmddTHHMMSSZ>`` (suffixed when two runs start in one second)."""
